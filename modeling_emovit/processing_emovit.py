@@ -1,0 +1,270 @@
+"""EmoVIT processor: InstructBLIP's processor plus EmoVIT's prompts and training-example builder.
+
+Every prompt the project uses is defined in this file, once: the data pipeline, train.py and evaluate.py import them.
+"""
+
+import re
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import InstructBlipProcessor
+from transformers.feature_extraction_utils import BatchFeature
+
+from .configuration_emovit import EMOSET_EMOTIONS, validate_emotion_labels
+
+
+# The categorical instruction. `{labels}` is replaced by the label list ("amusement, awe, ..., sadness").
+CATEGORICAL_INSTRUCTION = (
+    "Which emotion does this image evoke in the people who look at it? "
+    "Choose one of: {labels}. Reply as 'Predict emotion: <emotion>'."
+)
+# Paraphrases of the categorical instruction for evaluate.py's instruction-sensitivity test. Index 0 is the one
+# the model is trained with.
+CATEGORICAL_INSTRUCTION_VARIANTS = (
+    CATEGORICAL_INSTRUCTION,
+    "Look at the picture and name the feeling it is most likely to stir in a viewer, picking from: {labels}. "
+    "Answer in the form 'Predict emotion: <emotion>'.",
+    "Out of these emotions: {labels}, which one fits the mood this photo creates best? "
+    "Write your answer as 'Predict emotion: <emotion>'.",
+    "Classify the emotion this image conveys. The options are {labels}. Respond with 'Predict emotion: <emotion>'.",
+    "Imagine seeing this image for the first time. Which of {labels} would you feel? "
+    "Give the answer as 'Predict emotion: <emotion>'.",
+)
+ANSWER_PREFIX = "Predict emotion:"
+# Free questions used by the offline demo and evaluate.py's reasoning sample; any text works as a question.
+REASONING_QUESTION = "What emotion does this image evoke, and what in the image makes it feel that way?"
+
+_ANSWER_PATTERN = re.compile(r"^\s*predict\s+emotion\s*:\s*(?P<label>.+?)\s*[.!]?\s*$", re.IGNORECASE | re.DOTALL)
+
+# PIL modes that convert to RGB without losing meaning. 16-bit, 32-bit and float modes ("I;16", "I", "F") would
+# be clipped to 8 bits by `convert("RGB")`, which silently destroys the image: refuse them instead.
+_CONVERTIBLE_MODES = {"RGB", "RGBA", "RGBX", "L", "LA", "P", "PA", "CMYK", "YCbCr", "1"}
+_MIN_IMAGE_SIDE = 2
+
+
+def format_label_list(labels) -> str:
+    return ", ".join(labels)
+
+
+def format_categorical_instruction(labels, template: str = CATEGORICAL_INSTRUCTION) -> str:
+    """Renders the categorical instruction for `labels`; refuses a template that would hide some of them."""
+    if "{labels}" not in template:
+        raise ValueError(
+            f"The categorical instruction template {template!r} has no '{{labels}}' placeholder, so the model "
+            f"would never see the label list {list(labels)!r}. Add '{{labels}}' where the emotions should go."
+        )
+    return template.replace("{labels}", format_label_list(labels))
+
+
+def format_answer(label: str) -> str:
+    """The answer a categorical example is trained on: `Predict emotion: <label>`."""
+    return f"{ANSWER_PREFIX} {label}"
+
+
+def parse_emotion_answer(text: str, labels) -> str | None:
+    """Returns the label a generated answer names, or None when the answer is not `Predict emotion: <label>`
+    with one of `labels` (never a guess: an answer like "Predict emotion: joy" is invalid, not mapped)."""
+    match = _ANSWER_PATTERN.match(text or "")
+    if match is None:
+        return None
+    named = " ".join(match.group("label").lower().split())
+    return named if named in labels else None
+
+
+class EmoVitProcessor(InstructBlipProcessor):
+    r"""
+    Wraps a BLIP image processor, the language model's tokenizer and the Q-Former's tokenizer (as
+    [`InstructBlipProcessor`] does) and adds what EmoVIT needs on top:
+
+    - the categorical instruction for `emotion_labels` (`categorical_instruction`),
+    - inputs for emotion classification by scoring or generation (`classification_inputs`),
+    - training examples with the language-model labels masked to the answer (`training_features`).
+
+    Args:
+        image_processor ([`BlipImageProcessor`]): resizes and normalises images.
+        tokenizer: the language model's tokenizer. The `<image>` placeholder token is added if missing.
+        qformer_tokenizer: the Q-Former's (BERT) tokenizer; the Q-Former reads the instruction too.
+        num_query_tokens (`int`): number of query tokens, as in the model's config.
+        emotion_labels (`list[str]`, *optional*): the labels to classify into; EmoSet's 8 by default. Must equal the
+            model's `config.emotion_labels`.
+        categorical_template (`str`, *optional*): the categorical instruction with a `{labels}` placeholder.
+    """
+
+    def __init__(
+        self,
+        image_processor,
+        tokenizer,
+        qformer_tokenizer,
+        num_query_tokens=None,
+        emotion_labels=None,
+        categorical_template=None,
+        **kwargs,
+    ):
+        super().__init__(image_processor, tokenizer, qformer_tokenizer, num_query_tokens=num_query_tokens, **kwargs)
+        self.emotion_labels = validate_emotion_labels(
+            list(EMOSET_EMOTIONS) if emotion_labels is None else emotion_labels, field="processor.emotion_labels"
+        )
+        self.categorical_template = categorical_template or CATEGORICAL_INSTRUCTION
+        # Rendering once here turns a template without `{labels}` into an error at construction time.
+        format_categorical_instruction(self.emotion_labels, self.categorical_template)
+
+    @property
+    def categorical_instruction(self) -> str:
+        return format_categorical_instruction(self.emotion_labels, self.categorical_template)
+
+    @property
+    def image_token_id(self) -> int:
+        return self.tokenizer.convert_tokens_to_ids(self.image_token.content)
+
+    # ------------------------------------------------------------------ images
+
+    def preprocess_images(self, images) -> torch.Tensor:
+        """Checks and converts images (PIL, or HWC uint8 arrays) to `pixel_values` of shape (batch, 3, H, W)."""
+        if isinstance(images, (Image.Image, np.ndarray)):
+            images = [images]
+        if len(images) == 0:
+            raise ValueError("No images were given; pass a list of at least one PIL image.")
+        converted = [self._check_image(image, index) for index, image in enumerate(images)]
+        return self.image_processor(converted, return_tensors="pt")["pixel_values"]
+
+    @staticmethod
+    def _check_image(image, index: int) -> Image.Image:
+        if isinstance(image, np.ndarray):
+            if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+                raise ValueError(
+                    f"Image {index} is an array of shape {image.shape} and dtype {image.dtype}; expected an RGB "
+                    "array of shape (height, width, 3) and dtype uint8, or a PIL image."
+                )
+            image = Image.fromarray(image)
+        if not isinstance(image, Image.Image):
+            raise TypeError(f"Image {index} is a {type(image).__name__}; expected a PIL image or a uint8 array.")
+        if image.mode not in _CONVERTIBLE_MODES:
+            raise ValueError(
+                f"Image {index} has PIL mode {image.mode!r}, which does not convert to 8-bit RGB without loss. "
+                "Rescale it to 8 bits and call `image.convert('RGB')` first."
+            )
+        if min(image.size) < _MIN_IMAGE_SIDE:
+            raise ValueError(
+                f"Image {index} is {image.size[0]}x{image.size[1]} pixels; an image needs at least "
+                f"{_MIN_IMAGE_SIDE} pixels on each side. Check that the file decoded completely."
+            )
+        return image.convert("RGB")
+
+    # ------------------------------------------------------------------ text
+
+    def _instruction_ids(self, instruction: str, max_length: int) -> list[int]:
+        """Image placeholders + tokenised instruction; a long instruction loses its *start* (as LAVIS does),
+        never the leading special token."""
+        ids = self.tokenizer(instruction, add_special_tokens=True)["input_ids"]
+        if len(ids) > max_length:
+            bos = self.tokenizer.bos_token_id
+            keep_first = 1 if bos is not None and ids[0] == bos else 0
+            ids = ids[:keep_first] + ids[len(ids) - (max_length - keep_first) :]
+        return [self.image_token_id] * self.num_query_tokens + ids
+
+    def _answer_ids(self, answer: str, max_length: int) -> list[int]:
+        """Answer tokens without BOS, cut to `max_length`, then EOS: the model learns to stop."""
+        if self.tokenizer.eos_token_id is None:
+            raise ValueError("The tokenizer has no EOS token; set `tokenizer.eos_token` before building answers.")
+        ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"][:max_length]
+        return ids + [self.tokenizer.eos_token_id]
+
+    def _pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            raise ValueError(
+                "The tokenizer has no pad token. Add one (LAVIS uses '[PAD]': "
+                "`tokenizer.add_special_tokens({'pad_token': '[PAD]'})`) and resize the model's embeddings."
+            )
+        return pad
+
+    def _qformer_text(self, instructions: list[str], max_length: int) -> dict:
+        encoded = self.qformer_tokenizer(
+            instructions, padding="longest", truncation=True, max_length=max_length, return_tensors="pt"
+        )
+        return {"qformer_input_ids": encoded["input_ids"], "qformer_attention_mask": encoded["attention_mask"]}
+
+    def classification_inputs(
+        self, images, instruction: str | None = None, max_instruction_length: int = 128
+    ) -> BatchFeature:
+        """Inputs for [`EmoVitForConditionalGeneration.classify`]: the images, the categorical instruction for every
+        image (unpadded, since it is the same text) and every label's answer as a candidate continuation.
+
+        Returns a `BatchFeature` with `pixel_values` (batch, 3, H, W), `qformer_input_ids`/`qformer_attention_mask`
+        (batch, q_len), `input_ids`/`attention_mask` (batch, prompt_len), and `candidate_input_ids`/
+        `candidate_attention_mask` (num_labels, answer_len) right-padded, each ending in EOS.
+        """
+        pixel_values = self.preprocess_images(images)
+        batch_size = pixel_values.shape[0]
+        instruction = self.categorical_instruction if instruction is None else instruction
+        missing = [label for label in self.emotion_labels if label not in instruction.lower()]
+        if missing:
+            raise ValueError(
+                f"The classification instruction does not mention the labels {missing} of the processor's "
+                f"emotion_labels {self.emotion_labels}: the prompt and label list are out of sync. Instruction: "
+                f"{instruction!r}"
+            )
+        prompt = self._instruction_ids(instruction, max_instruction_length)
+        candidates = [self._answer_ids(format_answer(label), max_length=64) for label in self.emotion_labels]
+        longest = max(len(c) for c in candidates)
+        pad = self._pad_id()
+        features = {
+            "pixel_values": pixel_values,
+            "input_ids": torch.tensor([prompt] * batch_size),
+            "attention_mask": torch.ones(batch_size, len(prompt), dtype=torch.long),
+            "candidate_input_ids": torch.tensor([c + [pad] * (longest - len(c)) for c in candidates]),
+            "candidate_attention_mask": torch.tensor([[1] * len(c) + [0] * (longest - len(c)) for c in candidates]),
+        }
+        features.update(self._qformer_text([instruction] * batch_size, max_instruction_length))
+        return BatchFeature(features)
+
+    def training_features(
+        self,
+        instructions: list[str],
+        answers: list[str],
+        images=None,
+        pixel_values: torch.Tensor | None = None,
+        max_instruction_length: int = 128,
+        max_answer_length: int = 256,
+    ) -> BatchFeature:
+        """Builds a training batch laid out as LAVIS does:
+        `[image placeholders][BOS instruction][answer EOS][pad]`, right-padded.
+
+        `labels` copy `input_ids` on the answer and its EOS, and are -100 on the image placeholders, the instruction
+        and the padding, so the loss covers the answer only. The Q-Former gets the instruction text.
+        Pass `images` (PIL) or ready `pixel_values`; with neither, no `pixel_values` are returned (cached features).
+        """
+        if len(instructions) != len(answers):
+            raise ValueError(f"Got {len(instructions)} instructions but {len(answers)} answers; they pair up 1:1.")
+        pad = self._pad_id()
+        rows, label_rows = [], []
+        for instruction, answer in zip(instructions, answers):
+            prompt = self._instruction_ids(instruction, max_instruction_length)
+            target = self._answer_ids(answer, max_answer_length)
+            rows.append(prompt + target)
+            label_rows.append([-100] * len(prompt) + target)
+        longest = max(len(row) for row in rows)
+        features = {
+            "input_ids": torch.tensor([row + [pad] * (longest - len(row)) for row in rows]),
+            "attention_mask": torch.tensor([[1] * len(row) + [0] * (longest - len(row)) for row in rows]),
+            "labels": torch.tensor([row + [-100] * (longest - len(row)) for row in label_rows]),
+        }
+        features.update(self._qformer_text(list(instructions), max_instruction_length))
+        if images is not None:
+            features["pixel_values"] = self.preprocess_images(images)
+        elif pixel_values is not None:
+            features["pixel_values"] = pixel_values
+        return BatchFeature(features)
+
+
+__all__ = [
+    "ANSWER_PREFIX",
+    "CATEGORICAL_INSTRUCTION",
+    "CATEGORICAL_INSTRUCTION_VARIANTS",
+    "REASONING_QUESTION",
+    "EmoVitProcessor",
+    "format_answer",
+    "format_categorical_instruction",
+    "parse_emotion_answer",
+]
