@@ -1,6 +1,14 @@
-"""EmoVIT as a transformers model (temporary init: model classes land next)."""
+"""EmoVIT (CVPR 2024) as a transformers model.
+
+Importing this package registers EmoVIT with the Auto classes (`AutoConfig`, `AutoModel`,
+`AutoModelForImageTextToText`, `AutoProcessor`) and marks the classes so that `save_pretrained` writes `auto_map`
+and copies this code: a saved folder then loads with `trust_remote_code=True` where the project is not installed.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
 
 from .configuration_emovit import EMOSET_EMOTIONS, EmoVitConfig, validate_emotion_labels
+from .modeling_emovit import EmotionPrediction, EmoVitForConditionalGeneration, EmoVitModel
 from .processing_emovit import (
     ANSWER_PREFIX,
     CATEGORICAL_INSTRUCTION,
@@ -11,3 +19,31 @@ from .processing_emovit import (
     format_categorical_instruction,
     parse_emotion_answer,
 )
+
+
+AutoConfig.register(EmoVitConfig.model_type, EmoVitConfig, exist_ok=True)
+AutoModel.register(EmoVitConfig, EmoVitModel, exist_ok=True)
+AutoModelForImageTextToText.register(EmoVitConfig, EmoVitForConditionalGeneration, exist_ok=True)
+AutoProcessor.register(EmoVitConfig, EmoVitProcessor, exist_ok=True)
+
+EmoVitConfig.register_for_auto_class()
+EmoVitModel.register_for_auto_class("AutoModel")
+EmoVitForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
+EmoVitProcessor.register_for_auto_class("AutoProcessor")
+
+__all__ = [
+    "ANSWER_PREFIX",
+    "CATEGORICAL_INSTRUCTION",
+    "CATEGORICAL_INSTRUCTION_VARIANTS",
+    "EMOSET_EMOTIONS",
+    "REASONING_QUESTION",
+    "EmoVitConfig",
+    "EmoVitForConditionalGeneration",
+    "EmoVitModel",
+    "EmoVitProcessor",
+    "EmotionPrediction",
+    "format_answer",
+    "format_categorical_instruction",
+    "parse_emotion_answer",
+    "validate_emotion_labels",
+]

@@ -33,6 +33,9 @@ class EmoVitConfig(InstructBlipConfig):
     emotion_labels: list[str] | tuple[str, ...] | None = None
 
     def __post_init__(self, **kwargs):
+        # An InstructBLIP config.json carries `model_type="instructblip"`; stored on the instance it would shadow
+        # ours and make the saved folder load as plain InstructBLIP.
+        kwargs.pop("model_type", None)
         super().__post_init__(**kwargs)
         labels = self.emotion_labels
         if labels is None:

@@ -1,0 +1,215 @@
+"""A tiny random EmoVIT, built offline: the model tests, the offline demo and CI run on.
+
+    python -m modeling_emovit.tiny --output_dir runs/tiny-emovit
+
+writes a normal `from_pretrained` folder (model, processor, both tokenizers) in a second. Nothing comes from the Hub:
+the tokenizers are trained here with `tokenizers` on the project's own prompts, and every weight is random.
+
+Two choices make this random model *trainable* on the Q-Former side alone (measured in the train.py issue):
+- the frozen language model is initialised with std `lm_init_std` (0.2) instead of the usual 0.02. At 0.02 a random
+  Llama behind its RMSNorms is nearly a constant function: soft prompts hardly move its logits, so no Q-Former can
+  steer it. At 0.2 its output depends strongly on its input, as a pretrained LM's does.
+- the frozen ViT is wide (hidden 256) and initialised with std 0.02 (`InstructBlipVisionConfig`'s default
+  `initializer_range` of 1e-10 would make every patch look the same).
+The query tokens start as InstructBLIP training starts them, normal(0, 0.02), not at zero.
+"""
+
+import argparse
+import string
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import BertTokenizer, BlipImageProcessorPil, LlamaConfig, PreTrainedTokenizerFast
+
+from .configuration_emovit import EMOSET_EMOTIONS, EmoVitConfig
+from .modeling_emovit import EmoVitForConditionalGeneration
+from .processing_emovit import (
+    CATEGORICAL_INSTRUCTION_VARIANTS,
+    REASONING_QUESTION,
+    EmoVitProcessor,
+    format_answer,
+    format_categorical_instruction,
+)
+
+
+IMAGE_TOKEN = "<image>"
+
+# Words the offline template backend and the synthetic sample write about (colours, shapes, attribute names), so
+# the tiny tokenizers split them into few pieces. Any other text still tokenises: the alphabet covers ASCII.
+_EXTRA_WORDS = (
+    "brightness colorfulness scene object facial expression human action caption question answer image picture "
+    "photo viewer feel feeling mood because the a an of in on with and is are this that it its looks shows "
+    "dark bright light dim vivid colorful muted pale black white red orange yellow green blue purple pink brown "
+    "gray circle square triangle star heart cross stripes dots wave spiral ring diamond sky sea park street room "
+    "person people face smile happy sad angry fear surprise disgust running sitting standing playing crying "
+    "laughing dancing what why how which does evoke evokes emotion emotions positive negative "
+)
+
+
+def _corpus(labels) -> list[str]:
+    lines = [format_categorical_instruction(labels, template) for template in CATEGORICAL_INSTRUCTION_VARIANTS]
+    lines += [format_answer(label) for label in labels]
+    lines += [REASONING_QUESTION, _EXTRA_WORDS, string.ascii_letters + string.digits + string.punctuation]
+    # Repeat the instruction and answers so BPE merges them into a few tokens each.
+    return lines * 20
+
+
+def build_lm_tokenizer(labels=EMOSET_EMOTIONS, vocab_size: int = 600) -> PreTrainedTokenizerFast:
+    """A SentencePiece-style BPE tokenizer (like Llama's): `<s>` prepended, `</s>` as EOS, `<pad>`, `<image>`."""
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.normalizer = normalizers.NFKC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
+        initial_alphabet=list(string.printable.strip()) + ["▁"],
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_corpus(labels), trainer=trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tokenizer.token_to_id("<s>"))]
+    )
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
+    wrapped.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    wrapped.image_token = IMAGE_TOKEN
+    return wrapped
+
+
+def build_qformer_tokenizer(labels=EMOSET_EMOTIONS, vocab_size: int = 400) -> BertTokenizer:
+    """A lower-casing WordPiece tokenizer in BERT's format, as the Q-Former uses."""
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+        initial_alphabet=list(string.printable.strip().lower()),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_corpus(labels), trainer=trainer)
+    return BertTokenizer(vocab=tokenizer.get_vocab(), do_lower_case=True)
+
+
+def tiny_config(
+    lm_vocab_size: int,
+    qformer_vocab_size: int,
+    image_token_index: int,
+    emotion_labels=EMOSET_EMOTIONS,
+    image_size: int = 32,
+    vision_hidden_size: int = 256,
+    hidden_size: int = 64,
+    num_query_tokens: int = 8,
+    pad_token_id: int = 3,
+    bos_token_id: int = 1,
+    eos_token_id: int = 2,
+) -> EmoVitConfig:
+    vision_config = dict(
+        hidden_size=vision_hidden_size,
+        intermediate_size=2 * vision_hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=8,
+        initializer_range=0.02,
+    )
+    qformer_config = dict(
+        vocab_size=qformer_vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        cross_attention_frequency=1,
+        max_position_embeddings=256,
+    )
+    text_config = LlamaConfig(
+        vocab_size=lm_vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        pad_token_id=pad_token_id,
+        bos_token_id=bos_token_id,
+        eos_token_id=eos_token_id,
+        tie_word_embeddings=False,
+    )
+    return EmoVitConfig(
+        vision_config=vision_config,
+        qformer_config=qformer_config,
+        text_config=text_config.to_dict(),
+        num_query_tokens=num_query_tokens,
+        image_token_index=image_token_index,
+        emotion_labels=list(emotion_labels),
+    )
+
+
+def build_tiny_emovit(
+    emotion_labels=EMOSET_EMOTIONS,
+    seed: int = 0,
+    lm_init_std: float = 0.2,
+    vision_hidden_size: int = 256,
+    image_size: int = 32,
+):
+    """Returns `(model, processor)` of a tiny random EmoVIT."""
+    torch.manual_seed(seed)
+    tokenizer = build_lm_tokenizer(emotion_labels)
+    qformer_tokenizer = build_qformer_tokenizer(emotion_labels)
+    config = tiny_config(
+        lm_vocab_size=len(tokenizer),
+        qformer_vocab_size=len(qformer_tokenizer),
+        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        emotion_labels=emotion_labels,
+        image_size=image_size,
+        vision_hidden_size=vision_hidden_size,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    model = EmoVitForConditionalGeneration(config)
+    with torch.no_grad():
+        model.query_tokens.normal_(mean=0.0, std=config.qformer_config.initializer_range)
+        for module in model.language_model.modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
+                module.weight.normal_(mean=0.0, std=lm_init_std)
+    model.eval()
+    image_processor = BlipImageProcessorPil(
+        size={"height": image_size, "width": image_size},
+        image_mean=[0.48145466, 0.4578275, 0.40821073],
+        image_std=[0.26862954, 0.26130258, 0.27577711],
+    )
+    processor = EmoVitProcessor(
+        image_processor,
+        tokenizer,
+        qformer_tokenizer,
+        num_query_tokens=config.num_query_tokens,
+        emotion_labels=list(config.emotion_labels),
+    )
+    return model, processor
+
+
+def save_tiny_emovit(output_dir, **kwargs):
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model, processor = build_tiny_emovit(**kwargs)
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    return model, processor
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Write a tiny random EmoVIT (model + processor) built offline.")
+    parser.add_argument("--output_dir", required=True, help="Folder to write; loads with from_pretrained.")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lm_init_std", type=float, default=0.2, help="Std of the frozen random language model.")
+    args = parser.parse_args(argv)
+    model, _ = save_tiny_emovit(args.output_dir, seed=args.seed, lm_init_std=args.lm_init_std)
+    print(f"Tiny EmoVIT ({model.num_parameters():,} parameters) written to {args.output_dir}")
+
+
+if __name__ == "__main__":
+    main()

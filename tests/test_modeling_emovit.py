@@ -1,0 +1,367 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import random_images
+from huggingface_hub.errors import StrictDataclassFieldValidationError
+from PIL import Image
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    InstructBlipConfig,
+    InstructBlipForConditionalGeneration,
+)
+
+from modeling_emovit import EmoVitConfig, EmoVitForConditionalGeneration, EmoVitModel, EmoVitProcessor
+
+
+def instructblip_twin(model):
+    """transformers' own InstructBLIP with exactly `model`'s weights."""
+    config = model.config.to_dict()
+    for key in ("emotion_labels", "auto_map", "model_type"):
+        config.pop(key, None)
+    reference = InstructBlipForConditionalGeneration(InstructBlipConfig.from_dict(config)).eval()
+    missing, unexpected = reference.load_state_dict(model.state_dict(), strict=True)
+    assert not missing and not unexpected
+    return reference
+
+
+def training_batch(processor, images):
+    instructions = [processor.categorical_instruction] * len(images)
+    answers = ["Predict emotion: awe", "Predict emotion: fear", "It looks calm and bright.", "Predict emotion: anger"]
+    return processor.training_features(instructions, answers[: len(images)], images=images)
+
+
+def test_parity_with_instructblip(tiny_model, tiny_processor, images):
+    reference = instructblip_twin(tiny_model)
+    batch = training_batch(tiny_processor, images)
+    with torch.no_grad():
+        ours = tiny_model(**batch)
+        theirs = reference(**batch)
+    logits_diff = (ours.logits - theirs.logits).abs().max().item()
+    assert logits_diff <= 1e-6, logits_diff
+    assert abs(ours.loss.item() - theirs.loss.item()) <= 1e-6
+    assert torch.isfinite(ours.loss)
+
+    prompt = tiny_processor.classification_inputs(images)
+    kwargs = dict(do_sample=False, num_beams=1, max_new_tokens=6)
+    inputs = {k: prompt[k] for k in ("pixel_values", "qformer_input_ids", "qformer_attention_mask", "input_ids",
+                                     "attention_mask")}
+    assert torch.equal(tiny_model.generate(**inputs, **kwargs), reference.generate(**inputs, **kwargs))
+
+
+def test_config_is_instructblip_plus_labels():
+    config = EmoVitConfig()
+    assert config.model_type == "emovit"
+    assert config.emotion_labels[:2] == ["amusement", "awe"] and len(config.emotion_labels) == 8
+    assert config.id2label[7] == "sadness" and config.label2id["fear"] == 6
+    custom = EmoVitConfig(emotion_labels=["Positive ", "negative"])
+    assert custom.emotion_labels == ["positive", "negative"] and custom.id2label == {0: "positive", 1: "negative"}
+    assert EmoVitConfig.from_dict(custom.to_dict()).emotion_labels == ["positive", "negative"]
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [([], "at least two"), (["awe"], "at least two"), (["awe", "awe"], "repeats"), (["awe", ""], "non-empty"),
+     ("awe", "'emotion_labels' with value 'awe'")],
+)
+def test_config_rejects_bad_labels(labels, message):
+    # a wrong type is caught by the strict config's own type check, which also names the field and value
+    with pytest.raises((ValueError, StrictDataclassFieldValidationError), match=message) as error:
+        EmoVitConfig(emotion_labels=labels)
+    assert "emotion_labels" in str(error.value)
+
+
+def test_auto_classes_save_and_reload(tiny_model, tiny_processor, tmp_path, images):
+    tiny_model.save_pretrained(tmp_path)
+    tiny_processor.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model_type"] == "emovit"
+    assert config["auto_map"]["AutoModelForImageTextToText"] == "modeling_emovit.EmoVitForConditionalGeneration"
+    assert (tmp_path / "modeling_emovit.py").exists() and (tmp_path / "processing_emovit.py").exists()
+    assert (tmp_path / "model.safetensors").exists()
+
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), EmoVitConfig)
+    reloaded = AutoModelForImageTextToText.from_pretrained(tmp_path).eval()
+    assert isinstance(reloaded, EmoVitForConditionalGeneration)
+    processor = AutoProcessor.from_pretrained(tmp_path)
+    assert isinstance(processor, EmoVitProcessor) and processor.emotion_labels == tiny_processor.emotion_labels
+    batch = training_batch(processor, images)
+    with torch.no_grad():
+        assert torch.equal(reloaded(**batch).logits, tiny_model(**batch).logits)
+    base = AutoModel.from_config(tiny_model.config)
+    assert isinstance(base, EmoVitModel)
+
+
+FRESH_PROCESS_SCRIPT = r"""
+import sys, json, torch
+sys.modules["modeling_emovit"] = None  # the project must not be importable here
+sys.modules["dataset_builder"] = None
+try:
+    import modeling_emovit
+    raise SystemExit("modeling_emovit is importable")
+except ImportError:
+    pass
+from transformers import AutoModelForImageTextToText, AutoProcessor
+folder, batch_file, out_file = sys.argv[1:4]
+model = AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True).eval()
+processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+batch = torch.load(batch_file, weights_only=True)
+with torch.no_grad():
+    logits = model(**batch).logits
+torch.save({"logits": logits, "class": type(model).__module__ + "." + type(model).__name__,
+            "processor": type(processor).__name__}, out_file)
+"""
+
+
+def test_trust_remote_code_in_fresh_process_without_project(tiny_model, tiny_processor, tmp_path, images):
+    folder = tmp_path / "hub-copy"
+    tiny_model.save_pretrained(folder)
+    tiny_processor.save_pretrained(folder)
+    batch = dict(training_batch(tiny_processor, images))
+    torch.save(batch, tmp_path / "batch.pt")
+    script = tmp_path / "load.py"
+    script.write_text(FRESH_PROCESS_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["HF_HUB_OFFLINE"] = "1"
+    env["HF_MODULES_CACHE"] = str(tmp_path / "modules")
+    done = subprocess.run(
+        [sys.executable, str(script), str(folder), str(tmp_path / "batch.pt"), str(tmp_path / "out.pt")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = torch.load(tmp_path / "out.pt", weights_only=True)
+    assert out["class"].startswith("transformers_modules.") and out["class"].endswith("EmoVitForConditionalGeneration")
+    assert out["processor"] == "EmoVitProcessor"
+    with torch.no_grad():
+        assert torch.equal(out["logits"], tiny_model(**batch).logits)
+
+
+def test_freezing_one_step_changes_exactly_the_qformer_side(tiny_model, tiny_processor, images):
+    counts = tiny_model.freeze_for_instruction_tuning()
+    trainable = {name for name, p in tiny_model.named_parameters() if p.requires_grad}
+    assert counts["trainable"] == sum(p.numel() for p in tiny_model.parameters() if p.requires_grad)
+    assert counts["total"] == sum(p.numel() for p in tiny_model.parameters())
+    expected = {n for n, _ in tiny_model.named_parameters()
+                if n.startswith(("qformer.", "language_projection.", "vision_model.post_layernorm."))} | {"query_tokens"}
+    assert trainable == expected
+
+    before = {name: p.detach().clone() for name, p in tiny_model.named_parameters()}
+    # no weight decay: it would move even tensors whose gradient is zero
+    optimizer = torch.optim.AdamW([p for p in tiny_model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    tiny_model.train()
+    tiny_model(**training_batch(tiny_processor, images)).loss.backward()
+    assert all(p.grad is not None for p in tiny_model.parameters() if p.requires_grad)
+    no_grad = {name for name, p in tiny_model.named_parameters() if p.requires_grad and not p.grad.any()}
+    # The last Q-Former layer's feed-forward block for the instruction tokens feeds nothing: only the query
+    # outputs go on to the language model, so its gradient is zero by construction.
+    assert no_grad == set(tiny_model.qformer_unused_parameter_names())
+    assert len(no_grad) == 6
+    optimizer.step()
+    changed = {name for name, p in tiny_model.named_parameters() if not torch.equal(p, before[name])}
+    assert changed == trainable - no_grad
+
+    frozen_unused = tiny_model.freeze_for_instruction_tuning(freeze_unused=True)
+    assert frozen_unused["trainable"] < counts["trainable"]
+    assert not any(p.requires_grad for n, p in tiny_model.named_parameters() if n in no_grad)
+
+
+def test_score_is_a_distribution_and_batch_independent(tiny_model, tiny_processor, images):
+    batched = tiny_model.classify(images, tiny_processor, method="score")
+    assert batched.scores.shape == (4, 8)
+    assert torch.allclose(batched.scores.sum(-1), torch.ones(4), atol=1e-5)
+    assert all(label in tiny_model.config.emotion_labels for label in batched.labels)
+    for i, image in enumerate(images):
+        single = tiny_model.classify([image], tiny_processor, method="score")
+        assert torch.allclose(single.scores[0], batched.scores[i], atol=1e-5)
+        assert single.labels[0] == batched.labels[i]
+
+
+def test_score_matches_a_manual_likelihood(tiny_model, tiny_processor, images):
+    """The batched scorer equals the summed token log-probabilities of one label's answer computed by forward()."""
+    inputs = tiny_processor.classification_inputs(images[:1])
+    with torch.no_grad():
+        loglik = tiny_model.score_emotions(**{k: v for k, v in inputs.items()})
+        for index in (0, 5):
+            answer = inputs["candidate_input_ids"][index][inputs["candidate_attention_mask"][index].bool()]
+            ids = torch.cat([inputs["input_ids"][0], answer])[None]
+            logits = tiny_model(pixel_values=inputs["pixel_values"], qformer_input_ids=inputs["qformer_input_ids"],
+                                qformer_attention_mask=inputs["qformer_attention_mask"], input_ids=ids).logits
+            logprobs = torch.log_softmax(logits[0, :-1].float(), -1).gather(-1, ids[0, 1:, None]).squeeze(-1)
+            expected = logprobs[-len(answer):].sum()
+            assert torch.allclose(loglik[0, index], expected, atol=1e-4)
+
+
+def test_generate_parses_or_reports_invalid(tiny_model, tiny_processor, images):
+    result = tiny_model.classify(images, tiny_processor, method="generate")
+    assert len(result.texts) == 4 and result.scores.shape == (4, 8)
+    for text, label, row in zip(result.texts, result.labels, result.scores):
+        if label is None:
+            assert row.sum() == 0  # an invalid answer is reported, not mapped to a label
+        else:
+            assert text.lower().endswith(label) and row.sum() == 1
+    single = tiny_model.classify(images[2:3], tiny_processor, method="generate")
+    assert single.texts[0] == result.texts[2]
+
+
+def test_generate_reads_a_trained_answer(tiny_model, tiny_processor, images):
+    """After fitting one image to 'Predict emotion: fear', generation returns the label and score agrees."""
+    tiny_model.freeze_for_instruction_tuning()
+    optimizer = torch.optim.AdamW([p for p in tiny_model.parameters() if p.requires_grad], lr=3e-3)
+    batch = tiny_processor.training_features([tiny_processor.categorical_instruction], ["Predict emotion: fear"],
+                                             images=images[:1])
+    tiny_model.train()
+    for _ in range(60):
+        optimizer.zero_grad()
+        tiny_model(**batch).loss.backward()
+        optimizer.step()
+    tiny_model.eval()
+    assert tiny_model.classify(images[:1], tiny_processor, method="generate").labels == ["fear"]
+    assert tiny_model.classify(images[:1], tiny_processor, method="score").labels == ["fear"]
+
+
+def test_processor_training_masks(tiny_processor, images):
+    batch = training_batch(tiny_processor, images[:2])
+    tokenizer = tiny_processor.tokenizer
+    q = tiny_processor.num_query_tokens
+    for row in range(2):
+        ids, labels, mask = batch["input_ids"][row], batch["labels"][row], batch["attention_mask"][row]
+        assert (ids[:q] == tiny_processor.image_token_id).all() and (labels[:q] == -100).all()
+        assert ids[q] == tokenizer.bos_token_id
+        supervised = labels != -100
+        answer = tokenizer.decode(ids[supervised], skip_special_tokens=True).strip()
+        assert answer == ["Predict emotion: awe", "Predict emotion: fear"][row]
+        last = int(mask.sum()) - 1
+        assert ids[last] == tokenizer.eos_token_id and labels[last] == tokenizer.eos_token_id
+        assert (labels[last + 1:] == -100).all() and (ids[last + 1:] == tokenizer.pad_token_id).all()
+        # the instruction is never supervised
+        assert not supervised[: q + len(tokenizer(tiny_processor.categorical_instruction)["input_ids"])].any()
+    qformer_text = tiny_processor.qformer_tokenizer.decode(batch["qformer_input_ids"][0], skip_special_tokens=True)
+    assert qformer_text.startswith("which emotion does this image evoke")
+
+
+def test_long_instruction_keeps_bos_and_its_end(tiny_processor):
+    long_instruction = "word " * 300 + "final question?"
+    batch = tiny_processor.training_features([long_instruction], ["Predict emotion: awe"], max_instruction_length=20)
+    q = tiny_processor.num_query_tokens
+    ids = batch["input_ids"][0]
+    assert ids[q] == tiny_processor.tokenizer.bos_token_id
+    prompt = tiny_processor.tokenizer.decode(ids[q + 1 : q + 20])
+    assert prompt.strip().endswith("question?")
+
+
+def test_bad_images_are_named(tiny_model, tiny_processor):
+    with pytest.raises(ValueError, match="Image 1 has PIL mode 'F'"):
+        tiny_processor.classification_inputs([random_images(1)[0], Image.new("F", (40, 40))])
+    with pytest.raises(ValueError, match="Image 0 is 1x40 pixels"):
+        tiny_processor.classification_inputs([Image.new("RGB", (1, 40))])
+    with pytest.raises(ValueError, match="shape \\(20, 20\\)"):
+        tiny_processor.classification_inputs([np.zeros((20, 20), dtype=np.uint8)])
+    with pytest.raises(ValueError, match=r"pixel_values have shape \(1, 3, 64, 64\).*\(batch, 3, 32, 32\)"):
+        tiny_model(pixel_values=torch.zeros(1, 3, 64, 64), qformer_input_ids=torch.ones(1, 3, dtype=torch.long),
+                   input_ids=torch.ones(1, 10, dtype=torch.long))
+    with pytest.raises(ValueError, match="Unknown classification method 'vote'"):
+        tiny_model.classify(random_images(1), tiny_processor, method="vote")
+
+
+def test_labels_and_prompt_out_of_sync(tiny_model, tiny_dir):
+    processor = EmoVitProcessor.from_pretrained(tiny_dir, emotion_labels=["positive", "negative"])
+    with pytest.raises(ValueError, match="out of sync"):
+        tiny_model.classify(random_images(1), processor)
+    with pytest.raises(ValueError, match="no '\\{labels\\}' placeholder"):
+        EmoVitProcessor.from_pretrained(tiny_dir, categorical_template="Which emotion is it?")
+    processor = EmoVitProcessor.from_pretrained(tiny_dir)
+    with pytest.raises(ValueError, match=r"does not mention the labels \['fear', 'sadness'\]"):
+        tiny_model.classify(random_images(1), processor,
+                            instruction="Pick one of amusement, awe, contentment, excitement, anger, disgust.")
+    with pytest.raises(ValueError, match="processor.emotion_labels"):
+        EmoVitProcessor.from_pretrained(tiny_dir, emotion_labels=[])
+
+
+def test_cached_vision_features_equal_pixels(tiny_model, tiny_processor, images):
+    batch = training_batch(tiny_processor, images)
+    with torch.no_grad():
+        direct = tiny_model(**batch)
+        hidden = tiny_model.encode_vision(batch["pixel_values"])
+        cached_batch = {k: v for k, v in batch.items() if k != "pixel_values"}
+        cached = tiny_model(**cached_batch, vision_hidden_states=hidden)
+    assert torch.allclose(direct.logits, cached.logits, atol=1e-6)
+    assert torch.allclose(direct.loss, cached.loss, atol=1e-6)
+
+
+def instructblip_folder(tiny_model, folder):
+    """A folder shaped like a Salesforce InstructBLIP repo (model_type "instructblip", no emotion labels)."""
+    reference = instructblip_twin(tiny_model)
+    reference.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "instructblip"
+    config.pop("id2label", None), config.pop("label2id", None)
+    (folder / "config.json").write_text(json.dumps(config))
+    return reference
+
+
+def test_salesforce_instructblip_folder_loads_as_emovit(tiny_model, tiny_processor, tmp_path, images):
+    folder = tmp_path / "instructblip"
+    reference = instructblip_folder(tiny_model, folder)
+    model, info = EmoVitForConditionalGeneration.from_pretrained(folder, output_loading_info=True)
+    assert type(model.config) is EmoVitConfig and model.config.model_type == "emovit"
+    assert model.config.emotion_labels == list(EmoVitConfig().emotion_labels)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    for name, tensor in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[name], tensor), name
+
+
+def test_old_instructblip_config_without_image_token(tiny_model, tiny_processor, tmp_path, images):
+    folder = tmp_path / "old-instructblip"
+    reference = InstructBlipForConditionalGeneration(instructblip_twin(tiny_model).config)
+    reference.load_state_dict(tiny_model.state_dict())
+    old_vocab = tiny_model.config.image_token_index  # the <image> row is the last one; an old checkpoint lacks it
+    reference.resize_token_embeddings(old_vocab)
+    reference.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("image_token_index")
+    (folder / "config.json").write_text(json.dumps(config))
+
+    model, info = EmoVitForConditionalGeneration.from_pretrained(folder, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    assert model.config.image_token_index == old_vocab
+    assert model.get_input_embeddings().weight.shape[0] == old_vocab + 1
+    for name, tensor in reference.state_dict().items():
+        if "embed_tokens" in name or "lm_head" in name:
+            assert torch.equal(model.state_dict()[name][:old_vocab], tensor), name
+        else:
+            assert torch.equal(model.state_dict()[name], tensor), name
+    # With the <image> token where the processor puts it, the model reproduces the original's outputs.
+    with torch.no_grad():
+        batch = training_batch(tiny_processor, images[:2])
+        assert torch.allclose(model(**batch).logits[..., :old_vocab], tiny_model(**batch).logits[..., :old_vocab],
+                              atol=1e-6)
+
+
+def test_flan_t5_style_instructblip_loads_and_scores(tmp_path, tiny_processor, images):
+    from transformers import T5Config
+    config = InstructBlipConfig(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                           image_size=32, patch_size=8),
+        qformer_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                            vocab_size=len(tiny_processor.qformer_tokenizer)),
+        text_config=T5Config(vocab_size=len(tiny_processor.tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1,
+                             num_heads=4, decoder_start_token_id=tiny_processor.tokenizer.pad_token_id,
+                             pad_token_id=tiny_processor.tokenizer.pad_token_id,
+                             eos_token_id=tiny_processor.tokenizer.eos_token_id).to_dict(),
+        num_query_tokens=tiny_processor.num_query_tokens,
+        image_token_index=tiny_processor.image_token_id,
+    )
+    InstructBlipForConditionalGeneration(config).save_pretrained(tmp_path)
+    model, info = EmoVitForConditionalGeneration.from_pretrained(tmp_path, output_loading_info=True)
+    assert type(model.config) is EmoVitConfig and not model.config.use_decoder_only_language_model
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    result = model.eval().classify(images[:2], tiny_processor, method="score")
+    assert torch.allclose(result.scores.sum(-1), torch.ones(2), atol=1e-5)
