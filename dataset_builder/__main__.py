@@ -1,0 +1,206 @@
+"""Command line: `python -m dataset_builder {synth,build,push,import_official} ...`.
+
+    python -m dataset_builder synth --output_dir data/synth --images_per_class 60
+    python -m dataset_builder build --emoset_root data/synth --output_dir out/synth --llm_backend template
+    OPENAI_API_KEY=... python -m dataset_builder build --emoset_root EmoSet-118K --output_dir out/emovit \\
+        --llm_backend openai --llm_model gpt-4o --concurrency 16 --max_cost 50 --captioner Salesforce/blip2-opt-2.7b
+    python -m dataset_builder push --dataset_dir out/emovit --repo_id me/emovit-instructions
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from .build import DEFAULT_PER_CLASS, BuildOptions, run_build
+from .llm_client import DEFAULT_PRICES, ClientSettings
+from .records import INSTRUCTION_TYPES
+
+logger = logging.getLogger("dataset_builder")
+
+
+def _per_class(text: str) -> dict[str, int]:
+    counts = dict(DEFAULT_PER_CLASS)
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or name.strip() not in INSTRUCTION_TYPES or not value.strip().isdigit():
+            raise argparse.ArgumentTypeError(
+                f"--per_class part {part!r} is not TYPE=COUNT with TYPE in {list(INSTRUCTION_TYPES)} and COUNT >= 0, "
+                "e.g. categorical=4600,conversation=1000,reasoning=100"
+            )
+        counts[name.strip()] = int(value)
+    return counts
+
+
+def _types(text: str) -> tuple[str, ...]:
+    types = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [t for t in types if t not in INSTRUCTION_TYPES]
+    if bad or not types:
+        raise argparse.ArgumentTypeError(f"--types {text!r}: use a comma list of {list(INSTRUCTION_TYPES)}")
+    return types
+
+
+def _prices(text: str) -> tuple[float, float]:
+    try:
+        prompt, completion = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--price_per_mtok {text!r}: use PROMPT,COMPLETION in USD per million tokens, e.g. 2.5,10")
+    return prompt, completion
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m dataset_builder", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--log_level", default="INFO", help="logging level (default: INFO)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    synth = commands.add_parser("synth", help="write a small synthetic EmoSet-shaped folder")
+    synth.add_argument("--output_dir", required=True, help="folder to create")
+    synth.add_argument("--images_per_class", type=int, default=60, help="images per emotion, split 70/10/20 (default: 60)")
+    synth.add_argument("--seed", type=int, default=0, help="drawing seed (default: 0)")
+
+    build = commands.add_parser("build", help="EmoSet folder -> instructions.jsonl, LLaVA JSON, summary.json",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    build.add_argument("--emoset_root", required=True, help="EmoSet root (info.json, train.json, image/, annotation/) or an ImageFolder")
+    build.add_argument("--output_dir", required=True, help="where the outputs and the caches go")
+    build.add_argument("--types", type=_types, default=INSTRUCTION_TYPES, help="comma list of categorical,conversation,reasoning")
+    build.add_argument("--per_class", type=_per_class, default=dict(DEFAULT_PER_CLASS),
+                       help="train images per emotion and type, e.g. categorical=4600,conversation=1000,reasoning=100 (the official recipe)")
+    build.add_argument("--split", default="train", help="split the images are drawn from")
+    build.add_argument("--seed", type=int, default=42, help="seed of the per-class draw and of the LLaVA file's shuffle")
+    build.add_argument("--llm_backend", choices=("openai", "template"), default="template",
+                       help="openai: any OpenAI-compatible server (key from OPENAI_API_KEY); template: offline sentences, no LLM")
+    build.add_argument("--llm_model", default="gpt-4o", help="model name sent to the server")
+    build.add_argument("--base_url", default=None, help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (vLLM) or "
+                       "http://localhost:11434/v1 (Ollama); default: OPENAI_BASE_URL or OpenAI")
+    build.add_argument("--concurrency", type=int, default=8, help="requests in flight")
+    build.add_argument("--requests_per_minute", type=int, default=None, help="request rate ceiling")
+    build.add_argument("--tokens_per_minute", type=int, default=None, help="token rate ceiling (estimated tokens)")
+    build.add_argument("--max_retries", type=int, default=6, help="retries per request on 429/5xx/timeouts/dropped connections")
+    build.add_argument("--request_timeout", type=float, default=120.0, help="seconds before a request is abandoned and retried")
+    build.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (official recipe: 1)")
+    build.add_argument("--top_p", type=float, default=None, help="nucleus sampling; unset leaves the server default")
+    build.add_argument("--stream", type=_bool, default=True, help="stream replies (detects cut-off replies); false for servers without streaming")
+    build.add_argument("--price_per_mtok", type=_prices, default=None,
+                       help=f"PROMPT,COMPLETION USD per million tokens; known defaults: {DEFAULT_PRICES}")
+    build.add_argument("--max_cost", type=float, default=None, help="stop sending new requests once this many USD are spent")
+    build.add_argument("--captioner", default="none", help="image-to-text model id or folder (e.g. Salesforce/blip2-opt-2.7b), or none")
+    build.add_argument("--caption_batch_size", type=int, default=16, help="images per captioning batch")
+    build.add_argument("--cache_dir", default=None, help="where the LLM and caption caches live (default: --output_dir)")
+    build.add_argument("--dry_run", action="store_true", help="count requests, tokens and cost; send nothing, write nothing")
+    build.add_argument("--no_progress", action="store_true", help="hide progress bars")
+
+    push = commands.add_parser("push", help="export a build folder as Parquet + dataset card, check it loads, upload it")
+    push.add_argument("--dataset_dir", required=True, help="a folder written by `build` (or `import_official`)")
+    push.add_argument("--repo_id", default=None, help="Hub dataset repo, e.g. me/emovit-instructions; omit to only export")
+    push.add_argument("--export_dir", default=None, help="where the Hub folder is written (default: <dataset_dir>/hub)")
+    push.add_argument("--private", action="store_true", help="create the repo private")
+
+    official = commands.add_parser("import_official", help="official EmoVIT LLaVA-style JSON -> a build-style folder")
+    official.add_argument("--json", required=True, help="the official instruction JSON")
+    official.add_argument("--type", default="auto", choices=("auto",) + INSTRUCTION_TYPES,
+                          help="instruction type of the entries; auto recognises categorical answers only")
+    official.add_argument("--emoset_root", required=True, help="EmoSet root the image paths are relative to")
+    official.add_argument("--output_dir", required=True, help="folder to write instructions.jsonl etc. to")
+    official.add_argument("--seed", type=int, default=42)
+    return parser
+
+
+def _build(args) -> None:
+    llm = None
+    if args.llm_backend == "openai":
+        api_key = os.environ.get("OPENAI_API_KEY")
+        base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")
+        if not api_key and not args.dry_run and not base_url:
+            raise SystemExit("OPENAI_API_KEY is not set. Export it (the key is read from the environment only), or point "
+                             "--base_url at a local server that needs no key.")
+        llm = ClientSettings(model=args.llm_model, base_url=base_url, api_key=api_key, concurrency=args.concurrency,
+                             requests_per_minute=args.requests_per_minute, tokens_per_minute=args.tokens_per_minute,
+                             max_retries=args.max_retries, timeout_s=args.request_timeout, temperature=args.temperature,
+                             top_p=args.top_p, stream=args.stream, price_per_mtok=args.price_per_mtok, max_cost=args.max_cost)
+        if llm.prices() == (0.0, 0.0):
+            logger.warning("no price known for model %r; costs count as 0 and --max_cost cannot stop the run. "
+                           "Pass --price_per_mtok PROMPT,COMPLETION.", args.llm_model)
+    options = BuildOptions(emoset_root=args.emoset_root, output_dir=args.output_dir, types=args.types,
+                           per_class=args.per_class, llm_backend=args.llm_backend, captioner=args.captioner,
+                           caption_batch_size=args.caption_batch_size, split=args.split, seed=args.seed,
+                           dry_run=args.dry_run, cache_dir=args.cache_dir, show_progress=not args.no_progress, llm=llm)
+    summary = run_build(options)
+    if args.dry_run:
+        print(json.dumps(summary["estimate"], indent=2))
+        return
+    print(json.dumps({k: summary[k] for k in ("records_per_type", "api_calls", "cache_hits", "prompt_tokens",
+                                             "completion_tokens", "cost_usd", "stopped_by_max_cost")}, indent=2))
+    print(f"failed: {len(summary['failed'])}, skipped inputs: {len(summary['skipped'])}; see {args.output_dir}/summary.json")
+
+
+def _push(args) -> None:
+    from pathlib import Path
+
+    from .publish import check_loadable, export_parquet_folder, upload_folder
+
+    export_dir = args.export_dir or str(Path(args.dataset_dir) / "hub")
+    counts = export_parquet_folder(args.dataset_dir, export_dir)
+    for name in counts:
+        check_loadable(export_dir, name)
+    print(f"exported {counts} to {export_dir}")
+    if args.repo_id:
+        from huggingface_hub import HfApi
+
+        print(upload_folder(HfApi(), export_dir, args.repo_id, private=args.private))
+
+
+def _import_official(args) -> None:
+    from pathlib import Path
+
+    from .records import import_official_json, write_outputs
+
+    records, skipped = import_official_json(args.json, args.type)
+    root = Path(args.emoset_root).resolve()
+    for record in records:
+        # The official files name images by file name; EmoSet keeps them under image/<emotion>/.
+        if not (root / record["image"]).is_file() and (root / "image" / record["emotion"] / Path(record["image"]).name).is_file():
+            record["image"] = f"image/{record['emotion']}/{Path(record['image']).name}"
+    per_type = {kind: sum(r["type"] == kind for r in records) for kind in INSTRUCTION_TYPES}
+    summary = {"emoset_root": str(root), "records_per_type": per_type, "records": len(records), "failed": [],
+               "skipped": [vars(s) for s in skipped], "api_calls": 0, "cache_hits": 0, "prompt_tokens": 0,
+               "completion_tokens": 0, "cost_usd": 0.0, "generator": {k: "official-emovit" for k in per_type if per_type[k]},
+               "prompt_hashes": {k: "official" for k in per_type if per_type[k]}, "captioner": "official",
+               "args": {"json": str(args.json), "type": args.type, "emoset_root": str(root)}}
+    write_outputs(args.output_dir, records, summary, args.seed)
+    print(f"imported {per_type}, skipped {len(skipped)}")
+
+
+def main(argv=None) -> int:
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request at INFO; that drowns the progress bar.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if args.command == "synth":
+        from .synthetic import write_synthetic_emoset
+
+        counts = write_synthetic_emoset(args.output_dir, args.images_per_class, args.seed)
+        print(f"wrote {args.output_dir}: {counts}")
+    elif args.command == "build":
+        _build(args)
+    elif args.command == "push":
+        _push(args)
+    elif args.command == "import_official":
+        _import_official(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""The `build` command: runs the stages in order and writes the output folder. Kept thin on purpose; the
+work is in the stage modules (emoset, attributes, captions, prompts, llm_client, parsing, records)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from tqdm.auto import tqdm
+
+from . import attributes as attrs
+from .emoset import ImageItem, Skip, read_annotation, read_split, sample_per_class
+from .llm_client import ChatClient, ChatRequest, ClientSettings, ResponseCache, estimate
+from .parsing import parse_reply
+from .prompts import EXPECTED_COMPLETION_TOKENS, MAX_COMPLETION_TOKENS, build_messages, prompt_hash, template_hash
+from .records import INSTRUCTION_TYPES, categorical_pair, make_record, write_outputs
+from .template_backend import write_conversation, write_reasoning
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PER_CLASS = {"categorical": 4600, "conversation": 1000, "reasoning": 100}
+LLM_CACHE_FILE = "llm_cache.jsonl"
+CAPTION_CACHE_FILE = "captions.jsonl"
+# A malformed reply is asked for once more with a fresh sample, then recorded as failed.
+SAMPLES_PER_PROMPT = 2
+
+
+@dataclass
+class BuildOptions:
+    emoset_root: str
+    output_dir: str
+    types: tuple[str, ...] = INSTRUCTION_TYPES
+    per_class: dict = field(default_factory=lambda: dict(DEFAULT_PER_CLASS))
+    llm_backend: str = "template"
+    captioner: str = "none"
+    caption_batch_size: int = 16
+    split: str = "train"
+    seed: int = 42
+    dry_run: bool = False
+    cache_dir: str | None = None
+    show_progress: bool = True
+    llm: ClientSettings | None = None
+
+
+@dataclass
+class PreparedImage:
+    item: ImageItem
+    attributes: dict
+    computed: list[str]
+
+
+def prepare_images(items: list[ImageItem], show_progress: bool = True) -> tuple[dict[str, PreparedImage], list[Skip]]:
+    """Annotation + pixel checks for each image; unusable ones become Skips with a reason."""
+    prepared, skipped = {}, []
+    for item in tqdm(items, desc="attributes", disable=not show_progress):
+        annotation, skip = read_annotation(item)
+        if skip is not None:
+            skipped.append(skip)
+            continue
+        try:
+            normalised = attrs.normalise_attributes(annotation)
+        except ValueError as e:
+            skipped.append(Skip(item.image_id, f"{item.annotation_path}: {e}"))
+            continue
+        try:
+            pixels = attrs.load_pixels(item.image_path)
+        except (OSError, ValueError, SyntaxError) as e:
+            skipped.append(Skip(item.image_id, f"image {item.image_path} cannot be decoded ({e}); replace or remove it"))
+            continue
+        completed, computed = attrs.complete_attributes(normalised, pixels)
+        prepared[item.image_id] = PreparedImage(item, completed, computed)
+    for skip in skipped:
+        logger.warning("skipped %s: %s", skip.item, skip.reason)
+    return prepared, skipped
+
+
+def _safe_url(url: str | None) -> str | None:
+    # A base URL may carry credentials (https://user:key@host); they must not reach summary.json.
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        parts = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
+    return urlunsplit(parts)
+
+
+def _llm_records(kind: str, images: list[PreparedImage], captions: dict, options: BuildOptions, client: ChatClient,
+                 failed: list) -> list[dict]:
+    """Asks the LLM for `kind` pairs for each image; a malformed reply gets one fresh sample."""
+    settings = options.llm
+    p_hash = prompt_hash(kind)
+    generator = f"openai-compatible:{settings.model}"
+    records, todo = [], images
+    reasons: dict[str, str] = {}
+    for sample in range(SAMPLES_PER_PROMPT):
+        requests = []
+        for image in todo:
+            caption = captions.get(image.item.image_path, "")
+            messages = build_messages(kind, caption, attrs.render_attributes(image.attributes, image.item.emotion))
+            requests.append(ChatRequest(f"{kind}/{image.item.image_id}", messages, p_hash, MAX_COMPLETION_TOKENS[kind],
+                                        sample, EXPECTED_COMPLETION_TOKENS[kind]))
+        results = client.complete_all(requests, desc=f"{kind} (sample {sample + 1})", show_progress=options.show_progress)
+        retry = []
+        for image, result in zip(todo, results):
+            image_id = image.item.image_id
+            if result.error is not None:
+                reasons[image_id] = result.error
+                if not result.not_run:
+                    failed.append({"image_id": image_id, "type": kind, "reason": result.error})
+                continue
+            pairs, reason = parse_reply(result.text, kind)
+            if reason is not None:
+                reasons[image_id] = f"malformed reply: {reason}"
+                retry.append(image)
+                continue
+            caption = captions.get(image.item.image_path, "")
+            for index, (question, answer) in enumerate(pairs):
+                records.append(make_record(kind, image_id, image.item.relative_path, image.item.emotion, index, question,
+                                           answer, image.attributes, image.computed, caption, generator, p_hash))
+        todo = retry
+        if not todo:
+            break
+    for image in todo:
+        failed.append({"image_id": image.item.image_id, "type": kind,
+                       "reason": f"{reasons[image.item.image_id]} (after {SAMPLES_PER_PROMPT} samples)"})
+    return records
+
+
+def run_build(options: BuildOptions) -> dict:
+    """Builds `options.output_dir`; returns the summary (also written as summary.json)."""
+    unknown = [t for t in options.types if t not in INSTRUCTION_TYPES]
+    if unknown:
+        raise ValueError(f"--types has {unknown}; choose from {list(INSTRUCTION_TYPES)}")
+    if options.llm_backend not in ("openai", "template"):
+        raise ValueError(f"--llm_backend is {options.llm_backend!r}; use openai or template")
+    output_dir = Path(options.output_dir)
+    cache_dir = Path(options.cache_dir) if options.cache_dir else output_dir
+    root = Path(options.emoset_root).resolve()
+
+    # Reading and sampling
+    listing = read_split(root, options.split)
+    drawn = sample_per_class(listing.items, {t: options.per_class[t] for t in options.types}, options.seed)
+    unique = {item.image_id: item for items in drawn.values() for item in items}
+
+    # Attributes
+    prepared, skipped = prepare_images(list(unique.values()), options.show_progress)
+    skipped = listing.skipped + skipped
+
+    # Captions
+    captions: dict[str, str] = {}
+    if options.captioner != "none" and not options.dry_run:
+        from .captions import caption_images
+
+        captions = caption_images([p.item.image_path for p in prepared.values()], options.captioner,
+                                  cache_dir / CAPTION_CACHE_FILE, options.caption_batch_size)
+
+    # Instructions
+    records: list[dict] = []
+    failed: list[dict] = []
+    llm_stats = None
+    dry_run_report = None
+    client = None
+    if options.llm_backend == "openai" and any(t in options.types for t in ("conversation", "reasoning")):
+        client = ChatClient(options.llm, ResponseCache(cache_dir / LLM_CACHE_FILE))
+    for kind in options.types:
+        images = [prepared[item.image_id] for item in drawn[kind] if item.image_id in prepared]
+        if kind == "categorical":
+            for image in images:
+                q, a = categorical_pair(image.item.emotion)
+                records.append(make_record("categorical", image.item.image_id, image.item.relative_path,
+                                           image.item.emotion, 0, q, a, image.attributes, image.computed,
+                                           captions.get(image.item.image_path, ""), "none", prompt_hash("categorical")))
+        elif options.llm_backend == "template":
+            write = write_conversation if kind == "conversation" else write_reasoning
+            for image in images:
+                caption = captions.get(image.item.image_path, "")
+                for index, (q, a) in enumerate(write(image.item.image_id, image.item.emotion, caption, image.attributes)):
+                    records.append(make_record(kind, image.item.image_id, image.item.relative_path, image.item.emotion,
+                                               index, q, a, image.attributes, image.computed, caption, "template",
+                                               template_hash()))
+        elif options.dry_run:
+            requests = [ChatRequest(f"{kind}/{image.item.image_id}",
+                                    build_messages(kind, captions.get(image.item.image_path, ""),
+                                                   attrs.render_attributes(image.attributes, image.item.emotion)),
+                                    prompt_hash(kind), MAX_COMPLETION_TOKENS[kind], 0, EXPECTED_COMPLETION_TOKENS[kind])
+                        for image in images]
+            report = estimate(requests, options.llm, client.cache)
+            dry_run_report = dry_run_report or {}
+            dry_run_report[kind] = report
+        else:
+            records.extend(_llm_records(kind, images, captions, options, client, failed))
+
+    if options.dry_run:
+        return {"dry_run": True, "llm_backend": options.llm_backend, "images": len(prepared),
+                "skipped": [vars(s) for s in skipped], "estimate": dry_run_report or {}}
+
+    # Output
+    per_type = {kind: sum(r["type"] == kind for r in records) for kind in options.types}
+    stats = client.stats if client is not None else None
+    settings = options.llm
+    summary = {
+        "emoset_root": str(root),
+        "records_per_type": per_type,
+        "records": len(records),
+        "images_per_type": {kind: len({r["image"] for r in records if r["type"] == kind}) for kind in options.types},
+        "failed": failed,
+        "skipped": [vars(s) for s in skipped],
+        "not_run": stats.not_run if stats else 0,
+        "stopped_by_max_cost": stats.stopped_by_max_cost if stats else False,
+        "api_calls": stats.api_calls if stats else 0,
+        "retries": stats.retries if stats else 0,
+        "cache_hits": stats.cache_hits if stats else 0,
+        "prompt_tokens": stats.prompt_tokens if stats else 0,
+        "completion_tokens": stats.completion_tokens if stats else 0,
+        "cost_usd": round(stats.cost_usd, 6) if stats else 0.0,
+        "generator": {"categorical": "none",
+                      "conversation": "template" if options.llm_backend == "template" else f"openai-compatible:{settings.model}",
+                      "reasoning": "template" if options.llm_backend == "template" else f"openai-compatible:{settings.model}"},
+        "prompt_hashes": {kind: (template_hash() if options.llm_backend == "template" and kind != "categorical" else prompt_hash(kind))
+                          for kind in options.types},
+        "captioner": options.captioner,
+        "args": {
+            "emoset_root": str(root), "output_dir": str(output_dir), "types": list(options.types),
+            "per_class": {t: options.per_class[t] for t in options.types}, "llm_backend": options.llm_backend,
+            "captioner": options.captioner, "split": options.split, "seed": options.seed,
+            **({"llm_model": settings.model, "base_url": _safe_url(settings.base_url), "concurrency": settings.concurrency,
+                "requests_per_minute": settings.requests_per_minute, "tokens_per_minute": settings.tokens_per_minute,
+                "max_retries": settings.max_retries, "timeout_s": settings.timeout_s, "temperature": settings.temperature,
+                "top_p": settings.top_p, "stream": settings.stream, "price_per_mtok": list(settings.prices()),
+                "max_cost": settings.max_cost} if settings is not None and options.llm_backend == "openai" else {}),
+        },
+    }
+    write_outputs(output_dir, records, summary, options.seed)
+    logger.info("wrote %d records to %s (%s); %d failed, %d skipped", len(records), output_dir, per_type, len(failed), len(skipped))
+    return summary

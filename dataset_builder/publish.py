@@ -1,0 +1,149 @@
+"""Publishing: a build output folder -> a Hub-ready folder of Parquet files with a dataset card -> the Hub.
+
+Two steps, so the first can be checked offline: `export_parquet_folder` writes `<config>/train-*.parquet`
+(images embedded as bytes) and a README.md whose YAML `configs:` lets `load_dataset(repo, "reasoning")`
+work without remote code; `upload_folder` hands that folder to an `HfApi`-like object.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import datasets
+from datasets.table import embed_table_storage
+
+from .emovit_instructions import CONFIG_NAMES, EmovitInstructions
+from .prompts import prompt_texts
+from .records import atomic_write_text, read_summary
+
+logger = logging.getLogger(__name__)
+
+LICENCE_NOTE = (
+    "The images and attribute annotations come from EmoSet (Yang et al., ICCV 2023) and stay under EmoSet's own "
+    "terms of use, which limit them to non-commercial research; this repository does not relicense them. Check "
+    "those terms, and that you may redistribute the images, before making a copy of this dataset public. The "
+    "instruction text was written by the generator named below."
+)
+
+
+def _card(summary: dict, counts: dict[str, int]) -> str:
+    configs_yaml = "\n".join(
+        f"- config_name: {name}\n  data_files:\n  - split: train\n    path: {name}/train-*.parquet"
+        + ("\n  default: true" if name == "all" else "")
+        for name in CONFIG_NAMES
+    )
+    prompts = prompt_texts()
+    hashes = summary.get("prompt_hashes", {})
+    rows = "\n".join(f"| {name} | {counts[name]} |" for name in CONFIG_NAMES)
+    generators = "\n".join(f"- {kind}: `{gen}`" for kind, gen in summary.get("generator", {}).items())
+    prompt_sections = "\n\n".join(
+        f"### {kind} (hash `{hashes[kind]}`)\n\n```text\n{prompts[kind]}\n```" for kind in hashes if kind in prompts
+    )
+    failed = len(summary.get("failed", []))
+    skipped = len(summary.get("skipped", []))
+    return f"""---
+license: other
+task_categories:
+- image-text-to-text
+- image-classification
+language:
+- en
+pretty_name: EmoVIT emotion instructions
+configs:
+{configs_yaml}
+---
+
+# EmoVIT emotion instructions
+
+Visual instruction data for emotion understanding, built from EmoSet with `python -m dataset_builder build`
+(EmoVIT recipe: categorical instructions without an LLM, conversation and reasoning samples written from
+a caption and the image's attributes). One row per question/answer pair.
+
+```python
+from datasets import load_dataset
+reasoning = load_dataset("<this repo>", "reasoning", split="train")
+```
+
+## Counts
+
+| config | rows |
+|---|---|
+{rows}
+
+Failed LLM requests or replies: {failed}. Skipped input images: {skipped}. Details are in the build's
+summary.json.
+
+## Generators
+
+{generators}
+
+Captioner: `{summary.get("captioner", "none")}`. Records written by the `template` generator come from
+fixed sentence templates, not an LLM.
+
+## Prompts
+
+Each record's `prompt_hash` names the prompt that produced it.
+
+{prompt_sections}
+
+## Fields
+
+`id`, `image`, `emotion` (ClassLabel in EmoSet order), `type`, `conversations` (`from` human/gpt),
+`attributes` (EmoSet attributes; `attributes_computed` lists those computed from pixels), `caption`,
+`generator`, `prompt_hash`.
+
+## Licence
+
+{LICENCE_NOTE}
+"""
+
+
+def export_parquet_folder(dataset_dir: str | os.PathLike, export_dir: str | os.PathLike,
+                          cache_dir: str | None = None) -> dict[str, int]:
+    """Writes the Hub folder; returns rows per config. Replaces `export_dir` only once it is complete."""
+    summary = read_summary(dataset_dir)
+    export_dir = Path(export_dir)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=export_dir.parent if export_dir.parent.exists() else None))
+    counts = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp_cache:
+            for name in CONFIG_NAMES:
+                builder = EmovitInstructions(config_name=name, data_dir=str(dataset_dir), cache_dir=cache_dir or tmp_cache)
+                builder.download_and_prepare()
+                dataset = builder.as_dataset(split="train")
+                # Parquet on the Hub must carry the image bytes, not paths into a local EmoSet copy.
+                dataset = dataset.with_format("arrow").map(embed_table_storage, batched=True, keep_in_memory=True)
+                (staging / name).mkdir(parents=True)
+                dataset.with_format(None).to_parquet(str(staging / name / "train-00000-of-00001.parquet"))
+                counts[name] = len(dataset)
+        atomic_write_text(staging / "README.md", _card(summary, counts))
+        public_summary = {k: v for k, v in summary.items() if k not in ("emoset_root",)}
+        public_summary["args"] = {k: v for k, v in summary.get("args", {}).items() if k not in ("emoset_root", "output_dir")}
+        atomic_write_text(staging / "summary.json", json.dumps(public_summary, indent=2))
+        if export_dir.exists():
+            shutil.rmtree(export_dir)
+        os.replace(staging, export_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("exported %s to %s", counts, export_dir)
+    return counts
+
+
+def upload_folder(api, export_dir: str | os.PathLike, repo_id: str, private: bool = False,
+                  commit_message: str = "Upload EmoVIT instruction data") -> str:
+    """Creates the dataset repo if needed and uploads the folder. `api` is a `huggingface_hub.HfApi`."""
+    api.create_repo(repo_id=repo_id, repo_type="dataset", private=private, exist_ok=True)
+    result = api.upload_folder(folder_path=str(export_dir), repo_id=repo_id, repo_type="dataset",
+                               commit_message=commit_message)
+    return str(result)
+
+
+def check_loadable(export_dir: str | os.PathLike, config_name: str) -> datasets.Dataset:
+    """Loads one config of an exported folder the way a Hub user would, to fail before uploading."""
+    return datasets.load_dataset(str(export_dir), config_name, split="train")
