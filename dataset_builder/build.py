@@ -215,9 +215,8 @@ def run_build(options: BuildOptions) -> dict:
         "prompt_tokens": stats.prompt_tokens if stats else 0,
         "completion_tokens": stats.completion_tokens if stats else 0,
         "cost_usd": round(stats.cost_usd, 6) if stats else 0.0,
-        "generator": {"categorical": "none",
-                      "conversation": "template" if options.llm_backend == "template" else f"openai-compatible:{settings.model}",
-                      "reasoning": "template" if options.llm_backend == "template" else f"openai-compatible:{settings.model}"},
+        "generator": {kind: ("none" if kind == "categorical" else "template" if options.llm_backend == "template"
+                             else f"openai-compatible:{settings.model}") for kind in options.types},
         "prompt_hashes": {kind: (template_hash() if options.llm_backend == "template" and kind != "categorical" else prompt_hash(kind))
                           for kind in options.types},
         "captioner": options.captioner,

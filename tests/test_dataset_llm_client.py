@@ -1,0 +1,195 @@
+"""The LLM client against a real OpenAI-compatible server on loopback (llmock's pytest fixture `llmock`).
+
+Requests are counted at the server (llmock's journal), never by patching the openai client.
+"""
+
+import json
+import time
+
+import dataset_fixtures as F  # noqa: F401  (puts the repo root on sys.path)
+import pytest
+from llmock.scenarios import Delay, Fail, Reply, StreamFault
+
+from dataset_builder.llm_client import (
+    ChatClient,
+    ChatRequest,
+    ClientSettings,
+    ResponseCache,
+    cache_key,
+    estimate,
+    parse_retry_after,
+)
+
+CHAT_PATH = "/v1/chat/completions"
+
+
+def chat_requests(llmock):
+    return [r for r in llmock.requests if r.path == CHAT_PATH]
+
+
+def make_requests(n, sample=0):
+    return [ChatRequest(f"img{i}", [{"role": "user", "content": f"describe image {i}"}], "hash", 100, sample, 50)
+            for i in range(n)]
+
+
+def make_client(llmock, tmp_path, **overrides):
+    settings = dict(model="gpt-4o", base_url=llmock.base_url(), api_key="sk-test-SECRET", concurrency=4,
+                    backoff_base_s=0.02, backoff_max_s=0.1, timeout_s=5.0)
+    settings.update(overrides)
+    return ChatClient(ClientSettings(**settings), ResponseCache(tmp_path / "cache.jsonl"))
+
+
+def test_retry_waits_at_least_retry_after(llmock, tmp_path):
+    llmock.add(Fail(429, retry_after=0.6, times=1), Reply(text="fine", times=None))
+    client = make_client(llmock, tmp_path)
+    [result] = client.complete_all(make_requests(1), show_progress=False)
+    assert result.text == "fine" and result.error is None
+    first, second = chat_requests(llmock)
+    assert first.status == 429 and second.status == 200
+    # Backoff alone is capped at 0.1 s here, so a gap this long can only come from Retry-After.
+    assert second.started_at - first.ended_at >= 0.6
+    assert client.stats.api_calls == 2 and client.stats.retries == 1
+
+
+def test_retry_after_header_forms():
+    assert parse_retry_after({"retry-after": "2"}) == 2.0
+    assert parse_retry_after({"retry-after-ms": "250"}) == 0.25
+    assert parse_retry_after({}) is None
+    date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
+    assert 25 <= parse_retry_after({"retry-after": date}) <= 31
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
+def test_no_retry_on_client_errors(llmock, tmp_path, status):
+    llmock.add(Fail(status, times=None))
+    client = make_client(llmock, tmp_path)
+    [result] = client.complete_all(make_requests(1), show_progress=False)
+    assert result.text is None and f"HTTP {status}" in result.error
+    assert len(chat_requests(llmock)) == 1
+    assert len(ResponseCache(tmp_path / "cache.jsonl")) == 0
+
+
+def test_gives_up_after_max_retries_on_5xx(llmock, tmp_path):
+    llmock.add(Fail(500, times=None))
+    client = make_client(llmock, tmp_path, max_retries=2)
+    [result] = client.complete_all(make_requests(1), show_progress=False)
+    assert "gave up after 3 attempts" in result.error and "HTTP 500" in result.error
+    assert len(chat_requests(llmock)) == 3 and client.stats.failed == 1
+
+
+def test_nothing_lost_or_duplicated_under_faults(llmock, tmp_path):
+    llmock.add(
+        Fail(429, retry_after=0.2, times=2), Fail(500, times=2), Fail(503, times=1),
+        StreamFault("disconnect", after_chunks=1, times=2),  # dropped connection mid-reply
+        StreamFault("truncate", after_chunks=1, times=1),  # reply cut off without a finish reason
+        Delay(0.05, times=None), Reply(text="Question: q?\nAnswer: a.", times=None),
+    )
+    client = make_client(llmock, tmp_path, concurrency=4)
+    requests = make_requests(20)
+    results = client.complete_all(requests, show_progress=False)
+    assert [r.request.name for r in results] == [r.name for r in requests]
+    assert all(r.error is None and r.text == "Question: q?\nAnswer: a." for r in results)
+    served = chat_requests(llmock)
+    assert client.stats.api_calls == len(served) == 20 + 8  # every fault cost exactly one extra request
+    faults = [r.fault for r in served if r.fault]
+    assert len(faults) == 8, faults
+    cache_lines = (tmp_path / "cache.jsonl").read_text().splitlines()
+    assert len(cache_lines) == 20
+    assert len({json.loads(line)["key"] for line in cache_lines}) == 20
+
+
+def test_stalled_reply_times_out_and_is_retried(llmock, tmp_path):
+    llmock.add(StreamFault("stall", after_chunks=1, stall_seconds=5.0, times=1), Reply(text="ok", times=None))
+    client = make_client(llmock, tmp_path, timeout_s=0.5)
+    start = time.monotonic()
+    [result] = client.complete_all(make_requests(1), show_progress=False)
+    assert result.text == "ok"
+    assert time.monotonic() - start < 3.0
+    assert len(chat_requests(llmock)) == 2
+
+
+def test_second_run_makes_zero_requests_and_key_stays_out_of_cache(llmock, tmp_path):
+    llmock.add(Reply(text="cached answer", times=None))
+    requests = make_requests(6)
+    make_client(llmock, tmp_path).complete_all(requests, show_progress=False)
+    assert len(chat_requests(llmock)) == 6
+    again = make_client(llmock, tmp_path)
+    results = again.complete_all(requests, show_progress=False)
+    assert len(chat_requests(llmock)) == 6
+    assert again.stats.api_calls == 0 and again.stats.cache_hits == 6
+    assert all(r.from_cache and r.text == "cached answer" for r in results)
+    assert "SECRET" not in (tmp_path / "cache.jsonl").read_text()
+    # A fresh sample of the same prompt is a different request.
+    make_client(llmock, tmp_path).complete_all(make_requests(1, sample=1), show_progress=False)
+    assert len(chat_requests(llmock)) == 7
+
+
+def test_torn_last_cache_line_is_ignored_and_file_stays_readable(llmock, tmp_path):
+    llmock.add(Reply(text="answer", times=None))
+    requests = make_requests(3)
+    client = make_client(llmock, tmp_path)
+    client.complete_all(requests[:2], show_progress=False)
+    with open(tmp_path / "cache.jsonl", "a") as f:
+        f.write('{"key": "abc", "text": "half a li')  # what kill -9 during a write leaves
+    cache = ResponseCache(tmp_path / "cache.jsonl")
+    assert len(cache) == 2 and cache.torn_lines == 1
+    client = ChatClient(client.settings, cache)
+    client.complete_all(requests, show_progress=False)
+    assert client.stats.api_calls == 1
+    reloaded = ResponseCache(tmp_path / "cache.jsonl")
+    assert len(reloaded) == 3 and reloaded.torn_lines == 1
+
+
+def test_requests_really_run_concurrently(llmock, tmp_path):
+    llmock.add(Delay(0.3, times=None), Reply(text="x", times=None))
+    client = make_client(llmock, tmp_path, concurrency=8)
+    start = time.monotonic()
+    client.complete_all(make_requests(8), show_progress=False)
+    assert time.monotonic() - start < 1.5  # one at a time would take 2.4 s
+    assert len(chat_requests(llmock)) == 8
+
+
+def test_requests_per_minute_limit_holds_requests_back(llmock, tmp_path):
+    llmock.add(Reply(text="x", times=None))
+    client = make_client(llmock, tmp_path, requests_per_minute=3)
+    from dataset_builder import llm_client
+
+    limiter = llm_client._RateLimiter(3, None)
+    import asyncio
+
+    async def admit_four():
+        for _ in range(3):
+            await limiter.acquire(10)
+        # The fourth must wait for the window: it cannot be admitted within a short timeout.
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                await limiter.acquire(10)
+
+    asyncio.run(admit_four())
+    client.complete_all(make_requests(2), show_progress=False)
+    assert len(chat_requests(llmock)) == 2
+
+
+def test_max_cost_stops_sending(llmock, tmp_path):
+    llmock.add(Reply(text="a reply of some length " * 4, times=None))
+    # 1000 USD per million tokens makes each request cost about 0.1 USD.
+    client = make_client(llmock, tmp_path, concurrency=1, price_per_mtok=(1000.0, 1000.0), max_cost=0.5)
+    results = client.complete_all(make_requests(20), show_progress=False)
+    sent = chat_requests(llmock)
+    assert 1 <= len(sent) < 20
+    assert client.stats.stopped_by_max_cost
+    assert client.stats.cost_usd <= 0.5
+    assert sum(r.not_run for r in results) == 20 - len(sent) == client.stats.not_run
+    assert all("max_cost" in r.error for r in results if r.not_run)
+
+
+def test_estimate_sends_nothing(llmock, tmp_path):
+    settings = ClientSettings(model="gpt-4o", base_url=llmock.base_url(), api_key="k")
+    cache = ResponseCache(tmp_path / "cache.jsonl")
+    requests = make_requests(5)
+    cache.append({"key": cache_key(settings, requests[0]), "text": "t"})
+    report = estimate(requests, settings, cache)
+    assert report["requests"] == 5 and report["cached"] == 1 and report["to_send"] == 4
+    assert report["estimated_completion_tokens"] == 4 * 50
+    assert report["estimated_cost_usd"] > 0
+    assert chat_requests(llmock) == []
