@@ -12,7 +12,7 @@ import re
 
 EXPECTED_PAIRS = {"conversation": 3, "reasoning": 1}
 QUESTION_CHARS = (8, 400)
-ANSWER_CHARS = {"conversation": (10, 2000), "reasoning": (80, 3000)}
+ANSWER_CHARS = {"conversation": (2, 2000), "reasoning": (80, 3000)}
 
 _INLINE_ANSWER = re.compile(r"\s+answer\s*:\s*", re.IGNORECASE)
 _LINE_PREFIX = re.compile(r"^\s*(?:#+\s*|[-*•]\s+|>\s*)?(?:\(?\d+[.)]\s*)?")

@@ -1,0 +1,74 @@
+import dataset_fixtures as F  # noqa: F401  (puts the repo root on sys.path)
+import pytest
+
+from dataset_builder.parsing import parse_qa_pairs, parse_reply, validate_pairs
+
+LONG = "The saturated colours and bold round form feel playful and light, so a viewer smiles at the scene."
+
+
+def test_plain_format():
+    assert parse_qa_pairs("Question: Is it red?\nAnswer: Yes, bright red.") == [("Is it red?", "Yes, bright red.")]
+
+
+def test_messy_conversation_reply():
+    pairs, reason = parse_reply(F.CONVERSATION_REPLY, "conversation")
+    assert reason is None
+    assert [q for q, _ in pairs] == [
+        "What colour dominates the background of this picture?",
+        "What shape stands in the middle of the frame?",
+        "Why might this simple composition feel cheerful to a viewer?",
+    ]
+    assert pairs[0][1] == "The background is mostly a warm, bright yellow."
+
+
+@pytest.mark.parametrize("reply", [
+    "1. **Question:** What is shown here?\n   **Answer:** A red ball on grass.\n\n2) Question: Any people?\nAnswer: No.",
+    "### Q1: What is shown here?\n\nA1: A red ball on grass.\n\n- Q: Any people?\n- A: No.",
+    "Question: What is shown here? Answer: A red ball on grass.\nQuestion: Any people? Answer: No.",
+    "__Question 1__: What is shown here?\n\n__Answer 1__: A red ball\non grass.\nQuestion 2 - Any people?\nAnswer 2 - No.",
+])
+def test_numbering_emphasis_blank_lines_and_inline(reply):
+    pairs = parse_qa_pairs(reply)
+    assert [q for q, _ in pairs] == ["What is shown here?", "Any people?"]
+    assert pairs[0][1] == "A red ball on grass." and pairs[1][1] == "No."
+
+
+def test_stray_text_and_multiline_answers():
+    reply = ("Here is what I came up with:\n\nComplex question: Why does it feel sad?\nAnswer: The colours are grey.\n\n"
+             "The figure is alone.\n\nI hope this helps!")
+    [(question, answer)] = parse_qa_pairs(reply)
+    assert question == "Why does it feel sad?"
+    # Text after the last answer cannot be told apart from the answer: it stays with it, never invents a pair.
+    assert answer.startswith("The colours are grey. The figure is alone.")
+
+
+def test_answer_without_question_is_ignored():
+    assert parse_qa_pairs("Answer: orphan\nQuestion: Is it big?\nAnswer: Very big indeed.") == [("Is it big?", "Very big indeed.")]
+
+
+def test_a_sentence_starting_with_a_is_not_an_answer_label():
+    assert parse_qa_pairs("Question: What is there?\nAnswer: A dog.\nA cat too.") == [("What is there?", "A dog. A cat too.")]
+
+
+@pytest.mark.parametrize("pairs, reason_part", [
+    ([], "found 0"),
+    ([("What is there?", "A dog.")] * 2, "expected 3"),
+    ([("What is there?", "")] * 3, "empty answer"),
+    ([("Why?", "A dog in the park.")] * 3, "question length"),
+    ([("What is there?", "A dog.")] * 2 + [("What does the caption say?", "It says a dog.")], "the caption"),
+    ([("What is there?", "A dog.")] * 2 + [("How bright is it?", "Given the attributes, bright.")], "the attributes"),
+])
+def test_conversation_validation_rejects(pairs, reason_part):
+    assert reason_part in validate_pairs(pairs, "conversation")
+
+
+def test_reasoning_needs_one_long_answer():
+    assert validate_pairs([("Why does this feel playful?", LONG)], "reasoning") is None
+    assert "answer length" in validate_pairs([("Why does this feel playful?", "It is red.")], "reasoning")
+    pairs, reason = parse_reply(F.REASONING_REPLY, "reasoning")
+    assert reason is None and len(pairs) == 1
+
+
+def test_refusal_is_invalid_with_reason():
+    pairs, reason = parse_reply(F.MALFORMED_REPLY, "conversation")
+    assert pairs == [] and "found 0" in reason
