@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import sys
+from urllib.parse import urlsplit
 
 from .build import DEFAULT_PER_CLASS, BuildOptions, run_build
 from .llm_client import DEFAULT_PRICES, ClientSettings
@@ -122,6 +123,10 @@ def _build(args) -> None:
     if args.llm_backend == "openai":
         api_key = os.environ.get("OPENAI_API_KEY")
         base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")
+        if base_url and urlsplit(base_url).password:
+            # HTTP libraries log request URLs; a key embedded in one would end up in logs.
+            raise SystemExit(f"--base_url has a password in it ({urlsplit(base_url).hostname}); remove it from the URL "
+                             "and put the key in OPENAI_API_KEY instead.")
         if not api_key and not args.dry_run and not base_url:
             raise SystemExit("OPENAI_API_KEY is not set. Export it (the key is read from the environment only), or point "
                              "--base_url at a local server that needs no key.")
@@ -187,7 +192,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # httpx logs every request at INFO; that drowns the progress bar.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for name in ("httpx", "httpx2"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     if args.command == "synth":
         from .synthetic import write_synthetic_emoset
 
