@@ -115,7 +115,8 @@ class EmoVitProcessor(InstructBlipProcessor):
 
     @property
     def image_token_id(self) -> int:
-        return self.tokenizer.convert_tokens_to_ids(self.image_token.content)
+        # InstructBlipProcessor keeps an AddedToken, or the tokenizer's own `image_token` string when it has one
+        return self.tokenizer.convert_tokens_to_ids(getattr(self.image_token, "content", self.image_token))
 
     # ------------------------------------------------------------------ images
 
