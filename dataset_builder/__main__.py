@@ -157,8 +157,8 @@ def _push(args) -> None:
 
     export_dir = args.export_dir or str(Path(args.dataset_dir) / "hub")
     counts = export_parquet_folder(args.dataset_dir, export_dir)
-    for name in counts:
-        check_loadable(export_dir, name)
+    for name, rows in counts.items():
+        check_loadable(export_dir, name, rows)
     print(f"exported {counts} to {export_dir}")
     if args.repo_id:
         from huggingface_hub import HfApi

@@ -31,8 +31,8 @@ FEATURES = datasets.Features({
     "type": datasets.Value("string"),
     "conversations": datasets.List({"from": datasets.Value("string"), "value": datasets.Value("string")}),
     "attributes": {
-        "brightness": datasets.Value("float32"),
-        "colorfulness": datasets.Value("float32"),
+        "brightness": datasets.Value("float64"),
+        "colorfulness": datasets.Value("float64"),
         "scene": datasets.Value("string"),
         "object": datasets.List(datasets.Value("string")),
         "facial_expression": datasets.Value("string"),

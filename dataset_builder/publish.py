@@ -35,11 +35,11 @@ def _card(summary: dict, counts: dict[str, int]) -> str:
     configs_yaml = "\n".join(
         f"- config_name: {name}\n  data_files:\n  - split: train\n    path: {name}/train-*.parquet"
         + ("\n  default: true" if name == "all" else "")
-        for name in CONFIG_NAMES
+        for name in counts
     )
     prompts = prompt_texts()
     hashes = summary.get("prompt_hashes", {})
-    rows = "\n".join(f"| {name} | {counts[name]} |" for name in CONFIG_NAMES)
+    rows = "\n".join(f"| {name} | {counts[name]} |" for name in counts)
     generators = "\n".join(f"- {kind}: `{gen}`" for kind, gen in summary.get("generator", {}).items())
     prompt_sections = "\n\n".join(
         f"### {kind} (hash `{hashes[kind]}`)\n\n```text\n{prompts[kind]}\n```" for kind in hashes if kind in prompts
@@ -112,7 +112,9 @@ def export_parquet_folder(dataset_dir: str | os.PathLike, export_dir: str | os.P
     counts = {}
     try:
         with tempfile.TemporaryDirectory() as tmp_cache:
-            for name in CONFIG_NAMES:
+            wanted = [t for t, n in summary["records_per_type"].items() if n > 0]
+            # A config without rows would make load_dataset fail, so types the build skipped are left out.
+            for name in [c for c in CONFIG_NAMES if c in wanted or c == "all"]:
                 builder = EmovitInstructions(config_name=name, data_dir=str(dataset_dir), cache_dir=cache_dir or tmp_cache)
                 builder.download_and_prepare()
                 dataset = builder.as_dataset(split="train")
@@ -125,6 +127,7 @@ def export_parquet_folder(dataset_dir: str | os.PathLike, export_dir: str | os.P
         public_summary = {k: v for k, v in summary.items() if k not in ("emoset_root",)}
         public_summary["args"] = {k: v for k, v in summary.get("args", {}).items() if k not in ("emoset_root", "output_dir")}
         atomic_write_text(staging / "summary.json", json.dumps(public_summary, indent=2))
+        os.chmod(staging, 0o755)  # mkdtemp makes it private; the export is an ordinary folder
         if export_dir.exists():
             shutil.rmtree(export_dir)
         os.replace(staging, export_dir)
@@ -144,6 +147,11 @@ def upload_folder(api, export_dir: str | os.PathLike, repo_id: str, private: boo
     return str(result)
 
 
-def check_loadable(export_dir: str | os.PathLike, config_name: str) -> datasets.Dataset:
+def check_loadable(export_dir: str | os.PathLike, config_name: str, expected_rows: int) -> None:
     """Loads one config of an exported folder the way a Hub user would, to fail before uploading."""
-    return datasets.load_dataset(str(export_dir), config_name, split="train")
+    # A private cache: `datasets` can otherwise serve a stale copy cached for another folder of the same name.
+    with tempfile.TemporaryDirectory() as cache_dir:
+        rows = len(datasets.load_dataset(str(export_dir), config_name, split="train", cache_dir=cache_dir))
+    if rows != expected_rows:
+        raise RuntimeError(f"{export_dir}: config {config_name!r} loads {rows} rows, expected {expected_rows}; "
+                           "the export is broken, do not upload it.")

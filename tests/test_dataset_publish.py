@@ -1,0 +1,99 @@
+"""Export to a Hub-ready Parquet folder (loaded back with plain `load_dataset`) and upload to an HfApi stand-in."""
+
+import json
+import shutil
+from pathlib import Path
+
+import dataset_fixtures as F  # noqa: F401  (puts the repo root on sys.path)
+import datasets
+import pytest
+import yaml
+from dataset_fixtures import synth_root  # noqa: F401  (fixture)
+
+from dataset_builder.build import BuildOptions, run_build
+from dataset_builder.prompts import prompt_hash, template_hash
+from dataset_builder.publish import LICENCE_NOTE, check_loadable, export_parquet_folder, upload_folder
+
+
+@pytest.fixture(scope="module")
+def exported(synth_root, tmp_path_factory):  # noqa: F811
+    base = tmp_path_factory.mktemp("publish")
+    # A private copy of the images, removed after export: the Parquet files must not need it.
+    root = base / "emoset"
+    shutil.copytree(synth_root, root)
+    out = base / "out"
+    run_build(BuildOptions(emoset_root=str(root), output_dir=str(out), show_progress=False,
+                           per_class={"categorical": 2, "conversation": 1, "reasoning": 1}))
+    counts = export_parquet_folder(out, base / "hub")
+    shutil.rmtree(root)
+    return base / "hub", counts
+
+
+def test_exported_folder_loads_without_remote_code(exported, tmp_path):
+    hub, counts = exported
+    assert counts == {"categorical": 16, "conversation": 24, "reasoning": 8, "all": 48}
+    reasoning = datasets.load_dataset(str(hub), "reasoning", split="train", cache_dir=str(tmp_path))
+    assert len(reasoning) == 8 and set(reasoning["type"]) == {"reasoning"}
+    assert isinstance(reasoning.features["emotion"], datasets.ClassLabel)
+    assert reasoning[0]["image"].size == (64, 64)  # bytes embedded: the EmoSet copy is gone
+    everything = datasets.load_dataset(str(hub), split="train", cache_dir=str(tmp_path))  # the default config is "all"
+    assert len(everything) == 48
+
+
+def test_card_has_counts_prompts_generator_and_licence(exported):
+    hub, _ = exported
+    card = (hub / "README.md").read_text()
+    header = yaml.safe_load(card.split("---")[1])
+    assert [c["config_name"] for c in header["configs"]] == ["categorical", "conversation", "reasoning", "all"]
+    assert "| reasoning | 8 |" in card and "| all | 48 |" in card
+    assert prompt_hash("categorical") in card and template_hash() in card
+    assert "conversation: `template`" in card
+    assert LICENCE_NOTE in card
+    summary = json.loads((hub / "summary.json").read_text())
+    assert "emoset_root" not in summary and "emoset_root" not in summary["args"]
+
+
+class RecordingHfApi:
+    """Stands in for huggingface_hub.HfApi: records calls and copies the folder to a local 'remote'."""
+
+    def __init__(self, remote: Path):
+        self.remote = remote
+        self.calls = []
+
+    def create_repo(self, repo_id, repo_type=None, private=False, exist_ok=False):
+        self.calls.append(("create_repo", repo_id, repo_type, private, exist_ok))
+        return f"https://hub.invalid/datasets/{repo_id}"
+
+    def upload_folder(self, folder_path, repo_id, repo_type=None, commit_message=None):
+        self.calls.append(("upload_folder", repo_id, repo_type, commit_message))
+        shutil.copytree(folder_path, self.remote / repo_id)
+        return f"https://hub.invalid/datasets/{repo_id}/commit/1"
+
+
+def test_upload_sends_the_exported_folder(exported, tmp_path):
+    hub, _ = exported
+    api = RecordingHfApi(tmp_path)
+    url = upload_folder(api, hub, "me/emovit-instructions", private=True)
+    assert url.endswith("/commit/1")
+    assert api.calls[0] == ("create_repo", "me/emovit-instructions", "dataset", True, True)
+    assert api.calls[1][:3] == ("upload_folder", "me/emovit-instructions", "dataset")
+    remote = tmp_path / "me" / "emovit-instructions"
+    assert len(datasets.load_dataset(str(remote), "conversation", split="train", cache_dir=str(tmp_path / "c"))) == 24
+
+
+def test_check_loadable_refuses_a_wrong_row_count(exported):
+    hub, _ = exported
+    with pytest.raises(RuntimeError, match="loads 8 rows, expected 9"):
+        check_loadable(hub, "reasoning", 9)
+
+
+def test_push_command_without_repo_only_exports(synth_root, tmp_path, capsys):  # noqa: F811
+    from dataset_builder.__main__ import main
+
+    out = tmp_path / "out"
+    run_build(BuildOptions(emoset_root=str(synth_root), output_dir=str(out), types=("categorical",),
+                           per_class={"categorical": 1}, show_progress=False))
+    main(["push", "--dataset_dir", str(out)])
+    assert "'categorical': 8" in capsys.readouterr().out
+    assert (out / "hub" / "categorical" / "train-00000-of-00001.parquet").is_file()
+    assert len(datasets.load_dataset(str(out / "hub"), "categorical", split="train", cache_dir=str(tmp_path / "c"))) == 8
