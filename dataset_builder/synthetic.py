@@ -112,7 +112,8 @@ def _annotation(emotion: str, index: int, rng: random.Random) -> dict:
         annotation["colorfulness"] = round(rng.choice([0.5, 0.6, 0.7]), 1)
     if index % 5 != 0:
         annotation["scene"] = scene
-    annotation["object"] = list(objects[: 1 + index % len(objects)])
+    if index % 7 != 3:
+        annotation["object"] = list(objects[: 1 + index % len(objects)])
     if face is not None and index % 2 == 0:
         annotation["facial_expression"] = face
     if action is not None and index % 4 != 1:
