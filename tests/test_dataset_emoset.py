@@ -1,0 +1,83 @@
+import json
+import shutil
+
+import dataset_fixtures as F  # noqa: F401  (puts the repo root on sys.path)
+import pytest
+from dataset_fixtures import synth_root  # noqa: F401  (fixture)
+from PIL import Image
+
+from dataset_builder.emoset import ImageItem, read_annotation, read_split, sample_per_class
+
+
+def test_reads_both_entry_forms(synth_root):  # noqa: F811
+    train, test = read_split(synth_root, "train"), read_split(synth_root, "test")
+    assert len(train.items) == 32 and len(test.items) == 8 and not train.skipped
+    item = next(i for i in test.items if i.emotion == "awe")
+    assert item.image_id == "awe_00005"  # 3-field entry: the id comes from the file name
+    assert item.relative_path == "image/awe/awe_00005.jpg" and item.image_path == str(synth_root / item.relative_path)
+
+
+def test_bad_entries_are_counted_skips(synth_root, tmp_path):  # noqa: F811
+    root = tmp_path / "e"
+    shutil.copytree(synth_root, root)
+    entries = json.loads((root / "val.json").read_text())
+    entries[0] = ["joy"] + entries[0][1:]
+    entries.append(list(entries[1]))  # duplicate
+    entries.append(["awe", "image/awe/nope.jpg", "annotation/awe/nope.json"])
+    (root / "val.json").write_text(json.dumps(entries))
+    listing = read_split(root, "val")
+    reasons = [s.reason for s in listing.skipped]
+    assert len(listing.items) == 7 and len(reasons) == 3
+    assert "unknown emotion 'joy'" in reasons[0] and "duplicate image id" in reasons[1] and "nope.jpg is missing" in reasons[2]
+
+
+def test_missing_split_and_wrong_info_order(synth_root, tmp_path):  # noqa: F811
+    root = tmp_path / "e"
+    shutil.copytree(synth_root, root)
+    with pytest.raises(FileNotFoundError, match="validation.json does not exist"):
+        read_split(root, "validation")
+    info = json.loads((root / "info.json").read_text())
+    info["emotion"]["idx2label"]["0"], info["emotion"]["idx2label"]["1"] = "awe", "amusement"
+    (root / "info.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="differs from EmoSet's"):
+        read_split(root, "train")
+
+
+def test_annotation_problems(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"emotion": "fear"}))
+    make = lambda ann: ImageItem("awe_1", "awe", "x.jpg", "x.jpg", str(ann))  # noqa: E731
+    assert "is missing" in read_annotation(make(tmp_path / "none.json"))[1].reason
+    assert "not valid JSON" in read_annotation(make(bad))[1].reason
+    assert "says emotion 'fear' but the split file says 'awe'" in read_annotation(make(other))[1].reason
+
+
+def test_image_folder_with_and_without_splits(tmp_path):
+    for base in (tmp_path / "flat", tmp_path / "split" / "test"):
+        for label in ("cat", "dog"):
+            (base / label).mkdir(parents=True)
+            for k in range(2):
+                Image.new("RGB", (8, 8)).save(base / label / f"{k}.png")
+        (base / "dog" / "notes.txt").write_text("x")
+    flat = read_split(tmp_path / "flat")
+    assert sorted((i.emotion, i.relative_path) for i in flat.items)[:1] == [("cat", "cat/0.png")]
+    assert len(flat.items) == 4 and "not an image file" in flat.skipped[0].reason
+    split = read_split(tmp_path / "split", "test")
+    assert len(split.items) == 4 and split.items[0].relative_path == "test/cat/0.png"
+    with pytest.raises(FileNotFoundError, match="has split folders"):
+        read_split(tmp_path / "split", "train")
+    with pytest.raises(FileNotFoundError, match="not a readable directory"):
+        read_split(tmp_path / "missing", "train")
+
+
+def test_sampling_is_seeded_nested_and_balanced(synth_root):  # noqa: F811
+    items = read_split(synth_root, "train").items
+    counts = {"categorical": 3, "conversation": 2, "reasoning": 1}
+    a, b = sample_per_class(items, counts, seed=1), sample_per_class(items, counts, seed=1)
+    c = sample_per_class(items, counts, seed=2)
+    assert a == b and a != c
+    assert {k: len(v) for k, v in a.items()} == {"categorical": 24, "conversation": 16, "reasoning": 8}
+    assert set(a["reasoning"]) <= set(a["conversation"]) <= set(a["categorical"])
+    assert len(sample_per_class(items, {"categorical": 100}, seed=1)["categorical"]) == 32

@@ -1,0 +1,73 @@
+import json
+import os
+
+import dataset_fixtures as F  # noqa: F401  (puts the repo root on sys.path)
+import pytest
+
+from dataset_builder.records import (
+    atomic_write_text,
+    categorical_pair,
+    import_official_json,
+    load_records,
+    make_record,
+    to_llava,
+    write_outputs,
+)
+from modeling_emovit.processing_emovit import format_answer, format_categorical_instruction
+
+
+def record(i, kind="conversation"):
+    return make_record(kind, f"awe_{i:05d}", f"image/awe/awe_{i:05d}.jpg", "awe", 0, "Q?", "A.", {}, [], "", "template", "h")
+
+
+def test_categorical_pair_is_the_processor_definition():
+    question, answer = categorical_pair("fear")
+    assert answer == format_answer("fear") == "Predict emotion: fear"
+    assert question == format_categorical_instruction(("amusement", "awe", "contentment", "excitement", "anger",
+                                                        "disgust", "fear", "sadness"))
+
+
+def test_outputs_and_load_records(tmp_path):
+    records = [record(i) for i in range(5)]
+    write_outputs(tmp_path, records, {"emoset_root": "/data/emoset"}, seed=0)
+    assert sorted(os.listdir(tmp_path)) == ["instructions.jsonl", "instructions_llava.json", "summary.json"]
+    loaded = load_records(tmp_path)
+    assert [r["image"] for r in loaded] == [f"/data/emoset/image/awe/awe_{i:05d}.jpg" for i in range(5)]
+    assert load_records(tmp_path, types=("reasoning",)) == []
+    assert to_llava(records, 0) == to_llava(records, 0) != to_llava(records, 1)
+    with pytest.raises(AssertionError):
+        write_outputs(tmp_path, records + records[:1], {}, seed=0)
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    target = tmp_path / "out.json"
+    atomic_write_text(target, "old")
+
+    with pytest.raises(TypeError):
+        atomic_write_text(target, 123)  # fails mid-write
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["out.json"]
+
+
+def test_import_official_json(tmp_path):
+    entries = [
+        {"id": "1", "image": "amusement_00001.jpg", "conversations": [
+            {"from": "human", "value": "<image>\nWhich emotion?"}, {"from": "gpt", "value": "Predict emotion: amusement"}]},
+        {"id": "2", "image": "x.jpg", "conversations": [
+            {"from": "human", "value": "Which emotion?"}, {"from": "gpt", "value": "Predict emotion: fear"}]},
+        {"id": "3", "image": "joy_1.jpg", "conversations": [
+            {"from": "human", "value": "What?"}, {"from": "gpt", "value": "Something."}]},
+        {"id": "4", "image": "awe_1.jpg"},
+    ]
+    path = tmp_path / "official.json"
+    path.write_text(json.dumps(entries))
+    records, skipped = import_official_json(path, "conversation")
+    assert [r["emotion"] for r in records] == ["amusement", "fear"]
+    assert records[0]["conversations"][0]["value"] == "Which emotion?" and records[0]["generator"] == "official-emovit"
+    assert [s.item for s in skipped] == ["official.json[2]", "official.json[3]"]
+    assert "cannot tell the emotion" in skipped[0].reason
+    entries[2]["image"] = "awe_00002.jpg"
+    path.write_text(json.dumps(entries))
+    with pytest.raises(ValueError, match=r"official.json\[2\].*pass --type"):
+        import_official_json(path, "auto")
+    records, _ = import_official_json(path, "reasoning")
+    assert [r["type"] for r in records] == ["reasoning"] * 3
