@@ -33,3 +33,24 @@ def random_images(count, seed=0, size=(40, 36)):
 @pytest.fixture()
 def images():
     return random_images(4)
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory):
+    """A small synthetic EmoSet-shaped sample: 5 images per emotion (3 train, 1 val, 1 test)."""
+    from dataset_builder.synthetic import write_synthetic_emoset
+
+    root = tmp_path_factory.mktemp("emoset-synthetic")
+    write_synthetic_emoset(root, images_per_class=5, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def instructions_dir(tmp_path_factory, synthetic_root):
+    """Template-backend instruction data built from `synthetic_root`."""
+    from dataset_builder.build import BuildOptions, run_build
+
+    out = tmp_path_factory.mktemp("instructions")
+    run_build(BuildOptions(emoset_root=str(synthetic_root), output_dir=str(out), llm_backend="template",
+                           captioner="none", seed=0, show_progress=False))
+    return out

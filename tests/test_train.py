@@ -1,0 +1,130 @@
+"""train.py on the tiny preset: a few steps each, on CPU."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from modeling_emovit import EmoVitForConditionalGeneration, EmoVitProcessor
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(f"{name}_script", REPO / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train = load_script("train")
+
+
+def run(tiny_dir, instructions_dir, output_dir, *extra):
+    args = ["--model_name_or_path", str(tiny_dir), "--dataset", str(instructions_dir), "--output_dir", str(output_dir),
+            "--types", "categorical", "--learning_rate", "1e-3", "--per_device_train_batch_size", "8",
+            "--logging_steps", "1", "--eval_strategy", "no", "--test_split", "none", "--report_to", "none",
+            "--save_strategy", "no", "--seed", "0", "--dataloader_num_workers", "0", "--weight_decay", "0.0",
+            *extra]
+    return train.main(args)
+
+
+def trainable_tensors(folder):
+    model = EmoVitForConditionalGeneration.from_pretrained(folder)
+    return model.state_dict()
+
+
+def losses(output_dir):
+    history = json.loads((Path(output_dir) / "training_log.json").read_text())
+    return [entry["loss"] for entry in history if "loss" in entry]
+
+
+def test_loss_decreases_and_only_trainable_tensors_change(tiny_dir, instructions_dir, tmp_path):
+    # 24 categorical examples, batch 24: every step sees the same batch.
+    run(tiny_dir, instructions_dir, tmp_path / "run", "--per_device_train_batch_size", "24", "--max_steps", "4",
+        "--lr_scheduler_type", "constant", "--warmup_ratio", "0")
+    steps = losses(tmp_path / "run")
+    assert len(steps) == 4 and all(torch.isfinite(torch.tensor(steps)))
+    assert steps[-1] < steps[0]
+
+    before, after = trainable_tensors(tiny_dir), trainable_tensors(tmp_path / "run")
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed, "nothing trained"
+    allowed = ("qformer.", "query_tokens", "language_projection.", "vision_model.post_layernorm.")
+    assert all(name.startswith(allowed) for name in changed), sorted(changed)[:5]
+    # the output folder is complete: weights, processor, card with the loss curve, remote code
+    for name in ("model.safetensors", "processor_config.json", "README.md", "loss_curve.png", "modeling_emovit.py"):
+        assert (tmp_path / "run" / name).exists(), name
+    assert "Trainable (Q-Former side)" in (tmp_path / "run" / "README.md").read_text()
+
+
+def test_checkpoint_resume_continues_exactly(tiny_dir, instructions_dir, tmp_path):
+    common = ["--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2"]
+    run(tiny_dir, instructions_dir, tmp_path / "straight", *common)
+    checkpoint = tmp_path / "straight" / "checkpoint-2"
+    saved = load_file(checkpoint / "trainable_weights.safetensors")
+    assert saved and all(name.startswith(("qformer.", "query_tokens", "language_projection.", "vision_model.post"))
+                         for name in saved)
+    assert (checkpoint / "optimizer.pt").exists() and not (checkpoint / "model.safetensors").exists()
+
+    # a fresh run that resumes the same 4-step schedule from the straight run's step-2 checkpoint
+    run(tiny_dir, instructions_dir, tmp_path / "resumed", *common, "--resume_from_checkpoint", str(checkpoint))
+    straight, resumed = trainable_tensors(tmp_path / "straight"), trainable_tensors(tmp_path / "resumed")
+    for name in straight:
+        assert torch.allclose(straight[name], resumed[name], atol=1e-6), name
+    assert losses(tmp_path / "resumed")[-2:] == pytest.approx(losses(tmp_path / "straight")[-2:], abs=1e-5)
+
+
+def test_cached_vision_features_train_like_pixels(tiny_dir, instructions_dir, tmp_path):
+    run(tiny_dir, instructions_dir, tmp_path / "pixels", "--max_steps", "3")
+    run(tiny_dir, instructions_dir, tmp_path / "cached", "--max_steps", "3", "--cache_vision_features")
+    assert (tmp_path / "cached" / "vision_cache.npy").exists()
+    assert losses(tmp_path / "pixels") == pytest.approx(losses(tmp_path / "cached"), abs=1e-5)
+    pixels, cached = trainable_tensors(tmp_path / "pixels"), trainable_tensors(tmp_path / "cached")
+    for name in pixels:
+        assert torch.allclose(pixels[name], cached[name], atol=1e-5), name
+
+
+def test_augment_and_cache_exclude_each_other(tiny_dir, instructions_dir, tmp_path):
+    with pytest.raises(ValueError, match="--augment and --cache_vision_features exclude each other"):
+        run(tiny_dir, instructions_dir, tmp_path, "--augment", "--cache_vision_features", "--max_steps", "1")
+
+
+def test_curriculum_sampler_visits_types_in_order():
+    types = ["reasoning", "categorical", "conversation", "categorical", "reasoning", "conversation", "categorical"]
+    sampler = train.CurriculumSampler(types, ["categorical", "conversation", "reasoning"], seed=0)
+    order = [types[i] for i in sampler]
+    assert order == ["categorical"] * 3 + ["conversation"] * 2 + ["reasoning"] * 2
+    assert sorted(sampler) == list(range(len(types)))
+    first = list(sampler)
+    sampler.set_epoch(1)
+    assert sorted(list(sampler)) == sorted(first)
+
+
+def test_curriculum_must_cover_the_data(tiny_dir, instructions_dir, tmp_path):
+    with pytest.raises(ValueError, match="leaves out the types \\['reasoning'\\]"):
+        run(tiny_dir, instructions_dir, tmp_path, "--types", "categorical,reasoning",
+            "--curriculum", "categorical", "--max_steps", "1")
+
+
+def test_collator_masks_and_cache_agree(tiny_dir, instructions_dir, tmp_path):
+    processor = EmoVitProcessor.from_pretrained(tiny_dir)
+    model = EmoVitForConditionalGeneration.from_pretrained(tiny_dir)
+    data_args = train.DataArguments(dataset=str(instructions_dir), types="categorical,reasoning")
+    examples, root = train.load_examples(data_args)
+    assert root is not None and {e["type"] for e in examples} == {"categorical", "reasoning"}
+    batch_examples = examples[:2] + [e for e in examples if e["type"] == "reasoning"][:2]
+    plain = train.EmoVitCollator(processor)(batch_examples)
+    cache = train.VisionCache.build(model, processor, batch_examples, tmp_path / "cache.npy")
+    cached = train.EmoVitCollator(processor, cache=cache)(batch_examples)
+    assert torch.equal(plain["labels"], cached["labels"]) and "pixel_values" not in cached
+    for row, example in enumerate(batch_examples):
+        supervised = plain["labels"][row][plain["labels"][row] != -100]
+        assert supervised[-1] == processor.tokenizer.eos_token_id
+        text = processor.tokenizer.decode(supervised, skip_special_tokens=True).strip()
+        assert text == example["answer"].strip()
+    with torch.no_grad():
+        assert torch.allclose(model.encode_vision(plain["pixel_values"]), cached["vision_hidden_states"], atol=1e-6)
