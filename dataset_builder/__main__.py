@@ -147,7 +147,8 @@ def _build(args) -> None:
         return
     print(json.dumps({k: summary[k] for k in ("records_per_type", "api_calls", "cache_hits", "prompt_tokens",
                                              "completion_tokens", "cost_usd", "stopped_by_max_cost")}, indent=2))
-    print(f"failed: {len(summary['failed'])}, skipped inputs: {len(summary['skipped'])}; see {args.output_dir}/summary.json")
+    print(f"failed: {len(summary['failed'])}, not run (max_cost): {len(summary['not_run'])}, "
+          f"skipped inputs: {len(summary['skipped'])}; see {args.output_dir}/summary.json")
 
 
 def _push(args) -> None:

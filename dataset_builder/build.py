@@ -87,7 +87,7 @@ def _safe_url(url: str | None) -> str | None:
 
 
 def _llm_records(kind: str, images: list[PreparedImage], captions: dict, options: BuildOptions, client: ChatClient,
-                 failed: list) -> list[dict]:
+                 failed: list, not_run: list) -> list[dict]:
     """Asks the LLM for `kind` pairs for each image; a malformed reply gets one fresh sample."""
     settings = options.llm
     p_hash = prompt_hash(kind)
@@ -107,8 +107,7 @@ def _llm_records(kind: str, images: list[PreparedImage], captions: dict, options
             image_id = image.item.image_id
             if result.error is not None:
                 reasons[image_id] = result.error
-                if not result.not_run:
-                    failed.append({"image_id": image_id, "type": kind, "reason": result.error})
+                (not_run if result.not_run else failed).append({"image_id": image_id, "type": kind, "reason": result.error})
                 continue
             pairs, reason = parse_reply(result.text, kind)
             if reason is not None:
@@ -159,7 +158,7 @@ def run_build(options: BuildOptions) -> dict:
     # Instructions
     records: list[dict] = []
     failed: list[dict] = []
-    llm_stats = None
+    not_run: list[dict] = []
     dry_run_report = None
     client = None
     if options.llm_backend == "openai" and any(t in options.types for t in ("conversation", "reasoning")):
@@ -190,7 +189,7 @@ def run_build(options: BuildOptions) -> dict:
             dry_run_report = dry_run_report or {}
             dry_run_report[kind] = report
         else:
-            records.extend(_llm_records(kind, images, captions, options, client, failed))
+            records.extend(_llm_records(kind, images, captions, options, client, failed, not_run))
 
     if options.dry_run:
         return {"dry_run": True, "llm_backend": options.llm_backend, "images": len(prepared),
@@ -207,7 +206,8 @@ def run_build(options: BuildOptions) -> dict:
         "images_per_type": {kind: len({r["image"] for r in records if r["type"] == kind}) for kind in options.types},
         "failed": failed,
         "skipped": [vars(s) for s in skipped],
-        "not_run": stats.not_run if stats else 0,
+        # Images never asked about because --max_cost was reached; a rerun with a higher budget picks them up.
+        "not_run": not_run,
         "stopped_by_max_cost": stats.stopped_by_max_cost if stats else False,
         "api_calls": stats.api_calls if stats else 0,
         "retries": stats.retries if stats else 0,

@@ -120,7 +120,8 @@ def test_max_cost_stops_the_build_cleanly(synth_root, tmp_path, llmock):
     summary = run_build(options)
     assert summary["stopped_by_max_cost"] and summary["cost_usd"] <= 1.0
     assert 0 < summary["api_calls"] == len(served(llmock)) < 16
-    assert summary["not_run"] == 16 - summary["api_calls"]
+    assert len(summary["not_run"]) == 16 - summary["api_calls"]
+    assert all("max_cost" in entry["reason"] and entry["image_id"] for entry in summary["not_run"])
     assert summary["records_per_type"]["conversation"] == 3 * summary["api_calls"]
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["stopped_by_max_cost"]
 
