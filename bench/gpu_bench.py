@@ -1,0 +1,165 @@
+"""Full-size EmoVIT geometry on one GPU: training-step throughput and peak memory at batch 1/8/16 with and without
+gradient checkpointing, and evaluation (score / generate) throughput. Random weights in bf16, nothing from the Hub.
+
+    python bench/gpu_bench.py --output gpu_bench.json          # EVA ViT-g + Q-Former + 7B Llama (needs ~40 GB)
+    python bench/gpu_bench.py --tiny --output /tmp/tiny.json   # the same code path on CPU, in seconds
+
+Run by bench/gpu_check.sh on a lent GPU. Numbers go to the JSON file and stdout.
+"""
+
+import argparse
+import json
+import time
+
+import torch
+from transformers import LlamaConfig
+
+from modeling_emovit import EmoVitConfig, EmoVitForConditionalGeneration
+
+
+def full_size_config() -> EmoVitConfig:
+    # InstructBLIP-Vicuna-7B: EVA ViT-g/14 without its last block (39 layers), BERT-base Q-Former, 32 queries,
+    # Vicuna-7B with LAVIS's [PAD] and transformers' <image> token (32,002 rows).
+    return EmoVitConfig(
+        vision_config=dict(hidden_size=1408, intermediate_size=6144, num_hidden_layers=39, num_attention_heads=16,
+                           image_size=224, patch_size=14, initializer_range=0.02),
+        qformer_config=dict(vocab_size=30523, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                            intermediate_size=3072, cross_attention_frequency=2),
+        text_config=LlamaConfig(vocab_size=32002, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                                num_attention_heads=32, max_position_embeddings=2048, pad_token_id=32000,
+                                bos_token_id=1, eos_token_id=2).to_dict(),
+        num_query_tokens=32,
+        image_token_index=32001,
+    )
+
+
+def tiny_config() -> EmoVitConfig:
+    return EmoVitConfig(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=32, patch_size=8, initializer_range=0.02),
+        qformer_config=dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                            intermediate_size=64),
+        text_config=LlamaConfig(vocab_size=120, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                num_attention_heads=4, pad_token_id=0, bos_token_id=1, eos_token_id=2).to_dict(),
+        num_query_tokens=8,
+        image_token_index=119,
+    )
+
+
+def batch(config, size, device, prompt_len=40, answer_len=24):
+    q = config.num_query_tokens
+    vocab = config.text_config.vocab_size - 2
+    image = config.vision_config.image_size
+    input_ids = torch.randint(3, vocab, (size, q + prompt_len + answer_len), device=device)
+    input_ids[:, :q] = config.image_token_index
+    labels = input_ids.clone()
+    labels[:, : q + prompt_len] = -100
+    return dict(
+        pixel_values=torch.randn(size, 3, image, image, device=device, dtype=torch.bfloat16),
+        qformer_input_ids=torch.randint(1, config.qformer_config.vocab_size, (size, prompt_len), device=device),
+        input_ids=input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        labels=labels,
+    )
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def peak_mb(device):
+    return round(torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else None
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--tiny", action="store_true", help="tiny geometry (checks the script on CPU)")
+    parser.add_argument("--batch_sizes", default="1,8,16")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per setting (after 2 warm-up steps)")
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    config = tiny_config() if args.tiny else full_size_config()
+
+    start = time.perf_counter()
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = EmoVitForConditionalGeneration(config)
+    # Frozen towers in bf16; the Q-Former side stays fp32 and runs under autocast, as train.py does.
+    model.vision_model.embeddings.to(torch.bfloat16)
+    model.vision_model.encoder.to(torch.bfloat16)
+    model.language_model.to(torch.bfloat16)
+    counts = model.freeze_for_instruction_tuning(freeze_unused=True)
+    results = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+               "geometry": "tiny" if args.tiny else "EVA ViT-g + Q-Former + Llama-7B", "trainable": counts["trainable"],
+               "total": counts["total"], "build_s": round(time.perf_counter() - start, 1), "train": [], "eval": []}
+    print(json.dumps({k: v for k, v in results.items() if k not in ("train", "eval")}))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+
+    for checkpointing in (False, True):
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_disable()
+        model.train()
+        for size in [int(s) for s in args.batch_sizes.split(",")]:
+            entry = {"batch_size": size, "gradient_checkpointing": checkpointing}
+            try:
+                inputs = batch(config, size, device)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                    torch.cuda.reset_peak_memory_stats()
+                for step in range(args.steps + 2):
+                    if step == 2:
+                        sync(device)
+                        timer = time.perf_counter()
+                    with torch.autocast(device.type, dtype=torch.bfloat16):
+                        loss = model(**inputs).loss
+                    loss.backward()
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                sync(device)
+                elapsed = time.perf_counter() - timer
+                entry.update(samples_per_s=round(size * args.steps / elapsed, 2),
+                             step_s=round(elapsed / args.steps, 4), peak_mb=peak_mb(device),
+                             loss=round(loss.item(), 4))
+            except torch.OutOfMemoryError:
+                entry["error"] = "out of memory"
+                optimizer.zero_grad(set_to_none=True)
+            results["train"].append(entry)
+            print(json.dumps(entry), flush=True)
+
+    model.gradient_checkpointing_disable()
+    model.eval()
+    labels = len(config.emotion_labels)
+    for method in ("score", "generate"):
+        size = 16
+        inputs = batch(config, size, device)
+        prompt = {k: inputs[k][:, : config.num_query_tokens + 40] for k in ("input_ids", "attention_mask")}
+        candidates = torch.randint(3, config.text_config.vocab_size - 2, (labels, 6), device=device)
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16):
+            for step in range(3 + 2):
+                if step == 2:
+                    sync(device)
+                    timer = time.perf_counter()
+                if method == "score":
+                    model.score_emotions(inputs["pixel_values"], inputs["qformer_input_ids"], prompt["input_ids"],
+                                         candidates, torch.ones_like(candidates),
+                                         attention_mask=prompt["attention_mask"])
+                else:
+                    model.generate(pixel_values=inputs["pixel_values"], qformer_input_ids=inputs["qformer_input_ids"],
+                                   **prompt, do_sample=False, max_new_tokens=8, min_new_tokens=8)
+        sync(device)
+        entry = {"method": method, "batch_size": size,
+                 "images_per_s": round(size * 3 / (time.perf_counter() - timer), 2)}
+        results["eval"].append(entry)
+        print(json.dumps(entry), flush=True)
+
+    with open(args.output, "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
