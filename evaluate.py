@@ -296,8 +296,12 @@ def load_eval_data(dataset: str, split: str) -> EvalData:
         # A folder of parquet files, or a Hub id.
         try:
             table = datasets.load_dataset(dataset, split=split)
-        except ValueError as e:
-            raise ValueError(f"Split {split!r} of dataset {dataset!r} could not be loaded ({e}).") from e
+        except (OSError, ValueError) as e:
+            raise ValueError(
+                f"--dataset {dataset!r}, split {split!r}: `datasets.load_dataset` failed ({type(e).__name__}: {e}). "
+                "Pass an EmoSet root, an ImageFolder, a save_to_disk or parquet folder, or a Hub dataset id (which "
+                "needs network access or the local Hub cache)."
+            ) from e
     if "image" not in table.column_names:
         raise ValueError(f"Dataset {dataset!r} has columns {table.column_names} but no 'image' column.")
     label_column = next((name for name in ("emotion", "label") if name in table.column_names), None)
