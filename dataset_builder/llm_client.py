@@ -32,7 +32,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import openai
 from tqdm.auto import tqdm
 
@@ -295,8 +294,9 @@ class ChatClient:
             if e.status_code in NO_RETRY_STATUSES:
                 raise _FatalError(reason) from e
             raise _TransientError(reason, parse_retry_after(e.response.headers)) from e
-        except (openai.APIError, httpx.HTTPError, ValueError) as e:
-            # Connection refused or dropped, a stream cut mid-way, a chunk that is not JSON.
+        except (openai.APIError, OSError, ValueError) as e:
+            # Connection refused or dropped and streams cut mid-way arrive as openai.APIConnectionError; a chunk
+            # that is not JSON as a ValueError.
             raise _TransientError(f"{type(e).__name__}: {str(e)[:200]}") from e
         if finish is None:
             # The stream ended without saying it was finished: the text may be cut anywhere.
