@@ -82,6 +82,7 @@ def test_nothing_lost_or_duplicated_under_faults(llmock, tmp_path):
         Fail(429, retry_after=0.2, times=2), Fail(500, times=2), Fail(503, times=1),
         StreamFault("disconnect", after_chunks=1, times=2),  # dropped connection mid-reply
         StreamFault("truncate", after_chunks=1, times=1),  # reply cut off without a finish reason
+        StreamFault("malformed", after_chunks=1, times=1),  # a chunk that is not JSON
         Delay(0.05, times=None), Reply(text="Question: q?\nAnswer: a.", times=None),
     )
     client = make_client(llmock, tmp_path, concurrency=4)
@@ -90,9 +91,9 @@ def test_nothing_lost_or_duplicated_under_faults(llmock, tmp_path):
     assert [r.request.name for r in results] == [r.name for r in requests]
     assert all(r.error is None and r.text == "Question: q?\nAnswer: a." for r in results)
     served = chat_requests(llmock)
-    assert client.stats.api_calls == len(served) == 20 + 8  # every fault cost exactly one extra request
+    assert client.stats.api_calls == len(served) == 20 + 9  # every fault cost exactly one extra request
     faults = [r.fault for r in served if r.fault]
-    assert len(faults) == 8, faults
+    assert len(faults) == 9, faults
     cache_lines = (tmp_path / "cache.jsonl").read_text().splitlines()
     assert len(cache_lines) == 20
     assert len({json.loads(line)["key"] for line in cache_lines}) == 20
