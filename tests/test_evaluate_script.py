@@ -191,13 +191,19 @@ def test_prompt_variants_report_each_accuracy_and_spread(tmp_path, tiny_dir, emo
 # ----------------------------------------------------------------------------------------------------- other datasets
 
 
-def test_saved_hf_dataset_gives_the_same_predictions(tmp_path, score_run, tiny_dir, emoset_dir):
+@pytest.mark.parametrize("layout", ["save_to_disk", "parquet"])
+def test_hf_dataset_gives_the_same_predictions(tmp_path, score_run, tiny_dir, emoset_dir, layout):
+    """The `datasets` paths (load_from_disk; load_dataset on a Hub-style parquet folder, as for a Hub id)."""
     items = read_split(emoset_dir, "test").items
     table = datasets.Dataset.from_dict(
         {"image": [item.image_path for item in items], "label": [item.emotion for item in items]}
     ).cast_column("image", datasets.Image()).class_encode_column("label")
-    datasets.DatasetDict({"test": table}).save_to_disk(str(tmp_path / "saved"))
-    _, lines, _ = run(tmp_path, tiny_dir, tmp_path / "saved")
+    if layout == "save_to_disk":
+        datasets.DatasetDict({"test": table}).save_to_disk(str(tmp_path / "hf"))
+    else:
+        (tmp_path / "hf" / "data").mkdir(parents=True)
+        table.to_parquet(str(tmp_path / "hf" / "data" / "test-00000-of-00001.parquet"))
+    _, lines, _ = run(tmp_path, tiny_dir, tmp_path / "hf")
     _, expected, _ = score_run
     assert [line["label"] for line in lines] == [line["label"] for line in expected]
     assert [line["prediction"] for line in lines] == [line["prediction"] for line in expected]
