@@ -302,7 +302,7 @@ class EmoVitCollator:
         kwargs = dict(max_instruction_length=self.max_instruction_length, max_answer_length=self.max_answer_length)
         instructions = [e["instruction"] for e in examples]
         answers = [e["answer"] for e in examples]
-        if self.cache is not None:
+        if self.cache is not None and all(e["image_key"] in self.cache.index for e in examples):
             batch = self.processor.training_features(instructions, answers, **kwargs)
             batch["vision_hidden_states"] = torch.stack([self.cache[e["image_key"]] for e in examples])
             return batch
@@ -453,12 +453,16 @@ augmentation: {data_args.augment}; cached vision features: {data_args.cache_visi
 
 ## Training
 
-Trainable (Q-Former side{" + LoRA" if model_args.lora_r else ""}): {counts["trainable"]:,} of {counts["total"]:,}
-parameters. Learning rate {training_args.learning_rate} ({training_args.lr_scheduler_type}, warmup ratio
-{training_args.warmup_ratio}), weight decay {training_args.weight_decay}, batch {training_args.per_device_train_batch_size}
-per device x {training_args.world_size} device(s) x {training_args.gradient_accumulation_steps} accumulation,
-{"max steps " + str(training_args.max_steps) if training_args.max_steps > 0 else f"{training_args.num_train_epochs} epochs"},
-seed {training_args.seed}, precision {"bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32"}.
+Trainable (Q-Former side{" + LoRA" if model_args.lora_r else ""}): {counts["trainable"]:,} of {counts["total"]:,} parameters.
+
+| hyperparameter | value |
+|---|---|
+| learning rate | {training_args.learning_rate} ({getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type)}, warmup ratio {training_args.warmup_ratio}) |
+| weight decay | {training_args.weight_decay} |
+| batch | {training_args.per_device_train_batch_size} per device x {training_args.world_size} device(s) x {training_args.gradient_accumulation_steps} accumulation |
+| length | {"max steps " + str(training_args.max_steps) if training_args.max_steps > 0 else f"{training_args.num_train_epochs} epochs"} |
+| seed | {training_args.seed} |
+| precision | {"bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32"} |
 
 ![training loss](loss_curve.png)
 
@@ -570,6 +574,10 @@ def main(argv=None):
     elif training_args.eval_strategy != "no":
         training_args.eval_strategy = "no"
         print("no evaluation data (pass --eval_dataset): evaluation during training is off")
+    # The evaluation loss is the categorical answer's loss on the same images (their features are never cached).
+    eval_examples = [{"image": path, "image_key": f"eval:{path}", "instruction": processor.categorical_instruction,
+                      "answer": format_answer(emotion), "type": "categorical", "emotion": emotion}
+                     for path, emotion in eval_images]
 
     # ---- training
     push_to = training_args.hub_model_id or output_dir.name if training_args.push_to_hub else None
@@ -578,6 +586,7 @@ def main(argv=None):
         model=model,
         args=training_args,
         train_dataset=InstructionDataset(examples),
+        eval_dataset=InstructionDataset(eval_examples) if eval_examples else None,
         data_collator=collator,
         curriculum=curriculum,
         eval_images=eval_images,

@@ -6,12 +6,11 @@ import os
 import sys
 from pathlib import Path
 
-# `pytest` run from anywhere must import the package from this checkout.
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+import pytest
 
-import pytest  # noqa: E402
+# The project is installed (`pip install -e .`); the repo root stays off sys.path so that `import evaluate` means
+# the library, not the top-level evaluate.py script.
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 CONVERSATION_REPLY = """Sure! Here are the pairs.
 

@@ -1,4 +1,4 @@
-import dataset_fixtures as F  # noqa: F401  (puts the repo root on sys.path)
+import dataset_fixtures as F  # noqa: F401
 import numpy as np
 import pytest
 

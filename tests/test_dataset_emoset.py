@@ -1,7 +1,7 @@
 import json
 import shutil
 
-import dataset_fixtures as F  # noqa: F401  (puts the repo root on sys.path)
+import dataset_fixtures as F  # noqa: F401
 import pytest
 from dataset_fixtures import synth_root  # noqa: F401  (fixture)
 from PIL import Image

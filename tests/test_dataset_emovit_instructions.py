@@ -1,6 +1,6 @@
 """The `datasets` builder over a build output folder: four configs, Image and ClassLabel features."""
 
-import dataset_fixtures as F  # noqa: F401  (puts the repo root on sys.path)
+import dataset_fixtures as F  # noqa: F401
 import pytest
 from dataset_fixtures import synth_root  # noqa: F401  (fixture)
 

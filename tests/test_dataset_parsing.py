@@ -1,4 +1,4 @@
-import dataset_fixtures as F  # noqa: F401  (puts the repo root on sys.path)
+import dataset_fixtures as F  # noqa: F401
 import pytest
 
 from dataset_builder.parsing import parse_qa_pairs, parse_reply, validate_pairs

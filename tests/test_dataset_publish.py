@@ -4,7 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
-import dataset_fixtures as F  # noqa: F401  (puts the repo root on sys.path)
+import dataset_fixtures as F  # noqa: F401
 import datasets
 import pytest
 import yaml

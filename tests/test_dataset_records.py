@@ -1,7 +1,7 @@
 import json
 import os
 
-import dataset_fixtures as F  # noqa: F401  (puts the repo root on sys.path)
+import dataset_fixtures as F  # noqa: F401
 import pytest
 
 from dataset_builder.records import (
