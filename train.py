@@ -77,6 +77,10 @@ class DataArguments:
                           "id. None: the offline synthetic default."},
     )
     image_root: str | None = field(default=None, metadata={"help": "Folder the LLaVA JSON's image paths start from."})
+    official_type: str = field(
+        default="auto", metadata={"help": "Instruction type of a LLaVA-style JSON's entries (categorical, conversation "
+                                          "or reasoning; 'auto' accepts categorical answers only)."}
+    )
     dataset_config: str = field(default="all", metadata={"help": "Hub dataset configuration to train on."})
     types: str = field(default="categorical,conversation,reasoning",
                        metadata={"help": "Instruction types to train on, comma-separated."})
@@ -145,7 +149,7 @@ def load_examples(data_args) -> tuple[list[dict], str | None]:
         if data_args.image_root is None:
             raise ValueError(f"--dataset {source} is a LLaVA-style JSON: pass --image_root, the folder its image "
                              "paths start from.")
-        records, skipped = import_official_json(path)
+        records, skipped = import_official_json(path, kind=data_args.official_type)
         for skip in skipped:
             logger.warning(f"skipped {skip.item}: {skip.reason}")
         for record in records:

@@ -128,3 +128,18 @@ def test_collator_masks_and_cache_agree(tiny_dir, instructions_dir, tmp_path):
         assert text == example["answer"].strip()
     with torch.no_grad():
         assert torch.allclose(model.encode_vision(plain["pixel_values"]), cached["vision_hidden_states"], atol=1e-6)
+
+
+def test_llava_json_source_matches_the_builder_folder(instructions_dir, synthetic_root, tmp_path):
+    from_folder, _ = train.load_examples(train.DataArguments(dataset=str(instructions_dir), types="categorical"))
+    # the official files hold one instruction type each; keep the categorical entries of ours
+    entries = json.loads((instructions_dir / "instructions_llava.json").read_text())
+    categorical = [e for e in entries if e["conversations"][1]["value"].startswith("Predict emotion:")]
+    (tmp_path / "categorical.json").write_text(json.dumps(categorical))
+    llava = train.DataArguments(dataset=str(tmp_path / "categorical.json"), types="categorical",
+                                image_root=str(synthetic_root), official_type="auto")
+    from_json, _ = train.load_examples(llava)
+    assert sorted((e["image"], e["answer"]) for e in from_json) == sorted((e["image"], e["answer"]) for e in from_folder)
+    assert all(Path(e["image"]).is_file() for e in from_json)
+    with pytest.raises(ValueError, match="--image_root"):
+        train.load_examples(train.DataArguments(dataset=llava.dataset, types="categorical"))
