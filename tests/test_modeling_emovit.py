@@ -365,3 +365,16 @@ def test_flan_t5_style_instructblip_loads_and_scores(tmp_path, tiny_processor, i
     assert not info["missing_keys"] and not info["unexpected_keys"]
     result = model.eval().classify(images[:2], tiny_processor, method="score")
     assert torch.allclose(result.scores.sum(-1), torch.ones(2), atol=1e-5)
+
+
+def test_pipeline_image_text_to_text(tiny_dir, tiny_model, tiny_processor, images):
+    """transformers' image-text-to-text pipeline runs on a saved EmoVIT and decodes what classify() generates."""
+    from transformers import pipeline
+
+    pipe = pipeline("image-text-to-text", model=str(tiny_dir))
+    assert isinstance(pipe.model, EmoVitForConditionalGeneration) and isinstance(pipe.processor, EmoVitProcessor)
+    expected = tiny_model.classify(images[:1], tiny_processor, method="generate").texts[0]
+    budget = int(tiny_processor.classification_inputs(images[:1])["candidate_attention_mask"].sum(-1).max()) + 4
+    out = pipe(images=images[0], text=tiny_processor.categorical_instruction, max_new_tokens=budget, do_sample=False,
+               return_full_text=False)
+    assert out[0]["generated_text"].strip() == expected
