@@ -8,8 +8,9 @@
 
     python evaluate.py configs/eval.yaml          # the same arguments from one JSON or YAML file
 
-Tried on CPU with the tiny random model (`python -m modeling_emovit.tiny`) and the synthetic EmoSet sample
-(`python -m dataset_builder synth`); the multi-GPU path has not been run on GPUs yet.
+Tried on CPU (2 cores) with the tiny random model (`python -m modeling_emovit.tiny`) and the synthetic EmoSet
+sample (`python -m dataset_builder synth`), in one process and in two
+(`ACCELERATE_USE_CPU=true torchrun --standalone --nproc_per_node 2 evaluate.py ...`, gloo); not yet on GPUs.
 
 `--dataset` is an EmoSet root (info.json + split files), an ImageFolder (one sub-folder per label, optionally under
 split folders), a folder written by `Dataset.save_to_disk` / holding parquet files, or a Hub dataset id (an `image`

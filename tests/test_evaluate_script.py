@@ -188,6 +188,29 @@ def test_prompt_variants_report_each_accuracy_and_spread(tmp_path, tiny_dir, emo
     assert lines[16]["id"] == lines[0]["id"] and first != second
 
 
+def test_two_processes_split_gather_and_write_once(tmp_path, score_run, tiny_dir, emoset_dir):
+    """torchrun with 2 CPU processes (gloo): an uneven split (4 + 3 images) gathered back in dataset order, metrics
+    over all of them, one set of outputs."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed next to this Python")
+    out = tmp_path / "out"
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(REPO / "evaluate.py"), "--model",
+               str(tiny_dir), "--dataset", str(emoset_dir), "--output_dir", str(out), "--batch_size", "3",
+               "--max_images", "7"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("wrote ") == 1  # only the main process writes
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_processes"] == 2 and metrics["num_images"] == 7
+    lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    _, expected, _ = score_run
+    assert [line["id"] for line in lines] == [line["id"] for line in expected[:7]]
+    assert [line["prediction"] for line in lines] == [line["prediction"] for line in expected[:7]]
+    assert metrics["accuracy"] == pytest.approx(accuracy_of(lines))
+
+
 # ----------------------------------------------------------------------------------------------------- other datasets
 
 
