@@ -70,7 +70,7 @@ from pathlib import Path  # noqa: E402
 import datasets  # noqa: E402
 import torch  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
-from accelerate.utils import gather_object  # noqa: E402
+from accelerate.utils import broadcast_object_list, gather_object  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
@@ -372,6 +372,7 @@ def plot_confusion_matrix(confusion: list[list[int]], invalid_per_class: list[in
 
 
 def main(argv=None) -> dict:
+    """Runs the evaluation; returns metrics.json's content (on every process of a multi-process launch)."""
     parser = HfArgumentParser(EvalArguments)
     argv = sys.argv[1:] if argv is None else list(argv)
     if len(argv) == 1 and argv[0].endswith(".json"):
@@ -443,8 +444,9 @@ def main(argv=None) -> dict:
         rows.extend(gathered)
 
     if not accelerator.is_main_process:
-        accelerator.wait_for_everyone()
-        return {}
+        # The main process computes and writes; every caller (train.py under `accelerate launch` too) gets its
+        # metrics back.
+        return broadcast_object_list([None])[0]
 
     # ---- metrics (the training instruction's, variant 0, at the top level)
     first = variants[0]
@@ -502,8 +504,7 @@ def main(argv=None) -> dict:
           f"on {metrics['num_images']} images")
     print(f"wrote {output_dir / 'metrics.json'}, {output_dir / 'predictions.jsonl'}, "
           f"{output_dir / 'confusion_matrix.png'}")
-    accelerator.wait_for_everyone()
-    return metrics
+    return broadcast_object_list([metrics])[0]
 
 
 if __name__ == "__main__":

@@ -195,7 +195,16 @@ def test_two_processes_split_gather_and_write_once(tmp_path, score_run, tiny_dir
     if not torchrun.exists():
         pytest.skip("torchrun is not installed next to this Python")
     out = tmp_path / "out"
-    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(REPO / "evaluate.py"), "--model",
+    # Calls main() as train.py does, to see what each process gets back.
+    (tmp_path / "launch.py").write_text(
+        "import importlib.util, os, sys\n"
+        f"spec = importlib.util.spec_from_file_location('evaluate_script', {str(REPO / 'evaluate.py')!r})\n"
+        "script = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(script)\n"
+        "metrics = script.main(sys.argv[1:])\n"
+        "print(f\"\\nrank {os.environ['RANK']} got accuracy {metrics['accuracy']!r}\", flush=True)\n"
+    )
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(tmp_path / "launch.py"), "--model",
                str(tiny_dir), "--dataset", str(emoset_dir), "--output_dir", str(out), "--batch_size", "3",
                "--max_images", "7"]
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
@@ -203,6 +212,8 @@ def test_two_processes_split_gather_and_write_once(tmp_path, score_run, tiny_dir
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("wrote ") == 1  # only the main process writes
     metrics = json.loads((out / "metrics.json").read_text())
+    for rank in (0, 1):
+        assert f"rank {rank} got accuracy {metrics['accuracy']!r}" in done.stdout
     assert metrics["num_processes"] == 2 and metrics["num_images"] == 7
     lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     _, expected, _ = score_run
