@@ -102,17 +102,22 @@ def test_auto_classes_save_and_reload(tiny_model, tiny_processor, tmp_path, imag
 
 FRESH_PROCESS_SCRIPT = r"""
 import sys, json, torch
-sys.modules["modeling_emovit"] = None  # the project must not be importable here
-sys.modules["dataset_builder"] = None
-try:
-    import modeling_emovit
-    raise SystemExit("modeling_emovit is importable")
-except ImportError:
-    pass
+folder, batch_file, out_file, with_project = sys.argv[1:5]
+if with_project == "yes":
+    import modeling_emovit  # registers the Auto classes; no remote code
+    remote = False
+else:
+    sys.modules["modeling_emovit"] = None  # the project must not be importable here
+    sys.modules["dataset_builder"] = None
+    try:
+        import modeling_emovit
+        raise SystemExit("modeling_emovit is importable")
+    except ImportError:
+        pass
+    remote = True
 from transformers import AutoModelForImageTextToText, AutoProcessor
-folder, batch_file, out_file = sys.argv[1:4]
-model = AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True).eval()
-processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+model = AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=remote).eval()
+processor = AutoProcessor.from_pretrained(folder, trust_remote_code=remote)
 batch = torch.load(batch_file, weights_only=True)
 with torch.no_grad():
     logits = model(**batch).logits
@@ -121,7 +126,9 @@ torch.save({"logits": logits, "class": type(model).__module__ + "." + type(model
 """
 
 
-def test_trust_remote_code_in_fresh_process_without_project(tiny_model, tiny_processor, tmp_path, images):
+@pytest.mark.parametrize("with_project", ["no", "yes"])
+def test_fresh_process_loads_saved_folder(with_project, tiny_model, tiny_processor, tmp_path, images):
+    """Without the project: trust_remote_code runs the copied code. With it: the registered Auto classes."""
     folder = tmp_path / "hub-copy"
     tiny_model.save_pretrained(folder)
     tiny_processor.save_pretrained(folder)
@@ -133,12 +140,13 @@ def test_trust_remote_code_in_fresh_process_without_project(tiny_model, tiny_pro
     env["HF_HUB_OFFLINE"] = "1"
     env["HF_MODULES_CACHE"] = str(tmp_path / "modules")
     done = subprocess.run(
-        [sys.executable, str(script), str(folder), str(tmp_path / "batch.pt"), str(tmp_path / "out.pt")],
+        [sys.executable, str(script), str(folder), str(tmp_path / "batch.pt"), str(tmp_path / "out.pt"), with_project],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     out = torch.load(tmp_path / "out.pt", weights_only=True)
-    assert out["class"].startswith("transformers_modules.") and out["class"].endswith("EmoVitForConditionalGeneration")
+    expected_module = "transformers_modules." if with_project == "no" else "modeling_emovit.modeling_emovit"
+    assert out["class"].startswith(expected_module) and out["class"].endswith("EmoVitForConditionalGeneration")
     assert out["processor"] == "EmoVitProcessor"
     with torch.no_grad():
         assert torch.equal(out["logits"], tiny_model(**batch).logits)
