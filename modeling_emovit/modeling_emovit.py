@@ -1,5 +1,6 @@
 """EmoVIT model: InstructBLIP with Q-Former-side instruction tuning and emotion classification."""
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -249,22 +250,33 @@ class EmoVitForConditionalGeneration(InstructBlipForConditionalGeneration):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         # Row b * num_candidates + c pairs image b with candidate c.
-        prompt_embeds = prompt_embeds.repeat_interleave(num_candidates, dim=0)
         prompt_mask = attention_mask.repeat_interleave(num_candidates, dim=0)
         targets = candidate_input_ids.repeat(batch_size, 1)
         target_mask = candidate_attention_mask.repeat(batch_size, 1).to(prompt_mask.dtype)
 
         if self.config.use_decoder_only_language_model:
-            target_embeds = self.get_input_embeddings()(targets)
-            logits = self.language_model(
-                inputs_embeds=torch.cat([prompt_embeds, target_embeds], dim=1),
+            # Every candidate shares its image's prompt: run the prompt once per image, then all candidates on copies
+            # of its key/value cache (prompt_len + num_candidates * answer_len tokens per image instead of
+            # num_candidates * (prompt_len + answer_len)).
+            prompt_out = self.language_model(
+                inputs_embeds=prompt_embeds, attention_mask=attention_mask, use_cache=True, logits_to_keep=1
+            )
+            # transformers 5.x renamed `past_key_values` to `cache`; accept both.
+            cache = getattr(prompt_out, "cache", None) or prompt_out.past_key_values
+            cache.batch_repeat_interleave(num_candidates)
+            cache_argument = "cache" if "cache" in inspect.signature(self.language_model.forward).parameters else \
+                "past_key_values"
+            answer_logits = self.language_model(
+                inputs_embeds=self.get_input_embeddings()(targets),
                 attention_mask=torch.cat([prompt_mask, target_mask], dim=1),
+                **{cache_argument: cache},
             ).logits
-            # The logit at position t predicts token t + 1: the answer is predicted from the last prompt position on.
-            logits = logits[:, prompt_embeds.shape[1] - 1 : -1]
+            # The prompt's last logit predicts the first answer token; answer position t predicts token t + 1.
+            first = prompt_out.logits[:, -1:].repeat_interleave(num_candidates, dim=0)
+            logits = torch.cat([first, answer_logits[:, :-1]], dim=1)
         else:
             logits = self.language_model(
-                inputs_embeds=prompt_embeds,
+                inputs_embeds=prompt_embeds.repeat_interleave(num_candidates, dim=0),
                 attention_mask=prompt_mask,
                 labels=targets.masked_fill(target_mask == 0, -100),
             ).logits
