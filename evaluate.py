@@ -6,7 +6,7 @@
     accelerate launch --num_processes 8 evaluate.py --model runs/emovit --dataset data/EmoSet-118K --split test \
         --method generate --batch_size 16 --dtype bfloat16 --output_dir runs/eval-emoset-generate
 
-    python evaluate.py configs/eval.yaml          # the same arguments from one JSON or YAML file
+    python evaluate.py configs/eval_emoset.yaml   # the same arguments from one JSON or YAML file
 
 Tried on CPU (2 cores) with the tiny random model (`python -m modeling_emovit.tiny`) and the synthetic EmoSet
 sample (`python -m dataset_builder synth`), in one process and in two
