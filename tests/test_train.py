@@ -143,3 +143,59 @@ def test_llava_json_source_matches_the_builder_folder(instructions_dir, syntheti
     assert all(Path(e["image"]).is_file() for e in from_json)
     with pytest.raises(ValueError, match="--image_root"):
         train.load_examples(train.DataArguments(dataset=llava.dataset, types="categorical"))
+
+
+def test_lora_trains_the_language_model_and_saves_a_plain_emovit(tiny_dir, instructions_dir, tmp_path):
+    run(tiny_dir, instructions_dir, tmp_path / "lora", "--max_steps", "3", "--lora_r", "4")
+    saved = tmp_path / "lora"
+    state = trainable_tensors(saved)  # loads as a plain EmoVIT: no LoRA keys, nothing missing
+    assert not any("lora_" in name for name in state)
+    base = trainable_tensors(tiny_dir)
+    assert set(state) == set(base)
+    q_proj = "language_model.model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(state[q_proj], base[q_proj]), "merged LoRA update missing from q_proj"
+    mlp = "language_model.model.layers.0.mlp.up_proj.weight"
+    assert torch.equal(state[mlp], base[mlp])  # LoRA targets q/v only
+
+
+def test_bf16_keeps_the_trainable_side_in_float32(tiny_dir, instructions_dir, tmp_path):
+    run(tiny_dir, instructions_dir, tmp_path / "bf16", "--max_steps", "2", "--bf16", "--use_cpu")
+    losses_bf16 = losses(tmp_path / "bf16")
+    assert all(torch.isfinite(torch.tensor(losses_bf16)))
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "bf16" / "model.safetensors", "pt") as f:
+        dtypes = {name: f.get_slice(name).get_dtype() for name in f.keys()}
+    assert dtypes["query_tokens"] == "F32" and dtypes["qformer.encoder.layer.0.attention.attention.query.weight"] == "F32"
+    assert dtypes["language_model.model.layers.0.self_attn.q_proj.weight"] == "BF16"
+    assert dtypes["vision_model.encoder.layers.0.mlp.fc1.weight"] == "BF16"
+
+
+DDP_SCRIPT = r"""
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("train_script", sys.argv[1])
+train = importlib.util.module_from_spec(spec); spec.loader.exec_module(train)
+train.main(json.loads(sys.argv[2]))
+"""
+
+
+def test_ddp_two_processes_on_cpu(tiny_dir, instructions_dir, tmp_path):
+    """torchrun with 2 CPU processes (gloo): DDP without find_unused_parameters trains and writes one folder."""
+    import os
+    import subprocess
+    import sys
+
+    args = ["--model_name_or_path", str(tiny_dir), "--dataset", str(instructions_dir), "--output_dir",
+            str(tmp_path / "ddp"), "--types", "categorical", "--per_device_train_batch_size", "4", "--max_steps", "2",
+            "--eval_strategy", "no", "--test_split", "none", "--report_to", "none", "--save_strategy", "no",
+            "--logging_steps", "1", "--use_cpu"]
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script), str(REPO / "train.py"), json.dumps(args)],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert (tmp_path / "ddp" / "model.safetensors").exists()
+    history = json.loads((tmp_path / "ddp" / "training_log.json").read_text())
+    assert [e["step"] for e in history if "loss" in e] == [1, 2]
