@@ -6,7 +6,8 @@ Offline default, no flags (tried on 2 CPU cores, no GPU): builds a synthetic Emo
 
     accelerate launch train.py
 
-EmoVIT-Vicuna-7B on EmoSet (the paper's setting; instruction data from `python -m dataset_builder build`):
+EmoVIT-Vicuna-7B on EmoSet (the paper's setting; instruction data from `python -m dataset_builder build`; not yet
+run at this scale: no GPU has been available to this project so far, see bench/gpu_check.sh):
 
     accelerate launch train.py --model_name_or_path Salesforce/instructblip-vicuna-7b \
         --dataset data/emovit-instructions --curriculum categorical,conversation,reasoning \
