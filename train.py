@@ -585,7 +585,7 @@ def main(argv=None):
                      for path, emotion in eval_images]
 
     # ---- training
-    push_to = training_args.hub_model_id or output_dir.name if training_args.push_to_hub else None
+    push_to = (training_args.hub_model_id or output_dir.name) if training_args.push_to_hub else None
     training_args.push_to_hub = False  # we push the final folder ourselves, not the checkpoints
     trainer = EmoVitTrainer(
         model=model,
