@@ -268,7 +268,7 @@ class VisionCache:
             return cls(path, keys)  # computed by an earlier run or by the main process
         model.eval()
         dtype = model.vision_model.embeddings.patch_embedding.weight.dtype
-        store = None
+        tmp, store = path.with_suffix(".tmp.npy"), None
         from tqdm.auto import tqdm
 
         with torch.inference_mode():
@@ -277,13 +277,12 @@ class VisionCache:
                 pixels = processor.preprocess_images(batch).to(model.device, dtype)
                 hidden = model.encode_vision(pixels).float().cpu().numpy()
                 if store is None:
-                    tmp = path.with_suffix(".tmp.npy")
                     store = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
                                                       shape=(len(keys), *hidden.shape[1:]))
                 store[start : start + len(batch)] = hidden
         store.flush()
         del store
-        os.replace(path.with_suffix(".tmp.npy"), path)
+        os.replace(tmp, path)
         keys_file.write_text(json.dumps(keys))
         return cls(path, keys)
 

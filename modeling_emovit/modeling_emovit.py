@@ -60,6 +60,8 @@ class EmoVitForConditionalGeneration(InstructBlipForConditionalGeneration):
     config_class = EmoVitConfig
     config: EmoVitConfig
 
+    # What EmoVIT instruction tuning trains (LAVIS: Qformer, query_tokens, llm_proj, ln_vision).
+    TRAINABLE_PREFIXES = ("qformer.", "query_tokens", "language_projection.", "vision_model.post_layernorm.")
     # Tensors of the Q-Former that no loss can reach: the last layer's feed-forward block for the *instruction*
     # tokens is computed, then sliced away (only the query outputs go on to the language model).
     unused_qformer_suffixes = ("intermediate.dense", "output.dense", "output.LayerNorm")
@@ -106,20 +108,16 @@ class EmoVitForConditionalGeneration(InstructBlipForConditionalGeneration):
         from shrinking tensors no gradient defends, saves their optimizer state, and lets DDP run with
         `find_unused_parameters=False`.
 
-        Returns `{"trainable": int, "total": int, "trainable_names": list[str]}`.
+        Returns `{"trainable": int, "total": int}` parameter counts.
         """
-        trainable_prefixes = ("qformer.", "query_tokens", "language_projection.", "vision_model.post_layernorm.")
         unused = set(self.qformer_unused_parameter_names()) if freeze_unused else set()
-        names = []
         for name, param in self.named_parameters():
-            param.requires_grad_(name.startswith(trainable_prefixes) and name not in unused)
-            if param.requires_grad:
-                names.append(name)
+            param.requires_grad_(name.startswith(self.TRAINABLE_PREFIXES) and name not in unused)
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         total = sum(p.numel() for p in self.parameters())
         logger.info(f"EmoVIT instruction tuning: {trainable:,} trainable of {total:,} parameters "
                     f"({100 * trainable / total:.2f}%)")
-        return {"trainable": trainable, "total": total, "trainable_names": names}
+        return {"trainable": trainable, "total": total}
 
     # ------------------------------------------------------------------ forward
 
@@ -320,31 +318,18 @@ class EmoVitForConditionalGeneration(InstructBlipForConditionalGeneration):
             raise ValueError(f"Unknown classification method {method!r}; use 'score' or 'generate'.")
         self.check_processor(processor)
         inputs = processor.classification_inputs(images, instruction=instruction)
-        device = self.device
-        vision_dtype = self.vision_model.embeddings.patch_embedding.weight.dtype
-        pixel_values = inputs["pixel_values"].to(device, vision_dtype)
+        inputs = {name: tensor.to(self.device) for name, tensor in inputs.items()}
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.vision_model.embeddings.patch_embedding.weight.dtype)
         labels = self.config.emotion_labels
         if method == "score":
-            loglik = self.score_emotions(
-                pixel_values=pixel_values,
-                qformer_input_ids=inputs["qformer_input_ids"].to(device),
-                qformer_attention_mask=inputs["qformer_attention_mask"].to(device),
-                input_ids=inputs["input_ids"].to(device),
-                attention_mask=inputs["attention_mask"].to(device),
-                candidate_input_ids=inputs["candidate_input_ids"].to(device),
-                candidate_attention_mask=inputs["candidate_attention_mask"].to(device),
-            )
-            probs = torch.softmax(loglik, dim=-1).cpu()
+            probs = torch.softmax(self.score_emotions(**inputs), dim=-1).cpu()
             return EmotionPrediction(labels=[labels[i] for i in probs.argmax(-1).tolist()], scores=probs)
 
         if max_new_tokens is None:
             max_new_tokens = int(inputs["candidate_attention_mask"].sum(-1).max()) + 4
+        prompt = {k: v for k, v in inputs.items() if not k.startswith("candidate_")}
         generated = self.generate(
-            pixel_values=pixel_values,
-            qformer_input_ids=inputs["qformer_input_ids"].to(device),
-            qformer_attention_mask=inputs["qformer_attention_mask"].to(device),
-            input_ids=inputs["input_ids"].to(device),
-            attention_mask=inputs["attention_mask"].to(device),
+            **prompt,
             do_sample=False,
             num_beams=1,
             max_new_tokens=max_new_tokens,
