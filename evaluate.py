@@ -62,7 +62,6 @@ finally:
 
 import json  # noqa: E402
 import math  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 from dataclasses import asdict, dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -76,7 +75,8 @@ from PIL import Image  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 from transformers import AutoConfig, HfArgumentParser  # noqa: E402
 
-from dataset_builder.emoset import is_emoset_root, read_split  # noqa: E402
+from dataset_builder.emoset import is_emoset_root, open_image, read_split  # noqa: E402
+from dataset_builder.records import atomic_write, atomic_write_text  # noqa: E402
 from modeling_emovit import (  # noqa: E402
     CATEGORICAL_INSTRUCTION_VARIANTS,
     EMOSET_EMOTIONS,
@@ -257,16 +257,6 @@ class EvalData:
         return [open_image(self.paths[i]) for i in indices]
 
 
-def open_image(path: str) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            image.load()
-            # copy() keeps the decoded pixels once the file is closed; the processor checks and converts the mode.
-            return image.copy()
-    except OSError as e:
-        raise ValueError(f"Image {path} could not be read ({e}); replace the file or remove it from the split.") from e
-
-
 def is_saved_dataset(path: Path) -> bool:
     return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
 
@@ -330,19 +320,6 @@ def load_eval_data(dataset: str, split: str) -> EvalData:
 
 
 # ----------------------------------------------------------------------------------------------------- outputs
-
-
-def write_atomically(path: Path, write) -> None:
-    """Calls `write(tmp_path)`, then renames the temporary file over `path`."""
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def plot_confusion_matrix(confusion: list[list[int]], invalid_per_class: list[int], labels: list[str], title: str):
@@ -481,7 +458,7 @@ def main(argv=None) -> dict:
     # ---- save
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    write_atomically(output_dir / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2)))
+    atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2))
     lines = []
     for record in rows:
         index, prediction = record.pop("index"), record.pop("prediction")
@@ -493,11 +470,11 @@ def main(argv=None) -> dict:
             **record,
         }
         lines.append(json.dumps(line))
-    write_atomically(output_dir / "predictions.jsonl", lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
+    atomic_write_text(output_dir / "predictions.jsonl", "\n".join(lines) + "\n")
     title = f"{Path(args.model).name} on {Path(args.dataset).name}/{args.split} ({args.method}): " \
             f"accuracy {first['accuracy']:.3f}"
     figure = plot_confusion_matrix(first["confusion_matrix"], first["invalid_per_class"], targets, title)
-    write_atomically(output_dir / "confusion_matrix.png", lambda tmp: figure.savefig(tmp, format="png", dpi=120))
+    atomic_write(output_dir / "confusion_matrix.png", lambda tmp: figure.savefig(tmp, format="png", dpi=120))
 
     print(f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
           f"invalid {metrics['invalid_rate']:.4f}, {metrics['images_per_second']:.1f} images/s "

@@ -33,6 +33,8 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset, Sampler
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
+from dataset_builder.emoset import open_image
+from dataset_builder.records import atomic_write, atomic_write_text
 from modeling_emovit import EmoVitForConditionalGeneration, EmoVitProcessor, format_answer
 
 
@@ -221,16 +223,6 @@ class CurriculumSampler(Sampler):
             yield from rng.sample(group, len(group))
 
 
-def open_image(image) -> Image.Image:
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    try:
-        with Image.open(image) as opened:
-            return opened.convert("RGB")
-    except OSError as e:
-        raise ValueError(f"Cannot read training image {image!r} ({e}); fix or remove it and rebuild the data.") from e
-
-
 def augment_image(image: Image.Image, rng: random.Random) -> Image.Image:
     """LAVIS's training transform before resizing: a random crop of 50-100% of the area at aspect 3/4-4/3, then a
     horizontal flip half of the time (the processor resizes afterwards)."""
@@ -283,7 +275,7 @@ class VisionCache:
         store.flush()
         del store
         os.replace(tmp, path)
-        keys_file.write_text(json.dumps(keys))
+        atomic_write_text(keys_file, json.dumps(keys))
         return cls(path, keys)
 
 
@@ -421,7 +413,7 @@ def plot_loss(log_history, path: Path) -> bool:
     axis.set_yscale("log")
     axis.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
     plt.close(figure)
     return True
 
@@ -476,7 +468,7 @@ Trainable (Q-Former side{" + LoRA" if model_args.lora_r else ""}): {counts["trai
 |---|---|
 {rows}
 """
-    (output_dir / "README.md").write_text(card)
+    atomic_write_text(output_dir / "README.md", card)
 
 
 # ---------------------------------------------------------------------------------------------------- main
@@ -609,7 +601,7 @@ def main(argv=None):
             model.language_model = lora_model.merge_and_unload()
         model.save_pretrained(output_dir)
         processor.save_pretrained(output_dir)
-        (output_dir / "training_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+        atomic_write_text(output_dir / "training_log.json", json.dumps(trainer.state.log_history, indent=1))
         plot_loss(trainer.state.log_history, output_dir / "loss_curve.png")
     metrics = None
     if data_args.test_split not in (None, "", "none") and eval_root is not None and trainer.is_world_process_zero():

@@ -22,6 +22,8 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image
+
 from modeling_emovit.configuration_emovit import EMOSET_EMOTIONS
 
 logger = logging.getLogger(__name__)
@@ -216,3 +218,17 @@ def sample_per_class(items: list[ImageItem], counts: dict[str, int], seed: int) 
         if short:
             logger.info("%s: asked for %d images per class; these have fewer, all used: %s", kind, count, ", ".join(short))
     return drawn
+
+
+def open_image(image) -> Image.Image:
+    """Decodes a whole image file (a truncated JPEG fails here, with its name) and returns it detached from the file;
+    a PIL image passes through. The mode is left alone: the EmoVIT processor converts to RGB and refuses modes that
+    would not convert without loss."""
+    if isinstance(image, Image.Image):
+        return image
+    try:
+        with Image.open(image) as opened:
+            opened.load()
+            return opened.copy()
+    except OSError as e:
+        raise ValueError(f"Image {image} could not be read ({e}); replace the file or remove it from the dataset.") from e

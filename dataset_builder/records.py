@@ -49,15 +49,15 @@ def categorical_pair(emotion: str, labels=EMOSET_EMOTIONS) -> tuple[str, str]:
     return format_categorical_instruction(labels), format_answer(emotion)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Calls `write(tmp_path)` on a temporary file beside `path`, then renames it over `path`: a reader sees the old
+    file or the whole new one, never half of it. On failure the temporary file is removed and `path` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        write(tmp)
         # mkstemp creates the file 0600; outputs are ordinary files for whoever reads the folder.
         umask = os.umask(0)
         os.umask(umask)
@@ -67,6 +67,16 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    atomic_write(path, write)
 
 
 def to_llava(records: list[dict], seed: int) -> list[dict]:
