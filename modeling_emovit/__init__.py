@@ -1,3 +1,7 @@
+# Copyright 2026 The EmoVIT Hugging Face authors. All rights reserved.
+#
+# Licensed under the BSD 3-Clause License (the "License"); you may not use this file except in compliance with the
+# License. You may obtain a copy of the License in the LICENSE file at the root of this repository.
 """EmoVIT (CVPR 2024) as a transformers model.
 
 Importing this package registers EmoVIT with the Auto classes (`AutoConfig`, `AutoModel`,
@@ -8,7 +12,12 @@ and copies this code: a saved folder then loads with `trust_remote_code=True` wh
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
 
 from .configuration_emovit import EMOSET_EMOTIONS, EmoVitConfig, validate_emotion_labels
-from .modeling_emovit import EmotionPrediction, EmoVitForConditionalGeneration, EmoVitModel
+from .modeling_emovit import (
+    EmotionPrediction,
+    EmoVitForConditionalGeneration,
+    EmoVitForConditionalGenerationModelOutput,
+    EmoVitModel,
+)
 from .processing_emovit import (
     ANSWER_PREFIX,
     CATEGORICAL_INSTRUCTION,
@@ -39,6 +48,7 @@ __all__ = [
     "REASONING_QUESTION",
     "EmoVitConfig",
     "EmoVitForConditionalGeneration",
+    "EmoVitForConditionalGenerationModelOutput",
     "EmoVitModel",
     "EmoVitProcessor",
     "EmotionPrediction",

@@ -1,3 +1,7 @@
+# Copyright 2026 The EmoVIT Hugging Face authors. All rights reserved.
+#
+# Licensed under the BSD 3-Clause License (the "License"); you may not use this file except in compliance with the
+# License. You may obtain a copy of the License in the LICENSE file at the root of this repository.
 """EmoVIT configuration: InstructBLIP's configuration plus the emotion label set."""
 
 from huggingface_hub.dataclasses import strict
@@ -20,9 +24,20 @@ class EmoVitConfig(InstructBlipConfig):
     All InstructBLIP arguments are accepted unchanged. On top of them:
 
     emotion_labels (`list[str]`, *optional*, defaults to EmoSet's 8 emotions in EmoSet's index order):
-        The emotions the model classifies into. They fill `id2label`/`label2id` and the categorical instruction of
+        The emotions the model classifies into, and the labels of the categorical instruction of
         [`EmoVitProcessor`]. Labels are stored stripped and lower-case, must be unique, and are matched exactly
         (ignoring case) when generated answers are parsed.
+
+    `emotion_labels` is the single source of truth for the label set: `id2label`, `label2id` and `num_labels` always
+    follow it, on construction and on every later assignment.
+    - Construction: `emotion_labels` wins; without it, the names of a given `id2label` are used; without either,
+      EmoSet's 8 emotions. A named `id2label` that disagrees with `emotion_labels` is an error; a `num_labels` that
+      disagrees with the named labels is ignored with a warning (as transformers ignores it beside `id2label`).
+      `num_labels=N` alone, for N other than 8, gives placeholder labels `label_0` ... `label_{N-1}` (with a
+      warning), as transformers does for any classifier whose labels are not named.
+    - Assignment: setting `emotion_labels` or `id2label` renames the labels everywhere; setting `num_labels` to a
+      new count replaces the labels by placeholders, exactly as transformers' `num_labels` setter does for
+      `id2label`; setting `label2id` to anything but the inverse of the labels is an error.
 
     A configuration saved by InstructBLIP (`model_type="instructblip"`) loads into this class, which is how
     Salesforce checkpoints become EmoVIT models.
@@ -36,20 +51,76 @@ class EmoVitConfig(InstructBlipConfig):
         # An InstructBLIP config.json carries `model_type="instructblip"`; stored on the instance it would shadow
         # ours and make the saved folder load as plain InstructBLIP.
         kwargs.pop("model_type", None)
+        given_id2label, given_num_labels = self.id2label, kwargs.get("num_labels")
         super().__post_init__(**kwargs)
+        named = _label_names(given_id2label)
         labels = self.emotion_labels
         if labels is None:
-            # A config that only carries id2label (for instance edited by hand) keeps its labels; the
-            # `LABEL_i` placeholders every PreTrainedConfig starts with are not emotion labels.
-            id2label = self.id2label or {}
-            names = [id2label[i] for i in sorted(id2label)]
-            if names and not all(name == f"LABEL_{i}" for i, name in enumerate(names)):
-                labels = names
+            if named is not None:
+                labels = named
+            elif given_num_labels is not None and given_num_labels != len(EMOSET_EMOTIONS):
+                labels = _placeholder_labels(given_num_labels)
             else:
                 labels = list(EMOSET_EMOTIONS)
-        self.emotion_labels = validate_emotion_labels(labels, field="emotion_labels")
-        self.id2label = dict(enumerate(self.emotion_labels))
-        self.label2id = {label: i for i, label in enumerate(self.emotion_labels)}
+        labels = validate_emotion_labels(labels, field="emotion_labels")
+        if named is not None and validate_emotion_labels(named, field="id2label") != labels:
+            raise ValueError(
+                f"`emotion_labels` {labels} and `id2label` {given_id2label} name different labels. `emotion_labels` "
+                "is the source of truth: drop `id2label` (it is derived) or make the two agree."
+            )
+        if given_num_labels is not None and given_num_labels != len(labels):
+            # As transformers does when `num_labels` disagrees with `id2label`: the named labels win.
+            logger.warning(
+                f"`num_labels={given_num_labels}` disagrees with the {len(labels)} labels {labels}; keeping the labels. "
+                "Set `config.num_labels` afterwards to replace them by placeholders, or pass other `emotion_labels`."
+            )
+        self.emotion_labels = labels  # through __setattr__: fills id2label and label2id
+
+    def __setattr__(self, key, value):
+        # Until the base __post_init__ has run, fields are being filled one by one and are not yet in step.
+        if not self.__dict__.get("_post_init_done", False):
+            super().__setattr__(key, value)
+        elif key == "emotion_labels":
+            labels = validate_emotion_labels(value, field="emotion_labels")
+            super().__setattr__("emotion_labels", labels)
+            super().__setattr__("id2label", dict(enumerate(labels)))
+            super().__setattr__("label2id", {label: index for index, label in enumerate(labels)})
+        elif key == "id2label":
+            if value is None:
+                raise ValueError("`id2label` follows `emotion_labels` and cannot be None; set `emotion_labels`.")
+            names = _label_names(value)
+            if names is None:  # transformers' `num_labels` setter writes LABEL_i placeholders
+                names = _placeholder_labels(len(value))
+            self.emotion_labels = names
+        elif key == "label2id":
+            expected = {label: index for index, label in self.id2label.items()}
+            if value is not None and {str(k).strip().lower(): int(v) for k, v in value.items()} != expected:
+                raise ValueError(
+                    f"`label2id` {value} is not the inverse of the labels {self.emotion_labels}; it is derived from "
+                    "`emotion_labels`, so set that instead."
+                )
+        else:
+            super().__setattr__(key, value)
+
+
+def _label_names(id2label) -> list[str] | None:
+    """The label names of an `id2label` map in id order, or None when it has none (absent, or transformers'
+    `LABEL_i` placeholders)."""
+    if not id2label:
+        return None
+    names = [id2label[key] for key in sorted(id2label, key=int)]
+    if all(isinstance(name, str) and name.strip().upper() == f"LABEL_{i}" for i, name in enumerate(names)):
+        return None
+    return names
+
+
+def _placeholder_labels(count: int) -> list[str]:
+    labels = [f"label_{i}" for i in range(count)]
+    logger.warning(
+        f"EmoVitConfig: {count} labels without names; using placeholders {labels[:3]}{'...' if count > 3 else ''}. "
+        "Set `emotion_labels` to name them (the categorical instruction lists them)."
+    )
+    return labels
 
 
 def validate_emotion_labels(labels, field: str = "emotion_labels") -> list[str]:

@@ -1,13 +1,22 @@
+# Copyright 2026 The EmoVIT Hugging Face authors. All rights reserved.
+#
+# Licensed under the BSD 3-Clause License (the "License"); you may not use this file except in compliance with the
+# License. You may obtain a copy of the License in the LICENSE file at the root of this repository.
 """EmoVIT model: InstructBLIP with Q-Former-side instruction tuning and emotion classification."""
 
+import functools
 import inspect
 from dataclasses import dataclass
 
 import torch
-from transformers import InstructBlipForConditionalGeneration, InstructBlipModel
+from transformers import GenerationMixin, InstructBlipForConditionalGeneration, InstructBlipModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
-from transformers.models.instructblip.modeling_instructblip import BaseModelOutputWithVisionQformerOutputs
+from transformers.models.instructblip.modeling_instructblip import (
+    BaseModelOutputWithVisionQformerOutputs,
+    InstructBlipForConditionalGenerationModelOutput,
+)
 from transformers.utils import logging
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_emovit import EmoVitConfig
 from .processing_emovit import parse_emotion_answer
@@ -37,6 +46,31 @@ class EmotionPrediction:
         return [label is not None for label in self.labels]
 
 
+@dataclass
+class EmoVitForConditionalGenerationModelOutput(InstructBlipForConditionalGenerationModelOutput):
+    r"""
+    InstructBLIP's output plus the multimodal encoder output that current transformers VLMs return:
+
+    image_outputs (`BaseModelOutputWithVisionQformerOutputs`): the image branch's output as
+        [`EmoVitForConditionalGeneration.get_image_features`] returns it: `pooler_output` holds the projected query
+        features `(batch_size, num_query_tokens, text_hidden_size)` placed into the `<image>` tokens, and
+        `vision_outputs` / `qformer_outputs` the ViT's and the Q-Former's outputs.
+    """
+
+    image_outputs: BaseModelOutputWithVisionQformerOutputs | None = None
+
+    def to_tuple(self) -> tuple:
+        nested = ("vision_outputs", "qformer_outputs", "language_model_outputs", "image_outputs")
+        return tuple(self[k] if k not in nested else getattr(self, k).to_tuple() for k in self.keys())
+
+
+@functools.cache
+def _cache_keyword(language_model_class) -> str:
+    """The keyword a decoder-only language model takes its key/value cache under (transformers renamed
+    `past_key_values` to `cache`); decided once per class."""
+    return "cache" if "cache" in inspect.signature(language_model_class.forward).parameters else "past_key_values"
+
+
 class EmoVitModel(InstructBlipModel):
     """InstructBLIP's base model (no language-model head) under EmoVIT's configuration, for `AutoModel`."""
 
@@ -44,7 +78,7 @@ class EmoVitModel(InstructBlipModel):
     config: EmoVitConfig
 
 
-class EmoVitForConditionalGeneration(InstructBlipForConditionalGeneration):
+class EmoVitForConditionalGeneration(InstructBlipForConditionalGeneration, GenerationMixin):
     r"""
     InstructBLIP instruction-tuned for visual emotion recognition and reasoning (EmoVIT, CVPR 2024).
 
@@ -143,19 +177,29 @@ class EmoVitForConditionalGeneration(InstructBlipForConditionalGeneration):
         embeddings = self.vision_model.embeddings(pixel_values)
         return self.vision_model.encoder(inputs_embeds=embeddings).last_hidden_state
 
+    @can_return_tuple
     def get_image_features(
         self,
-        pixel_values=None,
-        qformer_input_ids=None,
-        qformer_attention_mask=None,
-        interpolate_pos_encoding=False,
-        vision_hidden_states=None,
+        pixel_values: torch.FloatTensor | None = None,
+        qformer_input_ids: torch.LongTensor | None = None,
+        qformer_attention_mask: torch.LongTensor | None = None,
+        interpolate_pos_encoding: bool = False,
+        vision_hidden_states: torch.FloatTensor | None = None,
         **kwargs,
-    ):
+    ) -> BaseModelOutputWithVisionQformerOutputs:
         r"""
-        As InstructBLIP's, plus:
+        As [`InstructBlipForConditionalGeneration.get_image_features`], plus:
+
         vision_hidden_states (`torch.FloatTensor` of shape `(batch_size, num_patches + 1, vision_hidden_size)`,
             *optional*): output of `encode_vision`; replaces `pixel_values`.
+
+        With `pixel_values`, this is InstructBLIP's own method. With `vision_hidden_states`, it runs the rest of that
+        method from the frozen ViT's output before its post-LayerNorm: step 1 keeps only the post-LayerNorm
+        (`vision_model.post_layernorm`, which trains), then steps 2 and 3 are InstructBLIP's unchanged: the query
+        tokens and the instruction go through the Q-Former with cross-attention to every image position (all-ones
+        image mask), and the query outputs through `language_projection`. The returned `vision_outputs` then holds
+        the post-LayerNorm states as `last_hidden_state` and no `pooler_output`. The test
+        `test_cached_features_match_pixel_path` checks that both paths give the same outputs.
         """
         if vision_hidden_states is None:
             self._check_pixel_values(pixel_values, interpolate_pos_encoding)
@@ -164,9 +208,11 @@ class EmoVitForConditionalGeneration(InstructBlipForConditionalGeneration):
                 qformer_input_ids=qformer_input_ids,
                 qformer_attention_mask=qformer_attention_mask,
                 interpolate_pos_encoding=interpolate_pos_encoding,
+                return_dict=True,
                 **kwargs,
             )
-        # Cached path: run the rest of InstructBLIP's image branch from the pre-LayerNorm ViT output.
+        if pixel_values is not None:
+            raise ValueError("Pass either `pixel_values` or `vision_hidden_states`, not both.")
         image_embeds = self.vision_model.post_layernorm(vision_hidden_states)
         vision_outputs = BaseModelOutputWithPooling(last_hidden_state=image_embeds)
         image_attention_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
@@ -181,6 +227,7 @@ class EmoVitForConditionalGeneration(InstructBlipForConditionalGeneration):
             encoder_hidden_states=image_embeds,
             encoder_attention_mask=image_attention_mask,
             return_dict=True,
+            **kwargs,
         )
         image_features = self.language_projection(qformer_outputs[0][:, : query_tokens.shape[1], :])
         outputs = BaseModelOutputWithVisionQformerOutputs(
@@ -189,24 +236,61 @@ class EmoVitForConditionalGeneration(InstructBlipForConditionalGeneration):
         outputs.qformer_outputs = qformer_outputs
         return outputs
 
-    def forward(self, pixel_values=None, qformer_input_ids=None, *args, vision_hidden_states=None, **kwargs):
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.FloatTensor | None = None,
+        qformer_input_ids: torch.LongTensor | None = None,
+        qformer_attention_mask: torch.LongTensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.LongTensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        interpolate_pos_encoding: bool = False,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
+        vision_hidden_states: torch.FloatTensor | None = None,
+        **kwargs,
+    ) -> EmoVitForConditionalGenerationModelOutput:
         r"""
-        As [`InstructBlipForConditionalGeneration.forward`], plus:
+        As [`InstructBlipForConditionalGeneration.forward`] (same arguments, same computation), plus:
+
         vision_hidden_states (`torch.FloatTensor` of shape `(batch_size, num_patches + 1, vision_hidden_size)`,
             *optional*): cached output of `encode_vision`, used instead of `pixel_values`.
+
+        The arguments are spelled out rather than forwarded as `*args, **kwargs` because the `Trainer` reads this
+        signature to find the label names and the dataset columns to keep.
+
+        Returns [`EmoVitForConditionalGenerationModelOutput`]: InstructBLIP's output plus `image_outputs`.
         """
-        if vision_hidden_states is not None:
-            if pixel_values is not None:
-                raise ValueError("Pass either `pixel_values` or `vision_hidden_states`, not both.")
-            features = self.get_image_features(
+        mm_encoder_outputs = dict(mm_encoder_outputs or {})
+        if mm_encoder_outputs.get("image") is None:
+            mm_encoder_outputs["image"] = self.get_image_features(
+                pixel_values,
                 qformer_input_ids=qformer_input_ids,
-                qformer_attention_mask=kwargs.pop("qformer_attention_mask", None),
+                qformer_attention_mask=qformer_attention_mask,
+                interpolate_pos_encoding=interpolate_pos_encoding,
                 vision_hidden_states=vision_hidden_states,
             )
-            kwargs["mm_encoder_outputs"] = {"image": features}
-        else:
-            self._check_pixel_values(pixel_values, kwargs.get("interpolate_pos_encoding", False))
-        return super().forward(pixel_values, qformer_input_ids, *args, **kwargs)
+        elif pixel_values is not None or vision_hidden_states is not None:
+            raise ValueError("Pass `pixel_values`, `vision_hidden_states` or `mm_encoder_outputs`, only one of them.")
+        outputs = super().forward(
+            pixel_values=None,
+            qformer_input_ids=qformer_input_ids,
+            qformer_attention_mask=qformer_attention_mask,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask,
+            inputs_embeds=inputs_embeds,
+            labels=labels,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            mm_encoder_outputs=mm_encoder_outputs,
+            return_dict=True,
+            **kwargs,
+        )
+        return EmoVitForConditionalGenerationModelOutput(**outputs, image_outputs=mm_encoder_outputs["image"])
 
     # ------------------------------------------------------------------ classification
 
@@ -259,15 +343,13 @@ class EmoVitForConditionalGeneration(InstructBlipForConditionalGeneration):
             prompt_out = self.language_model(
                 inputs_embeds=prompt_embeds, attention_mask=attention_mask, use_cache=True, logits_to_keep=1
             )
-            # transformers 5.x renamed `past_key_values` to `cache`; accept both.
-            cache = getattr(prompt_out, "cache", None) or prompt_out.past_key_values
+            cache_keyword = _cache_keyword(type(self.language_model))
+            cache = getattr(prompt_out, cache_keyword)
             cache.batch_repeat_interleave(num_candidates)
-            cache_argument = "cache" if "cache" in inspect.signature(self.language_model.forward).parameters else \
-                "past_key_values"
             answer_logits = self.language_model(
                 inputs_embeds=self.get_input_embeddings()(targets),
                 attention_mask=torch.cat([prompt_mask, target_mask], dim=1),
-                **{cache_argument: cache},
+                **{cache_keyword: cache},
             ).logits
             # The prompt's last logit predicts the first answer token; answer position t predicts token t + 1.
             first = prompt_out.logits[:, -1:].repeat_interleave(num_candidates, dim=0)
@@ -303,7 +385,7 @@ class EmoVitForConditionalGeneration(InstructBlipForConditionalGeneration):
 
     @torch.inference_mode()
     def classify(self, images, processor, method: str = "score", instruction: str | None = None,
-                 max_new_tokens: int | None = None) -> EmotionPrediction:
+                 max_new_tokens: int | None = None, batch_size: int = 32) -> EmotionPrediction:
         """Classifies the emotion each image evokes into `config.emotion_labels`.
 
         Args:
@@ -313,10 +395,27 @@ class EmoVitForConditionalGeneration(InstructBlipForConditionalGeneration):
                 greedily and parses `Predict emotion: <label>` (anything else counts as invalid, label `None`).
             instruction: the categorical instruction; the processor's by default. It must name every label.
             max_new_tokens: generation budget; by default the longest label answer plus a margin.
+            batch_size: images per forward pass. Memory is bounded by the batch, not by the length of `images`;
+                the result does not depend on it.
         """
         if method not in ("score", "generate"):
             raise ValueError(f"Unknown classification method {method!r}; use 'score' or 'generate'.")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
         self.check_processor(processor)
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        parts = [
+            self._classify_batch(images[start : start + batch_size], processor, method, instruction, max_new_tokens)
+            for start in range(0, len(images), batch_size)
+        ] or [self._classify_batch(images, processor, method, instruction, max_new_tokens)]  # empty: processor says so
+        return EmotionPrediction(
+            labels=[label for part in parts for label in part.labels],
+            scores=torch.cat([part.scores for part in parts]),
+            texts=None if method == "score" else [text for part in parts for text in part.texts],
+        )
+
+    def _classify_batch(self, images, processor, method, instruction, max_new_tokens) -> EmotionPrediction:
         inputs = processor.classification_inputs(images, instruction=instruction)
         inputs = {name: tensor.to(self.device) for name, tensor in inputs.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(self.vision_model.embeddings.patch_embedding.weight.dtype)
@@ -346,4 +445,9 @@ class EmoVitForConditionalGeneration(InstructBlipForConditionalGeneration):
         return EmotionPrediction(labels=predicted, scores=scores, texts=texts)
 
 
-__all__ = ["EmoVitForConditionalGeneration", "EmoVitModel", "EmotionPrediction"]
+__all__ = [
+    "EmoVitForConditionalGeneration",
+    "EmoVitForConditionalGenerationModelOutput",
+    "EmoVitModel",
+    "EmotionPrediction",
+]

@@ -1,3 +1,7 @@
+# Copyright 2026 The EmoVIT Hugging Face authors. All rights reserved.
+#
+# Licensed under the BSD 3-Clause License (the "License"); you may not use this file except in compliance with the
+# License. You may obtain a copy of the License in the LICENSE file at the root of this repository.
 """EmoVIT processor: InstructBLIP's processor plus EmoVIT's prompts and training-example builder.
 
 Every prompt the project uses is defined in this file, once: the data pipeline, train.py and evaluate.py import them.
@@ -108,6 +112,17 @@ class EmoVitProcessor(InstructBlipProcessor):
         self.categorical_template = categorical_template or CATEGORICAL_INSTRUCTION
         # Rendering once here turns a template without `{labels}` into an error at construction time.
         format_categorical_instruction(self.emotion_labels, self.categorical_template)
+
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        """As [`ProcessorMixin.save_pretrained`]. Saving writes `auto_map` into the saved files (so the folder loads
+        with `trust_remote_code`) but leaves this processor as it was: the base class also sets `auto_map` on the
+        live object, which a processor loaded back from the folder does not have."""
+        had_auto_map = "auto_map" in self.__dict__
+        try:
+            return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        finally:
+            if not had_auto_map:
+                self.__dict__.pop("auto_map", None)
 
     @property
     def categorical_instruction(self) -> str:

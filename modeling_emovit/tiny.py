@@ -1,3 +1,7 @@
+# Copyright 2026 The EmoVIT Hugging Face authors. All rights reserved.
+#
+# Licensed under the BSD 3-Clause License (the "License"); you may not use this file except in compliance with the
+# License. You may obtain a copy of the License in the LICENSE file at the root of this repository.
 """A tiny random EmoVIT, built offline: the model tests, the offline demo and CI run on.
 
     python -m modeling_emovit.tiny --output_dir runs/tiny-emovit

@@ -1,3 +1,4 @@
+import inspect
 import json
 import os
 import subprocess
@@ -7,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import random_images
-from huggingface_hub.errors import StrictDataclassFieldValidationError
 from PIL import Image
 from transformers import (
     AutoConfig,
     AutoModel,
     AutoModelForImageTextToText,
     AutoProcessor,
+    GenerationMixin,
     InstructBlipConfig,
     InstructBlipForConditionalGeneration,
 )
@@ -54,28 +55,6 @@ def test_parity_with_instructblip(tiny_model, tiny_processor, images):
     inputs = {k: prompt[k] for k in ("pixel_values", "qformer_input_ids", "qformer_attention_mask", "input_ids",
                                      "attention_mask")}
     assert torch.equal(tiny_model.generate(**inputs, **kwargs), reference.generate(**inputs, **kwargs))
-
-
-def test_config_is_instructblip_plus_labels():
-    config = EmoVitConfig()
-    assert config.model_type == "emovit"
-    assert config.emotion_labels[:2] == ["amusement", "awe"] and len(config.emotion_labels) == 8
-    assert config.id2label[7] == "sadness" and config.label2id["fear"] == 6
-    custom = EmoVitConfig(emotion_labels=["Positive ", "negative"])
-    assert custom.emotion_labels == ["positive", "negative"] and custom.id2label == {0: "positive", 1: "negative"}
-    assert EmoVitConfig.from_dict(custom.to_dict()).emotion_labels == ["positive", "negative"]
-
-
-@pytest.mark.parametrize(
-    "labels, message",
-    [([], "at least two"), (["awe"], "at least two"), (["awe", "awe"], "repeats"), (["awe", ""], "non-empty"),
-     ("awe", "'emotion_labels' with value 'awe'")],
-)
-def test_config_rejects_bad_labels(labels, message):
-    # a wrong type is caught by the strict config's own type check, which also names the field and value
-    with pytest.raises((ValueError, StrictDataclassFieldValidationError), match=message) as error:
-        EmoVitConfig(emotion_labels=labels)
-    assert "emotion_labels" in str(error.value)
 
 
 def test_auto_classes_save_and_reload(tiny_model, tiny_processor, tmp_path, images):
@@ -385,3 +364,108 @@ def test_pipeline_image_text_to_text(tiny_dir, tiny_model, tiny_processor, image
     out = pipe(images=images[0], text=tiny_processor.categorical_instruction, max_new_tokens=budget, do_sample=False,
                return_full_text=False)
     assert out[0]["generated_text"].strip() == expected
+
+
+# ---------------------------------------------------------------- transformers' contracts
+
+
+def test_forward_signature_names_every_input():
+    """The Trainer reads forward's signature for the label names and for the dataset columns it keeps."""
+    from transformers.utils import find_labels
+
+    parameters = inspect.signature(EmoVitForConditionalGeneration.forward).parameters
+    names = list(parameters)
+    stock = list(inspect.signature(InstructBlipForConditionalGeneration.forward).parameters)
+    assert names[1] == "pixel_values"
+    assert [n for n in stock if n != "kwargs"] == [n for n in names if n not in ("kwargs", "vision_hidden_states")]
+    assert "vision_hidden_states" in names
+    assert not any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters.values())
+    assert find_labels(EmoVitForConditionalGeneration) == ["labels"]
+
+
+def test_generation_mixin_is_a_direct_base():
+    assert GenerationMixin in EmoVitForConditionalGeneration.__bases__
+
+
+def test_outputs_carry_the_image_branch(tiny_model, tiny_processor, images):
+    batch = training_batch(tiny_processor, images)
+    with torch.no_grad():
+        outputs = tiny_model(**batch)
+        features = tiny_model.get_image_features(batch["pixel_values"], batch["qformer_input_ids"],
+                                                 batch["qformer_attention_mask"])
+        as_tuple = tiny_model(**batch, return_dict=False)
+    image = outputs.image_outputs
+    config = tiny_model.config
+    assert image.pooler_output.shape == (len(images), config.num_query_tokens, config.text_config.hidden_size)
+    assert torch.equal(image.pooler_output, features.pooler_output)
+    assert image.vision_outputs is outputs.vision_outputs and image.qformer_outputs is outputs.qformer_outputs
+    assert torch.equal(as_tuple[0], outputs.loss) and torch.equal(as_tuple[1], outputs.logits)
+    assert isinstance(as_tuple[-1], tuple) and torch.equal(as_tuple[-1][0], image.last_hidden_state)
+
+
+def test_cached_features_match_pixel_path(tiny_model, tiny_processor, images):
+    """The cached branch of get_image_features re-implements the rest of transformers' InstructBLIP image branch:
+    it must give what InstructBLIP's own get_image_features gives from the pixels."""
+    batch = training_batch(tiny_processor, images)
+    reference = instructblip_twin(tiny_model)
+    with torch.no_grad():
+        stock = reference.get_image_features(batch["pixel_values"], batch["qformer_input_ids"],
+                                             batch["qformer_attention_mask"], return_dict=True)
+        cached = tiny_model.get_image_features(
+            qformer_input_ids=batch["qformer_input_ids"], qformer_attention_mask=batch["qformer_attention_mask"],
+            vision_hidden_states=tiny_model.encode_vision(batch["pixel_values"]),
+        )
+    assert torch.allclose(cached.pooler_output, stock.pooler_output, atol=1e-6)
+    assert torch.allclose(cached.last_hidden_state, stock.last_hidden_state, atol=1e-6)
+    assert torch.allclose(cached.qformer_outputs.last_hidden_state, stock.qformer_outputs.last_hidden_state, atol=1e-6)
+    with pytest.raises(ValueError, match="either `pixel_values` or `vision_hidden_states`"):
+        tiny_model.get_image_features(batch["pixel_values"], batch["qformer_input_ids"],
+                                      vision_hidden_states=cached.last_hidden_state)
+
+
+def test_plain_trainer_with_default_arguments(tiny_model, tiny_processor, tmp_path):
+    """A user's own script: per-example features from training_features, transformers' Trainer as it comes."""
+    from transformers import Trainer, TrainingArguments
+
+    labels = tiny_model.config.emotion_labels
+    pictures = random_images(8, seed=3)
+    examples = [
+        {name: tensor[0] for name, tensor in tiny_processor.training_features(
+            [tiny_processor.categorical_instruction], [f"Predict emotion: {labels[i]}"], images=[image]).items()}
+        for i, image in enumerate(pictures)
+    ]
+    tiny_model.freeze_for_instruction_tuning()
+    before = {name: param.detach().clone() for name, param in tiny_model.named_parameters()}
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=4,
+                             per_device_eval_batch_size=8, learning_rate=1e-3, report_to="none", use_cpu=True)
+    assert args.remove_unused_columns  # the default, which drops every column forward does not name
+    trainer = Trainer(model=tiny_model, args=args, train_dataset=examples, eval_dataset=examples)
+
+    metrics = trainer.evaluate()
+    batch = {name: torch.stack([example[name] for example in examples]) for name in examples[0]}
+    with torch.no_grad():
+        expected = tiny_model.eval()(**batch).loss.item()
+    assert metrics["eval_loss"] == pytest.approx(expected, rel=1e-5)
+
+    trainer.train()
+    moved = {name for name, param in tiny_model.named_parameters() if not torch.equal(param, before[name])}
+    assert moved and all(name.startswith(EmoVitForConditionalGeneration.TRAINABLE_PREFIXES) for name in moved)
+    assert any(name.startswith("qformer.") for name in moved) and "query_tokens" in moved
+
+
+def test_classify_runs_in_bounded_batches(tiny_model, tiny_processor):
+    pictures = random_images(7, seed=5)
+    seen = []
+    hook = tiny_model.vision_model.register_forward_hook(lambda module, args, output: seen.append(len(output[0])))
+    try:
+        small = tiny_model.classify(pictures, tiny_processor, method="score", batch_size=3)
+        assert seen == [3, 3, 1]
+        whole = tiny_model.classify(pictures, tiny_processor, method="score", batch_size=32)
+        generated = tiny_model.classify(pictures, tiny_processor, method="generate", batch_size=2)
+    finally:
+        hook.remove()
+    assert small.labels == whole.labels and torch.allclose(small.scores, whole.scores, atol=1e-5)
+    assert len(generated.labels) == len(generated.texts) == generated.scores.shape[0] == 7
+    assert generated.texts == tiny_model.classify(pictures, tiny_processor, method="generate").texts
+    with pytest.raises(ValueError, match="batch_size"):
+        tiny_model.classify(pictures, tiny_processor, batch_size=0)
