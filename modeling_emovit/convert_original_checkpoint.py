@@ -13,15 +13,27 @@ Two kinds of file are accepted, as `{"model": state_dict}` or as a bare state di
 (b) the official EmoVIT release `model_weights1.pth`, which holds only the tensors EmoVIT trains (Q-Former, query
     tokens, `llm_proj`, `ln_vision`): they replace those of `--base_model`, everything else stays.
 
-Every key is mapped through the table below or dropped by name; any other key stops the conversion. Before saving,
-the script runs the converted model and the unconverted `--base_model` on a test image and prints the largest logits
-difference, and lists which modules changed. Files are read with `torch.load(..., weights_only=True)`; the output is
-safetensors + processor + a model card.
+Every key is mapped through the table below, checked and dropped by name, or stops the conversion:
+- LAVIS saved its checkpoints with the transformers of its day and kept every buffer. Buffers that today's
+  transformers computes instead of storing (each LLaMA layer's `self_attn.rotary_emb.inv_freq`, the rotary
+  `cos_cached`/`sin_cached` of some releases, the Q-Former's `position_ids`) are compared with what `--base_model`
+  computes, the largest difference is reported, and they are dropped; a real disagreement (another RoPE base, say) is
+  an error.
+- The Q-Former's BERT language-model head (`Qformer.cls.*`), used only in its pretraining, is dropped.
+- Any other unknown key is an error that lists it.
+The file may wrap its state dict as `{"model": ...}` (LAVIS, with its optimizer, config, scaler and epoch beside
+it) or `{"state_dict": ...}`; tensors of any floating dtype (LAVIS trains in fp16) are cast to `--dtype`. A trained-only
+file must hold every tensor EmoVIT trains, and no tensor may hold NaN or Inf. Before saving, the script runs the
+converted model and the unconverted `--base_model` on a test image and prints the largest logits difference, and
+lists which modules changed. Files are read with `torch.load(..., weights_only=True)`; the output is safetensors +
+processor + a model card.
 """
 
 import argparse
 import hashlib
+import os
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -56,31 +68,63 @@ KEY_MAPPING = [
 ]
 # EVA's attention keeps separate q and v biases and no k bias; transformers stores one qkv bias.
 QKV_BIAS = re.compile(r"^visual_encoder\.blocks\.(\d+)\.attn\.(q_bias|v_bias)$")
-# Keys with no counterpart: a buffer transformers rebuilds, and the BERT LM head the Q-Former pretraining used.
-DROPPED = [re.compile(r"^Qformer\.bert\.embeddings\.position_ids$"), re.compile(r"^Qformer\.cls\..+$")]
+# The BERT LM head the Q-Former pretraining used: no counterpart in InstructBLIP.
+DROPPED = [re.compile(r"^Qformer\.cls\..+$")]
+# Buffers that checkpoints of LAVIS's era store but today's transformers computes when it builds the model (they are
+# non-persistent now). Each is checked against the base model's own, then dropped.
+COMPUTED_BUFFERS = [
+    (re.compile(r"^llm_model\.model\.layers\.\d+\.self_attn\.rotary_emb\.(original_)?inv_freq$"), "rotary inv_freq"),
+    (re.compile(r"^llm_model\.model\.layers\.\d+\.self_attn\.rotary_emb\.(cos|sin)_cached$"), "rotary cos/sin cache"),
+    (re.compile(r"^Qformer\.bert\.embeddings\.position_ids$"), "Q-Former position_ids"),
+]
+# Top-level keys under which a checkpoint file keeps its state dict (LAVIS: "model", beside optimizer, config, ...).
+STATE_DICT_WRAPPERS = ("model", "state_dict")
 
 
 def load_original_state_dict(path) -> dict[str, torch.Tensor]:
     path = Path(path)
+    if path.is_dir():
+        candidates = sorted(p.name for p in path.glob("*.pth")) + sorted(p.name for p in path.glob("*.pt"))
+        raise IsADirectoryError(
+            f"--checkpoint {str(path)!r} is a directory; pass the checkpoint file itself"
+            + (f", e.g. one of {candidates[:5]}." if candidates else " (LAVIS and EmoVIT save a .pth file).")
+        )
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint {str(path)!r} does not exist. Pass the .pth file LAVIS or EmoVIT saved.")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("model"), dict):
-        checkpoint = checkpoint["model"]
+    if isinstance(checkpoint, dict):
+        for wrapper in STATE_DICT_WRAPPERS:
+            if isinstance(checkpoint.get(wrapper), dict):
+                checkpoint = checkpoint[wrapper]
+                break
     if not isinstance(checkpoint, dict) or not checkpoint:
-        raise ValueError(f"{path} holds no state dict: expected {{'model': state_dict}} or a bare state dict.")
+        raise ValueError(
+            f"{path} holds no state dict: expected a bare state dict or one under "
+            f"{' / '.join(repr(w) for w in STATE_DICT_WRAPPERS)}."
+        )
     not_tensors = [key for key, value in checkpoint.items() if not isinstance(value, torch.Tensor)]
     if not_tensors:
-        raise ValueError(f"{path}: these entries are not tensors, so this is not a state dict: {not_tensors[:10]}")
+        raise ValueError(
+            f"{path}: these entries are not tensors, so this is not a state dict: {not_tensors[:10]}. A checkpoint "
+            f"keeps its weights at the top level or under {' / '.join(repr(w) for w in STATE_DICT_WRAPPERS)}."
+        )
     return checkpoint
 
 
-def convert_state_dict(original: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Renames LAVIS keys to transformers keys. Returns `(converted, dropped_keys)`; unknown keys raise."""
-    converted, dropped, unknown, biases = {}, [], [], {}
+def convert_state_dict(original: dict[str, torch.Tensor]):
+    """Renames LAVIS keys to transformers keys.
+
+    Returns `(converted, dropped_keys, computed_buffers)`: the renamed tensors, the keys dropped as having no
+    counterpart, and the buffers today's transformers computes (LAVIS name -> tensor) for `check_computed_buffers`.
+    Unknown keys raise.
+    """
+    converted, dropped, computed, unknown, biases = {}, [], {}, [], {}
     for key, tensor in original.items():
         if any(pattern.match(key) for pattern in DROPPED):
             dropped.append(key)
+            continue
+        if any(pattern.match(key) for pattern, _ in COMPUTED_BUFFERS):
+            computed[key] = tensor
             continue
         bias = QKV_BIAS.match(key)
         if bias:
@@ -104,7 +148,54 @@ def convert_state_dict(original: dict[str, torch.Tensor]) -> tuple[dict[str, tor
         converted[f"vision_model.encoder.layers.{layer}.self_attn.qkv.bias"] = torch.cat(
             [q_bias, torch.zeros_like(q_bias), v_bias]
         )
-    return converted, dropped
+    return converted, dropped, computed
+
+
+def _expected_buffer(key: str, kind: str, tensor: torch.Tensor, inv_freq: torch.Tensor | None) -> torch.Tensor:
+    """What the base model computes for the stored buffer `key` of `kind`, in the stored tensor's shape when the
+    sizes agree (otherwise in its own shape, which the caller reports as a mismatch)."""
+    if kind == "Q-Former position_ids":
+        expected = torch.arange(tensor.shape[-1])
+    elif inv_freq is None:
+        raise KeyError(f"The checkpoint stores {key}, but the base model's language model has no rotary embedding "
+                       "to compare it with. Wrong --base_model?")
+    elif kind == "rotary inv_freq":
+        expected = inv_freq
+    else:
+        # LLaMA's cos/sin caches: positions x frequencies in float32, duplicated along the last axis.
+        angles = torch.outer(torch.arange(tensor.shape[-2], dtype=torch.float32), inv_freq.float())
+        angles = torch.cat([angles, angles], dim=-1)
+        expected = angles.sin() if key.endswith("sin_cached") else angles.cos()
+    return expected.view(tensor.shape) if expected.numel() == tensor.numel() else expected
+
+
+def check_computed_buffers(computed: dict[str, torch.Tensor], model) -> dict[str, dict]:
+    """Compares each stored buffer with what `model` computes. Returns per kind `{"count", "max_abs_diff"}`; raises
+    when a buffer has another shape or differs by more than its storage dtype's rounding."""
+    inv_freq = next((buffer for name, buffer in model.named_buffers()
+                     if name.startswith("language_model.") and name.endswith("rotary_emb.inv_freq")), None)
+    report, wrong = {}, []
+    for key, tensor in sorted(computed.items()):
+        kind = next(kind for pattern, kind in COMPUTED_BUFFERS if pattern.match(key))
+        expected = _expected_buffer(key, kind, tensor, inv_freq)
+        if expected.shape != tensor.shape:
+            wrong.append(f"{key}: shape {tuple(tensor.shape)}, base computes {tuple(expected.shape)}")
+            continue
+        difference = (tensor.double() - expected.double()).abs().max().item()
+        # fp32 buffers match to float rounding; fp16/bf16 copies (LAVIS trains in fp16) to their own rounding.
+        tolerance = max(1e-5, 4 * torch.finfo(tensor.dtype).eps) if tensor.is_floating_point() else 0.0
+        if difference > tolerance:
+            wrong.append(f"{key}: max |difference| {difference:.3e} from the base model's (tolerance {tolerance:.1e})")
+        entry = report.setdefault(kind, {"count": 0, "max_abs_diff": 0.0})
+        entry["count"] += 1
+        entry["max_abs_diff"] = max(entry["max_abs_diff"], difference)
+    if wrong:
+        raise ValueError(
+            f"{len(wrong)} stored buffers disagree with what the base model computes: {wrong[:5]}. The checkpoint was "
+            "built with another language-model configuration (RoPE base, head size, context length); pass the "
+            "matching --base_model."
+        )
+    return report
 
 
 def _fit_vocabulary(converted, model) -> list[str]:
@@ -152,14 +243,17 @@ def convert(checkpoint, base_model, output_dir=None, mode="auto", dtype="float32
             emotion_labels=None):
     """Converts `checkpoint` onto `base_model`; returns `(model, processor, report)`. Saves when `output_dir`."""
     original = load_original_state_dict(checkpoint)
-    converted, dropped = convert_state_dict(original)
+    checkpoint_dtypes = dict(Counter(str(tensor.dtype).removeprefix("torch.") for tensor in original.values()))
+    converted, dropped, computed = convert_state_dict(original)
+    not_finite = sorted(k for k, v in converted.items() if v.is_floating_point() and not torch.isfinite(v).all())
+    if not_finite:
+        raise ValueError(f"{checkpoint}: {len(not_finite)} tensors hold NaN or Inf, e.g. {not_finite[:10]}. The run "
+                         "that saved it diverged; convert an earlier checkpoint.")
     torch_dtype = getattr(torch, dtype)
     model = EmoVitForConditionalGeneration.from_pretrained(base_model, dtype=torch_dtype).eval()
     processor = EmoVitProcessor.from_pretrained(base_model, emotion_labels=emotion_labels or model.config.emotion_labels)
-    if emotion_labels:
-        model.config.emotion_labels = list(processor.emotion_labels)
-        model.config.id2label = dict(enumerate(processor.emotion_labels))
-        model.config.label2id = {label: i for i, label in enumerate(processor.emotion_labels)}
+    model.config.emotion_labels = list(processor.emotion_labels)  # id2label / label2id follow
+    buffers = check_computed_buffers(computed, model)
     notes = _fit_vocabulary(converted, model)
 
     target = model.state_dict()
@@ -176,12 +270,20 @@ def convert(checkpoint, base_model, output_dir=None, mode="auto", dtype="float32
     if mode == "full" and missing:
         raise KeyError(f"--mode full, but the checkpoint lacks {len(missing)} tensors, e.g. {missing[:10]}.")
     if mode == "trained":
-        frozen = sorted(k for k in converted if not k.startswith(EmoVitForConditionalGeneration.TRAINABLE_PREFIXES))
+        trainable = EmoVitForConditionalGeneration.TRAINABLE_PREFIXES
+        frozen = sorted(k for k in converted if not k.startswith(trainable))
         if frozen:
             raise KeyError(
                 f"The checkpoint is neither complete (it lacks {len(missing)} tensors, e.g. {missing[:5]}) nor "
                 f"trained-only (it holds frozen tensors, e.g. {frozen[:5]}). Pass a full LAVIS state dict or "
                 "EmoVIT's trained-tensor file."
+            )
+        lacking = [k for k in missing if k.startswith(trainable)]
+        if lacking:
+            raise KeyError(
+                f"The trained-only checkpoint lacks {len(lacking)} of the tensors EmoVIT trains: {lacking[:20]}"
+                f"{' ...' if len(lacking) > 20 else ''}. Keeping the base model's values for them would mix two "
+                "models silently; pass the complete trained-tensor file."
             )
 
     inputs = _test_inputs(processor, test_image)
@@ -198,11 +300,14 @@ def convert(checkpoint, base_model, output_dir=None, mode="auto", dtype="float32
     report = {
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest(),
+        "checkpoint_dtypes": checkpoint_dtypes,
+        "dtype": dtype,
         "base_model": str(base_model),
         "mode": mode,
         "loaded_tensors": len(converted),
         "kept_from_base": len(missing),
         "dropped_keys": dropped,
+        "computed_buffers": buffers,
         "notes": notes,
         "changed_modules": {module: len(names) for module, names in sorted(changed.items())},
         "max_logits_diff_vs_base": logits_diff,
@@ -248,7 +353,9 @@ The categorical instruction is `{instruction}` and the answer format `{answer}`.
 - conversion mode: `{mode}` ({mode_text})
 - base model (configuration, tokenizers{base_weights}): `{base_model}`
 - tensors from the checkpoint: {loaded}; kept from the base model: {kept}
+- checkpoint dtypes: {dtypes}; saved as {dtype}
 - dropped checkpoint keys: {dropped}
+- stored buffers that transformers computes, checked against the base model and dropped: {buffers}
 - modules that differ from the base model: {changed}
 - largest logits difference from the base model on a test image: {diff:.3e}
 {notes}
@@ -274,12 +381,18 @@ def save(model, processor, report, output_dir):
         base_weights=", and every weight the checkpoint does not hold" if trained else "",
         loaded=report["loaded_tensors"],
         kept=report["kept_from_base"],
+        dtypes=", ".join(f"{n} {name}" for name, n in report["checkpoint_dtypes"].items()),
+        dtype=report["dtype"],
         dropped=", ".join(f"`{key}`" for key in report["dropped_keys"]) or "none",
+        buffers=", ".join(f"{e['count']} {kind} (max difference {e['max_abs_diff']:.1e})"
+                          for kind, e in report["computed_buffers"].items()) or "none",
         changed=", ".join(f"{m} ({n} tensors)" for m, n in report["changed_modules"].items()) or "none",
         diff=report["max_logits_diff_vs_base"],
         notes="".join(f"- {note}\n" for note in report["notes"]),
     )
-    (output_dir / "README.md").write_text(card)
+    # Written beside and renamed, so an interrupted run never leaves half a card.
+    (output_dir / "README.md.tmp").write_text(card)
+    os.replace(output_dir / "README.md.tmp", output_dir / "README.md")
 
 
 def main(argv=None):
@@ -304,8 +417,13 @@ def main(argv=None):
                            test_image=args.test_image, emotion_labels=labels)
     print(f"mode: {report['mode']}; {report['loaded_tensors']} tensors from the checkpoint, "
           f"{report['kept_from_base']} kept from the base model")
+    print("checkpoint dtypes: " + ", ".join(f"{n} {name}" for name, n in report["checkpoint_dtypes"].items())
+          + f"; converted to {report['dtype']}")
     for key in report["dropped_keys"]:
         print(f"dropped: {key}")
+    for kind, entry in report["computed_buffers"].items():
+        print(f"checked and dropped {entry['count']} stored {kind} buffers (computed by transformers; max |difference| "
+              f"from the base model's: {entry['max_abs_diff']:.3e})")
     for note in report["notes"]:
         print(f"note: {note}")
     for module, count in report["changed_modules"].items():
