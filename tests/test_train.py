@@ -199,3 +199,14 @@ def test_ddp_two_processes_on_cpu(tiny_dir, instructions_dir, tmp_path):
     assert (tmp_path / "ddp" / "model.safetensors").exists()
     history = json.loads((tmp_path / "ddp" / "training_log.json").read_text())
     assert [e["step"] for e in history if "loss" in e] == [1, 2]
+
+
+def test_evaluation_loss_comes_from_the_trainer(tiny_dir, instructions_dir, tmp_path):
+    """With evaluation on, the Trainer's own prediction step reports the loss of the categorical answers of the
+    evaluation images (it finds `labels` in the model's forward signature), beside emotion accuracy."""
+    run(tiny_dir, instructions_dir, tmp_path / "run", "--max_steps", "2", "--eval_strategy", "steps",
+        "--eval_steps", "2")
+    history = json.loads((tmp_path / "run" / "training_log.json").read_text())
+    evaluations = [entry for entry in history if "eval_loss" in entry]
+    assert evaluations and all(0 < entry["eval_loss"] < 50 for entry in evaluations)
+    assert any("eval_accuracy" in entry for entry in history)
