@@ -85,6 +85,9 @@ class EmoVitProcessor(InstructBlipProcessor):
     - inputs for emotion classification by scoring or generation (`classification_inputs`),
     - training examples with the language-model labels masked to the answer (`training_features`).
 
+    Instructions and answers are tokenised as text: a literal `<image>`, `</s>` or `[SEP]` inside them becomes
+    ordinary characters, never a special token, so generated data cannot add image placeholders or end a sequence.
+
     Args:
         image_processor ([`BlipImageProcessor`]): resizes and normalises images.
         tokenizer: the language model's tokenizer. The `<image>` placeholder token is added if missing.
@@ -172,7 +175,7 @@ class EmoVitProcessor(InstructBlipProcessor):
     def _instruction_ids(self, instruction: str, max_length: int) -> list[int]:
         """Image placeholders + tokenised instruction; a long instruction loses its *start* (as LAVIS does),
         never the leading special token."""
-        ids = self.tokenizer(instruction, add_special_tokens=True)["input_ids"]
+        ids = self.tokenizer(instruction, add_special_tokens=True, split_special_tokens=True)["input_ids"]
         if len(ids) > max_length:
             bos = self.tokenizer.bos_token_id
             keep_first = 1 if bos is not None and ids[0] == bos else 0
@@ -183,7 +186,7 @@ class EmoVitProcessor(InstructBlipProcessor):
         """Answer tokens without BOS, cut to `max_length`, then EOS: the model learns to stop."""
         if self.tokenizer.eos_token_id is None:
             raise ValueError("The tokenizer has no EOS token; set `tokenizer.eos_token` before building answers.")
-        ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"][:max_length]
+        ids = self.tokenizer(answer, add_special_tokens=False, split_special_tokens=True)["input_ids"][:max_length]
         return ids + [self.tokenizer.eos_token_id]
 
     def _pad_id(self) -> int:
@@ -197,7 +200,8 @@ class EmoVitProcessor(InstructBlipProcessor):
 
     def _qformer_text(self, instructions: list[str], max_length: int) -> dict:
         encoded = self.qformer_tokenizer(
-            instructions, padding="longest", truncation=True, max_length=max_length, return_tensors="pt"
+            instructions, padding="longest", truncation=True, max_length=max_length, return_tensors="pt",
+            split_special_tokens=True,
         )
         return {"qformer_input_ids": encoded["input_ids"], "qformer_attention_mask": encoded["attention_mask"]}
 

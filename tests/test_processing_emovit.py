@@ -2,6 +2,8 @@
 
 import json
 
+import torch
+
 from modeling_emovit import EmoVitProcessor
 
 
@@ -13,3 +15,21 @@ def test_save_leaves_the_processor_as_a_reload_gives_it(tiny_processor, tmp_path
     # the saved file still carries what trust_remote_code needs
     saved = json.loads((tmp_path / "processor_config.json").read_text())
     assert saved["auto_map"]["AutoProcessor"].endswith("EmoVitProcessor")
+
+
+def test_special_token_strings_in_text_stay_text(tiny_model, tiny_processor, images):
+    processor = tiny_processor
+    answer = "The <image> shows calm water.</s> [SEP] <s> more"
+    instruction = processor.categorical_instruction + " <image></s>"
+    batch = processor.training_features([instruction] * 2, [answer, "Predict emotion: awe"], images=images[:2])
+    image_id = processor.image_token_id
+    assert (batch["input_ids"] == image_id).sum(-1).tolist() == [processor.num_query_tokens] * 2
+    eos = processor.tokenizer.eos_token_id
+    answer_ids = batch["labels"][0][batch["labels"][0] != -100].tolist()
+    assert answer_ids.count(eos) == 1 and answer_ids[-1] == eos  # only the EOS the processor appends
+    assert processor.tokenizer.decode(answer_ids[:-1]).strip() == answer
+    q_ids = batch["qformer_input_ids"][0][batch["qformer_attention_mask"][0] == 1].tolist()
+    assert q_ids.count(processor.qformer_tokenizer.sep_token_id) == 1  # the closing [SEP] only
+    with torch.no_grad():
+        loss = tiny_model(**batch).loss
+    assert torch.isfinite(loss)
