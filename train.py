@@ -176,7 +176,9 @@ def load_examples(data_args) -> tuple[list[dict], str | None]:
         emotion_names = getattr(hub.features.get("emotion"), "names", None)
         records = []
         for number, row in enumerate(hub):
-            emotion = emotion_names[row["emotion"]] if emotion_names and row.get("emotion") is not None else row.get("emotion")
+            emotion = row.get("emotion")
+            if emotion_names and emotion is not None:
+                emotion = emotion_names[emotion]
             record = {**row, "emotion": emotion}
             problem = training_record_problem(record)
             if problem is not None:
