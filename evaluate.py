@@ -65,6 +65,7 @@ finally:
 import json  # noqa: E402
 import math  # noqa: E402
 import time  # noqa: E402
+import warnings  # noqa: E402
 from dataclasses import asdict, dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -261,11 +262,12 @@ class EvalData:
             return open_image(self.paths[index])
         source = f"{self.ids[index]} (row {index})"
         try:
-            return open_image(self.table[index][self.image_column], source=source)
-        except IMAGE_DECODE_ERRORS as e:
-            if isinstance(e, ValueError) and str(e).startswith(f"Image {source}"):
-                raise
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                decoded = self.table[index][self.image_column]
+        except (*IMAGE_DECODE_ERRORS, Image.DecompressionBombWarning) as e:
             raise ValueError(f"Image {source} could not be read ({type(e).__name__}: {e}).") from e
+        return open_image(decoded, source=source)
 
 def is_saved_dataset(path: Path) -> bool:
     return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()

@@ -295,9 +295,8 @@ def open_image(image, source=None) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(image) as opened:
                 opened.load()
-                return to_rgb(opened, source).copy()
+                decoded = opened.copy()
     except (*IMAGE_DECODE_ERRORS, Image.DecompressionBombWarning) as e:
-        if isinstance(e, ValueError) and str(e).startswith(f"Image {source} has PIL mode"):
-            raise
         raise ValueError(f"Image {source} could not be read ({type(e).__name__}: {e}); replace the file or remove it "
                          "from the dataset.") from e
+    return to_rgb(decoded, source)

@@ -404,3 +404,18 @@ def test_a_split_with_no_readable_image_is_an_error(tmp_path, tiny_dir, emoset_d
         (root / item.relative_path).write_bytes(b"not an image")
     with pytest.raises(ValueError, match=r"None of the 16 images .* could be read"):
         run(tmp_path, tiny_dir, root)
+
+
+def test_an_undecodable_image_in_a_saved_dataset_is_counted(tmp_path, tiny_dir, emoset_dir):
+    items = read_split(emoset_dir, "test").items
+    images = [{"bytes": Path(item.image_path).read_bytes(), "path": None} for item in items]
+    images[2] = {"bytes": b"not an image", "path": None}
+    table = datasets.Dataset.from_dict(
+        {"image": images, "label": [item.emotion for item in items]},
+        features=datasets.Features({"image": datasets.Image(), "label": datasets.Value("string")}),
+    )
+    datasets.DatasetDict({"test": table}).save_to_disk(str(tmp_path / "hf"))
+    metrics, lines, _ = run(tmp_path, tiny_dir, tmp_path / "hf")
+    assert metrics["num_images"] == len(lines) == 15 and "test/2" not in {line["id"] for line in lines}
+    assert [entry["id"] for entry in metrics["skipped"]] == ["test/2"]
+    assert "test/2 (row 2) could not be read" in metrics["skipped"][0]["reason"]
