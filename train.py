@@ -670,8 +670,20 @@ def main(argv=None):
         from dataset_builder.emoset import read_split
 
         listing = read_split(eval_root, data_args.eval_split)
-        eval_images = [(item.image_path, item.emotion) for item in listing.items][: data_args.eval_max_images]
+        unreadable = []
+        for item in listing.items[: data_args.eval_max_images]:
+            try:  # decoded once here, so that a corrupt file is left out now rather than stopping the first evaluation
+                open_image(item.image_path)
+            except ValueError as e:
+                unreadable.append(str(e))
+                continue
+            eval_images.append((item.image_path, item.emotion))
         print(f"evaluating accuracy on {len(eval_images)} images of {eval_root} ({data_args.eval_split})")
+        if unreadable:
+            print(f"left out {len(unreadable)} unreadable evaluation image(s): " + "; ".join(unreadable[:3]))
+        if not eval_images:
+            raise ValueError(f"None of the images of {eval_root} ({data_args.eval_split}) could be read; pass "
+                             "another --eval_dataset/--eval_split, or --eval_strategy no.")
     elif training_args.eval_strategy != "no":
         training_args.eval_strategy = "no"
         print("no evaluation data (pass --eval_dataset): evaluation during training is off")

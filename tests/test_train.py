@@ -354,3 +354,17 @@ def test_llava_json_entries_leaving_the_image_root_are_skipped(instructions_dir,
                                                           image_root=str(synthetic_root)))
     assert len(examples) == 3
     assert all(Path(e["image"]).resolve().is_relative_to(Path(synthetic_root).resolve()) for e in examples)
+
+
+def test_an_unreadable_evaluation_image_is_left_out_not_fatal(tiny_dir, synthetic_root, instructions_dir, tmp_path,
+                                                              capsys):
+    from dataset_builder.emoset import read_split
+
+    root, data = private_copy(synthetic_root, instructions_dir, tmp_path)
+    broken = read_split(root, "val").items[0]
+    Path(broken.image_path).write_bytes(b"not an image")
+    results = run(tiny_dir, data, tmp_path / "run", "--max_steps", "1", "--eval_strategy", "steps",
+                  "--eval_steps", "1")
+    assert 0.0 <= results["eval_accuracy"] <= 1.0
+    printed = capsys.readouterr().out
+    assert "evaluating accuracy on 7 images" in printed and f"{broken.image_path} could not be read" in printed
