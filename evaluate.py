@@ -18,7 +18,9 @@ column and an `emotion` or `label` column, ClassLabel or string).
 
 Outputs in --output_dir, each written to a temporary file and then renamed, so a crash never leaves half a file:
 - metrics.json: accuracy, macro-F1, per-class accuracy, invalid-answer rate, confusion matrix, images/s, the
-  arguments; with --prompt_variants N also each instruction's accuracy and their spread.
+  arguments; with --prompt_variants N also each instruction's accuracy and their spread. Entries the dataset reader
+  leaves out and images that cannot be decoded are counted (`num_skipped`) and listed with their reasons
+  (`skipped`); the metrics cover the other images (`num_images`).
 - predictions.jsonl: one line per image (and instruction variant): id, label, prediction, correct, and the
   per-label probabilities (score) or the generated text (generate).
 - confusion_matrix.png.
@@ -63,6 +65,7 @@ finally:
 import json  # noqa: E402
 import math  # noqa: E402
 import time  # noqa: E402
+import warnings  # noqa: E402
 from dataclasses import asdict, dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -75,7 +78,7 @@ from PIL import Image  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 from transformers import AutoConfig, HfArgumentParser  # noqa: E402
 
-from dataset_builder.emoset import is_emoset_root, open_image, read_split  # noqa: E402
+from dataset_builder.emoset import IMAGE_DECODE_ERRORS, is_emoset_root, open_image, read_split  # noqa: E402
 from dataset_builder.records import atomic_write, atomic_write_text  # noqa: E402
 from modeling_emovit import (  # noqa: E402
     CATEGORICAL_INSTRUCTION_VARIANTS,
@@ -243,19 +246,28 @@ def reference_indices(dataset_labels: list[str], mapping: dict, targets: list[st
 
 @dataclass
 class EvalData:
-    """The images of one split: ids, labels (normalised), and where to read each image from."""
+    """The images of one split: ids, labels (normalised), where to read each image from, and the entries the reader
+    left out (`skipped`: `{"id", "reason"}`)."""
 
     ids: list[str]
     labels: list[str]
     paths: list[str] | None = None  # image files (EmoSet root, ImageFolder)
     table: datasets.Dataset | None = None  # a `datasets` split with an image column
     image_column: str = "image"
+    skipped: list[dict] = field(default_factory=list)
 
-    def images(self, indices: list[int]) -> list[Image.Image]:
-        if self.table is not None:
-            return list(self.table[indices][self.image_column])
-        return [open_image(self.paths[i]) for i in indices]
-
+    def image(self, index: int) -> Image.Image:
+        """Image `index` as 8-bit RGB, by the opener training uses; ValueError naming it when it cannot be read."""
+        if self.table is None:
+            return open_image(self.paths[index])
+        source = f"{self.ids[index]} (row {index})"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                decoded = self.table[index][self.image_column]
+        except (*IMAGE_DECODE_ERRORS, Image.DecompressionBombWarning) as e:
+            raise ValueError(f"Image {source} could not be read ({type(e).__name__}: {e}).") from e
+        return open_image(decoded, source=source)
 
 def is_saved_dataset(path: Path) -> bool:
     return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
@@ -274,6 +286,7 @@ def load_eval_data(dataset: str, split: str) -> EvalData:
             ids=[item.image_id for item in listing.items],
             labels=[normalise_label(item.emotion) for item in listing.items],
             paths=[item.image_path for item in listing.items],
+            skipped=[{"id": skip.item, "reason": skip.reason} for skip in listing.skipped],
         )
 
     if path.is_dir() and is_saved_dataset(path):
@@ -379,6 +392,7 @@ def main(argv=None) -> dict:
         local_indices = list(local_indices)
     target_of = [targets.index(mapping[label]) if mapping[label] is not None else None for label in model_labels]
     variants, rows, seconds = [], [], 0.0
+    unreadable = {}  # index -> why its image could not be read (this process's share)
     for variant in range(args.prompt_variants):
         instruction = format_categorical_instruction(model_labels, CATEGORICAL_INSTRUCTION_VARIANTS[variant])
         local_rows = []
@@ -386,9 +400,20 @@ def main(argv=None) -> dict:
         progress = tqdm(total=len(local_indices), unit="img", disable=not accelerator.is_local_main_process,
                         desc=f"{args.method}, instruction {variant + 1}/{args.prompt_variants}")
         for start in range(0, len(local_indices), args.batch_size):
-            batch = local_indices[start : start + args.batch_size]
+            images, batch = [], []
+            for index in local_indices[start : start + args.batch_size]:
+                if index in unreadable:
+                    continue
+                try:
+                    images.append(data.image(index))
+                    batch.append(index)
+                except ValueError as e:  # a corrupt file is counted and reported; the others are evaluated
+                    unreadable[index] = str(e)
+            progress.update(len(local_indices[start : start + args.batch_size]))
+            if not batch:
+                continue
             with torch.inference_mode():
-                result = model.classify(data.images(batch), processor, method=args.method, instruction=instruction)
+                result = model.classify(images, processor, method=args.method, instruction=instruction)
             for row, index in enumerate(batch):
                 record = {"index": index, "prompt_variant": variant}
                 if args.method == "score":
@@ -408,22 +433,30 @@ def main(argv=None) -> dict:
                     record["model_prediction"] = named
                     record["text"] = result.texts[row]
                 local_rows.append(record)
-            progress.update(len(batch))
         progress.close()
         gathered = gather_object(local_rows)
         seconds += time.perf_counter() - started
+        if not gathered:
+            raise ValueError(f"None of the {len(data.ids)} images of {args.dataset!r} ({args.split}) could be read; "
+                             f"first error: {next(iter(unreadable.values()), 'on another process')}")
         if not accelerator.is_main_process:
             continue
-        assert [r["index"] for r in gathered] == list(range(len(data.ids))), "gathered rows out of dataset order"
+        evaluated = [r["index"] for r in gathered]
+        assert evaluated == sorted(evaluated), "gathered rows out of dataset order"
         predictions = [-1 if r["prediction"] is None else r["prediction"] for r in gathered]
-        scores = metric.compute(predictions=predictions, references=references, label_names=targets)
+        scores = metric.compute(predictions=predictions, references=[references[i] for i in evaluated],
+                                label_names=targets)
         variants.append({"prompt_variant": variant, "instruction": instruction, **scores})
         rows.extend(gathered)
 
+    unreadable_rows = gather_object([{"index": index, "reason": reason} for index, reason in unreadable.items()])
     if not accelerator.is_main_process:
         # The main process computes and writes; every caller (train.py under `accelerate launch` too) gets its
         # metrics back.
         return broadcast_object_list([None])[0]
+    skipped = data.skipped + [{"id": data.ids[r["index"]], "reason": r["reason"]}
+                              for r in sorted(unreadable_rows, key=lambda r: r["index"])]
+    num_evaluated = len(data.ids) - len(unreadable_rows)
 
     # ---- metrics (the training instruction's, variant 0, at the top level)
     first = variants[0]
@@ -437,9 +470,13 @@ def main(argv=None) -> dict:
         "labels": targets,
         "model_labels": model_labels,
         "label_map": mapping,
-        "num_images": len(data.ids),
+        "num_images": num_evaluated,
+        # Entries of the split left out (reader skips, e.g. a missing file or a path outside the root) and images
+        # that could not be decoded (corrupt, truncated, over the decompression-bomb limit), each with its reason.
+        "num_skipped": len(skipped),
+        "skipped": skipped,
         "seconds": seconds,
-        "images_per_second": len(data.ids) * args.prompt_variants / seconds,
+        "images_per_second": num_evaluated * args.prompt_variants / seconds,
         "num_processes": accelerator.num_processes,
         "device": str(accelerator.device),
         "prompt_variants": [
@@ -479,6 +516,9 @@ def main(argv=None) -> dict:
     print(f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
           f"invalid {metrics['invalid_rate']:.4f}, {metrics['images_per_second']:.1f} images/s "
           f"on {metrics['num_images']} images")
+    if skipped:
+        print(f"skipped {len(skipped)} images (listed with reasons in metrics.json), e.g. {skipped[0]['id']}: "
+              f"{skipped[0]['reason']}")
     print(f"wrote {output_dir / 'metrics.json'}, {output_dir / 'predictions.jsonl'}, "
           f"{output_dir / 'confusion_matrix.png'}")
     return broadcast_object_list([metrics])[0]

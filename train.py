@@ -17,12 +17,15 @@ Several GPUs: `accelerate launch --config_file configs/ddp.yaml train.py ...` (o
 All flags can also come from one JSON or YAML file: `accelerate launch train.py configs/emovit_vicuna7b.yaml`.
 """
 
+import hashlib
 import json
 import logging
 import math
 import os
 import random
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,16 +150,19 @@ def load_examples(data_args) -> tuple[list[dict], str | None]:
         records = load_records(path, types=types)
         emoset_root = read_summary(path).get("emoset_root")
     elif path.suffix == ".json" and path.is_file():
+        from dataset_builder.emoset import resolve_inside_root
         from dataset_builder.records import import_official_json
 
         if data_args.image_root is None:
             raise ValueError(f"--dataset {source} is a LLaVA-style JSON: pass --image_root, the folder its image "
                              "paths start from.")
-        records, skipped = import_official_json(path, kind=data_args.official_type)
+        records, skipped = import_official_json(path, kind=data_args.official_type, root=data_args.image_root)
         for skip in skipped:
             logger.warning(f"skipped {skip.item}: {skip.reason}")
+        if skipped:
+            print(f"skipped {len(skipped)} entries of {source} (reasons above)")
         for record in records:
-            record["image"] = str(Path(data_args.image_root) / record["image"])
+            record["image"] = str(resolve_inside_root(data_args.image_root, record["image"]))
         records = [r for r in records if r["type"] in types]
     elif path.exists():
         raise ValueError(f"--dataset {source} is neither a dataset_builder output folder (with instructions.jsonl) "
@@ -164,14 +170,22 @@ def load_examples(data_args) -> tuple[list[dict], str | None]:
     else:
         from datasets import load_dataset
 
+        from dataset_builder.records import training_record_problem
+
         hub = load_dataset(source, data_args.dataset_config, split="train")
         emotion_names = getattr(hub.features.get("emotion"), "names", None)
         records = []
-        for row in hub:
-            if row["type"] not in types:
-                continue
-            emotion = emotion_names[row["emotion"]] if emotion_names else row["emotion"]
-            records.append({**row, "emotion": emotion})
+        for number, row in enumerate(hub):
+            emotion = row.get("emotion")
+            if emotion_names and emotion is not None:
+                emotion = emotion_names[emotion]
+            record = {**row, "emotion": emotion}
+            problem = training_record_problem(record)
+            if problem is not None:
+                raise ValueError(f"--dataset {source} ({data_args.dataset_config}), train row {number} "
+                                 f"(id {row.get('id')!r}): {problem}. Fix the dataset.")
+            if record["type"] in types:
+                records.append(record)
     examples = []
     for record in records:
         turns = record["conversations"]
@@ -189,18 +203,53 @@ def load_examples(data_args) -> tuple[list[dict], str | None]:
         })
     if not examples:
         raise ValueError(f"--dataset {source} holds no records of the types {list(types)}.")
+    # A missing image would otherwise stop training at whatever step first draws it.
+    missing = sorted({e["image"] for e in examples if isinstance(e["image"], str) and not os.path.isfile(e["image"])})
+    if missing:
+        raise FileNotFoundError(
+            f"--dataset {source}: {len(missing)} training image(s) do not exist, e.g. {missing[:3]}. Restore them, or "
+            "rebuild the instruction data without them."
+        )
     return examples, emoset_root
 
 
 class InstructionDataset(Dataset):
+    """The examples; an `(epoch, index)` key (from `AugmentationKeySampler`) also tags the example with it."""
+
     def __init__(self, examples):
         self.examples = examples
 
     def __len__(self):
         return len(self.examples)
 
-    def __getitem__(self, index):
-        return self.examples[index]
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            epoch, index = key
+            return {**self.examples[index], "augment_key": (epoch, index)}
+        return self.examples[key]
+
+
+class AugmentationKeySampler(Sampler):
+    """Yields `(epoch, index)` for each index of `sampler`, so that the collator can draw each example's random crop
+    and flip from (seed, epoch, index) alone. The augmentation then depends on nothing a checkpoint does not already
+    restore (the epoch and the sample order), so a resumed run augments exactly as an uninterrupted one; it also
+    holds with several loader workers and with the batches the loader prepares ahead of the step being saved, which
+    a generator carried from batch to batch would not."""
+
+    def __init__(self, sampler):
+        self.sampler, self.epoch = sampler, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self):
+        return len(self.sampler)
+
+    def __iter__(self):
+        for index in self.sampler:
+            yield (self.epoch, index)
 
 
 class CurriculumSampler(Sampler):
@@ -240,43 +289,97 @@ def augment_image(image: Image.Image, rng: random.Random) -> Image.Image:
 
 class VisionCache:
     """The frozen ViT's output before its (trained) post-LayerNorm, one row per image, in a .npy file that is
-    memory-mapped (EVA ViT-g gives 257 x 1408 values per image: the cache can exceed RAM)."""
+    memory-mapped (EVA ViT-g gives 257 x 1408 values per image: the cache can exceed RAM).
 
-    def __init__(self, path: Path, keys: list[str]):
+    The features depend on more than the image list, so an entry is stored under a fingerprint of everything they
+    depend on (`cache_key`): the vision tower's weights and configuration, their dtype, the image processor's
+    settings (size, normalisation) and each image's identity (file size and modification time, or the pixels of an
+    already decoded image). An entry is `<folder>/<fingerprint>/` with `features.npy` and `key.json`; it is written
+    into a temporary folder and renamed into place in one step, so a reader finds a whole entry or none, and a run
+    with another base model, dtype, image size or changed image files builds a new one instead of reusing stale
+    features. Entries with other fingerprints are removed once a new one is built (each can be very large).
+    """
+
+    def __init__(self, entry: Path, keys: list[str]):
         self.index = {key: row for row, key in enumerate(keys)}
-        self.array = np.load(path, mmap_mode="r")
+        self.array = np.load(entry / "features.npy", mmap_mode="r")
 
     def __getitem__(self, key) -> torch.Tensor:
         return torch.from_numpy(np.array(self.array[self.index[key]]))
 
+    @staticmethod
+    def cache_key(model, processor, images: dict) -> dict:
+        """Everything the cached features depend on; `images` maps image keys to paths or decoded PIL images."""
+        weights = hashlib.sha256()
+        tower = {**{f"embeddings.{n}": t for n, t in model.vision_model.embeddings.state_dict().items()},
+                 **{f"encoder.{n}": t for n, t in model.vision_model.encoder.state_dict().items()}}
+        for name in sorted(tower):
+            tensor = tower[name].detach().cpu().contiguous()
+            weights.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            weights.update(tensor.reshape(-1).view(torch.uint8).numpy())
+        identities = []
+        for key, image in images.items():
+            if isinstance(image, (str, os.PathLike)):
+                stat = os.stat(image)
+                identities.append([key, f"size={stat.st_size} mtime_ns={stat.st_mtime_ns}"])
+            else:
+                pixels = hashlib.sha256(image.tobytes()).hexdigest()
+                identities.append([key, f"{image.mode} {image.size} sha256={pixels}"])
+        return {
+            "vision_weights_sha256": weights.hexdigest(),
+            "vision_config": json.loads(model.config.vision_config.to_json_string()),
+            "dtype": str(model.vision_model.embeddings.patch_embedding.weight.dtype),
+            "image_processor": json.loads(processor.image_processor.to_json_string()),
+            "images": identities,
+        }
+
     @classmethod
-    def build(cls, model, processor, examples, path: Path, batch_size: int = 64):
+    def build(cls, model, processor, examples, folder: Path, batch_size: int = 64):
         images = {}
         for example in examples:
             images.setdefault(example["image_key"], example["image"])
         keys = list(images)
-        keys_file = path.with_suffix(".keys.json")
-        if path.is_file() and keys_file.is_file() and json.loads(keys_file.read_text()) == keys:
-            return cls(path, keys)  # computed by an earlier run or by the main process
+        key = json.loads(json.dumps(cls.cache_key(model, processor, images)))  # as it reads back from key.json
+        fingerprint = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        folder = Path(folder)
+        entry = folder / fingerprint
+        try:
+            if json.loads((entry / "key.json").read_text()) == key:
+                cache = cls(entry, keys)  # computed by an earlier run or by the main process
+                if cache.array.shape[0] == len(keys):
+                    return cache
+        except (OSError, ValueError):
+            pass  # no entry yet, or a damaged one: build it
         model.eval()
         dtype = model.vision_model.embeddings.patch_embedding.weight.dtype
-        tmp, store = path.with_suffix(".tmp.npy"), None
-        from tqdm.auto import tqdm
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".building-"))
+        try:
+            store = None
+            from tqdm.auto import tqdm
 
-        with torch.inference_mode():
-            for start in tqdm(range(0, len(keys), batch_size), desc="caching vision features"):
-                batch = [open_image(images[key]) for key in keys[start : start + batch_size]]
-                pixels = processor.preprocess_images(batch).to(model.device, dtype)
-                hidden = model.encode_vision(pixels).float().cpu().numpy()
-                if store is None:
-                    store = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                                      shape=(len(keys), *hidden.shape[1:]))
-                store[start : start + len(batch)] = hidden
-        store.flush()
-        del store
-        os.replace(tmp, path)
-        atomic_write_text(keys_file, json.dumps(keys))
-        return cls(path, keys)
+            with torch.inference_mode():
+                for start in tqdm(range(0, len(keys), batch_size), desc="caching vision features"):
+                    batch = [open_image(images[k], source=k) for k in keys[start : start + batch_size]]
+                    pixels = processor.preprocess_images(batch).to(model.device, dtype)
+                    hidden = model.encode_vision(pixels).float().cpu().numpy()
+                    if store is None:
+                        store = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=np.float32,
+                                                          shape=(len(keys), *hidden.shape[1:]))
+                    store[start : start + len(batch)] = hidden
+            store.flush()
+            del store
+            (tmp / "key.json").write_text(json.dumps(key))
+            if entry.exists():
+                shutil.rmtree(entry)  # an entry without a matching key.json: left by an interrupted removal
+            os.replace(tmp, entry)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        for stale in folder.iterdir():
+            if stale != entry and stale.is_dir() and not stale.name.startswith(".building-"):
+                shutil.rmtree(stale, ignore_errors=True)
+        return cls(entry, keys)
 
 
 @dataclass
@@ -291,9 +394,6 @@ class EmoVitCollator:
     cache: VisionCache | None = None
     seed: int = 0
 
-    def __post_init__(self):
-        self.rng = random.Random(self.seed)
-
     def __call__(self, examples):
         kwargs = dict(max_instruction_length=self.max_instruction_length, max_answer_length=self.max_answer_length)
         instructions = [e["instruction"] for e in examples]
@@ -302,9 +402,11 @@ class EmoVitCollator:
             batch = self.processor.training_features(instructions, answers, **kwargs)
             batch["vision_hidden_states"] = torch.stack([self.cache[e["image_key"]] for e in examples])
             return batch
-        images = [open_image(e["image"]) for e in examples]
+        images = [open_image(e["image"], source=e["image_key"]) for e in examples]
         if self.augment:
-            images = [augment_image(image, self.rng) for image in images]
+            # Training examples carry an (epoch, index) key; evaluation examples have none and are not augmented.
+            images = [augment_image(image, random.Random(f"{self.seed}/{e['augment_key'][0]}/{e['augment_key'][1]}"))
+                      if "augment_key" in e else image for image, e in zip(images, examples)]
         return self.processor.training_features(instructions, answers, images=images, **kwargs)
 
 
@@ -315,17 +417,20 @@ class EmoVitTrainer(Trainer):
     """Trainer that checkpoints only the trainable tensors (plus optimizer state), follows a curriculum order and
     reports emotion-classification accuracy when it evaluates."""
 
-    def __init__(self, *args, curriculum=None, eval_images=None, emotion_processor=None, **kwargs):
+    def __init__(self, *args, curriculum=None, eval_images=None, emotion_processor=None, augment=False, **kwargs):
         super().__init__(*args, **kwargs)
         self.curriculum = curriculum
+        self.augment = augment
         self.eval_images = eval_images or []
         self.emotion_processor = emotion_processor
 
     def _get_train_sampler(self, train_dataset=None):
         if self.curriculum is None:
-            return super()._get_train_sampler(train_dataset)
-        dataset = train_dataset if train_dataset is not None else self.train_dataset
-        return CurriculumSampler([e["type"] for e in dataset.examples], self.curriculum, self.args.seed)
+            sampler = super()._get_train_sampler(train_dataset)
+        else:
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            sampler = CurriculumSampler([e["type"] for e in dataset.examples], self.curriculum, self.args.seed)
+        return AugmentationKeySampler(sampler) if self.augment else sampler
 
     def _save(self, output_dir=None, state_dict=None):
         output_dir = output_dir if output_dir is not None else self.args.output_dir
@@ -555,7 +660,7 @@ def main(argv=None):
     if data_args.cache_vision_features:
         output_dir.mkdir(parents=True, exist_ok=True)
         with training_args.main_process_first(desc="vision feature cache"):
-            cache = VisionCache.build(model, processor, examples, output_dir / "vision_cache.npy")
+            cache = VisionCache.build(model, processor, examples, output_dir / "vision_cache")
     collator = EmoVitCollator(processor, data_args.max_instruction_length, data_args.max_answer_length,
                               data_args.augment, cache, seed=training_args.seed)
 
@@ -565,8 +670,20 @@ def main(argv=None):
         from dataset_builder.emoset import read_split
 
         listing = read_split(eval_root, data_args.eval_split)
-        eval_images = [(item.image_path, item.emotion) for item in listing.items][: data_args.eval_max_images]
+        unreadable = []
+        for item in listing.items[: data_args.eval_max_images]:
+            try:  # decoded once here, so that a corrupt file is left out now rather than stopping the first evaluation
+                open_image(item.image_path)
+            except ValueError as e:
+                unreadable.append(str(e))
+                continue
+            eval_images.append((item.image_path, item.emotion))
         print(f"evaluating accuracy on {len(eval_images)} images of {eval_root} ({data_args.eval_split})")
+        if unreadable:
+            print(f"left out {len(unreadable)} unreadable evaluation image(s): " + "; ".join(unreadable[:3]))
+        if not eval_images:
+            raise ValueError(f"None of the images of {eval_root} ({data_args.eval_split}) could be read; pass "
+                             "another --eval_dataset/--eval_split, or --eval_strategy no.")
     elif training_args.eval_strategy != "no":
         training_args.eval_strategy = "no"
         print("no evaluation data (pass --eval_dataset): evaluation during training is off")
@@ -587,6 +704,7 @@ def main(argv=None):
         curriculum=curriculum,
         eval_images=eval_images,
         emotion_processor=processor,
+        augment=data_args.augment,
     )
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
 

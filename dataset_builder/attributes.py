@@ -14,7 +14,8 @@ record's `attributes_computed` so they can be told apart from human annotations.
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
+
+from .emoset import open_image
 
 ATTRIBUTE_NAMES = ("brightness", "colorfulness", "scene", "object", "facial_expression", "human_action")
 COLORFULNESS_SCALE = 150.0
@@ -42,10 +43,10 @@ def compute_colorfulness(pixels: np.ndarray) -> float:
 
 
 def load_pixels(image_path: str) -> np.ndarray:
-    """Decodes the whole image (so a truncated JPEG fails here, not in training). Raises OSError if unreadable."""
-    with Image.open(image_path) as image:
-        image.load()
-        return np.asarray(image.convert("RGB"))
+    """The image as a uint8 (height, width, 3) array, read by the same opener training and evaluation use (16-bit
+    images scaled to 8 bits, the whole file decoded so a truncated JPEG fails here). Raises ValueError naming the
+    file if it cannot be read."""
+    return np.asarray(open_image(image_path))
 
 
 def _clean_text(value) -> str:

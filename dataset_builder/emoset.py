@@ -9,7 +9,8 @@ Two layouts are understood:
   folders), the label being the sub-folder name.
 
 `read_split` is what train.py and evaluate.py call. Entries that cannot be used (unknown emotion,
-missing image) are returned as counted `Skip`s with a reason rather than dropped; problems that make
+missing image, a path that leads outside the root: `../x.jpg`, an absolute path elsewhere, a symlink pointing out)
+are returned as counted `Skip`s with a reason rather than dropped; problems that make
 the whole split unusable (no such root, empty split, unparsable split file) raise.
 """
 
@@ -19,9 +20,11 @@ import json
 import logging
 import os
 import random
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from modeling_emovit.configuration_emovit import EMOSET_EMOTIONS
@@ -83,6 +86,27 @@ def read_emotion_labels(root: str | os.PathLike) -> tuple[str, ...]:
     return labels
 
 
+def resolve_inside_root(root: str | os.PathLike | None, path: str | os.PathLike) -> Path:
+    """`path` (relative to `root`, or absolute) with symlinks followed; ValueError if that leaves `root`.
+
+    Every path a dataset file names goes through here, so no entry can make the builder, training or evaluation read
+    (and copy into records, prompts or an uploaded Parquet file) a file outside the dataset. Without a root only the
+    path's form is checked: it must be relative and must not climb out with `..`.
+    """
+    text = str(path)
+    if root is None:
+        if os.path.isabs(text) or os.path.normpath(text).split(os.sep)[0] == os.pardir:
+            raise ValueError(f"path {text!r} is absolute or climbs out with '..'; dataset paths are relative to the "
+                             "dataset root")
+        return Path(os.path.normpath(text))
+    root = Path(root).resolve()
+    resolved = (root / text).resolve()
+    if not resolved.is_relative_to(root):
+        raise ValueError(f"path {text!r} leads to {resolved}, outside the dataset root {root}; only files under the "
+                         "root are read")
+    return resolved
+
+
 def _parse_split_entry(entry, split_file: Path, position: int) -> tuple[str, str, str, str | None]:
     """(emotion, image_id, image_rel, annotation_rel) from a 3- or 4-field split entry."""
     if not isinstance(entry, (list, tuple)) or len(entry) not in (3, 4):
@@ -126,6 +150,13 @@ def read_emoset_split(root: str | os.PathLike, split: str) -> SplitListing:
         if image_id in seen:
             listing.skipped.append(Skip(where, f"duplicate image id {image_id!r}"))
             continue
+        try:
+            resolve_inside_root(root, image_rel)
+            if annotation_rel:
+                resolve_inside_root(root, annotation_rel)
+        except ValueError as e:
+            listing.skipped.append(Skip(where, str(e)))
+            continue
         image_path = root / image_rel
         if not image_path.is_file():
             listing.skipped.append(Skip(where, f"image file {image_path} is missing"))
@@ -152,6 +183,11 @@ def read_image_folder(root: str | os.PathLike, split: str | None = None) -> Spli
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 if path.is_file():
                     listing.skipped.append(Skip(str(path), f"not an image file (suffix {path.suffix!r})"))
+                continue
+            try:
+                resolve_inside_root(root, path)
+            except ValueError as e:
+                listing.skipped.append(Skip(str(path), str(e)))
                 continue
             rel = str(path.relative_to(root))
             listing.items.append(ImageItem(f"{label_dir.name}/{path.stem}", label_dir.name, str(path), rel))
@@ -220,15 +256,47 @@ def sample_per_class(items: list[ImageItem], counts: dict[str, int], seed: int) 
     return drawn
 
 
-def open_image(image) -> Image.Image:
-    """Decodes a whole image file (a truncated JPEG fails here, with its name) and returns it detached from the file;
-    a PIL image passes through. The mode is left alone: the EmoVIT processor converts to RGB and refuses modes that
-    would not convert without loss."""
-    if isinstance(image, Image.Image):
+# High-bit-depth PIL modes and the value that maps to white. 16-bit files (PNG, TIFF) open as "I;16*"; "I" is how
+# Pillow has returned 16-bit PNGs and what 32-bit integer TIFFs open as, so it is read on the same 16-bit scale; float
+# images ("F") follow the usual convention of 0.0 = black, 1.0 = white. Values outside the range are clipped.
+_HIGH_BIT_DEPTH_WHITE = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0,
+                         "F": 1.0}
+# Errors a corrupt, truncated or hostile image file raises while it is decoded.
+IMAGE_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+def to_rgb(image: Image.Image, source) -> Image.Image:
+    """8-bit RGB from any PIL mode. High-bit-depth modes are scaled to 0-255 (`convert("RGB")` would clip them, so a
+    mid-grey 16-bit image would turn white); `source` names the image in the error raised for a mode that has no
+    RGB conversion."""
+    if image.mode == "RGB":
         return image
+    if image.mode in _HIGH_BIT_DEPTH_WHITE:
+        values = np.asarray(image, dtype=np.float64) * (255.0 / _HIGH_BIT_DEPTH_WHITE[image.mode])
+        grey = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
     try:
-        with Image.open(image) as opened:
-            opened.load()
-            return opened.copy()
-    except OSError as e:
-        raise ValueError(f"Image {image} could not be read ({e}); replace the file or remove it from the dataset.") from e
+        return image.convert("RGB")
+    except ValueError as e:
+        raise ValueError(f"Image {source} has PIL mode {image.mode!r}, which does not convert to RGB ({e}); save it "
+                         "as an 8-bit RGB or greyscale file.") from e
+
+
+def open_image(image, source=None) -> Image.Image:
+    """The one way images are read for attributes, training and evaluation: decodes the whole file (a truncated JPEG
+    fails here, with its name) and returns it as 8-bit RGB, detached from the file (see `to_rgb`); a PIL image is
+    converted the same way. An image over Pillow's decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`; its warning
+    level too) is refused like any other undecodable file. Raises ValueError naming `source` (default: the path)."""
+    source = image if source is None else source
+    if isinstance(image, Image.Image):
+        return to_rgb(image, source)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(image) as opened:
+                opened.load()
+                decoded = opened.copy()
+    except (*IMAGE_DECODE_ERRORS, Image.DecompressionBombWarning) as e:
+        raise ValueError(f"Image {source} could not be read ({type(e).__name__}: {e}); replace the file or remove it "
+                         "from the dataset.") from e
+    return to_rgb(decoded, source)

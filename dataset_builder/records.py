@@ -20,7 +20,7 @@ from pathlib import Path
 from modeling_emovit.configuration_emovit import EMOSET_EMOTIONS
 from modeling_emovit.processing_emovit import format_answer, format_categorical_instruction, parse_emotion_answer
 
-from .emoset import Skip
+from .emoset import Skip, resolve_inside_root
 
 INSTRUCTION_TYPES = ("categorical", "conversation", "reasoning")
 RECORDS_FILE = "instructions.jsonl"
@@ -103,10 +103,37 @@ def read_summary(output_dir: str | os.PathLike) -> dict:
     return json.loads(path.read_text())
 
 
+def training_record_problem(record, labels=EMOSET_EMOTIONS) -> str | None:
+    """Why `record` cannot be trained on, or None: it needs a known `type`, a conversation of at least one
+    human question followed by a gpt answer, and, when categorical, an answer `Predict emotion: <label>` that names
+    the record's own `emotion` (an answer naming another emotion, or none, would teach the wrong label)."""
+    if not isinstance(record, dict):
+        return f"the record is a {type(record).__name__}, not an object"
+    if record.get("type") not in INSTRUCTION_TYPES:
+        return f"field 'type' is {record.get('type')!r}; expected one of {list(INSTRUCTION_TYPES)}"
+    turns = record.get("conversations")
+    if (not isinstance(turns, list) or len(turns) < 2 or not all(isinstance(t, dict) for t in turns)
+            or turns[0].get("from") != "human" or turns[1].get("from") != "gpt"
+            or not all(isinstance(t.get("value"), str) for t in turns[:2])):
+        shown = turns if not isinstance(turns, list) else turns[:2]
+        return (f"field 'conversations' is {str(shown)[:120]!r}; expected a human question followed by a gpt answer "
+                "([{\"from\": \"human\", \"value\": ...}, {\"from\": \"gpt\", \"value\": ...}])")
+    if record["type"] == "categorical":
+        emotion = record.get("emotion")
+        answer = turns[1]["value"]
+        named = parse_emotion_answer(answer, tuple(labels) + (emotion,))
+        if named != emotion:
+            return (f"the categorical answer {answer[:80]!r} names {named!r}, but field 'emotion' is {emotion!r}; "
+                    f"the answer must be {format_answer(str(emotion))!r}")
+    return None
+
+
 def load_records(output_dir: str | os.PathLike, types: tuple[str, ...] | None = None) -> list[dict]:
     """The records of a build output folder, with `image` turned into an absolute path.
 
-    `types` keeps only those instruction types (all when None).
+    `types` keeps only those instruction types (all when None). A record that cannot be trained on (see
+    `training_record_problem`) or whose image lies outside the EmoSet root raises ValueError naming the file and
+    line: the builder never writes one, so the folder was edited by hand or damaged.
     """
     output_dir = Path(output_dir)
     root = Path(read_summary(output_dir)["emoset_root"])
@@ -120,10 +147,16 @@ def load_records(output_dir: str | os.PathLike, types: tuple[str, ...] | None = 
                 record = json.loads(line)
             except ValueError as e:
                 raise ValueError(f"{path}:{number} is not valid JSON ({e}); rebuild the folder.") from e
+            problem = training_record_problem(record)
+            if problem is None:
+                try:
+                    record["image"] = str(resolve_inside_root(root, record.get("image", "")))
+                except ValueError as e:
+                    problem = f"field 'image': {e}"
+            if problem is not None:
+                raise ValueError(f"{path}:{number}: {problem}. Fix or remove the line, or rebuild the folder.")
             if types is not None and record["type"] not in types:
                 continue
-            image = Path(record["image"])
-            record["image"] = str(image if image.is_absolute() else root / image)
             records.append(record)
     return records
 
@@ -137,13 +170,18 @@ def _emotion_from_entry(entry: dict, labels) -> str | None:
     return parse_emotion_answer(answer, labels)
 
 
-def import_official_json(json_path: str | os.PathLike, kind: str = "auto", labels=EMOSET_EMOTIONS) -> tuple[list[dict], list[Skip]]:
+def import_official_json(json_path: str | os.PathLike, kind: str = "auto", labels=EMOSET_EMOTIONS,
+                         root: str | os.PathLike | None = None) -> tuple[list[dict], list[Skip]]:
     """Records from an official EmoVIT (LLaVA-style) instruction file.
 
     `kind` is the instruction type of the file's entries; "auto" marks an entry categorical when its
     answer is `Predict emotion: <label>` and refuses the others (the official files do not say which of
     conversation/reasoning they hold, so pass it). The emotion comes from the image file name
     (`<emotion>_NNNNN.jpg`) or folder, else from a categorical answer; entries without one are skipped.
+
+    Also skipped, with the reason: an image path that leaves `root` (the folder the paths start from; without it,
+    any absolute path or one that climbs out with `..`), and a categorical entry whose answer names no emotion or
+    another one than the image's.
     """
     json_path = Path(json_path)
     try:
@@ -161,6 +199,11 @@ def import_official_json(json_path: str | os.PathLike, kind: str = "auto", label
         if not turns or not all(isinstance(t, dict) and t.get("from") in ("human", "gpt") for t in turns):
             skipped.append(Skip(where, "no conversations list of {from: human|gpt, value} turns"))
             continue
+        try:
+            resolve_inside_root(root, str(entry.get("image", "")))
+        except ValueError as e:
+            skipped.append(Skip(where, f"image: {e}"))
+            continue
         emotion = _emotion_from_entry(entry, labels)
         if emotion is None:
             skipped.append(Skip(where, f"cannot tell the emotion of image {entry.get('image')!r}"))
@@ -174,7 +217,7 @@ def import_official_json(json_path: str | os.PathLike, kind: str = "auto", label
                     "reasoning for this file."
                 )
             entry_kind = "categorical"
-        records.append({
+        record = {
             "id": f"official-{entry_kind}/{entry.get('id', position)}/{position}",
             "image": str(entry.get("image", "")),
             "emotion": emotion,
@@ -185,5 +228,10 @@ def import_official_json(json_path: str | os.PathLike, kind: str = "auto", label
             "caption": "",
             "generator": "official-emovit",
             "prompt_hash": "official",
-        })
+        }
+        problem = training_record_problem(record, labels)
+        if problem is not None:
+            skipped.append(Skip(where, problem))
+            continue
+        records.append(record)
     return records, skipped

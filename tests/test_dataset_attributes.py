@@ -64,3 +64,40 @@ def test_render_skips_missing_and_reads_well():
                               "human_action": "reading book"}, emotion="contentment")
     assert text.splitlines() == ["emotion: contentment", "brightness: 0.4", "scene: bakery, shop",
                                  "object: Toy, Alarm clock", "human action: reading book"]
+
+
+def test_16_bit_images_are_scaled_not_clipped(tmp_path):
+    from PIL import Image
+
+    from dataset_builder.attributes import load_pixels
+
+    path = tmp_path / "mid-grey-16bit.png"
+    Image.fromarray(np.full((8, 8), 32768, dtype=np.uint16)).save(path)
+    pixels = load_pixels(str(path))
+    assert pixels.dtype == np.uint8 and pixels.shape == (8, 8, 3)
+    assert compute_brightness(pixels) == 0.5
+
+
+def test_decompression_bomb_is_a_named_decoding_error(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from dataset_builder.attributes import load_pixels
+
+    path = tmp_path / "huge.png"
+    Image.new("RGB", (40, 30)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)
+    with pytest.raises(ValueError, match="huge.png could not be read"):
+        load_pixels(str(path))
+
+
+def test_build_counts_a_decompression_bomb_as_a_skip(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from dataset_builder.build import prepare_images
+    from dataset_builder.emoset import ImageItem
+
+    path = tmp_path / "huge.png"
+    Image.new("RGB", (40, 30)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)
+    prepared, skipped = prepare_images([ImageItem("awe_1", "awe", str(path), "huge.png")], show_progress=False)
+    assert not prepared and [s.item for s in skipped] == ["awe_1"] and str(path) in skipped[0].reason

@@ -1,12 +1,14 @@
 import json
 import shutil
+from pathlib import Path
 
 import dataset_fixtures as F  # noqa: F401
+import numpy as np
 import pytest
 from dataset_fixtures import synth_root  # noqa: F401  (fixture)
 from PIL import Image
 
-from dataset_builder.emoset import ImageItem, read_annotation, read_split, sample_per_class
+from dataset_builder.emoset import ImageItem, open_image, read_annotation, read_split, sample_per_class
 
 
 def test_reads_both_entry_forms(synth_root):  # noqa: F811
@@ -81,3 +83,72 @@ def test_sampling_is_seeded_nested_and_balanced(synth_root):  # noqa: F811
     assert {k: len(v) for k, v in a.items()} == {"categorical": 24, "conversation": 16, "reasoning": 8}
     assert set(a["reasoning"]) <= set(a["conversation"]) <= set(a["categorical"])
     assert len(sample_per_class(items, {"categorical": 100}, seed=1)["categorical"]) == 32
+
+
+def test_paths_leaving_the_root_are_counted_skips(synth_root, tmp_path):  # noqa: F811
+    root = tmp_path / "e"
+    shutil.copytree(synth_root, root)
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    Image.new("RGB", (8, 8)).save(outside / "x.jpg")
+    (outside / "x.json").write_text(json.dumps({"emotion": "awe"}))
+    (root / "image" / "awe" / "link.jpg").symlink_to(outside / "x.jpg")
+    entries = json.loads((root / "val.json").read_text())
+    good = len(entries)
+    entries += [
+        ["awe", "dotdot", "../secret/x.jpg", "annotation/awe/awe_00001.json"],
+        ["awe", "absolute", str(outside / "x.jpg"), "annotation/awe/awe_00001.json"],
+        ["awe", "symlink", "image/awe/link.jpg", "annotation/awe/awe_00001.json"],
+        ["awe", "annotation", entries[0][2], str(outside / "x.json")],
+    ]
+    (root / "val.json").write_text(json.dumps(entries))
+    listing = read_split(root, "val")
+    assert len(listing.items) == good
+    assert [s.item.split(" ")[1] for s in listing.skipped] == ["(dotdot)", "(absolute)", "(symlink)", "(annotation)"]
+    assert all("outside the dataset root" in s.reason for s in listing.skipped)
+    assert str(outside / "x.jpg") in listing.skipped[2].reason  # the symlink's target is named
+
+    # ImageFolder: a symlinked file pointing outside is skipped the same way
+    folder = tmp_path / "folder"
+    (folder / "cat").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(folder / "cat" / "a.png")
+    (folder / "cat" / "b.png").symlink_to(outside / "x.jpg")
+    listing = read_split(folder)
+    assert [Path(i.image_path).name for i in listing.items] == ["a.png"]
+    assert "outside the dataset root" in listing.skipped[0].reason and "b.png" in listing.skipped[0].item
+
+
+def test_one_opener_scales_high_bit_depth_to_8_bit_rgb(tmp_path):
+    grey16 = tmp_path / "grey16.png"
+    Image.fromarray(np.full((6, 6), 32768, dtype=np.uint16)).save(grey16)
+    assert Image.open(grey16).mode == "I;16"
+    opened = open_image(grey16)
+    assert opened.mode == "RGB" and np.asarray(opened)[0, 0].tolist() == [128, 128, 128]
+    big_endian = Image.frombytes("I;16B", (4, 4), np.full((4, 4), 65535, dtype=">u2").tobytes())
+    assert np.asarray(open_image(big_endian))[0, 0].tolist() == [255, 255, 255]
+    as_int = Image.fromarray(np.full((4, 4), 16384, dtype=np.int32))
+    assert as_int.mode == "I" and np.asarray(open_image(as_int))[0, 0].tolist() == [64, 64, 64]
+    as_float = Image.fromarray(np.full((4, 4), 0.25, dtype=np.float32))
+    assert as_float.mode == "F" and np.asarray(open_image(as_float))[0, 0].tolist() == [64, 64, 64]
+    assert open_image(Image.new("P", (4, 4))).mode == "RGB"
+
+
+def test_opener_errors_name_the_file(tmp_path):
+    truncated = tmp_path / "truncated.jpg"
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    with pytest.raises(ValueError, match="truncated.jpg could not be read"):
+        open_image(truncated)
+    with pytest.raises(ValueError, match=r"Image row 7 has PIL mode 'La'"):
+        open_image(Image.new("La", (4, 4)), source="row 7")
+
+
+def test_decompression_bombs_are_refused_naming_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "bomb.png"
+    Image.new("RGB", (40, 30)).save(path)  # 1200 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # over the warning limit, under the error limit (2x)
+    with pytest.raises(ValueError, match="bomb.png could not be read.*DecompressionBomb"):
+        open_image(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # over twice the limit: PIL raises
+    with pytest.raises(ValueError, match="bomb.png could not be read.*DecompressionBombError"):
+        open_image(path)

@@ -71,3 +71,52 @@ def test_import_official_json(tmp_path):
         import_official_json(path, "auto")
     records, _ = import_official_json(path, "reasoning")
     assert [r["type"] for r in records] == ["reasoning"] * 3
+
+
+def test_import_official_refuses_paths_leaving_the_root_and_wrong_categorical_answers(tmp_path):
+    root = tmp_path / "emoset"
+    (root / "image" / "awe").mkdir(parents=True)
+    (tmp_path / "secret.jpg").write_bytes(b"x")
+    (root / "image" / "awe" / "awe_00009.jpg").symlink_to(tmp_path / "secret.jpg")
+    turns = lambda answer: [{"from": "human", "value": "Which?"}, {"from": "gpt", "value": answer}]  # noqa: E731
+    entries = [
+        {"id": "ok", "image": "image/awe/awe_00001.jpg", "conversations": turns("Predict emotion: awe")},
+        {"id": "dotdot", "image": "../awe_00002.jpg", "conversations": turns("Predict emotion: awe")},
+        {"id": "absolute", "image": str(tmp_path / "awe_00003.jpg"), "conversations": turns("Predict emotion: awe")},
+        {"id": "symlink", "image": "image/awe/awe_00009.jpg", "conversations": turns("Predict emotion: awe")},
+        {"id": "other", "image": "image/awe/awe_00004.jpg", "conversations": turns("Predict emotion: fear")},
+        {"id": "none", "image": "image/awe/awe_00005.jpg", "conversations": turns("It feels grand.")},
+        {"id": "one-turn", "image": "image/awe/awe_00006.jpg", "conversations": turns("x")[:1]},
+    ]
+    path = tmp_path / "official.json"
+    path.write_text(json.dumps(entries))
+    records, skipped = import_official_json(path, "categorical", root=root)
+    assert [r["image"] for r in records] == ["image/awe/awe_00001.jpg"]
+    reasons = {s.item: s.reason for s in skipped}
+    assert sorted(reasons) == [f"official.json[{i}]" for i in range(1, 7)]
+    assert "outside the dataset root" in reasons["official.json[1]"]
+    assert "outside the dataset root" in reasons["official.json[2]"]
+    assert str(tmp_path / "secret.jpg") in reasons["official.json[3]"]
+    assert "names 'fear', but field 'emotion' is 'awe'" in reasons["official.json[4]"]
+    assert "names None, but field 'emotion' is 'awe'" in reasons["official.json[5]"]
+    assert "a human question followed by a gpt answer" in reasons["official.json[6]"]
+    # without a root, the form of the path is still checked
+    _, skipped = import_official_json(path, "categorical")
+    assert {s.item for s in skipped if "absolute or climbs out" in s.reason} == {"official.json[1]", "official.json[2]"}
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r.pop("type"), "field 'type' is None"),
+    (lambda r: r.update(conversations=r["conversations"][:1]), "a human question followed by a gpt answer"),
+    (lambda r: r.update(image="../../etc/passwd"), "outside the dataset root"),
+    (lambda r: r.update(type="categorical"), "names None, but field 'emotion' is 'awe'"),
+    (lambda r: r["conversations"][1].update(value="Predict emotion: fear") or r.update(type="categorical"),
+     "names 'fear', but field 'emotion' is 'awe'"),
+])
+def test_load_records_names_file_and_line_of_a_bad_record(tmp_path, change, message):
+    records = [record(i) for i in range(3)]
+    change(records[1])
+    (tmp_path / "emoset").mkdir()
+    write_outputs(tmp_path, records, {"emoset_root": str(tmp_path / "emoset")}, seed=0)
+    with pytest.raises(ValueError, match=r"instructions.jsonl:2: .*" + message):
+        load_records(tmp_path)

@@ -363,3 +363,59 @@ def test_script_help_runs_from_repo_root():
     assert done.returncode == 0, done.stderr
     for flag in ("--model", "--dataset", "--method", "--label_map", "--prompt_variants", "--dtype"):
         assert flag in done.stdout
+
+
+# ----------------------------------------------------------------------------------------------------- bad images
+
+
+def test_unreadable_images_are_counted_and_the_rest_evaluated(tmp_path, tiny_dir, emoset_dir, monkeypatch):
+    import numpy as np
+
+    root = tmp_path / "damaged"
+    shutil.copytree(emoset_dir, root)
+    items = read_split(root, "test").items
+    truncated, bomb, deep = items[1], items[6], items[9]
+    (root / truncated.relative_path).write_bytes((root / truncated.relative_path).read_bytes()[:150])
+    Image.new("RGB", (1100, 1000)).save(root / bomb.relative_path, format="PNG")
+    Image.fromarray(np.full((64, 64), 30000, dtype=np.uint16)).save(root / deep.relative_path, format="PNG")
+    (tmp_path / "outside.jpg").write_bytes((root / items[0].relative_path).read_bytes())
+    entries = json.loads((root / "test.json").read_text())
+    entries.append(["awe", "escapee", "../outside.jpg", "annotation/awe/x.json"])
+    (root / "test.json").write_text(json.dumps(entries))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)  # the 1100 x 1000 image is over it
+
+    metrics, lines, out = run(tmp_path, tiny_dir, root, "--prompt_variants", "2")
+    assert metrics["num_images"] == len(lines) // 2 == 14
+    assert metrics["num_skipped"] == 3
+    skipped = {entry["id"]: entry["reason"] for entry in json.loads((out / "metrics.json").read_text())["skipped"]}
+    assert sorted(skipped) == sorted(["test.json[16] (escapee)", truncated.image_id, bomb.image_id])
+    assert "outside the dataset root" in skipped["test.json[16] (escapee)"]
+    assert truncated.image_path in skipped[truncated.image_id]
+    assert bomb.image_path in skipped[bomb.image_id] and "DecompressionBomb" in skipped[bomb.image_id]
+    assert {line["id"] for line in lines} == {item.image_id for item in items} - {truncated.image_id, bomb.image_id}
+    assert sum(map(sum, metrics["confusion_matrix"])) == 14
+    assert metrics["accuracy"] == pytest.approx(accuracy_of(lines[:14]))
+
+
+def test_a_split_with_no_readable_image_is_an_error(tmp_path, tiny_dir, emoset_dir):
+    root = tmp_path / "all-broken"
+    shutil.copytree(emoset_dir, root)
+    for item in read_split(root, "test").items:
+        (root / item.relative_path).write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"None of the 16 images .* could be read"):
+        run(tmp_path, tiny_dir, root)
+
+
+def test_an_undecodable_image_in_a_saved_dataset_is_counted(tmp_path, tiny_dir, emoset_dir):
+    items = read_split(emoset_dir, "test").items
+    images = [{"bytes": Path(item.image_path).read_bytes(), "path": None} for item in items]
+    images[2] = {"bytes": b"not an image", "path": None}
+    table = datasets.Dataset.from_dict(
+        {"image": images, "label": [item.emotion for item in items]},
+        features=datasets.Features({"image": datasets.Image(), "label": datasets.Value("string")}),
+    )
+    datasets.DatasetDict({"test": table}).save_to_disk(str(tmp_path / "hf"))
+    metrics, lines, _ = run(tmp_path, tiny_dir, tmp_path / "hf")
+    assert metrics["num_images"] == len(lines) == 15 and "test/2" not in {line["id"] for line in lines}
+    assert [entry["id"] for entry in metrics["skipped"]] == ["test/2"]
+    assert "test/2 (row 2) could not be read" in metrics["skipped"][0]["reason"]
