@@ -14,6 +14,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .emoset import open_image
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_CAPTIONER = "Salesforce/blip2-opt-2.7b"
@@ -51,7 +53,6 @@ def caption_images(image_paths: list[str], model_id: str = DEFAULT_CAPTIONER, ca
         return captions
 
     import torch
-    from PIL import Image
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     try:
@@ -69,10 +70,7 @@ def caption_images(image_paths: list[str], model_id: str = DEFAULT_CAPTIONER, ca
         cache_path.parent.mkdir(parents=True, exist_ok=True)
     for start in tqdm(range(0, len(todo), batch_size), desc="captions", unit="batch"):
         batch = todo[start : start + batch_size]
-        images = []
-        for path in batch:
-            with Image.open(path) as image:
-                images.append(image.convert("RGB"))
+        images = [open_image(path) for path in batch]
         inputs = processor(images=images, return_tensors="pt").to(model.device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)

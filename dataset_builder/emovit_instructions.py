@@ -13,14 +13,13 @@ Images are decoded lazily from the EmoSet root recorded in the folder's summary.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import datasets
 
 from modeling_emovit.configuration_emovit import EMOSET_EMOTIONS
 
-from .records import INSTRUCTION_TYPES, RECORDS_FILE, read_summary
+from .records import INSTRUCTION_TYPES, RECORDS_FILE, load_records
 
 CONFIG_NAMES = INSTRUCTION_TYPES + ("all",)
 
@@ -95,14 +94,7 @@ class EmovitInstructions(datasets.GeneratorBasedBuilder):
         return [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={"data_dir": data_dir})]
 
     def _generate_examples(self, data_dir: str):
-        root = Path(read_summary(data_dir)["emoset_root"])
-        wanted = INSTRUCTION_TYPES if self.config.name == "all" else (self.config.name,)
-        with open(Path(data_dir) / RECORDS_FILE, encoding="utf-8") as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                record = json.loads(line)
-                if record["type"] not in wanted:
-                    continue
-                image = Path(record["image"])
-                yield record["id"], to_example(record, str(image if image.is_absolute() else root / image))
+        # load_records checks every record and keeps each image inside the EmoSet root, as training reads them.
+        types = None if self.config.name == "all" else (self.config.name,)
+        for record in load_records(data_dir, types=types):
+            yield record["id"], to_example(record, record["image"])

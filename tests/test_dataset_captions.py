@@ -81,3 +81,19 @@ def test_build_puts_captions_in_records_and_prompts(tiny_blip2, synth_root, tmp_
     # The template writer leads its first answer with the caption.
     assert all(r["conversations"][1]["value"].lower().startswith(r["caption"][:5].lower()) for r in conversation[::3])
     assert (out / "captions.jsonl").is_file()
+
+
+def test_captioner_reads_images_with_the_shared_opener(tiny_blip2, tmp_path):
+    """Images reach the captioner through the project's one opener (high-bit-depth modes scaled to 8 bits, undecodable
+    files named): a truncated file fails with its path instead of a bare decoder error."""
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.full((30, 30), 32768, dtype=np.uint16)).save(tmp_path / "deep.png")  # mode I;16 reads fine
+    Image.fromarray(np.zeros((30, 30, 3), dtype=np.uint8)).save(tmp_path / "whole.png")
+    data = (tmp_path / "whole.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    captions = caption_images([str(tmp_path / "deep.png")], str(tiny_blip2), None, max_new_tokens=3)
+    assert captions[str(tmp_path / "deep.png")].strip()
+    with pytest.raises(ValueError, match=r"cut\.png"):
+        caption_images([str(tmp_path / "cut.png")], str(tiny_blip2), None, max_new_tokens=3)

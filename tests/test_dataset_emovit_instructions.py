@@ -1,5 +1,7 @@
 """The `datasets` builder over a build output folder: four configs, Image and ClassLabel features."""
 
+import re
+
 import dataset_fixtures as F  # noqa: F401
 import pytest
 from dataset_fixtures import synth_root  # noqa: F401  (fixture)
@@ -48,3 +50,17 @@ def test_features_decode(built, tmp_path, synth_root):  # noqa: F811
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="instructions.jsonl"):
         load("all", tmp_path / "nothing", tmp_path)
+
+
+def test_record_pointing_outside_the_root_is_refused(built, tmp_path):
+    import shutil
+
+    folder = tmp_path / "edited"
+    shutil.copytree(built, folder)
+    records = (folder / "instructions.jsonl").read_text().splitlines()
+    records[3] = records[3].replace('"image": "', '"image": "../../', 1)
+    (folder / "instructions.jsonl").write_text("\n".join(records) + "\n")
+    with pytest.raises(Exception) as error:  # `datasets` wraps what the generator raises
+        load("all", folder, tmp_path)
+    messages = f"{error.value} {error.value.__cause__}"
+    assert re.search(r"instructions.jsonl:4: field 'image'.*outside the dataset root", messages), messages
