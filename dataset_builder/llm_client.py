@@ -91,7 +91,8 @@ for _name in ("httpx", "httpx2"):
     logging.getLogger(_name).addFilter(_RedactUrlsFilter())
 
 
-def _check_base_url(url: str | None) -> None:
+def check_base_url(url: str | None) -> None:
+    """Raises ValueError (showing the URL without its credential-like parts) unless `url` is http(s) with a host."""
     if url is None:
         return
     parts = urlsplit(url)
@@ -185,7 +186,7 @@ class ClientSettings:
         require("price_per_mtok", self.price_per_mtok is None
                 or (len(self.price_per_mtok) == 2 and all(finite(p) and p >= 0 for p in self.price_per_mtok)),
                 "use two finite prices >= 0 (prompt, completion)")
-        _check_base_url(self.base_url)
+        check_base_url(self.base_url)
 
     def prices(self) -> tuple[float, float]:
         if self.price_per_mtok is not None:
@@ -628,6 +629,7 @@ def estimate(requests: list[ChatRequest], settings: ClientSettings, cache: Respo
     prompt_tokens = sum(estimate_tokens(r.messages) for r in to_send)
     completion_tokens = sum(r.expected_completion_tokens for r in to_send)
     price_in, price_out = settings.prices()
+    spent = cache.spent_usd + (cache.uncosted_tokens[0] * price_in + cache.uncosted_tokens[1] * price_out) / 1e6
     return {
         "requests": len(requests),
         "cached": len(requests) - len(to_send),
@@ -636,4 +638,6 @@ def estimate(requests: list[ChatRequest], settings: ClientSettings, cache: Respo
         "estimated_completion_tokens": completion_tokens,
         "estimated_cost_usd": round((prompt_tokens * price_in + completion_tokens * price_out) / 1e6, 6),
         "price_per_mtok": [price_in, price_out],
+        # Spent on this cache by earlier runs; --max_cost counts it.
+        "already_spent_usd": round(spent, 6),
     }

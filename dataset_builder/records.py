@@ -103,6 +103,26 @@ def read_summary(output_dir: str | os.PathLike) -> dict:
     return json.loads(path.read_text())
 
 
+def read_written_records(output_dir: str | os.PathLike) -> list[dict]:
+    """The records of a build folder exactly as written (image paths relative), or [] when it has none yet."""
+    path = Path(output_dir) / RECORDS_FILE
+    if not path.is_file():
+        return []
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as e:
+                raise ValueError(f"{path}:{number} is not valid JSON ({e}); rebuild the folder.") from e
+            if not isinstance(record, dict) or record.get("type") not in INSTRUCTION_TYPES:
+                raise ValueError(f"{path}:{number} has no type out of {list(INSTRUCTION_TYPES)}; rebuild the folder.")
+            records.append(record)
+    return records
+
+
 def load_records(output_dir: str | os.PathLike, types: tuple[str, ...] | None = None) -> list[dict]:
     """The records of a build output folder, with `image` turned into an absolute path.
 

@@ -188,8 +188,9 @@ def test_estimate_sends_nothing(llmock, tmp_path):
     settings = ClientSettings(model="gpt-4o", base_url=llmock.base_url(), api_key="k")
     cache = ResponseCache(tmp_path / "cache.jsonl")
     requests = make_requests(5)
-    cache.append({"key": cache_key(settings, requests[0]), "text": "t"})
+    cache.append({"key": cache_key(settings, requests[0]), "text": "t", "cost_usd": 0.25})
     report = estimate(requests, settings, cache)
+    assert report["already_spent_usd"] == 0.25
     assert report["requests"] == 5 and report["cached"] == 1 and report["to_send"] == 4
     assert report["estimated_completion_tokens"] == 4 * 50
     assert report["estimated_cost_usd"] > 0
