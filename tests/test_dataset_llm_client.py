@@ -300,9 +300,16 @@ def test_retry_after_is_parsed_defensively(headers, expected):
     assert parse_retry_after(headers) == expected
 
 
-def test_retry_after_naive_http_date_is_read_as_utc():
-    date = time.strftime("%a, %d %b %Y %H:%M:%S -0000", time.gmtime(time.time() + 30))
-    assert 25 <= parse_retry_after({"retry-after": date}) <= 31
+def test_retry_after_naive_http_date_is_read_as_utc(monkeypatch):
+    # A "-0000" date parses without a time zone; read as local time it would be off by the zone's offset.
+    monkeypatch.setenv("TZ", "Etc/GMT+5")
+    time.tzset()
+    try:
+        date = time.strftime("%a, %d %b %Y %H:%M:%S -0000", time.gmtime(time.time() + 30))
+        assert 25 <= parse_retry_after({"retry-after": date}) <= 31
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 @pytest.mark.parametrize("value", ["soon", "Mon, 99 Foo 2020 25:61:00 GMT", "-5"])
