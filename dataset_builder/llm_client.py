@@ -397,7 +397,9 @@ class ChatClient:
         self._refusals_in_a_row = 0
         self._resume_at = 0.0
         self._reserved_cost = 0.0
-        self._secrets = _url_secrets(settings.base_url) + ([settings.api_key] if settings.api_key else [])
+        # Values too short to be keys would only mangle the text.
+        self._secrets = sorted((s for s in {settings.api_key, *_url_secrets(settings.base_url)} if s and len(s) >= 3),
+                               key=len, reverse=True)
 
     def _redact(self, text: str) -> str:
         """`text` with the API key and the base URL's credential-like parts masked (servers may echo them)."""
@@ -612,15 +614,16 @@ def _split_query(url: str | None) -> tuple[str | None, dict | None]:
 
 
 def _url_secrets(url: str | None) -> list[str]:
-    """The credential-like parts of a URL as they could appear in text (raw and decoded), longest first."""
+    """The credential-like parts of a URL as they could appear in text: user info, query (whole, and each value
+    decoded) and fragment."""
     if not url:
         return []
     parts = urlsplit(url)
     found = [parts.username, parts.password, parts.query, parts.fragment]
-    found += [value for pair in parse_qsl(parts.query, keep_blank_values=True) for value in pair]
+    found += [value for _, value in parse_qsl(parts.query, keep_blank_values=True)]
     if "@" in parts.netloc:
         found.append(parts.netloc.rpartition("@")[0])
-    return sorted({s for s in found if s and len(s) >= 3}, key=len, reverse=True)
+    return [s for s in found if s]
 
 
 def estimate(requests: list[ChatRequest], settings: ClientSettings, cache: ResponseCache) -> dict:

@@ -1,6 +1,7 @@
 """End-to-end `build`: template backend, OpenAI-compatible backend against llmock, bad inputs, crash + resume."""
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -273,28 +274,31 @@ def test_keeping_records_of_another_emoset_root_is_refused(synth_root, tmp_path)
 
 
 def test_second_build_on_a_locked_folder_fails_and_a_killed_holder_does_not_block(synth_root, tmp_path, llmock, capsys):
-    # The first build hangs on its first request, holding the folder, until it is killed.
+    import multiprocessing
+
+    # The first build, a forked process, hangs on its first request while holding the folder, until it is killed.
     llmock.add(Delay(30, times=None), Reply(text=F.CONVERSATION_REPLY, times=None))
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "dataset_builder", "build", "--emoset_root", str(synth_root), "--output_dir", str(out),
-               "--llm_backend", "openai", "--base_url", llmock.base_url(), "--types", "conversation",
-               "--per_class", "conversation=4", "--concurrency", "1", "--no_progress"]
-    env = F.subprocess_env(OPENAI_API_KEY="sk-test")
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    holder = multiprocessing.get_context("fork").Process(
+        target=run_build, args=(llm_options(synth_root, out, llmock, per_class={"conversation": 4}),))
+    holder.start()
     try:
         lock = out / ".build.lock"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (lock.exists() and lock.read_text().strip() == str(process.pid)):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (lock.exists() and lock.read_text().strip() == str(holder.pid)):
             time.sleep(0.02)
-        assert lock.read_text().strip() == str(process.pid), "the first build never took the lock"
+        assert lock.read_text().strip() == str(holder.pid), "the first build never took the lock"
         capsys.readouterr()
-        assert main(command[3:]) != 0
+        assert main(["build", "--emoset_root", str(synth_root), "--output_dir", str(out), "--llm_backend", "openai",
+                     "--base_url", llmock.base_url(), "--types", "conversation", "--per_class", "conversation=4",
+                     "--no_progress"]) != 0
         err = capsys.readouterr().err
-        assert "another build" in err and str(out) in err and str(process.pid) in err
+        assert "another build" in err and str(out) in err and str(holder.pid) in err
         assert not (out / "instructions.jsonl").exists()
     finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.join()
+    assert holder.exitcode == -signal.SIGKILL
     llmock.reset()
     llmock.add(Reply(text=F.CONVERSATION_REPLY, times=None))
     start = time.monotonic()

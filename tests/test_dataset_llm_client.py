@@ -421,7 +421,8 @@ def test_unreachable_server_stops_after_retries(tmp_path):
 
 
 def test_key_in_base_url_query_is_sent_but_never_shown(llmock, tmp_path, caplog):
-    llmock.add(Fail(401, message="bad key", times=None))
+    # The server echoes the key it was given, as some do in their error messages.
+    llmock.add(Fail(401, message="bad key QUERYSECRET or sk-test-SECRET", times=None))
     url = llmock.base_url() + "?api_key=QUERYSECRET#FRAGSECRET"
     client = make_client(llmock, tmp_path, base_url=url, concurrency=1)
     with caplog.at_level("DEBUG"):
