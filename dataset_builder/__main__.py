@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from urllib.parse import urlsplit
 
-from .build import DEFAULT_PER_CLASS, BuildOptions, run_build
-from .llm_client import DEFAULT_PRICES, ClientSettings
+from .build import DEFAULT_PER_CLASS, BuildOptions, BuildStopped, FolderLockedError, run_build
+from .llm_client import DEFAULT_PRICES, ClientSettings, check_base_url
 from .records import INSTRUCTION_TYPES
 
 logger = logging.getLogger("dataset_builder")
@@ -49,7 +50,46 @@ def _prices(text: str) -> tuple[float, float]:
         prompt, completion = (float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"--price_per_mtok {text!r}: use PROMPT,COMPLETION in USD per million tokens, e.g. 2.5,10")
+    if not all(math.isfinite(p) and p >= 0 for p in (prompt, completion)):
+        raise argparse.ArgumentTypeError(f"--price_per_mtok {text!r}: both prices must be finite numbers >= 0")
     return prompt, completion
+
+
+def _whole_number(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; use {minimum} or more") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is too small; use {minimum} or more")
+        return value
+
+    return parse
+
+
+def _finite_number(minimum: float, above: bool = False, maximum: float | None = None):
+    bound = f"{'>' if above else '>='} {minimum:g}" + (f" and <= {maximum:g}" if maximum is not None else "")
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; use a finite number {bound}") from None
+        if (not math.isfinite(value) or value < minimum or (above and value == minimum)
+                or (maximum is not None and value > maximum)):
+            raise argparse.ArgumentTypeError(f"{text!r} is not allowed; use a finite number {bound}")
+        return value
+
+    return parse
+
+
+def _base_url(text: str) -> str:
+    try:
+        check_base_url(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def _bool(text: str) -> bool:
@@ -83,21 +123,29 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--llm_backend", choices=("openai", "template"), default="template",
                        help="openai: any OpenAI-compatible server (key from OPENAI_API_KEY); template: offline sentences, no LLM")
     build.add_argument("--llm_model", default="gpt-4o", help="model name sent to the server")
-    build.add_argument("--base_url", default=None, help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (vLLM) or "
+    build.add_argument("--base_url", type=_base_url, default=None, help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (vLLM) or "
                        "http://localhost:11434/v1 (Ollama); default: OPENAI_BASE_URL or OpenAI")
-    build.add_argument("--concurrency", type=int, default=8, help="requests in flight")
-    build.add_argument("--requests_per_minute", type=int, default=None, help="request rate ceiling")
-    build.add_argument("--tokens_per_minute", type=int, default=None, help="token rate ceiling (estimated tokens)")
-    build.add_argument("--max_retries", type=int, default=6, help="retries per request on 429/5xx/timeouts/dropped connections")
-    build.add_argument("--request_timeout", type=float, default=120.0, help="seconds before a request is abandoned and retried")
-    build.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (official recipe: 1)")
-    build.add_argument("--top_p", type=float, default=None, help="nucleus sampling; unset leaves the server default")
+    build.add_argument("--concurrency", type=_whole_number(1), default=8, help="requests in flight")
+    build.add_argument("--requests_per_minute", type=_whole_number(1), default=None, help="request rate ceiling")
+    build.add_argument("--tokens_per_minute", type=_whole_number(1), default=None, help="token rate ceiling (estimated tokens)")
+    build.add_argument("--max_retries", type=_whole_number(0), default=6,
+                       help="retries per request on 429/5xx/timeouts/dropped connections")
+    build.add_argument("--max_retry_wait", type=_finite_number(0), default=120.0,
+                       help="longest wait before a retry in seconds, whatever the server's Retry-After asks (those cut are counted)")
+    build.add_argument("--fail_fast_after", type=_whole_number(1), default=3,
+                       help="stop after this many requests in a row refused the same way (401, 403, 404, no connection)")
+    build.add_argument("--request_timeout", type=_finite_number(0, above=True), default=120.0,
+                       help="seconds before a request is abandoned and retried")
+    build.add_argument("--temperature", type=_finite_number(0), default=1.0, help="sampling temperature (official recipe: 1)")
+    build.add_argument("--top_p", type=_finite_number(0, above=True, maximum=1), default=None,
+                       help="nucleus sampling; unset leaves the server default")
     build.add_argument("--stream", type=_bool, default=True, help="stream replies (detects cut-off replies); false for servers without streaming")
     build.add_argument("--price_per_mtok", type=_prices, default=None,
                        help=f"PROMPT,COMPLETION USD per million tokens; known defaults: {DEFAULT_PRICES}")
-    build.add_argument("--max_cost", type=float, default=None, help="stop sending new requests once this many USD are spent")
+    build.add_argument("--max_cost", type=_finite_number(0), default=None,
+                       help="USD ceiling for the folder's LLM cache: money spent by earlier runs counts; no new requests past it")
     build.add_argument("--captioner", default="none", help="image-to-text model id or folder (e.g. Salesforce/blip2-opt-2.7b), or none")
-    build.add_argument("--caption_batch_size", type=int, default=16, help="images per captioning batch")
+    build.add_argument("--caption_batch_size", type=_whole_number(1), default=16, help="images per captioning batch")
     build.add_argument("--cache_dir", default=None, help="where the LLM and caption caches live (default: --output_dir)")
     build.add_argument("--dry_run", action="store_true", help="count requests, tokens and cost; send nothing, write nothing")
     build.add_argument("--no_progress", action="store_true", help="hide progress bars")
@@ -118,7 +166,7 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _build(args) -> None:
+def _build(args) -> int:
     llm = None
     if args.llm_backend == "openai":
         api_key = os.environ.get("OPENAI_API_KEY")
@@ -130,10 +178,15 @@ def _build(args) -> None:
         if not api_key and not args.dry_run and not base_url:
             raise SystemExit("OPENAI_API_KEY is not set. Export it (the key is read from the environment only), or point "
                              "--base_url at a local server that needs no key.")
-        llm = ClientSettings(model=args.llm_model, base_url=base_url, api_key=api_key, concurrency=args.concurrency,
-                             requests_per_minute=args.requests_per_minute, tokens_per_minute=args.tokens_per_minute,
-                             max_retries=args.max_retries, timeout_s=args.request_timeout, temperature=args.temperature,
-                             top_p=args.top_p, stream=args.stream, price_per_mtok=args.price_per_mtok, max_cost=args.max_cost)
+        try:
+            llm = ClientSettings(model=args.llm_model, base_url=base_url, api_key=api_key, concurrency=args.concurrency,
+                                 requests_per_minute=args.requests_per_minute, tokens_per_minute=args.tokens_per_minute,
+                                 max_retries=args.max_retries, timeout_s=args.request_timeout,
+                                 temperature=args.temperature, top_p=args.top_p, stream=args.stream,
+                                 price_per_mtok=args.price_per_mtok, max_cost=args.max_cost,
+                                 max_retry_wait_s=args.max_retry_wait, fail_fast_after=args.fail_fast_after)
+        except ValueError as e:  # e.g. a malformed OPENAI_BASE_URL, which no flag parser has seen
+            raise SystemExit(f"error: {e}") from None
         if llm.prices() == (0.0, 0.0):
             logger.warning("no price known for model %r; costs count as 0 and --max_cost cannot stop the run. "
                            "Pass --price_per_mtok PROMPT,COMPLETION.", args.llm_model)
@@ -141,14 +194,21 @@ def _build(args) -> None:
                            per_class=args.per_class, llm_backend=args.llm_backend, captioner=args.captioner,
                            caption_batch_size=args.caption_batch_size, split=args.split, seed=args.seed,
                            dry_run=args.dry_run, cache_dir=args.cache_dir, show_progress=not args.no_progress, llm=llm)
-    summary = run_build(options)
+    try:
+        summary = run_build(options)
+    except (FolderLockedError, BuildStopped) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     if args.dry_run:
         print(json.dumps(summary["estimate"], indent=2))
-        return
+        return 0
     print(json.dumps({k: summary[k] for k in ("records_per_type", "api_calls", "cache_hits", "prompt_tokens",
                                              "completion_tokens", "cost_usd", "stopped_by_max_cost")}, indent=2))
     print(f"failed: {len(summary['failed'])}, not run (max_cost): {len(summary['not_run'])}, "
           f"skipped inputs: {len(summary['skipped'])}; see {args.output_dir}/summary.json")
+    if summary["kept_from_earlier_builds"]:
+        print(f"kept from earlier builds: {summary['kept_from_earlier_builds']}")
+    return 0
 
 
 def _push(args) -> None:
@@ -201,7 +261,7 @@ def main(argv=None) -> int:
         counts = write_synthetic_emoset(args.output_dir, args.images_per_class, args.seed)
         print(f"wrote {args.output_dir}: {counts}")
     elif args.command == "build":
-        _build(args)
+        return _build(args)
     elif args.command == "push":
         _push(args)
     elif args.command == "import_official":

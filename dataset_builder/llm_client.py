@@ -5,17 +5,22 @@ What this adds around it:
 
 - N requests in flight (asyncio workers), optional requests/min and tokens/min ceilings;
 - retries with exponential backoff and full jitter, waiting at least as long as the server's
-  `Retry-After` (a 429 pauses every worker, not only the one that got it); no retry on 400, 401,
+  `Retry-After` (a 429 pauses every worker, not only the one that got it) but never longer than
+  `max_retry_wait_s`; an unreadable `Retry-After` falls back to the backoff. No retry on 400, 401,
   403, 404 or 422, which would fail the same way again; a timeout per request;
-- an append-only JSONL cache keyed by (prompt hash, model, messages, sampling parameters, sample
-  index): a rerun or a resume after a crash sends nothing already answered. Each answer is flushed
-  and fsynced as one line, and a torn last line is ignored on load, so `kill -9` loses at most the
-  requests in flight;
-- token usage and cost from a price table, and a cost ceiling that stops sending new requests;
+- failing fast: after `fail_fast_after` requests in a row end with the same refusal (401, 403, 404,
+  or no connection after all retries) nothing more is sent; `stop_reason` says why;
+- an append-only JSONL cache keyed by the request's identity (its name, i.e. type and image, and
+  sample index) and content (prompt hash, model, messages, sampling parameters): a rerun or a resume
+  after a crash sends nothing already answered, and two images with the same prompt keep their own
+  answers. Each answer is flushed and fsynced as one line; a torn line, or one without a text, is
+  ignored and counted on load, so `kill -9` loses at most the requests in flight;
+- token usage and cost from a price table, and a cost ceiling over everything the cache records as
+  spent, this run and earlier ones, that stops sending new requests;
 - `estimate` for --dry_run, which counts what would be sent without opening a connection.
 
 The API key is passed in by the caller (read from OPENAI_API_KEY by the CLI) and is never written to
-the cache, logged, or included in any result.
+the cache, logged, or included in any result; nor are the user info, query or fragment of the base URL.
 """
 
 from __future__ import annotations
@@ -25,12 +30,15 @@ import email.utils
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import timezone
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import openai
 from tqdm.auto import tqdm
@@ -48,11 +56,62 @@ DEFAULT_PRICES = {
     "gpt-4.1-nano": (0.1, 0.4),
 }
 NO_RETRY_STATUSES = frozenset({400, 401, 403, 404, 422})
+# Statuses that say the key, the model or the URL is wrong, not the one request: repeated, they stop the run.
+REFUSING_STATUSES = frozenset({401, 403, 404})
+# A reply the server cut short: complete as HTTP, but not the whole answer.
+CUT_OFF_FINISH_REASONS = frozenset({"length", "content_filter"})
+
+
+def redact_url(url: str | None) -> str | None:
+    """`url` without user info, query and fragment (where keys hide), for summaries, logs and errors."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return urlunsplit((parts.scheme, host + (f":{port}" if port else ""), parts.path, "", ""))
+
+
+class _RedactUrlsFilter(logging.Filter):
+    """The HTTP library logs every request URL at INFO, query string included; a key passed in the base URL's
+    query would land in the log. This rewrites those URLs without user info, query and fragment."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_url(str(a)) if "://" in str(a) else a for a in record.args)
+        return True
+
+
+for _name in ("httpx", "httpx2"):
+    logging.getLogger(_name).addFilter(_RedactUrlsFilter())
+
+
+def check_base_url(url: str | None) -> None:
+    """Raises ValueError (showing the URL without its credential-like parts) unless `url` is http(s) with a host."""
+    if url is None:
+        return
+    parts = urlsplit(url)
+    try:
+        parts.port
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"base_url {redact_url(url)!r} is not an http(s) URL with a host; use e.g. "
+                         "http://localhost:8000/v1")
 
 
 @dataclass(frozen=True)
 class ChatRequest:
-    """One chat completion to make. `name` identifies it in results and failures (e.g. image id + type)."""
+    """One chat completion to make.
+
+    `name` identifies the request (e.g. type/image id) in results and failures, and is part of the cache key:
+    two images whose messages are identical still get, and keep, their own answers.
+    """
 
     name: str
     messages: list
@@ -70,6 +129,8 @@ class ChatResult:
     error: str | None = None
     from_cache: bool = False
     not_run: bool = False
+    # The server's finish reason; "length" or "content_filter" mean the text was cut short.
+    finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
@@ -78,7 +139,7 @@ class ChatResult:
 @dataclass
 class ClientSettings:
     model: str
-    base_url: str | None = None
+    base_url: str | None = field(default=None, repr=False)
     api_key: str | None = field(default=None, repr=False)
     concurrency: int = 8
     requests_per_minute: int | None = None
@@ -92,6 +153,40 @@ class ClientSettings:
     stream: bool = True
     price_per_mtok: tuple[float, float] | None = None
     max_cost: float | None = None
+    # No single wait before a retry is longer than this, whatever the server's Retry-After says.
+    max_retry_wait_s: float = 120.0
+    # This many requests in a row refused the same way (401, 403, 404, no connection) stop the run.
+    fail_fast_after: int = 3
+
+    def __post_init__(self):
+        def require(name, ok, what):
+            if not ok:
+                raise ValueError(f"{name} is {getattr(self, name)!r}; {what}")
+
+        def is_int(value):
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        def finite(value):
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+        require("concurrency", is_int(self.concurrency) and self.concurrency >= 1, "use 1 or more requests in flight")
+        for name in ("requests_per_minute", "tokens_per_minute"):
+            value = getattr(self, name)
+            require(name, value is None or (is_int(value) and value >= 1), "use a whole number >= 1, or leave it unset")
+        require("max_retries", is_int(self.max_retries) and self.max_retries >= 0, "use 0 or more")
+        require("fail_fast_after", is_int(self.fail_fast_after) and self.fail_fast_after >= 1, "use 1 or more")
+        for name in ("timeout_s", "backoff_base_s", "backoff_max_s"):
+            require(name, finite(getattr(self, name)) and getattr(self, name) > 0, "use a finite number of seconds > 0")
+        require("max_retry_wait_s", finite(self.max_retry_wait_s) and self.max_retry_wait_s >= 0,
+                "use a finite number of seconds >= 0")
+        require("temperature", finite(self.temperature) and self.temperature >= 0, "use a finite number >= 0")
+        require("top_p", self.top_p is None or (finite(self.top_p) and 0 < self.top_p <= 1), "use a number in (0, 1]")
+        require("max_cost", self.max_cost is None or (finite(self.max_cost) and self.max_cost >= 0),
+                "use a finite number of USD >= 0, or leave it unset for no ceiling")
+        require("price_per_mtok", self.price_per_mtok is None
+                or (len(self.price_per_mtok) == 2 and all(finite(p) and p >= 0 for p in self.price_per_mtok)),
+                "use two finite prices >= 0 (prompt, completion)")
+        check_base_url(self.base_url)
 
     def prices(self) -> tuple[float, float]:
         if self.price_per_mtok is not None:
@@ -111,7 +206,11 @@ class UsageStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    # What the cache records as spent before this client started; --max_cost counts it.
+    spent_before_usd: float = 0.0
     stopped_by_max_cost: bool = False
+    # Waits the server asked for that were longer than max_retry_wait_s and were cut to it.
+    capped_retry_waits: int = 0
 
 
 def estimate_tokens(messages: list) -> int:
@@ -121,6 +220,7 @@ def estimate_tokens(messages: list) -> int:
 
 def cache_key(settings: ClientSettings, request: ChatRequest) -> str:
     payload = {
+        "name": request.name,
         "prompt_hash": request.prompt_hash,
         "model": settings.model,
         "messages": request.messages,
@@ -132,25 +232,48 @@ def cache_key(settings: ClientSettings, request: ChatRequest) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def _is_cache_entry(entry) -> bool:
+    """Whether a parsed cache line has what a cached reply needs, with the right types."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("key"), str) or not isinstance(entry.get("text"), str):
+        return False
+    for name in ("prompt_tokens", "completion_tokens"):
+        value = entry.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return False
+    cost = entry.get("cost_usd", 0.0)
+    if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not math.isfinite(cost) or cost < 0:
+        return False
+    return entry.get("finish_reason") is None or isinstance(entry["finish_reason"], str)
+
+
 class ResponseCache:
-    """Append-only JSONL of successful replies: one `{"key", "text", "prompt_tokens", ...}` line each."""
+    """Append-only JSONL of replies: one `{"key", "text", "finish_reason", "prompt_tokens", "cost_usd", ...}` line
+    each. Also the record of money spent: `spent_usd` sums every line's cost, and `uncosted_tokens` the tokens of
+    lines written without one."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.entries: dict[str, dict] = {}
         self.torn_lines = 0
+        self.spent_usd = 0.0
+        self.uncosted_tokens = [0, 0]
         if self.path.exists():
             with open(self.path, "rb") as f:
                 data = f.read()
             for line in data.splitlines():
                 try:
                     entry = json.loads(line)
-                    self.entries[entry["key"]] = entry
-                except (ValueError, KeyError, TypeError):
-                    # A line cut short by a crash mid-write; its request is simply made again.
+                except ValueError:
+                    entry = None
+                if not _is_cache_entry(entry):
+                    # A line cut short by a crash mid-write, or one that is JSON but not a reply (no text, wrong
+                    # types); its request is simply made again.
                     self.torn_lines += 1
+                    continue
+                self._add(entry)
             if self.torn_lines:
-                logger.warning("%s: ignored %d incomplete line(s) left by an interrupted run", self.path, self.torn_lines)
+                logger.warning("%s: ignored %d line(s) that are cut short or lack a key and text of the right types",
+                               self.path, self.torn_lines)
             self._needs_newline = bool(data) and not data.endswith(b"\n")
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,6 +288,15 @@ class ResponseCache:
     def get(self, key: str) -> dict | None:
         return self.entries.get(key)
 
+    def _add(self, entry: dict) -> None:
+        # Every line counts towards the money spent, also one whose key was answered before: it was paid for.
+        self.entries[entry["key"]] = entry
+        if "cost_usd" in entry:
+            self.spent_usd += entry["cost_usd"]
+        else:
+            self.uncosted_tokens[0] += entry.get("prompt_tokens", 0)
+            self.uncosted_tokens[1] += entry.get("completion_tokens", 0)
+
     def append(self, entry: dict) -> None:
         line = json.dumps(entry, ensure_ascii=False) + "\n"
         if self._needs_newline:
@@ -175,37 +307,55 @@ class ResponseCache:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
-        self.entries[entry["key"]] = entry
+        self._add(entry)
 
 
 class _TransientError(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None):
+    def __init__(self, reason: str, retry_after: float | None = None, no_connection: bool = False):
         super().__init__(reason)
         self.retry_after = retry_after
+        self.no_connection = no_connection
 
 
 class _FatalError(Exception):
-    pass
+    def __init__(self, reason: str, status: int):
+        super().__init__(reason)
+        self.status = status
+
+
+def _seconds(text) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if value >= 0 else None  # NaN fails the comparison too
 
 
 def parse_retry_after(headers) -> float | None:
-    """Seconds from `retry-after-ms` or `retry-after` (seconds or an HTTP date), or None."""
+    """Seconds the server asks to wait, from `retry-after-ms` or `retry-after` (seconds or an HTTP date).
+
+    None when absent or unusable (not a number or a date, negative, NaN, a date in the past): the caller then
+    uses its own backoff. Huge values and infinity are returned as they are; the caller caps the wait.
+    """
     if headers is None:
         return None
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            return max(0.0, float(value) / 1000)
-        except ValueError:
-            pass
+    milliseconds = _seconds(headers.get("retry-after-ms"))
+    if milliseconds is not None:
+        return milliseconds / 1000
     value = headers.get("retry-after")
-    if not value:
+    if value is None:
         return None
+    seconds = _seconds(value)
+    if seconds is not None:
+        return seconds
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+        when = email.utils.parsedate_to_datetime(str(value).strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000" dates come back naive; HTTP dates are UTC
+        when = when.replace(tzinfo=timezone.utc)
+    delay = when.timestamp() - time.time()
+    return delay if delay >= 0 else None
 
 
 class _RateLimiter:
@@ -237,13 +387,43 @@ class _RateLimiter:
 
 class ChatClient:
     def __init__(self, settings: ClientSettings, cache: ResponseCache):
-        if settings.concurrency < 1:
-            raise ValueError(f"concurrency is {settings.concurrency}; use 1 or more requests in flight")
         self.settings = settings
         self.cache = cache
         self.stats = UsageStats()
+        self.stats.spent_before_usd = cache.spent_usd + self._cost(*cache.uncosted_tokens)
+        # Set when the server keeps refusing; nothing more is sent after that.
+        self.stop_reason: str | None = None
+        self._refusal: str | None = None
+        self._refusals_in_a_row = 0
         self._resume_at = 0.0
         self._reserved_cost = 0.0
+        # Values too short to be keys would only mangle the text.
+        self._secrets = sorted((s for s in {settings.api_key, *_url_secrets(settings.base_url)} if s and len(s) >= 3),
+                               key=len, reverse=True)
+
+    def _redact(self, text: str) -> str:
+        """`text` with the API key and the base URL's credential-like parts masked (servers may echo them)."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _note_outcome(self, refusal: str | None, reason: str = "") -> None:
+        """Counts identical refusals in a row (any other outcome breaks the row) and stops the run at the limit."""
+        if refusal != self._refusal:
+            self._refusal, self._refusals_in_a_row = refusal, 0
+        if refusal is None:
+            return
+        self._refusals_in_a_row += 1
+        if self._refusals_in_a_row >= self.settings.fail_fast_after and self.stop_reason is None:
+            if refusal == "no connection":
+                advice = f"check that the server at {redact_url(self.settings.base_url) or 'the default URL'} is running and reachable"
+            elif refusal == "HTTP 404":
+                advice = "check --base_url (OpenAI-compatible servers usually end in /v1) and --llm_model"
+            else:
+                advice = "check OPENAI_API_KEY and that the key may use --llm_model"
+            self.stop_reason = (f"stopped after {self._refusals_in_a_row} requests in a row failed the same way "
+                                f"({reason}); {advice}. Answers already received are kept in {self.cache.path}")
+            logger.error("%s", self.stop_reason)
 
     # ------------------------------------------------------------------ accounting
 
@@ -255,12 +435,12 @@ class ChatClient:
         return self._cost(estimate_tokens(request.messages), request.expected_completion_tokens)
 
     def _result_from_cache(self, request: ChatRequest, entry: dict) -> ChatResult:
-        return ChatResult(request, text=entry["text"], from_cache=True,
+        return ChatResult(request, text=entry["text"], from_cache=True, finish_reason=entry.get("finish_reason"),
                           prompt_tokens=entry.get("prompt_tokens", 0), completion_tokens=entry.get("completion_tokens", 0))
 
     # ------------------------------------------------------------------ one HTTP call
 
-    async def _call(self, client: openai.AsyncOpenAI, request: ChatRequest) -> tuple[str, int, int]:
+    async def _call(self, client: openai.AsyncOpenAI, request: ChatRequest) -> tuple[str, str, int, int]:
         kwargs = dict(model=self.settings.model, messages=request.messages, temperature=self.settings.temperature)
         if self.settings.top_p is not None:
             kwargs["top_p"] = self.settings.top_p
@@ -290,68 +470,88 @@ class ChatClient:
         except TimeoutError as e:
             raise _TransientError(f"no complete reply within {self.settings.timeout_s:g} s") from e
         except openai.APIStatusError as e:
-            reason = f"HTTP {e.status_code}: {str(e.message)[:200]}"
+            reason = self._redact(f"HTTP {e.status_code}: {str(e.message)[:200]}")
             if e.status_code in NO_RETRY_STATUSES:
-                raise _FatalError(reason) from e
+                raise _FatalError(reason, e.status_code) from e
             raise _TransientError(reason, parse_retry_after(e.response.headers)) from e
         except (openai.APIError, OSError, ValueError) as e:
             # Connection refused or dropped and streams cut mid-way arrive as openai.APIConnectionError; a chunk
             # that is not JSON as a ValueError.
-            raise _TransientError(f"{type(e).__name__}: {str(e)[:200]}") from e
+            no_connection = isinstance(e, openai.APIConnectionError) and not isinstance(e, openai.APITimeoutError)
+            raise _TransientError(self._redact(f"{type(e).__name__}: {str(e)[:200]}"), no_connection=no_connection) from e
         if finish is None:
             # The stream ended without saying it was finished: the text may be cut anywhere.
             raise _TransientError("reply ended without a finish reason (truncated stream)")
         prompt_tokens = usage.prompt_tokens if usage else estimate_tokens(request.messages)
         completion_tokens = usage.completion_tokens if usage else max(1, len(text) // 4)
-        return text, prompt_tokens, completion_tokens
+        return text, finish, prompt_tokens, completion_tokens
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+    def _backoff(self, request: ChatRequest, attempt: int, retry_after: float | None) -> float:
         # Full jitter keeps many workers that failed together from retrying together.
         delay = random.uniform(0, min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2**attempt))
         if retry_after is not None:
+            if retry_after > self.settings.max_retry_wait_s:
+                self.stats.capped_retry_waits += 1
+                logger.warning("%s: the server asked to wait %g s; waiting the maximum of %g s instead",
+                               request.name, retry_after, self.settings.max_retry_wait_s)
+                retry_after = self.settings.max_retry_wait_s
             delay = max(delay, retry_after + random.uniform(0, 0.1 * retry_after + 0.01))
-        return delay
+        return min(delay, self.settings.max_retry_wait_s)
+
+    def _not_sent(self, request: ChatRequest, reason: str) -> ChatResult:
+        self.stats.not_run += 1
+        return ChatResult(request, error=f"not sent: {reason}", not_run=True)
 
     async def _complete(self, client, limiter: _RateLimiter, request: ChatRequest) -> ChatResult:
         settings = self.settings
+        if self.stop_reason is not None:
+            return self._not_sent(request, self.stop_reason)
         estimate = self._estimated_cost(request)
-        if settings.max_cost is not None and self.stats.cost_usd + self._reserved_cost + estimate > settings.max_cost:
+        spent = self.stats.spent_before_usd + self.stats.cost_usd
+        if settings.max_cost is not None and spent + self._reserved_cost + estimate > settings.max_cost:
             self.stats.stopped_by_max_cost = True
-            self.stats.not_run += 1
-            return ChatResult(request, error=f"not sent: --max_cost {settings.max_cost:g} USD reached", not_run=True)
+            return self._not_sent(request, f"--max_cost {settings.max_cost:g} USD reached ({spent:.4f} USD spent "
+                                           "on this cache, this run and earlier ones)")
         self._reserved_cost += estimate
         try:
-            last_error = ""
+            last_error, no_connection = "", False
             for attempt in range(settings.max_retries + 1):
                 wait = self._resume_at - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
+                if self.stop_reason is not None:
+                    return self._not_sent(request, self.stop_reason)
                 await limiter.acquire(estimate_tokens(request.messages) + request.expected_completion_tokens)
                 self.stats.api_calls += 1
                 try:
-                    text, prompt_tokens, completion_tokens = await self._call(client, request)
+                    text, finish, prompt_tokens, completion_tokens = await self._call(client, request)
                 except _FatalError as e:
+                    self._note_outcome(f"HTTP {e.status}" if e.status in REFUSING_STATUSES else None, str(e))
                     return ChatResult(request, error=str(e))
                 except _TransientError as e:
-                    last_error = str(e)
+                    last_error, no_connection = str(e), e.no_connection
                     if attempt == settings.max_retries:
                         break
-                    delay = self._backoff(attempt, e.retry_after)
+                    delay = self._backoff(request, attempt, e.retry_after)
                     if e.retry_after is not None:
                         self._resume_at = max(self._resume_at, time.monotonic() + delay)
                     self.stats.retries += 1
                     logger.info("%s: %s; retry %d in %.2f s", request.name, last_error, attempt + 1, delay)
                     await asyncio.sleep(delay)
                     continue
+                self._note_outcome(None)
                 cost = self._cost(prompt_tokens, completion_tokens)
                 self.stats.prompt_tokens += prompt_tokens
                 self.stats.completion_tokens += completion_tokens
                 self.stats.cost_usd += cost
                 self.cache.append({"key": cache_key(settings, request), "name": request.name, "model": settings.model,
-                                   "text": text, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens})
-                return ChatResult(request, text=text, prompt_tokens=prompt_tokens,
+                                   "text": text, "finish_reason": finish, "prompt_tokens": prompt_tokens,
+                                   "completion_tokens": completion_tokens, "cost_usd": cost})
+                return ChatResult(request, text=text, finish_reason=finish, prompt_tokens=prompt_tokens,
                                   completion_tokens=completion_tokens, cost_usd=cost)
-            return ChatResult(request, error=f"gave up after {settings.max_retries + 1} attempts; last error: {last_error}")
+            reason = f"gave up after {settings.max_retries + 1} attempts; last error: {last_error}"
+            self._note_outcome("no connection" if no_connection else None, reason)
+            return ChatResult(request, error=reason)
         finally:
             self._reserved_cost -= estimate
 
@@ -359,7 +559,8 @@ class ChatClient:
 
     async def _run(self, requests: list[ChatRequest], results: list, pending: list[int], progress) -> None:
         settings = self.settings
-        client = openai.AsyncOpenAI(api_key=settings.api_key or "not-needed", base_url=settings.base_url,
+        base_url, query = _split_query(settings.base_url)
+        client = openai.AsyncOpenAI(api_key=settings.api_key or "not-needed", base_url=base_url, default_query=query,
                                     max_retries=0, timeout=settings.timeout_s)
         limiter = _RateLimiter(settings.requests_per_minute, settings.tokens_per_minute)
         queue: asyncio.Queue[int] = asyncio.Queue()
@@ -402,12 +603,36 @@ class ChatClient:
         return results  # type: ignore[return-value]
 
 
+def _split_query(url: str | None) -> tuple[str | None, dict | None]:
+    """The base URL without query and fragment, and the query as parameters: the openai client appends the
+    request path to the base URL's text, which would land after a query string."""
+    if not url:
+        return url, None
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True)) or None
+    return urlunsplit(parts._replace(query="", fragment="")), query
+
+
+def _url_secrets(url: str | None) -> list[str]:
+    """The credential-like parts of a URL as they could appear in text: user info, query (whole, and each value
+    decoded) and fragment."""
+    if not url:
+        return []
+    parts = urlsplit(url)
+    found = [parts.username, parts.password, parts.query, parts.fragment]
+    found += [value for _, value in parse_qsl(parts.query, keep_blank_values=True)]
+    if "@" in parts.netloc:
+        found.append(parts.netloc.rpartition("@")[0])
+    return [s for s in found if s]
+
+
 def estimate(requests: list[ChatRequest], settings: ClientSettings, cache: ResponseCache) -> dict:
     """What `complete_all` would send, with no network: request count, estimated tokens and cost."""
     to_send = [r for r in requests if cache_key(settings, r) not in cache]
     prompt_tokens = sum(estimate_tokens(r.messages) for r in to_send)
     completion_tokens = sum(r.expected_completion_tokens for r in to_send)
     price_in, price_out = settings.prices()
+    spent = cache.spent_usd + (cache.uncosted_tokens[0] * price_in + cache.uncosted_tokens[1] * price_out) / 1e6
     return {
         "requests": len(requests),
         "cached": len(requests) - len(to_send),
@@ -416,4 +641,6 @@ def estimate(requests: list[ChatRequest], settings: ClientSettings, cache: Respo
         "estimated_completion_tokens": completion_tokens,
         "estimated_cost_usd": round((prompt_tokens * price_in + completion_tokens * price_out) / 1e6, 6),
         "price_per_mtok": [price_in, price_out],
+        # Spent on this cache by earlier runs; --max_cost counts it.
+        "already_spent_usd": round(spent, 6),
     }

@@ -3,7 +3,8 @@
 Replies drift from the asked format: numbered labels ("Question 2:", "3. Question:"), "Complex
 question:", markdown emphasis (`**Question:**`), "Q:"/"A:", blank lines, and chatter before or after
 the pairs. The parser accepts all of these; anything it cannot read as pairs makes the reply invalid
-with a reason, which the caller records.
+with a reason, which the caller records. So does a tokenizer control symbol such as `<image>` or `</s>`
+anywhere in the reply: as training text it would be read as a token, not as words.
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ _INLINE_ANSWER = re.compile(r"\s+answer\s*:\s*", re.IGNORECASE)
 _LINE_PREFIX = re.compile(r"^\s*(?:#+\s*|[-*•]\s+|>\s*)?(?:\(?\d+[.)]\s*)?")
 _LABEL = re.compile(
     r"^(?P<label>(?:complex\s+|follow[- ]up\s+)?(?:question|q)|answer|a)\s*(?:\d+|\(\d+\))?\s*[:.\-–—)]\s*(?P<rest>.*)$",
+    re.IGNORECASE,
+)
+# Tokens that tokenizers treat as control symbols rather than text: `<image>` makes the processor expect image
+# features that are not there, `</s>` ends a sequence early. A reply that contains one is refused.
+_SPECIAL_TOKEN = re.compile(
+    r"<image>|</?s>|<unk>|<pad>|<mask>|<\|[a-z_]+\|>|\[(?:PAD|CLS|SEP|MASK|UNK)\]",
     re.IGNORECASE,
 )
 # Talking about the input instead of the image gives away that the writer never saw it.
@@ -92,6 +99,9 @@ def validate_pairs(pairs: list[tuple[str, str]], kind: str) -> str | None:
 
 def parse_reply(text: str, kind: str) -> tuple[list[tuple[str, str]], str | None]:
     """(pairs, None) for a usable reply, ([], reason) otherwise."""
+    special = _SPECIAL_TOKEN.search(text or "")
+    if special:
+        return [], f"reply contains the special token {special.group(0)!r}, which would be read as a control symbol"
     pairs = parse_qa_pairs(text)
     reason = validate_pairs(pairs, kind)
     return (pairs, None) if reason is None else ([], reason)

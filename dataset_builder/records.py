@@ -128,17 +128,10 @@ def training_record_problem(record, labels=EMOSET_EMOTIONS) -> str | None:
     return None
 
 
-def load_records(output_dir: str | os.PathLike, types: tuple[str, ...] | None = None) -> list[dict]:
-    """The records of a build output folder, with `image` turned into an absolute path.
-
-    `types` keeps only those instruction types (all when None). A record that cannot be trained on (see
-    `training_record_problem`) or whose image lies outside the EmoSet root raises ValueError naming the file and
-    line: the builder never writes one, so the folder was edited by hand or damaged.
-    """
-    output_dir = Path(output_dir)
-    root = Path(read_summary(output_dir)["emoset_root"])
-    path = output_dir / RECORDS_FILE
-    records = []
+def _checked_record_lines(path: Path):
+    """(line number, record) for each record of a records file; a line that is not a trainable record (see
+    `training_record_problem`) raises ValueError naming the file and line: the builder never writes one, so the
+    folder was edited by hand or damaged."""
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
@@ -148,15 +141,33 @@ def load_records(output_dir: str | os.PathLike, types: tuple[str, ...] | None = 
             except ValueError as e:
                 raise ValueError(f"{path}:{number} is not valid JSON ({e}); rebuild the folder.") from e
             problem = training_record_problem(record)
-            if problem is None:
-                try:
-                    record["image"] = str(resolve_inside_root(root, record.get("image", "")))
-                except ValueError as e:
-                    problem = f"field 'image': {e}"
             if problem is not None:
                 raise ValueError(f"{path}:{number}: {problem}. Fix or remove the line, or rebuild the folder.")
-            if types is not None and record["type"] not in types:
-                continue
+            yield number, record
+
+
+def read_written_records(output_dir: str | os.PathLike) -> list[dict]:
+    """The checked records of a build folder exactly as written (image paths relative to the EmoSet root), or []
+    when it has none yet."""
+    path = Path(output_dir) / RECORDS_FILE
+    return [record for _, record in _checked_record_lines(path)] if path.is_file() else []
+
+
+def load_records(output_dir: str | os.PathLike, types: tuple[str, ...] | None = None) -> list[dict]:
+    """The checked records of a build output folder with `image` turned into an absolute path inside the EmoSet root
+    (a path that leaves the root raises, naming the file and line). `types` keeps only those instruction types (all
+    when None)."""
+    output_dir = Path(output_dir)
+    root = Path(read_summary(output_dir)["emoset_root"])
+    path = output_dir / RECORDS_FILE
+    records = []
+    for number, record in _checked_record_lines(path):
+        try:
+            record["image"] = str(resolve_inside_root(root, record.get("image", "")))
+        except ValueError as e:
+            raise ValueError(f"{path}:{number}: field 'image': {e}. Fix or remove the line, or rebuild the "
+                             "folder.") from e
+        if types is None or record["type"] in types:
             records.append(record)
     return records
 

@@ -1,6 +1,7 @@
 """End-to-end `build`: template backend, OpenAI-compatible backend against llmock, bad inputs, crash + resume."""
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -212,3 +213,169 @@ def test_killed_build_resumes_without_repeating_completed_requests(synth_root, t
     assert summary["cache_hits"] == len(done_before) and summary["api_calls"] == len(second_run)
     records = [json.loads(line) for line in (out / "instructions.jsonl").read_text().splitlines()]
     assert len(records) == 96 and len({r["id"] for r in records}) == 96
+
+
+def same_prompt_root(synth_root, tmp_path):
+    """A copy of the synthetic EmoSet where all train images of an emotion have one annotation, hence one prompt."""
+    root = tmp_path / "emoset-same"
+    shutil.copytree(synth_root, root)
+    for emotion, _image_id, _image, annotation in json.loads((root / "train.json").read_text()):
+        (root / annotation).write_text(json.dumps({"emotion": emotion, "brightness": 0.5, "colorfulness": 0.5}))
+    return root
+
+
+def numbered_reply(number):
+    return F.CONVERSATION_REPLY.replace("warm, bright yellow", f"warm, bright yellow number {number}")
+
+
+def test_rerun_reproduces_records_of_images_with_identical_prompts(synth_root, tmp_path, llmock):
+    root = same_prompt_root(synth_root, tmp_path)
+    llmock.add(*(Reply(text=numbered_reply(n), times=1) for n in range(16)))
+    options = llm_options(root, tmp_path / "out", llmock, per_class={"conversation": 2})
+    run_build(options)
+    first = (tmp_path / "out" / "instructions.jsonl").read_text()
+    answers = {json.loads(line)["conversations"][1]["value"] for line in first.splitlines()}
+    assert len(answers) == 16 + 2  # one distinct first answer per image, plus the two shared ones
+    again = run_build(options)
+    assert again["api_calls"] == 0 and again["cache_hits"] == 16
+    assert (tmp_path / "out" / "instructions.jsonl").read_text() == first
+
+
+def test_build_of_other_types_keeps_earlier_types(synth_root, tmp_path, llmock, caplog):
+    llmock.add(Reply(text=F.CONVERSATION_REPLY, times=None))
+    out = tmp_path / "out"
+    first = run_build(llm_options(synth_root, out, llmock, types=("categorical", "conversation")))
+    assert first["records_per_type"] == {"categorical": 16, "conversation": 24}
+    before = {r["id"]: r for r in map(json.loads, (out / "instructions.jsonl").read_text().splitlines())}
+    with caplog.at_level("INFO"):
+        second = run_build(llm_options(synth_root, out, llmock, types=("categorical",),
+                                       per_class={"categorical": 1}))
+    assert second["records_per_type"] == {"categorical": 8, "conversation": 24}
+    assert second["kept_from_earlier_builds"] == {"conversation": 24}
+    assert second["generator"]["conversation"] == "openai-compatible:gpt-4o"
+    after = {r["id"]: r for r in map(json.loads, (out / "instructions.jsonl").read_text().splitlines())}
+    assert {i: r for i, r in after.items() if r["type"] == "conversation"} == \
+        {i: r for i, r in before.items() if r["type"] == "conversation"}
+    assert len(json.loads((out / "instructions_llava.json").read_text())) == 32
+    assert "keeping 24 records" in caplog.text
+    assert json.loads((out / "summary.json").read_text())["kept_from_earlier_builds"] == {"conversation": 24}
+
+
+def test_keeping_records_of_another_emoset_root_is_refused(synth_root, tmp_path):
+    out = tmp_path / "out"
+    run_build(BuildOptions(emoset_root=str(synth_root), output_dir=str(out), types=("categorical", "conversation"),
+                           per_class={"categorical": 1, "conversation": 1}, show_progress=False))
+    other = tmp_path / "other"
+    shutil.copytree(synth_root, other)
+    with pytest.raises(ValueError, match="emoset_root"):
+        run_build(BuildOptions(emoset_root=str(other), output_dir=str(out), types=("categorical",),
+                               per_class={"categorical": 1}, show_progress=False))
+    assert len((out / "instructions.jsonl").read_text().splitlines()) == 8 + 24
+
+
+def test_second_build_on_a_locked_folder_fails_and_a_killed_holder_does_not_block(synth_root, tmp_path, llmock, capsys):
+    import multiprocessing
+
+    # The first build, a forked process, hangs on its first request while holding the folder, until it is killed.
+    llmock.add(Delay(30, times=None), Reply(text=F.CONVERSATION_REPLY, times=None))
+    out = tmp_path / "out"
+    holder = multiprocessing.get_context("fork").Process(
+        target=run_build, args=(llm_options(synth_root, out, llmock, per_class={"conversation": 4}),))
+    holder.start()
+    try:
+        lock = out / ".build.lock"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (lock.exists() and lock.read_text().strip() == str(holder.pid)):
+            time.sleep(0.02)
+        assert lock.read_text().strip() == str(holder.pid), "the first build never took the lock"
+        capsys.readouterr()
+        assert main(["build", "--emoset_root", str(synth_root), "--output_dir", str(out), "--llm_backend", "openai",
+                     "--base_url", llmock.base_url(), "--types", "conversation", "--per_class", "conversation=4",
+                     "--no_progress"]) != 0
+        err = capsys.readouterr().err
+        assert "another build" in err and str(out) in err and str(holder.pid) in err
+        assert not (out / "instructions.jsonl").exists()
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.join()
+    assert holder.exitcode == -signal.SIGKILL
+    llmock.reset()
+    llmock.add(Reply(text=F.CONVERSATION_REPLY, times=None))
+    start = time.monotonic()
+    summary = run_build(llm_options(synth_root, out, llmock, per_class={"conversation": 4}))
+    assert summary["records_per_type"] == {"conversation": 96} and time.monotonic() - start < 30
+
+
+def test_credentials_in_base_url_never_reach_outputs_or_logs(synth_root, tmp_path, llmock, caplog):
+    llmock.add(Reply(text=F.CONVERSATION_REPLY, times=None))
+    url = llmock.base_url().replace("http://", "http://USERSECRET@") + "?api_key=QUERYSECRET#FRAGSECRET"
+    with caplog.at_level("DEBUG"):
+        summary = run_build(llm_options(synth_root, tmp_path / "out", llmock, base_url=url))
+    assert summary["records_per_type"] == {"conversation": 24}
+    text = "".join(p.read_text() for p in (tmp_path / "out").iterdir() if p.is_file())
+    for secret in ("USERSECRET", "QUERYSECRET", "FRAGSECRET"):
+        assert secret not in text and secret not in caplog.text
+    assert summary["args"]["base_url"] == llmock.base_url()
+
+
+@pytest.mark.parametrize("finish", ["length", "content_filter"])
+def test_cut_off_reply_gets_a_fresh_sample_then_fails(synth_root, tmp_path, llmock, finish):
+    llmock.add(Reply(text=F.CONVERSATION_REPLY, finish_reason=finish, times=2),
+               Reply(text=F.CONVERSATION_REPLY, times=6), Reply(text=F.CONVERSATION_REPLY, finish_reason=finish, times=None))
+    summary = run_build(llm_options(synth_root, tmp_path / "out", llmock))
+    # 8 first samples, 2 of them cut off; the 2 fresh samples are cut off again, so those images fail.
+    assert summary["api_calls"] == 8 + 2
+    assert len(summary["failed"]) == 2 and summary["records_per_type"] == {"conversation": 18}
+    assert all(f"finish_reason {finish}" in f["reason"] and "2 samples" in f["reason"] for f in summary["failed"])
+
+
+def test_max_cost_is_the_total_for_the_folder(synth_root, tmp_path, llmock):
+    llmock.add(Reply(text=F.CONVERSATION_REPLY, times=None))
+    options = llm_options(synth_root, tmp_path / "out", llmock, per_class={"conversation": 2},
+                          price_per_mtok=(1000.0, 1000.0), max_cost=1.0)
+    first = run_build(options)
+    assert first["stopped_by_max_cost"] and 0 < first["api_calls"] < 16
+    again = run_build(options)
+    assert again["api_calls"] == 0 and again["stopped_by_max_cost"]
+    assert again["cost_usd_total"] == pytest.approx(first["cost_usd"]) and again["cost_usd_total"] <= 1.0
+    assert len(served(llmock)) == first["api_calls"]
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--requests_per_minute", "0"), ("--tokens_per_minute", "-5"), ("--concurrency", "0"), ("--max_retries", "-1"),
+    ("--max_cost", "nan"), ("--max_cost", "-1"), ("--max_cost", "inf"), ("--request_timeout", "0"),
+    ("--max_retry_wait", "-1"), ("--max_retry_wait", "nan"), ("--caption_batch_size", "0"), ("--temperature", "nan"),
+    ("--base_url", "http//localhost:8000/v1"),
+])
+def test_bad_flags_are_refused_before_any_work(synth_root, tmp_path, llmock, capsys, flag, value):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as info:
+        # The captioner does not exist: a flag error must come before any attempt to load it.
+        main(["build", "--emoset_root", str(synth_root), "--output_dir", str(out), "--llm_backend", "openai",
+              "--base_url", llmock.base_url(), "--captioner", str(tmp_path / "no-such-captioner"), "--no_progress",
+              flag, value])
+    assert info.value.code not in (0, None)
+    err = capsys.readouterr().err
+    assert flag in err and "unrecognized" not in err
+    assert not out.exists() and served(llmock) == []
+
+
+def test_server_refusing_stops_the_build_keeping_what_was_answered(synth_root, tmp_path, llmock, capsys):
+    from llmock.scenarios import Fail
+
+    out = tmp_path / "out"
+    command = ["build", "--emoset_root", str(synth_root), "--output_dir", str(out), "--llm_backend", "openai",
+               "--base_url", llmock.base_url(), "--types", "conversation", "--concurrency", "1", "--no_progress"]
+    llmock.add(Reply(text=F.CONVERSATION_REPLY, times=None))
+    assert main(command + ["--per_class", "conversation=1"]) == 0
+    llmock.reset()
+    llmock.add(Fail(401, message="invalid key", times=None))
+    capsys.readouterr()
+    code = main(command + ["--per_class", "conversation=2"])
+    assert code != 0
+    assert "HTTP 401" in capsys.readouterr().err
+    assert len(served(llmock)) == 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["records_per_type"] == {"conversation": 24} and "HTTP 401" in summary["stopped_by_server_error"]
+    assert len(summary["not_run"]) == 16 - 8 - 3 and len(summary["failed"]) == 3
+    assert len((out / "llm_cache.jsonl").read_text().splitlines()) == 8

@@ -188,9 +188,246 @@ def test_estimate_sends_nothing(llmock, tmp_path):
     settings = ClientSettings(model="gpt-4o", base_url=llmock.base_url(), api_key="k")
     cache = ResponseCache(tmp_path / "cache.jsonl")
     requests = make_requests(5)
-    cache.append({"key": cache_key(settings, requests[0]), "text": "t"})
+    cache.append({"key": cache_key(settings, requests[0]), "text": "t", "cost_usd": 0.25})
     report = estimate(requests, settings, cache)
+    assert report["already_spent_usd"] == 0.25
     assert report["requests"] == 5 and report["cached"] == 1 and report["to_send"] == 4
     assert report["estimated_completion_tokens"] == 4 * 50
     assert report["estimated_cost_usd"] > 0
     assert chat_requests(llmock) == []
+
+
+# ---------------------------------------------------------------- a scripted server for what llmock cannot send
+
+class ScriptedServer:
+    """A real chat-completions server on 127.0.0.1 that answers from a script of (status, headers, body) tuples,
+    then with a plain "ok" completion. For responses llmock cannot produce, such as a `Retry-After: soon`."""
+
+    def __init__(self, script):
+        import http.server
+        import threading
+
+        self.script = list(script)
+        self.times: list[float] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                server.times.append(time.monotonic())
+                status, headers, body = server.script.pop(0) if server.script else (200, {}, None)
+                if body is None:
+                    body = {"id": "c", "object": "chat.completion", "created": 0, "model": "m",
+                            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                                         "finish_reason": "stop"}],
+                            "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture()
+def scripted():
+    servers = []
+
+    def start(script):
+        servers.append(ScriptedServer(script))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+RATE_LIMITED = {"error": {"message": "slow down", "type": "rate_limit"}}
+
+
+# ---------------------------------------------------------------- cache identity
+
+def test_identical_prompts_of_different_images_get_their_own_cached_answers(llmock, tmp_path):
+    llmock.add(Reply(text="answer for a", times=1), Reply(text="answer for b", times=1))
+    messages = [{"role": "user", "content": "the same prompt"}]
+    requests = [ChatRequest("conversation/a", messages, "hash", 100), ChatRequest("conversation/b", messages, "hash", 100)]
+    first = make_client(llmock, tmp_path, concurrency=1).complete_all(requests, show_progress=False)
+    assert [r.text for r in first] == ["answer for a", "answer for b"]
+    again = make_client(llmock, tmp_path).complete_all(requests, show_progress=False)
+    assert len(chat_requests(llmock)) == 2
+    assert [(r.text, r.from_cache) for r in again] == [("answer for a", True), ("answer for b", True)]
+
+
+# ---------------------------------------------------------------- finish reasons
+
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize("finish", ["length", "content_filter"])
+def test_finish_reason_is_reported_and_cached(llmock, tmp_path, finish, stream):
+    llmock.add(Reply(text="a reply cut in the mid", finish_reason=finish, times=None))
+    [result] = make_client(llmock, tmp_path, stream=stream).complete_all(make_requests(1), show_progress=False)
+    assert result.finish_reason == finish and result.error is None
+    [again] = make_client(llmock, tmp_path, stream=stream).complete_all(make_requests(1), show_progress=False)
+    assert again.from_cache and again.finish_reason == finish
+    assert len(chat_requests(llmock)) == 1
+
+
+# ---------------------------------------------------------------- Retry-After
+
+@pytest.mark.parametrize("headers, expected", [
+    ({"retry-after": "soon"}, None),
+    ({"retry-after": "Mon, 99 Foo 2020 25:61:00 GMT"}, None),
+    ({"retry-after": "-5"}, None),
+    ({"retry-after": "nan"}, None),
+    ({"retry-after-ms": "garbage", "retry-after": "3"}, 3.0),
+    ({"retry-after": "inf"}, float("inf")),
+    ({"retry-after": "86400"}, 86400.0),
+])
+def test_retry_after_is_parsed_defensively(headers, expected):
+    assert parse_retry_after(headers) == expected
+
+
+def test_retry_after_naive_http_date_is_read_as_utc(monkeypatch):
+    # A "-0000" date parses without a time zone; read as local time it would be off by the zone's offset.
+    monkeypatch.setenv("TZ", "Etc/GMT+5")
+    time.tzset()
+    try:
+        date = time.strftime("%a, %d %b %Y %H:%M:%S -0000", time.gmtime(time.time() + 30))
+        assert 25 <= parse_retry_after({"retry-after": date}) <= 31
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+@pytest.mark.parametrize("value", ["soon", "Mon, 99 Foo 2020 25:61:00 GMT", "-5"])
+def test_unreadable_retry_after_falls_back_to_backoff(scripted, tmp_path, value):
+    server = scripted([(429, {"retry-after": value}, RATE_LIMITED)])
+    client = ChatClient(ClientSettings(model="gpt-4o", base_url=server.base_url, api_key="k", stream=False,
+                                       backoff_base_s=0.02, backoff_max_s=0.1), ResponseCache(tmp_path / "c.jsonl"))
+    [result] = client.complete_all(make_requests(1), show_progress=False)
+    assert result.text == "ok" and client.stats.retries == 1
+    assert len(server.times) == 2 and server.times[1] - server.times[0] < 1.0
+
+
+@pytest.mark.parametrize("value", ["86400", "inf"])
+def test_huge_retry_after_is_capped_and_counted(scripted, tmp_path, value):
+    server = scripted([(429, {"retry-after": value}, RATE_LIMITED)])
+    client = ChatClient(ClientSettings(model="gpt-4o", base_url=server.base_url, api_key="k", stream=False,
+                                       backoff_base_s=0.02, backoff_max_s=0.1, max_retry_wait_s=0.3),
+                        ResponseCache(tmp_path / "c.jsonl"))
+    [result] = client.complete_all(make_requests(1), show_progress=False)
+    assert result.text == "ok"
+    assert 0.25 <= server.times[1] - server.times[0] < 1.5
+    assert client.stats.capped_retry_waits == 1
+
+
+# ---------------------------------------------------------------- settings and odd cache lines
+
+@pytest.mark.parametrize("field_name, value", [
+    ("requests_per_minute", 0), ("tokens_per_minute", 0), ("concurrency", 0), ("max_retries", -1),
+    ("timeout_s", 0.0), ("max_cost", float("nan")), ("max_cost", -1.0), ("max_cost", float("inf")),
+    ("max_retry_wait_s", -1.0), ("max_retry_wait_s", float("nan")), ("fail_fast_after", 0),
+    ("base_url", "http//localhost:8000/v1"), ("base_url", "ftp://host/v1"),
+])
+def test_settings_refuse_bad_values(field_name, value):
+    with pytest.raises(ValueError, match=field_name):
+        ClientSettings(model="gpt-4o", **{field_name: value})
+
+
+def test_cache_lines_without_text_or_with_wrong_types_count_as_torn(llmock, tmp_path):
+    llmock.add(Reply(text="fresh", times=None))
+    requests = make_requests(4)
+    settings = make_client(llmock, tmp_path).settings
+    keys = [cache_key(settings, r) for r in requests]
+    lines = [{"key": keys[0], "name": "img0"}, {"key": keys[1], "text": 5}, {"key": keys[2], "text": "t", "prompt_tokens": "x"},
+             ["a", "list"], {"key": keys[3], "text": "kept", "prompt_tokens": 3, "completion_tokens": 2}]
+    (tmp_path / "cache.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    cache = ResponseCache(tmp_path / "cache.jsonl")
+    assert cache.torn_lines == 4 and len(cache) == 1
+    client = ChatClient(settings, cache)
+    results = client.complete_all(requests, show_progress=False)
+    assert [r.text for r in results] == ["fresh", "fresh", "fresh", "kept"]
+    assert client.stats.api_calls == 3
+
+
+# ---------------------------------------------------------------- money already spent
+
+def test_max_cost_counts_money_already_spent_in_the_cache(llmock, tmp_path):
+    llmock.add(Reply(text="a reply of some length " * 4, times=None))
+    first = make_client(llmock, tmp_path, concurrency=1, price_per_mtok=(1000.0, 1000.0), max_cost=0.5)
+    first.complete_all(make_requests(20), show_progress=False)
+    sent = len(chat_requests(llmock))
+    assert 1 <= sent < 20 and first.stats.cost_usd <= 0.5
+    again = make_client(llmock, tmp_path, concurrency=1, price_per_mtok=(1000.0, 1000.0), max_cost=0.5)
+    assert again.stats.spent_before_usd == pytest.approx(first.stats.cost_usd)
+    again.complete_all(make_requests(20), show_progress=False)
+    assert again.stats.spent_before_usd + again.stats.cost_usd <= 0.5
+    assert len(chat_requests(llmock)) == sent and again.stats.stopped_by_max_cost
+
+
+# ---------------------------------------------------------------- failing fast
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+def test_repeated_refusals_stop_the_run(llmock, tmp_path, status):
+    llmock.add(Reply(text="answered", times=None))
+    requests = make_requests(10)
+    make_client(llmock, tmp_path).complete_all(requests[:2], show_progress=False)
+    llmock.reset()
+    llmock.add(Fail(status, message="no such thing", times=None))
+    client = make_client(llmock, tmp_path, concurrency=1)
+    results = client.complete_all(requests, show_progress=False)
+    assert len(chat_requests(llmock)) == 3
+    assert client.stop_reason is not None and f"HTTP {status}" in client.stop_reason
+    assert [r.text for r in results[:2]] == ["answered", "answered"]
+    assert sum(r.not_run for r in results) == 5 and all(client.stop_reason in r.error for r in results if r.not_run)
+    assert len(ResponseCache(tmp_path / "cache.jsonl")) == 2
+
+
+def test_different_errors_in_between_do_not_stop_the_run(llmock, tmp_path):
+    llmock.add(Fail(401, times=2), Fail(400, times=1), Fail(401, times=2), Reply(text="fine", times=None))
+    client = make_client(llmock, tmp_path, concurrency=1)
+    results = client.complete_all(make_requests(6), show_progress=False)
+    assert client.stop_reason is None and sum(r.not_run for r in results) == 0
+    assert [r.text for r in results] == [None] * 5 + ["fine"]
+
+
+def test_unreachable_server_stops_after_retries(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = ChatClient(ClientSettings(model="gpt-4o", base_url=f"http://127.0.0.1:{port}/v1", api_key="k",
+                                       concurrency=1, max_retries=1, backoff_base_s=0.01, backoff_max_s=0.02),
+                        ResponseCache(tmp_path / "cache.jsonl"))
+    start = time.monotonic()
+    results = client.complete_all(make_requests(20), show_progress=False)
+    assert time.monotonic() - start < 10
+    assert client.stats.api_calls == 3 * 2 and sum(r.not_run for r in results) == 17
+    assert "connect" in client.stop_reason.lower()
+
+
+def test_key_in_base_url_query_is_sent_but_never_shown(llmock, tmp_path, caplog):
+    # The server echoes the key it was given, as some do in their error messages.
+    llmock.add(Fail(401, message="bad key QUERYSECRET or sk-test-SECRET", times=None))
+    url = llmock.base_url() + "?api_key=QUERYSECRET#FRAGSECRET"
+    client = make_client(llmock, tmp_path, base_url=url, concurrency=1)
+    with caplog.at_level("DEBUG"):
+        results = client.complete_all(make_requests(4), show_progress=False)
+    [first] = chat_requests(llmock)[:1]
+    assert first.path == CHAT_PATH
+    shown = caplog.text + client.stop_reason + "".join(r.error for r in results) + repr(client.settings)
+    assert "QUERYSECRET" not in shown and "FRAGSECRET" not in shown and "sk-test-SECRET" not in shown

@@ -72,3 +72,17 @@ def test_reasoning_needs_one_long_answer():
 def test_refusal_is_invalid_with_reason():
     pairs, reason = parse_reply(F.MALFORMED_REPLY, "conversation")
     assert pairs == [] and "found 0" in reason
+
+
+@pytest.mark.parametrize("token", ["<image>", "</s>", "<s>", "<unk>", "<pad>", "[PAD]", "[CLS]", "[SEP]", "[MASK]",
+                                   "<|endoftext|>", "<|im_start|>", "<IMAGE>"])
+def test_reply_with_a_special_token_is_malformed(token):
+    reply = F.CONVERSATION_REPLY.replace("a warm, bright yellow.", f"a warm, bright yellow{token}.")
+    assert parse_reply(F.CONVERSATION_REPLY, "conversation")[1] is None
+    pairs, reason = parse_reply(reply, "conversation")
+    assert pairs == [] and "special token" in reason and token in reason
+
+
+def test_angle_brackets_in_ordinary_text_are_fine():
+    reply = "Question: Is the left side brighter than the right?\nAnswer: Yes, left > right, and 3 < 4 shapes show."
+    assert parse_reply(reply + "\n" + reply + "\n" + reply, "conversation")[1] is None
