@@ -232,7 +232,7 @@ def _import_official(args) -> None:
 
     from .records import import_official_json, write_outputs
 
-    records, skipped = import_official_json(args.json, args.type)
+    records, skipped = import_official_json(args.json, args.type, root=args.emoset_root)
     root = Path(args.emoset_root).resolve()
     for record in records:
         # The official files name images by file name; EmoSet keeps them under image/<emotion>/.

@@ -120,3 +120,21 @@ def test_load_records_names_file_and_line_of_a_bad_record(tmp_path, change, mess
     write_outputs(tmp_path, records, {"emoset_root": str(tmp_path / "emoset")}, seed=0)
     with pytest.raises(ValueError, match=r"instructions.jsonl:2: .*" + message):
         load_records(tmp_path)
+
+
+def test_import_official_command_keeps_paths_inside_the_emoset_root(tmp_path):
+    from dataset_builder.__main__ import main
+
+    root = tmp_path / "emoset"
+    (root / "image" / "awe").mkdir(parents=True)
+    (tmp_path / "secret.jpg").write_bytes(b"x")
+    (root / "image" / "awe" / "awe_00002.jpg").symlink_to(tmp_path / "secret.jpg")
+    turns = [{"from": "human", "value": "Which?"}, {"from": "gpt", "value": "Predict emotion: awe"}]
+    entries = [{"id": "ok", "image": "awe_00001.jpg", "conversations": turns},
+               {"id": "link", "image": "image/awe/awe_00002.jpg", "conversations": turns}]
+    (tmp_path / "official.json").write_text(json.dumps(entries))
+    assert main(["import_official", "--json", str(tmp_path / "official.json"), "--type", "categorical",
+                 "--emoset_root", str(root), "--output_dir", str(tmp_path / "out")]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["records"] == 1 and [s["item"] for s in summary["skipped"]] == ["official.json[1]"]
+    assert str(tmp_path / "secret.jpg") in summary["skipped"][0]["reason"]
