@@ -78,8 +78,8 @@ from PIL import Image  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 from transformers import AutoConfig, HfArgumentParser  # noqa: E402
 
-from dataset_builder.emoset import IMAGE_DECODE_ERRORS, is_emoset_root, open_image, read_split  # noqa: E402
-from dataset_builder.records import atomic_write, atomic_write_text  # noqa: E402
+from dataset_builder.emoset import is_emoset_root, read_split  # noqa: E402
+from modeling_emovit.io_utils import IMAGE_DECODE_ERRORS, atomic_write, atomic_write_text, open_image  # noqa: E402
 from modeling_emovit import (  # noqa: E402
     CATEGORICAL_INSTRUCTION_VARIANTS,
     EMOSET_EMOTIONS,

@@ -36,9 +36,8 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset, Sampler
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
-from dataset_builder.emoset import open_image
-from dataset_builder.records import atomic_write, atomic_write_text
 from modeling_emovit import EmoVitForConditionalGeneration, EmoVitProcessor, format_answer
+from modeling_emovit.io_utils import atomic_write, atomic_write_text, open_image
 
 
 logger = logging.getLogger("train")
@@ -617,21 +616,12 @@ def main(argv=None):
                                                 emotion_labels=model.config.emotion_labels)
     model.check_processor(processor)
     if dtype != torch.float32:
-        # Frozen towers in half precision; the Q-Former side (and query tokens, and the loss) stays float32.
-        model.vision_model.embeddings.to(dtype)
-        model.vision_model.encoder.to(dtype)
-        model.language_model.to(dtype)
+        model.cast_frozen_towers(dtype)
     # The last Q-Former layer's instruction feed-forward block gets a zero gradient by construction; freezing it
     # changes no loss and lets DDP run without find_unused_parameters.
     counts = model.freeze_for_instruction_tuning(freeze_unused=True)
     if model_args.lora_r > 0:
-        from peft import LoraConfig, get_peft_model
-
-        lora = LoraConfig(r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
-                          target_modules=["q_proj", "v_proj"])
-        lora_model = get_peft_model(model.language_model, lora).base_model  # injects adapters in place
-        model.language_model = lora_model.model
-        counts["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        counts["trainable"] = model.add_lora(model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout)
     print(f"trainable parameters: {counts['trainable']:,} of {counts['total']:,} "
           f"({100 * counts['trainable'] / counts['total']:.2f}%)")
     if training_args.gradient_checkpointing and training_args.gradient_checkpointing_kwargs is None:
@@ -715,8 +705,7 @@ def main(argv=None):
         results.update({k: round(v, 4) for k, v in trainer.evaluate().items() if k.endswith("accuracy")})
     if trainer.is_world_process_zero():
         if model_args.lora_r > 0:
-            # Fold the LoRA weights into the language model so the saved folder is a plain EmoVIT.
-            model.language_model = lora_model.merge_and_unload()
+            model.merge_lora()  # the saved folder is a plain EmoVIT
         model.save_pretrained(output_dir)
         processor.save_pretrained(output_dir)
         atomic_write_text(output_dir / "training_log.json", json.dumps(trainer.state.log_history, indent=1))

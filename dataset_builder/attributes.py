@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .emoset import open_image
+from modeling_emovit.io_utils import open_image
 
 ATTRIBUTE_NAMES = ("brightness", "colorfulness", "scene", "object", "facial_expression", "human_action")
 COLORFULNESS_SCALE = 150.0

@@ -7,14 +7,12 @@ second build over the same images, captions nothing twice. Lines are appended an
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .emoset import open_image
+from modeling_emovit.io_utils import JsonlCache, open_image
 
 logger = logging.getLogger(__name__)
 
@@ -28,25 +26,16 @@ def _image_key(model_id: str, image_path: str) -> str:
     return f"{model_id}|{digest}"
 
 
-def _load_cache(path: Path) -> dict[str, str]:
-    cache = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                entry = json.loads(line)
-                cache[entry["key"]] = entry["caption"]
-            except (ValueError, KeyError, TypeError):
-                continue  # a line torn by a crash; that image is captioned again
-    return cache
+def _is_caption_entry(entry: dict) -> bool:
+    return isinstance(entry.get("caption"), str)
 
 
 def caption_images(image_paths: list[str], model_id: str = DEFAULT_CAPTIONER, cache_path: str | os.PathLike | None = None,
                    batch_size: int = 16, max_new_tokens: int = 30, dtype: str = "float32") -> dict[str, str]:
     """{image path: caption}. Loads the model only when some image is not cached yet."""
-    cache_path = Path(cache_path) if cache_path is not None else None
-    cache = _load_cache(cache_path) if cache_path is not None else {}
+    cache = JsonlCache(cache_path, is_entry=_is_caption_entry) if cache_path is not None else None
     keys = {path: _image_key(model_id, path) for path in image_paths}
-    captions = {path: cache[key] for path, key in keys.items() if key in cache}
+    captions = {path: cache.get(key)["caption"] for path, key in keys.items() if cache is not None and key in cache}
     todo = [path for path in image_paths if path not in captions]
     logger.info("captions: %d cached, %d to compute with %s", len(captions), len(todo), model_id)
     if not todo:
@@ -66,8 +55,6 @@ def caption_images(image_paths: list[str], model_id: str = DEFAULT_CAPTIONER, ca
     model.eval()
     if torch.cuda.is_available():
         model.to("cuda")
-    if cache_path is not None:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
     for start in tqdm(range(0, len(todo), batch_size), desc="captions", unit="batch"):
         batch = todo[start : start + batch_size]
         images = [open_image(path) for path in batch]
@@ -80,17 +67,10 @@ def caption_images(image_paths: list[str], model_id: str = DEFAULT_CAPTIONER, ca
         if "input_ids" in inputs and generated.shape[1] > inputs["input_ids"].shape[1]:
             generated = generated[:, inputs["input_ids"].shape[1] :]
         texts = processor.batch_decode(generated, skip_special_tokens=True)
-        lines = []
+        entries = []
         for path, text in zip(batch, texts):
-            caption = " ".join(text.split())
-            captions[path] = caption
-            lines.append(json.dumps({"key": keys[path], "image": path, "caption": caption}) + "\n")
-        if cache_path is not None:
-            # A crash may have left a torn last line; start on a fresh one so this batch stays readable.
-            if cache_path.exists() and cache_path.stat().st_size and not cache_path.read_bytes().endswith(b"\n"):
-                lines.insert(0, "\n")
-            with open(cache_path, "a", encoding="utf-8") as f:
-                f.write("".join(lines))
-                f.flush()
-                os.fsync(f.fileno())
+            captions[path] = " ".join(text.split())
+            entries.append({"key": keys[path], "image": path, "caption": captions[path]})
+        if cache is not None:
+            cache.append(*entries)
     return captions

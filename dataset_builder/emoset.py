@@ -20,12 +20,8 @@ import json
 import logging
 import os
 import random
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
-from PIL import Image
 
 from modeling_emovit.configuration_emovit import EMOSET_EMOTIONS
 
@@ -254,49 +250,3 @@ def sample_per_class(items: list[ImageItem], counts: dict[str, int], seed: int) 
         if short:
             logger.info("%s: asked for %d images per class; these have fewer, all used: %s", kind, count, ", ".join(short))
     return drawn
-
-
-# High-bit-depth PIL modes and the value that maps to white. 16-bit files (PNG, TIFF) open as "I;16*"; "I" is how
-# Pillow has returned 16-bit PNGs and what 32-bit integer TIFFs open as, so it is read on the same 16-bit scale; float
-# images ("F") follow the usual convention of 0.0 = black, 1.0 = white. Values outside the range are clipped.
-_HIGH_BIT_DEPTH_WHITE = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0,
-                         "F": 1.0}
-# Errors a corrupt, truncated or hostile image file raises while it is decoded.
-IMAGE_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
-
-
-def to_rgb(image: Image.Image, source) -> Image.Image:
-    """8-bit RGB from any PIL mode. High-bit-depth modes are scaled to 0-255 (`convert("RGB")` would clip them, so a
-    mid-grey 16-bit image would turn white); `source` names the image in the error raised for a mode that has no
-    RGB conversion."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in _HIGH_BIT_DEPTH_WHITE:
-        values = np.asarray(image, dtype=np.float64) * (255.0 / _HIGH_BIT_DEPTH_WHITE[image.mode])
-        grey = np.clip(np.rint(values), 0, 255).astype(np.uint8)
-        return Image.fromarray(grey, mode="L").convert("RGB")
-    try:
-        return image.convert("RGB")
-    except ValueError as e:
-        raise ValueError(f"Image {source} has PIL mode {image.mode!r}, which does not convert to RGB ({e}); save it "
-                         "as an 8-bit RGB or greyscale file.") from e
-
-
-def open_image(image, source=None) -> Image.Image:
-    """The one way images are read for attributes, training and evaluation: decodes the whole file (a truncated JPEG
-    fails here, with its name) and returns it as 8-bit RGB, detached from the file (see `to_rgb`); a PIL image is
-    converted the same way. An image over Pillow's decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`; its warning
-    level too) is refused like any other undecodable file. Raises ValueError naming `source` (default: the path)."""
-    source = image if source is None else source
-    if isinstance(image, Image.Image):
-        return to_rgb(image, source)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(image) as opened:
-                opened.load()
-                decoded = opened.copy()
-    except (*IMAGE_DECODE_ERRORS, Image.DecompressionBombWarning) as e:
-        raise ValueError(f"Image {source} could not be read ({type(e).__name__}: {e}); replace the file or remove it "
-                         "from the dataset.") from e
-    return to_rgb(decoded, source)

@@ -37,11 +37,12 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import timezone
-from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import openai
 from tqdm.auto import tqdm
+
+from modeling_emovit.io_utils import JsonlCache
 
 logger = logging.getLogger(__name__)
 
@@ -246,68 +247,24 @@ def _is_cache_entry(entry) -> bool:
     return entry.get("finish_reason") is None or isinstance(entry["finish_reason"], str)
 
 
-class ResponseCache:
-    """Append-only JSONL of replies: one `{"key", "text", "finish_reason", "prompt_tokens", "cost_usd", ...}` line
-    each. Also the record of money spent: `spent_usd` sums every line's cost, and `uncosted_tokens` the tokens of
-    lines written without one."""
+class ResponseCache(JsonlCache):
+    """The cache of replies: one `{"key", "text", "finish_reason", "prompt_tokens", "cost_usd", ...}` line each.
+    Also the record of money spent: `spent_usd` sums every line's cost, and `uncosted_tokens` the tokens of lines
+    written without one."""
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.entries: dict[str, dict] = {}
-        self.torn_lines = 0
         self.spent_usd = 0.0
         self.uncosted_tokens = [0, 0]
-        if self.path.exists():
-            with open(self.path, "rb") as f:
-                data = f.read()
-            for line in data.splitlines():
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    entry = None
-                if not _is_cache_entry(entry):
-                    # A line cut short by a crash mid-write, or one that is JSON but not a reply (no text, wrong
-                    # types); its request is simply made again.
-                    self.torn_lines += 1
-                    continue
-                self._add(entry)
-            if self.torn_lines:
-                logger.warning("%s: ignored %d line(s) that are cut short or lack a key and text of the right types",
-                               self.path, self.torn_lines)
-            self._needs_newline = bool(data) and not data.endswith(b"\n")
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._needs_newline = False
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.entries
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def get(self, key: str) -> dict | None:
-        return self.entries.get(key)
+        super().__init__(path, is_entry=_is_cache_entry)
 
     def _add(self, entry: dict) -> None:
         # Every line counts towards the money spent, also one whose key was answered before: it was paid for.
-        self.entries[entry["key"]] = entry
+        super()._add(entry)
         if "cost_usd" in entry:
             self.spent_usd += entry["cost_usd"]
         else:
             self.uncosted_tokens[0] += entry.get("prompt_tokens", 0)
             self.uncosted_tokens[1] += entry.get("completion_tokens", 0)
-
-    def append(self, entry: dict) -> None:
-        line = json.dumps(entry, ensure_ascii=False) + "\n"
-        if self._needs_newline:
-            line = "\n" + line
-            self._needs_newline = False
-        # One write of one line, then fsync: after a crash the file ends with whole lines, or one torn line.
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
-        self._add(entry)
 
 
 class _TransientError(Exception):

@@ -17,9 +17,12 @@ from pathlib import Path
 import datasets
 from datasets.table import embed_table_storage
 
+from modeling_emovit.hub_utils import push_folder, write_card
+from modeling_emovit.io_utils import atomic_write_text
+
 from .emovit_instructions import CONFIG_NAMES, EmovitInstructions
 from .prompts import prompt_texts
-from .records import atomic_write_text, read_summary
+from .records import read_summary
 
 logger = logging.getLogger(__name__)
 
@@ -31,12 +34,13 @@ LICENCE_NOTE = (
 )
 
 
-def _card(summary: dict, counts: dict[str, int]) -> str:
-    configs_yaml = "\n".join(
-        f"- config_name: {name}\n  data_files:\n  - split: train\n    path: {name}/train-*.parquet"
-        + ("\n  default: true" if name == "all" else "")
-        for name in counts
-    )
+def _card(summary: dict, counts: dict[str, int]) -> tuple[dict, str]:
+    """The dataset card's metadata (with the `configs:` that let `load_dataset(repo, name)` find each config's
+    Parquet files) and its markdown body."""
+    configs = [{"config_name": name, "data_files": [{"split": "train", "path": f"{name}/train-*.parquet"}],
+                **({"default": True} if name == "all" else {})} for name in counts]
+    metadata = {"license": "other", "task_categories": ["image-text-to-text", "image-classification"],
+                "language": ["en"], "pretty_name": "EmoVIT emotion instructions", "configs": configs}
     prompts = prompt_texts()
     hashes = summary.get("prompt_hashes", {})
     rows = "\n".join(f"| {name} | {counts[name]} |" for name in counts)
@@ -46,19 +50,7 @@ def _card(summary: dict, counts: dict[str, int]) -> str:
     )
     failed = len(summary.get("failed", []))
     skipped = len(summary.get("skipped", []))
-    return f"""---
-license: other
-task_categories:
-- image-text-to-text
-- image-classification
-language:
-- en
-pretty_name: EmoVIT emotion instructions
-configs:
-{configs_yaml}
----
-
-# EmoVIT emotion instructions
+    return metadata, f"""# EmoVIT emotion instructions
 
 Visual instruction data for emotion understanding, built from EmoSet with `python -m dataset_builder build`
 (EmoVIT recipe: categorical instructions without an LLM, conversation and reasoning samples written from
@@ -123,7 +115,7 @@ def export_parquet_folder(dataset_dir: str | os.PathLike, export_dir: str | os.P
                 (staging / name).mkdir(parents=True)
                 dataset.with_format(None).to_parquet(str(staging / name / "train-00000-of-00001.parquet"))
                 counts[name] = len(dataset)
-        atomic_write_text(staging / "README.md", _card(summary, counts))
+        write_card(staging, *_card(summary, counts))
         public_summary = {k: v for k, v in summary.items() if k not in ("emoset_root",)}
         public_summary["args"] = {k: v for k, v in summary.get("args", {}).items() if k not in ("emoset_root", "output_dir")}
         atomic_write_text(staging / "summary.json", json.dumps(public_summary, indent=2))
@@ -141,10 +133,8 @@ def export_parquet_folder(dataset_dir: str | os.PathLike, export_dir: str | os.P
 def upload_folder(api, export_dir: str | os.PathLike, repo_id: str, private: bool = False,
                   commit_message: str = "Upload EmoVIT instruction data") -> str:
     """Creates the dataset repo if needed and uploads the folder. `api` is a `huggingface_hub.HfApi`."""
-    api.create_repo(repo_id=repo_id, repo_type="dataset", private=private, exist_ok=True)
-    result = api.upload_folder(folder_path=str(export_dir), repo_id=repo_id, repo_type="dataset",
-                               commit_message=commit_message)
-    return str(result)
+    return push_folder(export_dir, repo_id, repo_type="dataset", private=private, commit_message=commit_message,
+                       api=api)
 
 
 def check_loadable(export_dir: str | os.PathLike, config_name: str, expected_rows: int) -> None:

@@ -14,10 +14,10 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 from pathlib import Path
 
 from modeling_emovit.configuration_emovit import EMOSET_EMOTIONS
+from modeling_emovit.io_utils import atomic_write_text
 from modeling_emovit.processing_emovit import format_answer, format_categorical_instruction, parse_emotion_answer
 
 from .emoset import Skip, resolve_inside_root
@@ -47,36 +47,6 @@ def make_record(kind: str, image_id: str, image: str, emotion: str, pair_index: 
 def categorical_pair(emotion: str, labels=EMOSET_EMOTIONS) -> tuple[str, str]:
     """The categorical instruction and answer, both defined once in modeling_emovit's processor."""
     return format_categorical_instruction(labels), format_answer(emotion)
-
-
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Calls `write(tmp_path)` on a temporary file beside `path`, then renames it over `path`: a reader sees the old
-    file or the whole new one, never half of it. On failure the temporary file is removed and `path` is untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        # mkstemp creates the file 0600; outputs are ordinary files for whoever reads the folder.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-
-    atomic_write(path, write)
 
 
 def to_llava(records: list[dict], seed: int) -> list[dict]:

@@ -31,7 +31,6 @@ processor + a model card.
 
 import argparse
 import hashlib
-import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -41,6 +40,7 @@ import torch
 from PIL import Image
 
 from .configuration_emovit import EMOSET_EMOTIONS
+from .hub_utils import push_folder, usage_snippet, write_card
 from .modeling_emovit import EmoVitForConditionalGeneration
 from .processing_emovit import EmoVitProcessor, format_answer
 
@@ -317,30 +317,14 @@ def convert(checkpoint, base_model, output_dir=None, mode="auto", dtype="float32
     return model, processor, report
 
 
-MODEL_CARD = """---
-library_name: transformers
-pipeline_tag: image-text-to-text
-tags: [emovit, instructblip, emotion-recognition, visual-emotion-analysis]
-base_model: {base_model}
----
-
-# EmoVIT: {name}
+CARD_BODY = """# EmoVIT: {name}
 
 Visual emotion instruction tuning (EmoVIT, CVPR 2024) on InstructBLIP, converted to transformers from `{checkpoint}`
 (sha256 `{sha}`).
 
 ## Use
 
-```python
-import modeling_emovit  # or pass trust_remote_code=True to the two calls below
-from transformers import AutoModelForImageTextToText, AutoProcessor
-from PIL import Image
-
-model = AutoModelForImageTextToText.from_pretrained("{repo}", trust_remote_code=True)
-processor = AutoProcessor.from_pretrained("{repo}", trust_remote_code=True)
-result = model.classify([Image.open("photo.jpg")], processor, method="score")  # or method="generate"
-print(result.labels, result.scores)
-```
+{usage}
 
 ## Labels
 
@@ -367,9 +351,9 @@ def save(model, processor, report, output_dir):
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
     trained = report["mode"] == "trained"
-    card = MODEL_CARD.format(
+    body = CARD_BODY.format(
         name=output_dir.name,
-        repo=output_dir.name,
+        usage=usage_snippet(output_dir.name),
         checkpoint=Path(report["checkpoint"]).name,
         sha=report["checkpoint_sha256"],
         base_model=report["base_model"],
@@ -390,9 +374,10 @@ def save(model, processor, report, output_dir):
         diff=report["max_logits_diff_vs_base"],
         notes="".join(f"- {note}\n" for note in report["notes"]),
     )
-    # Written beside and renamed, so an interrupted run never leaves half a card.
-    (output_dir / "README.md.tmp").write_text(card)
-    os.replace(output_dir / "README.md.tmp", output_dir / "README.md")
+    metadata = {"library_name": "transformers", "pipeline_tag": "image-text-to-text",
+                "tags": ["emovit", "instructblip", "emotion-recognition", "visual-emotion-analysis"],
+                "base_model": str(report["base_model"])}
+    write_card(output_dir, metadata, body)
 
 
 def main(argv=None):
@@ -431,13 +416,9 @@ def main(argv=None):
     print(f"max |logits difference| vs unconverted base model: {report['max_logits_diff_vs_base']:.6e}")
     print(f"saved to {args.output_dir}")
     if args.push_to_hub:
-        from huggingface_hub import HfApi
-
-        api = HfApi()
-        api.create_repo(args.push_to_hub, exist_ok=True)
-        api.upload_folder(folder_path=args.output_dir, repo_id=args.push_to_hub,
+        url = push_folder(args.output_dir, args.push_to_hub,
                           commit_message="Add EmoVIT converted from the original checkpoint")
-        print(f"pushed to https://huggingface.co/{args.push_to_hub}")
+        print(f"pushed to {args.push_to_hub}: {url}")
     return report
 
 

@@ -153,6 +153,34 @@ class EmoVitForConditionalGeneration(InstructBlipForConditionalGeneration, Gener
                     f"({100 * trainable / total:.2f}%)")
         return {"trainable": trainable, "total": total}
 
+    def cast_frozen_towers(self, dtype: torch.dtype) -> None:
+        """Holds the frozen ViT and the language model in `dtype` (mixed-precision training). The ViT's
+        post-LayerNorm, the Q-Former, the query tokens and the language projection keep their float32 weights, and
+        so does the loss, which InstructBLIP computes in float32 from the logits."""
+        self.vision_model.embeddings.to(dtype)
+        self.vision_model.encoder.to(dtype)
+        self.language_model.to(dtype)
+
+    def add_lora(self, r: int, alpha: int = 16, dropout: float = 0.05, target_modules=("q_proj", "v_proj")) -> int:
+        """Adds trainable LoRA adapters (peft) to the language model's attention projections, in place; returns the
+        number of trainable parameters after. `merge_lora()` folds them back in before saving, so a saved model is a
+        plain EmoVIT."""
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules))
+        lora_model = get_peft_model(self.language_model, config).base_model  # injects the adapters in place
+        # Kept outside the module tree (object.__setattr__), so that state_dict and parameters() see no copy.
+        object.__setattr__(self, "_lora_model", lora_model)
+        self.language_model = lora_model.model
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def merge_lora(self) -> None:
+        """Folds the adapters of `add_lora` into the language model's weights and removes them."""
+        lora_model = self.__dict__.pop("_lora_model", None)
+        if lora_model is None:
+            raise ValueError("The model has no LoRA adapters to merge; call `add_lora` first.")
+        self.language_model = lora_model.merge_and_unload()
+
     # ------------------------------------------------------------------ forward
 
     def _check_pixel_values(self, pixel_values, interpolate_pos_encoding):

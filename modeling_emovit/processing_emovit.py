@@ -16,6 +16,7 @@ from transformers import InstructBlipProcessor
 from transformers.feature_extraction_utils import BatchFeature
 
 from .configuration_emovit import EMOSET_EMOTIONS, validate_emotion_labels
+from .io_utils import to_rgb
 
 
 # The categorical instruction. `{labels}` is replaced by the label list ("amusement, awe, ..., sadness").
@@ -41,9 +42,6 @@ REASONING_QUESTION = "What emotion does this image evoke, and what in the image 
 
 _ANSWER_PATTERN = re.compile(r"^\s*predict\s+emotion\s*:\s*(?P<label>.+?)\s*[.!]?\s*$", re.IGNORECASE | re.DOTALL)
 
-# PIL modes that convert to RGB without losing meaning. 16-bit, 32-bit and float modes ("I;16", "I", "F") would
-# be clipped to 8 bits by `convert("RGB")`, which silently destroys the image: refuse them instead.
-_CONVERTIBLE_MODES = {"RGB", "RGBA", "RGBX", "L", "LA", "P", "PA", "CMYK", "YCbCr", "1"}
 _MIN_IMAGE_SIDE = 2
 
 
@@ -158,17 +156,13 @@ class EmoVitProcessor(InstructBlipProcessor):
             image = Image.fromarray(image)
         if not isinstance(image, Image.Image):
             raise TypeError(f"Image {index} is a {type(image).__name__}; expected a PIL image or a uint8 array.")
-        if image.mode not in _CONVERTIBLE_MODES:
-            raise ValueError(
-                f"Image {index} has PIL mode {image.mode!r}, which does not convert to 8-bit RGB without loss. "
-                "Rescale it to 8 bits and call `image.convert('RGB')` first."
-            )
         if min(image.size) < _MIN_IMAGE_SIDE:
             raise ValueError(
                 f"Image {index} is {image.size[0]}x{image.size[1]} pixels; an image needs at least "
                 f"{_MIN_IMAGE_SIDE} pixels on each side. Check that the file decoded completely."
             )
-        return image.convert("RGB")
+        # The project's one image rule: 16-bit and float modes are scaled to 8 bits, not clipped.
+        return to_rgb(image, index)
 
     # ------------------------------------------------------------------ text
 

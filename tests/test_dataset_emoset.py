@@ -8,7 +8,8 @@ import pytest
 from dataset_fixtures import synth_root  # noqa: F401  (fixture)
 from PIL import Image
 
-from dataset_builder.emoset import ImageItem, open_image, read_annotation, read_split, sample_per_class
+from dataset_builder.emoset import ImageItem, read_annotation, read_split, sample_per_class
+from modeling_emovit.io_utils import open_image
 
 
 def test_reads_both_entry_forms(synth_root):  # noqa: F811

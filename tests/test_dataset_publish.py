@@ -64,7 +64,7 @@ class RecordingHfApi:
         self.calls.append(("create_repo", repo_id, repo_type, private, exist_ok))
         return f"https://hub.invalid/datasets/{repo_id}"
 
-    def upload_folder(self, folder_path, repo_id, repo_type=None, commit_message=None):
+    def upload_folder(self, folder_path, repo_id, repo_type=None, commit_message=None, ignore_patterns=None):
         self.calls.append(("upload_folder", repo_id, repo_type, commit_message))
         shutil.copytree(folder_path, self.remote / repo_id)
         return f"https://hub.invalid/datasets/{repo_id}/commit/1"

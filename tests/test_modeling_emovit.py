@@ -244,8 +244,8 @@ def test_long_instruction_keeps_bos_and_its_end(tiny_processor):
 
 
 def test_bad_images_are_named(tiny_model, tiny_processor):
-    with pytest.raises(ValueError, match="Image 1 has PIL mode 'F'"):
-        tiny_processor.classification_inputs([random_images(1)[0], Image.new("F", (40, 40))])
+    with pytest.raises(ValueError, match="Image 1 has PIL mode 'La'"):
+        tiny_processor.classification_inputs([random_images(1)[0], Image.new("La", (40, 40))])
     with pytest.raises(ValueError, match="Image 0 is 1x40 pixels"):
         tiny_processor.classification_inputs([Image.new("RGB", (1, 40))])
     with pytest.raises(ValueError, match="shape \\(20, 20\\)"):
@@ -469,3 +469,32 @@ def test_classify_runs_in_bounded_batches(tiny_model, tiny_processor):
     assert generated.texts == tiny_model.classify(pictures, tiny_processor, method="generate").texts
     with pytest.raises(ValueError, match="batch_size"):
         tiny_model.classify(pictures, tiny_processor, batch_size=0)
+
+
+def test_cast_frozen_towers_keeps_the_qformer_side_float32(tiny_model):
+    tiny_model.cast_frozen_towers(torch.bfloat16)
+    dtypes = {name: param.dtype for name, param in tiny_model.named_parameters()}
+    trained = EmoVitForConditionalGeneration.TRAINABLE_PREFIXES
+    assert all(dtype == torch.float32 for name, dtype in dtypes.items() if name.startswith(trained))
+    assert all(dtype == torch.bfloat16 for name, dtype in dtypes.items() if not name.startswith(trained))
+
+
+def test_lora_adds_trainable_adapters_and_merges_into_a_plain_model(tiny_model, tiny_processor, images):
+    tiny_model.freeze_for_instruction_tuning()
+    before = sum(p.numel() for p in tiny_model.parameters() if p.requires_grad)
+    after = tiny_model.add_lora(r=4)
+    adapters = [name for name, _ in tiny_model.named_parameters() if "lora_" in name]
+    assert after > before and adapters and all(name.startswith("language_model.") for name in adapters)
+    with torch.no_grad():
+        for name, param in tiny_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)  # B starts at zero; give the adapters an effect to merge
+    batch = training_batch(tiny_processor, images)
+    with torch.no_grad():
+        adapted = tiny_model.eval()(**batch).logits
+        tiny_model.merge_lora()
+        merged = tiny_model(**batch).logits
+    assert not any("lora_" in name for name in tiny_model.state_dict())
+    assert torch.allclose(adapted, merged, atol=1e-4)
+    with pytest.raises(ValueError, match="no LoRA adapters"):
+        tiny_model.merge_lora()

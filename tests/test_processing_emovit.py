@@ -33,3 +33,15 @@ def test_special_token_strings_in_text_stay_text(tiny_model, tiny_processor, ima
     with torch.no_grad():
         loss = tiny_model(**batch).loss
     assert torch.isfinite(loss)
+
+
+def test_high_bit_depth_images_follow_the_one_image_rule(tiny_processor):
+    """The processor reads 16-bit and float images as every other reader does: scaled to 8 bits, not clipped."""
+    import numpy as np
+    from PIL import Image
+
+    grey = Image.new("RGB", (40, 40), (128, 128, 128))
+    deep = Image.fromarray(np.full((40, 40), 32896, dtype=np.uint16))  # 128 * 257: mid-grey on the 16-bit scale
+    unit = Image.fromarray(np.full((40, 40), 128 / 255, dtype=np.float32))  # mode F, 0.0-1.0
+    pixels = tiny_processor.preprocess_images([grey, deep, unit])
+    assert torch.allclose(pixels[1], pixels[0]) and torch.allclose(pixels[2], pixels[0])

@@ -1,0 +1,171 @@
+# Copyright 2026 The EmoVIT Hugging Face authors. All rights reserved.
+#
+# Licensed under the BSD 3-Clause License (the "License"); you may not use this file except in compliance with the
+# License. You may obtain a copy of the License in the LICENSE file at the root of this repository.
+"""The project's file I/O, in one place: reading images, writing files whole, and append-only JSONL caches.
+
+It lives in the model package because the processor reads images by the same rule and the model package can import
+nothing else of the project (it must load from the Hub with `trust_remote_code`); everything else imports it here.
+"""
+
+import json
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------------- images
+
+# High-bit-depth PIL modes and the value that maps to white. 16-bit files (PNG, TIFF) open as "I;16*"; "I" is how
+# Pillow has returned 16-bit PNGs and what 32-bit integer TIFFs open as, so it is read on the same 16-bit scale; float
+# images ("F") follow the usual convention of 0.0 = black, 1.0 = white. Values outside the range are clipped.
+_HIGH_BIT_DEPTH_WHITE = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0,
+                         "F": 1.0}
+# Errors a corrupt, truncated or hostile image file raises while it is decoded.
+IMAGE_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+def to_rgb(image: Image.Image, source) -> Image.Image:
+    """8-bit RGB from any PIL mode. High-bit-depth modes are scaled to 0-255 (`convert("RGB")` would clip them, so a
+    mid-grey 16-bit image would turn white); `source` names the image in the error raised for a mode that has no
+    RGB conversion."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in _HIGH_BIT_DEPTH_WHITE:
+        values = np.asarray(image, dtype=np.float64) * (255.0 / _HIGH_BIT_DEPTH_WHITE[image.mode])
+        grey = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    try:
+        return image.convert("RGB")
+    except ValueError as e:
+        raise ValueError(f"Image {source} has PIL mode {image.mode!r}, which does not convert to RGB ({e}); save it "
+                         "as an 8-bit RGB or greyscale file.") from e
+
+
+def open_image(image, source=None) -> Image.Image:
+    """The one way images are read for attributes, training and evaluation: decodes the whole file (a truncated JPEG
+    fails here, with its name) and returns it as 8-bit RGB, detached from the file (see `to_rgb`); a PIL image is
+    converted the same way. An image over Pillow's decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`; its warning
+    level too) is refused like any other undecodable file. Raises ValueError naming `source` (default: the path)."""
+    source = image if source is None else source
+    if isinstance(image, Image.Image):
+        return to_rgb(image, source)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(image) as opened:
+                opened.load()
+                decoded = opened.copy()
+    except (*IMAGE_DECODE_ERRORS, Image.DecompressionBombWarning) as e:
+        raise ValueError(f"Image {source} could not be read ({type(e).__name__}: {e}); replace the file or remove it "
+                         "from the dataset.") from e
+    return to_rgb(decoded, source)
+
+
+# ---------------------------------------------------------------------------------------------------- whole files
+
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Calls `write(tmp_path)` on a temporary file beside `path`, then renames it over `path`: a reader sees the old
+    file or the whole new one, never half of it. On failure the temporary file is removed and `path` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        # mkstemp creates the file 0600; outputs are ordinary files for whoever reads the folder.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    atomic_write(path, write)
+
+
+# ---------------------------------------------------------------------------------------------------- JSONL caches
+
+
+def _has_key(entry) -> bool:
+    return isinstance(entry, dict) and isinstance(entry.get("key"), str)
+
+
+class JsonlCache:
+    """An append-only JSON-lines file of entries, each with a string `key`, read whole when opened.
+
+    Every append is one write of whole lines followed by fsync, so after a crash the file ends with whole lines or
+    one torn line. Lines that do not parse, or that `is_entry` refuses (JSON but not an entry of this cache: missing
+    fields, wrong types), are counted in `torn_lines` and skipped: their work is simply done again. A later line
+    with the same key wins. Subclasses see each entry through `_add` (the LLM cache sums the money spent there).
+    """
+
+    def __init__(self, path: str | os.PathLike, is_entry=_has_key):
+        self.path = Path(path)
+        self.is_entry = is_entry
+        self.entries: dict[str, dict] = {}
+        self.torn_lines = 0
+        data = self.path.read_bytes() if self.path.exists() else b""
+        for line in data.splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                entry = None
+            if _has_key(entry) and is_entry(entry):
+                self._add(entry)
+            elif line.strip():
+                self.torn_lines += 1
+        if self.torn_lines:
+            logger.warning("%s: ignored %d line(s) cut short or not entries of this cache; their work is redone",
+                           self.path, self.torn_lines)
+        self._needs_newline = bool(data) and not data.endswith(b"\n")
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def get(self, key: str) -> dict | None:
+        return self.entries.get(key)
+
+    def _add(self, entry: dict) -> None:
+        self.entries[entry["key"]] = entry
+
+    def append(self, *entries: dict) -> None:
+        """Appends the entries in one write + fsync."""
+        if not entries:
+            return
+        text = "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in entries)
+        if self._needs_newline:  # a torn last line from a crash: start on a fresh line
+            text = "\n" + text
+            self._needs_newline = False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        for entry in entries:
+            self._add(entry)
+
+
+__all__ = ["IMAGE_DECODE_ERRORS", "JsonlCache", "atomic_write", "atomic_write_text", "open_image", "to_rgb"]

@@ -1,0 +1,37 @@
+"""The shared file I/O: whole-file writes and the append-only JSONL cache (images: tests/test_dataset_emoset.py)."""
+
+import json
+
+import pytest
+
+from modeling_emovit.io_utils import JsonlCache, atomic_write_text
+
+
+def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
+    path = tmp_path / "out" / "file.txt"
+    atomic_write_text(path, "first")
+    assert path.read_text() == "first" and oct(path.stat().st_mode & 0o777) != oct(0o600)
+
+    def fail(tmp):
+        with open(tmp, "w") as f:
+            f.write("half")
+        raise RuntimeError("interrupted")
+
+    from modeling_emovit.io_utils import atomic_write
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, fail)
+    assert path.read_text() == "first" and sorted(p.name for p in path.parent.iterdir()) == ["file.txt"]
+
+
+def test_jsonl_cache_skips_torn_and_foreign_lines_and_appends_on_a_fresh_line(tmp_path):
+    path = tmp_path / "cache.jsonl"
+    good = {"key": "a", "caption": "a red ball"}
+    path.write_text(json.dumps(good) + "\n" + json.dumps({"key": "b"}) + "\n" + '{"key": "c", "capt')  # torn tail
+    cache = JsonlCache(path, is_entry=lambda entry: isinstance(entry.get("caption"), str))
+    assert cache.get("a") == good and "b" not in cache and "c" not in cache and cache.torn_lines == 2
+    cache.append({"key": "c", "caption": "x"}, {"key": "d", "caption": "y"})
+    reread = JsonlCache(path, is_entry=lambda entry: isinstance(entry.get("caption"), str))
+    assert sorted(reread.entries) == ["a", "c", "d"] and reread.torn_lines == 2
+    assert path.read_text().splitlines()[-2:] == [json.dumps({"key": "c", "caption": "x"}),
+                                                   json.dumps({"key": "d", "caption": "y"})]
