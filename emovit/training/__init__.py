@@ -1,0 +1,1 @@
+"""Training components: examples, samplers, collator, vision-feature cache, Trainer, offline default, card."""
