@@ -1,6 +1,6 @@
 """Evaluation throughput of evaluate.py: images/s for `score` vs `generate` on the tiny random EmoVIT.
 
-    /work/venv/bin/python bench/bench_eval.py --images 200 --batch_size 16 --repeats 5
+    python bench/bench_eval.py --images 200 --batch_size 16 --repeats 5
 
 Builds the tiny model and a synthetic EmoSet sample in a temporary folder, runs evaluate.py's `main` on the test
 split once per method to warm up, then `--repeats` times each, alternating, and prints the median images/s of each

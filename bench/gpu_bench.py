@@ -4,7 +4,7 @@ gradient checkpointing, and evaluation (score / generate) throughput. Random wei
     python bench/gpu_bench.py --output gpu_bench.json          # EVA ViT-g + Q-Former + 7B Llama (needs ~40 GB)
     python bench/gpu_bench.py --tiny --output /tmp/tiny.json   # the same code path on CPU, in seconds
 
-Run by bench/gpu_check.sh on a lent GPU. Numbers go to the JSON file and stdout.
+Run by bench/gpu_check.sh on a GPU. Numbers go to the JSON file and stdout.
 """
 
 import argparse

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One device call (fits 10 minutes on an H100/H200): install the project, run the full-size geometry benchmark.
-#   run(command="bash bench/gpu_check.sh", timeout_s=540)
-# Results: $OUT/gpu_bench.json (or ./gpu_bench.json without $OUT).
+# The full-size geometry benchmark on one GPU, in under 10 minutes on an H100/H200: installs the project, then runs
+# bench/gpu_bench.py. Results: $OUT/gpu_bench.json and gpu_bench.log ($OUT defaults to the current folder).
+#   bash bench/gpu_check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-.}"

@@ -9,7 +9,7 @@
 writes a normal `from_pretrained` folder (model, processor, both tokenizers) in a second. Nothing comes from the Hub:
 the tokenizers are trained here with `tokenizers` on the project's own prompts, and every weight is random.
 
-Two choices make this random model *trainable* on the Q-Former side alone (measured in the train.py issue):
+Two choices make this random model *trainable* on the Q-Former side alone (the offline default reaches 100 % with them):
 - the frozen language model is initialised with std `lm_init_std` (0.2) instead of the usual 0.02. At 0.02 a random
   Llama behind its RMSNorms is nearly a constant function: soft prompts hardly move its logits, so no Q-Former can
   steer it. At 0.2 its output depends strongly on its input, as a pretrained LM's does.
