@@ -94,7 +94,7 @@ class EmoVitConfig(InstructBlipConfig):
             self.emotion_labels = names
         elif key == "label2id":
             expected = {label: index for index, label in self.id2label.items()}
-            if value is not None and {str(k).strip().lower(): int(v) for k, v in value.items()} != expected:
+            if value is not None and {normalise_label(k): int(v) for k, v in value.items()} != expected:
                 raise ValueError(
                     f"`label2id` {value} is not the inverse of the labels {self.emotion_labels}; it is derived from "
                     "`emotion_labels`, so set that instead."
@@ -123,6 +123,11 @@ def _placeholder_labels(count: int) -> list[str]:
     return labels
 
 
+def normalise_label(label) -> str:
+    """How the project compares label names: stripped, lower-case, inner whitespace collapsed."""
+    return " ".join(str(label).strip().lower().split())
+
+
 def validate_emotion_labels(labels, field: str = "emotion_labels") -> list[str]:
     """Checks a label list and returns it normalised (stripped, lower-case); errors name `field` and the value."""
     if isinstance(labels, str) or not isinstance(labels, (list, tuple)):
@@ -136,11 +141,11 @@ def validate_emotion_labels(labels, field: str = "emotion_labels") -> list[str]:
     for label in labels:
         if not isinstance(label, str) or not label.strip():
             raise ValueError(f"`{field}` holds {label!r}, which is not a non-empty string: {list(labels)!r}.")
-        normalised.append(" ".join(label.strip().lower().split()))
+        normalised.append(normalise_label(label))
     duplicates = sorted({label for label in normalised if normalised.count(label) > 1})
     if duplicates:
         raise ValueError(f"`{field}` repeats {duplicates} in {list(labels)!r}; each emotion must appear once.")
     return normalised
 
 
-__all__ = ["EMOSET_EMOTIONS", "EmoVitConfig", "validate_emotion_labels"]
+__all__ = ["EMOSET_EMOTIONS", "EmoVitConfig", "normalise_label", "validate_emotion_labels"]

@@ -41,6 +41,7 @@ from PIL import Image
 
 from .configuration_emovit import EMOSET_EMOTIONS
 from .hub_utils import push_folder, usage_snippet, write_card
+from .io_utils import open_image
 from .modeling_emovit import EmoVitForConditionalGeneration
 from .processing_emovit import EmoVitProcessor, format_answer
 
@@ -215,7 +216,7 @@ def _fit_vocabulary(converted, model) -> list[str]:
 
 def _test_inputs(processor, image_path=None):
     if image_path is not None:
-        image = Image.open(image_path)
+        image = open_image(image_path)
     else:
         # A fixed colour gradient: deterministic, and not a constant image (which would hide vision differences).
         y, x = np.mgrid[0:224, 0:224]
