@@ -80,8 +80,8 @@ def test_augment_resume_is_exact(tiny_dir, instructions_dir, tmp_path):
     # 24 examples, batch 8: 3 steps per epoch, so the resumed half crosses into the second epoch.
     common = dict(max_steps=4, save_strategy="steps", save_steps=2, augment=True)
     straight = train(tiny_dir, instructions_dir, tmp_path / "straight", **common)
-    resumed = train(tiny_dir, instructions_dir, tmp_path / "resumed", resume=str(tmp_path / "straight" / "checkpoint-2"),
-                    **common)
+    checkpoint = tmp_path / "straight" / "checkpoint-2"
+    resumed = train(tiny_dir, instructions_dir, tmp_path / "resumed", resume=str(checkpoint), **common)
     straight_tensors, resumed_tensors = tensors(straight), tensors(resumed)
     for name in straight_tensors:
         assert torch.equal(straight_tensors[name], resumed_tensors[name]), \
