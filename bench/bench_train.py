@@ -17,13 +17,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Runs train.py as its own __main__ (as `python train.py ARGS` would) and then reports the process's peak memory.
 CHILD = r"""
-import importlib.util, json, resource, sys, time, torch
-spec = importlib.util.spec_from_file_location("train_script", sys.argv[1])
-train = importlib.util.module_from_spec(spec); spec.loader.exec_module(train)
-args = json.loads(sys.argv[2])
-start = time.perf_counter()
-results = train.main(args)
+import json, resource, runpy, sys, torch
+script, args = sys.argv[1], json.loads(sys.argv[2])
+sys.argv = [script, *args]
+runpy.run_path(script, run_name="__main__")
 history = json.load(open(args[args.index("--output_dir") + 1] + "/training_log.json"))
 summary = [e for e in history if "train_samples_per_second" in e][-1]
 peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else \
@@ -55,7 +54,7 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
     if args.model is None or args.dataset is None:
         sys.path.insert(0, str(REPO))
-        from train import build_offline_default
+        from emovit.training.offline import build_offline_default
 
         args.dataset, args.model = build_offline_default(work / "inputs", images_per_class=60, seed=0)
     common = ["--model_name_or_path", args.model, "--dataset", args.dataset, "--types", "categorical",

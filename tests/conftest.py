@@ -54,3 +54,25 @@ def instructions_dir(tmp_path_factory, synthetic_root):
     run_build(BuildOptions(emoset_root=str(synthetic_root), output_dir=str(out), llm_backend="template",
                            captioner="none", seed=0, show_progress=False))
     return out
+
+
+def private_copy(synthetic_root, instructions_dir, tmp_path):
+    """Copies of the synthetic EmoSet and its instruction data that a test may change; the copied data's summary
+    points at the copied EmoSet."""
+    import json
+    import shutil
+
+    root, data = tmp_path / "emoset", tmp_path / "instructions"
+    shutil.copytree(synthetic_root, root)
+    shutil.copytree(instructions_dir, data)
+    summary = json.loads((data / "summary.json").read_text())
+    (data / "summary.json").write_text(json.dumps({**summary, "emoset_root": str(root)}))
+    return root, data
+
+
+def categorical_images(data):
+    """The image paths (relative to the EmoSet root) of the categorical records of a builder folder."""
+    import json
+
+    records = [json.loads(line) for line in (data / "instructions.jsonl").read_text().splitlines()]
+    return [record["image"] for record in records if record["type"] == "categorical"]

@@ -1,0 +1,77 @@
+"""The Trainer of EmoVIT's instruction tuning."""
+
+import os
+
+from safetensors.torch import load_file, save_file
+from transformers import Trainer
+
+from modeling_emovit.io_utils import open_image
+
+from .sampling import AugmentationKeySampler, CurriculumSampler
+
+# Checkpoints hold only the tensors that train, in this file, beside the Trainer's optimizer and scheduler state.
+TRAINABLE_WEIGHTS = "trainable_weights.safetensors"
+
+
+class EmoVitTrainer(Trainer):
+    """Trainer that checkpoints only the trainable tensors (plus optimizer state), follows a curriculum order and
+    reports emotion-classification accuracy when it evaluates."""
+
+    def __init__(self, *args, curriculum=None, eval_images=None, emotion_processor=None, augment=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.curriculum = curriculum
+        self.augment = augment
+        self.eval_images = eval_images or []
+        self.emotion_processor = emotion_processor
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.curriculum is None:
+            sampler = super()._get_train_sampler(train_dataset)
+        else:
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            sampler = CurriculumSampler([e["type"] for e in dataset.examples], self.curriculum, self.args.seed)
+        return AugmentationKeySampler(sampler) if self.augment else sampler
+
+    def _save(self, output_dir=None, state_dict=None):
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if not self.args.should_save:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        model = self.accelerator.unwrap_model(self.model)
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        state_dict = state_dict if state_dict is not None else model.state_dict()
+        tensors = {n: t.detach().cpu().contiguous() for n, t in state_dict.items() if n in trainable}
+        save_file(tensors, os.path.join(output_dir, TRAINABLE_WEIGHTS), metadata={"format": "pt"})
+        model.config.save_pretrained(output_dir)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        model = self.accelerator.unwrap_model(model if model is not None else self.model)
+        path = os.path.join(resume_from_checkpoint, TRAINABLE_WEIGHTS)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{resume_from_checkpoint} has no {TRAINABLE_WEIGHTS}; was it written by "
+                                    "this train.py?")
+        tensors = load_file(path)
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        if set(tensors) != trainable:
+            raise ValueError(
+                f"{path} holds {len(tensors)} tensors but this run trains {len(trainable)} "
+                f"(differences: {sorted(set(tensors) ^ trainable)[:10]}); resume with the same flags (e.g. --lora_r)."
+            )
+        model.load_state_dict(tensors, strict=False)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix) if self.eval_dataset else {}
+        if self.eval_images:
+            model = self.accelerator.unwrap_model(self.model)
+            was_training = model.training
+            model.eval()
+            correct = 0
+            for start in range(0, len(self.eval_images), 32):
+                chunk = self.eval_images[start : start + 32]
+                result = model.classify([open_image(path) for path, _ in chunk], self.emotion_processor)
+                correct += sum(pred == gold for pred, (_, gold) in zip(result.labels, chunk))
+            model.train(was_training)
+            accuracy = {f"{metric_key_prefix}_accuracy": correct / len(self.eval_images)}
+            self.log(accuracy)
+            metrics.update(accuracy)
+        return metrics

@@ -1,0 +1,21 @@
+"""emovit.training.offline: the offline default's data and base model, built once and then reused."""
+
+import json
+import logging
+
+from emovit.training.offline import build_offline_default
+
+
+def test_offline_default_builds_data_and_model_once(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="emovit.training.offline"):
+        dataset, model = build_offline_default(tmp_path, images_per_class=3, seed=0)
+    assert "drawing a synthetic EmoSet sample" in caplog.text and "building the tiny EmoVIT" in caplog.text
+    assert (tmp_path / "emoset-synthetic" / "info.json").is_file()
+    summary = json.loads((tmp_path / "instructions" / "summary.json").read_text())
+    assert dataset == str(tmp_path / "instructions") and summary["emoset_root"] == str(tmp_path / "emoset-synthetic")
+    assert model == str(tmp_path / "tiny-base") and (tmp_path / "tiny-base" / "config.json").is_file()
+    written = (tmp_path / "tiny-base" / "config.json").stat().st_mtime_ns
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="emovit.training.offline"):
+        assert build_offline_default(tmp_path, images_per_class=3, seed=0) == (dataset, model)
+    assert caplog.text == "" and (tmp_path / "tiny-base" / "config.json").stat().st_mtime_ns == written
