@@ -1,7 +1,6 @@
 import json
 import os
 
-import dataset_fixtures as F  # noqa: F401
 import pytest
 
 from dataset_builder.records import (
