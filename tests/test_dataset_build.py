@@ -15,7 +15,7 @@ from llmock.scenarios import Delay, Reply
 from dataset_builder.__main__ import main
 from dataset_builder.build import BuildOptions, run_build
 from dataset_builder.llm_client import ClientSettings
-from dataset_builder.records import load_records
+from dataset_builder.build_folder import load_records
 
 CHAT_PATH = "/v1/chat/completions"
 
