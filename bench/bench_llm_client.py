@@ -1,23 +1,20 @@
 """LLM client throughput against llmock on loopback: 400 requests with 200 ms server latency.
 
-    /work/venv/bin/python bench/bench_llm_client.py [--requests 400] [--latency_ms 200] [--concurrency 1 16 64]
+    python bench/bench_llm_client.py [--requests 400] [--latency_ms 200] [--concurrency 1 16 64]
 
 Prints wall time and server-side request counts per concurrency, then reruns the last configuration on
 its warm cache and prints the rerun's request count (expected: 0). Not a test.
 """
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from llmock.scenarios import Delay, Reply
+from llmock.testing import LLMockServer
 
-from llmock.scenarios import Delay, Reply  # noqa: E402
-from llmock.testing import LLMockServer  # noqa: E402
-
-from dataset_builder.llm_client import ChatClient, ChatRequest, ClientSettings, ResponseCache  # noqa: E402
+from dataset_builder.llm_client import ChatClient, ChatRequest, ClientSettings, ResponseCache
 
 
 def main(argv=None):

@@ -19,30 +19,23 @@ from urllib.parse import urlsplit
 
 from .build import DEFAULT_PER_CLASS, BuildOptions, BuildStopped, FolderLockedError, run_build
 from .llm_client import DEFAULT_PRICES, ClientSettings, check_base_url
-from .records import INSTRUCTION_TYPES
+from .records import INSTRUCTION_TYPES, parse_per_class, parse_types
 
 logger = logging.getLogger("dataset_builder")
 
 
 def _per_class(text: str) -> dict[str, int]:
-    counts = dict(DEFAULT_PER_CLASS)
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, value = part.partition("=")
-        if not sep or name.strip() not in INSTRUCTION_TYPES or not value.strip().isdigit():
-            raise argparse.ArgumentTypeError(
-                f"--per_class part {part!r} is not TYPE=COUNT with TYPE in {list(INSTRUCTION_TYPES)} and COUNT >= 0, "
-                "e.g. categorical=4600,conversation=1000,reasoning=100"
-            )
-        counts[name.strip()] = int(value)
-    return counts
+    try:
+        return parse_per_class(text, DEFAULT_PER_CLASS)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _types(text: str) -> tuple[str, ...]:
-    types = tuple(t.strip() for t in text.split(",") if t.strip())
-    bad = [t for t in types if t not in INSTRUCTION_TYPES]
-    if bad or not types:
-        raise argparse.ArgumentTypeError(f"--types {text!r}: use a comma list of {list(INSTRUCTION_TYPES)}")
-    return types
+    try:
+        return parse_types(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _prices(text: str) -> tuple[float, float]:
@@ -228,24 +221,10 @@ def _push(args) -> None:
 
 
 def _import_official(args) -> None:
-    from pathlib import Path
+    from .official import import_official
 
-    from .records import import_official_json, write_outputs
-
-    records, skipped = import_official_json(args.json, args.type, root=args.emoset_root)
-    root = Path(args.emoset_root).resolve()
-    for record in records:
-        # The official files name images by file name; EmoSet keeps them under image/<emotion>/.
-        if not (root / record["image"]).is_file() and (root / "image" / record["emotion"] / Path(record["image"]).name).is_file():
-            record["image"] = f"image/{record['emotion']}/{Path(record['image']).name}"
-    per_type = {kind: sum(r["type"] == kind for r in records) for kind in INSTRUCTION_TYPES}
-    summary = {"emoset_root": str(root), "records_per_type": per_type, "records": len(records), "failed": [],
-               "skipped": [vars(s) for s in skipped], "api_calls": 0, "cache_hits": 0, "prompt_tokens": 0,
-               "completion_tokens": 0, "cost_usd": 0.0, "generator": {k: "official-emovit" for k in per_type if per_type[k]},
-               "prompt_hashes": {k: "official" for k in per_type if per_type[k]}, "captioner": "official",
-               "args": {"json": str(args.json), "type": args.type, "emoset_root": str(root)}}
-    write_outputs(args.output_dir, records, summary, args.seed)
-    print(f"imported {per_type}, skipped {len(skipped)}")
+    summary = import_official(args.json, args.type, args.emoset_root, args.output_dir, args.seed)
+    print(f"imported {summary.records_per_type}, skipped {len(summary.skipped)}")
 
 
 def main(argv=None) -> int:

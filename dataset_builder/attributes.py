@@ -13,9 +13,17 @@ record's `attributes_computed` so they can be told apart from human annotations.
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
+
 import numpy as np
+from tqdm.auto import tqdm
 
 from modeling_emovit.io_utils import open_image
+
+from .emoset import ImageItem, Skip, read_annotation
+
+logger = logging.getLogger(__name__)
 
 ATTRIBUTE_NAMES = ("brightness", "colorfulness", "scene", "object", "facial_expression", "human_action")
 COLORFULNESS_SCALE = 150.0
@@ -118,3 +126,37 @@ def render_attributes(attributes: dict, emotion: str | None = None) -> str:
             value = _readable(value)
         lines.append(f"{name.replace('_', ' ')}: {value}")
     return "\n".join(lines)
+
+
+@dataclass
+class PreparedImage:
+    """An image of the build with its cleaned, completed attributes and the names of those computed from pixels."""
+
+    item: ImageItem
+    attributes: dict
+    computed: list[str]
+
+
+def prepare_images(items: list[ImageItem], show_progress: bool = True) -> tuple[dict[str, PreparedImage], list[Skip]]:
+    """Annotation + pixel checks for each image; unusable ones become Skips with a reason."""
+    prepared, skipped = {}, []
+    for item in tqdm(items, desc="attributes", disable=not show_progress):
+        annotation, skip = read_annotation(item)
+        if skip is not None:
+            skipped.append(skip)
+            continue
+        try:
+            normalised = normalise_attributes(annotation)
+        except ValueError as e:
+            skipped.append(Skip(item.image_id, f"{item.annotation_path}: {e}"))
+            continue
+        try:
+            pixels = load_pixels(item.image_path)
+        except (OSError, ValueError, SyntaxError) as e:
+            skipped.append(Skip(item.image_id, f"image {item.image_path} cannot be decoded ({e}); replace or remove it"))
+            continue
+        completed, computed = complete_attributes(normalised, pixels)
+        prepared[item.image_id] = PreparedImage(item, completed, computed)
+    for skip in skipped:
+        logger.warning("skipped %s: %s", skip.item, skip.reason)
+    return prepared, skipped

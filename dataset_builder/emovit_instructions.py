@@ -19,7 +19,8 @@ import datasets
 
 from modeling_emovit.configuration_emovit import EMOSET_EMOTIONS
 
-from .records import INSTRUCTION_TYPES, RECORDS_FILE, load_records
+from .build_folder import RECORDS_FILE, load_records
+from .records import INSTRUCTION_TYPES
 
 CONFIG_NAMES = INSTRUCTION_TYPES + ("all",)
 

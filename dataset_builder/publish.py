@@ -22,7 +22,7 @@ from modeling_emovit.io_utils import atomic_write_text
 
 from .emovit_instructions import CONFIG_NAMES, EmovitInstructions
 from .prompts import prompt_texts
-from .records import read_summary
+from .build_folder import read_summary
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,8 @@
 """Shared fixtures: a tiny random EmoVIT saved once per test session, and small PIL images."""
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -35,24 +38,61 @@ def images():
     return random_images(4)
 
 
+# ---- data: a synthetic EmoSet, instruction data built from it, LLM replies, the environment of a CLI subprocess
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+CONVERSATION_REPLY = """Sure! Here are the pairs.
+
+**Question 1:** What colour dominates the background of this picture?
+**Answer:** The background is mostly a warm, bright yellow.
+
+Question 2: What shape stands in the middle of the frame?
+Answer: A large round shape sits near the centre.
+
+Complex question: Why might this simple composition feel cheerful to a viewer?
+Answer: The saturated warm colours and the soft, round form read as playful and friendly, which lifts the mood.
+"""
+
+REASONING_REPLY = (
+    "Question: What in this picture makes it feel playful rather than calm?\n"
+    "Answer: The bright, saturated background and the bold round shape in the middle give the scene a lively, "
+    "toy-like quality. Nothing in the frame looks threatening, and the strong warm colours pull the eye in, so "
+    "the viewer reads the image as light-hearted fun."
+)
+
+MALFORMED_REPLY = "I am sorry, but I cannot help with that request."
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for running a project command in a subprocess, with `extra` variables set."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory):
-    """A small synthetic EmoSet-shaped sample: 5 images per emotion (3 train, 1 val, 1 test)."""
+    """A small synthetic EmoSet-shaped sample: 6 images per emotion (4 train, 1 val, 1 test). Read-only for tests;
+    copy it to change it."""
     from dataset_builder.synthetic import write_synthetic_emoset
 
     root = tmp_path_factory.mktemp("emoset-synthetic")
-    write_synthetic_emoset(root, images_per_class=5, seed=0)
+    write_synthetic_emoset(root, images_per_class=6, seed=0)
     return root
 
 
 @pytest.fixture(scope="session")
 def instructions_dir(tmp_path_factory, synthetic_root):
-    """Template-backend instruction data built from `synthetic_root`."""
+    """Template-backend instruction data built from 3 train images per emotion and type of `synthetic_root`: 24
+    categorical, 72 conversation and 24 reasoning records."""
     from dataset_builder.build import BuildOptions, run_build
 
     out = tmp_path_factory.mktemp("instructions")
     run_build(BuildOptions(emoset_root=str(synthetic_root), output_dir=str(out), llm_backend="template",
-                           captioner="none", seed=0, show_progress=False))
+                           per_class={"categorical": 3, "conversation": 3, "reasoning": 3}, captioner="none", seed=0,
+                           show_progress=False))
     return out
 
 

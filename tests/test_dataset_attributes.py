@@ -1,4 +1,3 @@
-import dataset_fixtures as F  # noqa: F401
 import numpy as np
 import pytest
 
@@ -93,7 +92,7 @@ def test_decompression_bomb_is_a_named_decoding_error(tmp_path, monkeypatch):
 def test_build_counts_a_decompression_bomb_as_a_skip(tmp_path, monkeypatch):
     from PIL import Image
 
-    from dataset_builder.build import prepare_images
+    from dataset_builder.attributes import prepare_images
     from dataset_builder.emoset import ImageItem
 
     path = tmp_path / "huge.png"

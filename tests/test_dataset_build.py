@@ -8,15 +8,14 @@ import subprocess
 import sys
 import time
 
-import dataset_fixtures as F
 import pytest
-from dataset_fixtures import synth_root  # noqa: F401  (fixture)
+from conftest import CONVERSATION_REPLY, MALFORMED_REPLY, REASONING_REPLY, subprocess_env
 from llmock.scenarios import Delay, Reply
 
 from dataset_builder.__main__ import main
 from dataset_builder.build import BuildOptions, run_build
 from dataset_builder.llm_client import ClientSettings
-from dataset_builder.records import load_records
+from dataset_builder.build_folder import load_records
 
 CHAT_PATH = "/v1/chat/completions"
 
@@ -34,9 +33,9 @@ def llm_options(root, out, llmock, types=("conversation",), per_class=None, **se
                         llm_backend="openai", show_progress=False, llm=ClientSettings(**defaults))
 
 
-def test_template_build_writes_all_outputs(synth_root, tmp_path):
+def test_template_build_writes_all_outputs(synthetic_root, tmp_path):
     out = tmp_path / "out"
-    assert main(["build", "--emoset_root", str(synth_root), "--output_dir", str(out), "--no_progress",
+    assert main(["build", "--emoset_root", str(synthetic_root), "--output_dir", str(out), "--no_progress",
                  "--per_class", "categorical=3,conversation=2,reasoning=1"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["records_per_type"] == {"categorical": 24, "conversation": 48, "reasoning": 8}
@@ -44,7 +43,7 @@ def test_template_build_writes_all_outputs(synth_root, tmp_path):
     records = [json.loads(line) for line in (out / "instructions.jsonl").read_text().splitlines()]
     assert len(records) == 80 and len({r["id"] for r in records}) == 80
     for record in records:
-        assert (synth_root / record["image"]).is_file() and not record["image"].startswith("/")
+        assert (synthetic_root / record["image"]).is_file() and not record["image"].startswith("/")
         assert [turn["from"] for turn in record["conversations"]] == ["human", "gpt"]
         assert record["generator"] == ("none" if record["type"] == "categorical" else "template")
         assert "brightness" in record["attributes"] and "colorfulness" in record["attributes"]
@@ -54,16 +53,16 @@ def test_template_build_writes_all_outputs(synth_root, tmp_path):
     assert sorted(e["id"] for e in llava) == sorted(r["id"] for r in records)
     assert set(llava[0]) == {"id", "image", "conversations"}
     loaded = load_records(out, types=("reasoning",))
-    assert len(loaded) == 8 and all(r["image"].startswith(str(synth_root)) for r in loaded)
+    assert len(loaded) == 8 and all(r["image"].startswith(str(synthetic_root)) for r in loaded)
     # Drawn per class, reasoning images are a subset of conversation images, which are a subset of categorical ones.
     images = {t: {r["image"] for r in records if r["type"] == t} for t in ("categorical", "conversation", "reasoning")}
     assert images["reasoning"] <= images["conversation"] <= images["categorical"]
 
 
-def test_llm_build_all_types_then_rerun_makes_zero_requests(synth_root, tmp_path, llmock):
+def test_llm_build_all_types_then_rerun_makes_zero_requests(synthetic_root, tmp_path, llmock):
     # One request at a time: conversation prompts go first, then reasoning, so the scripted replies line up.
-    llmock.add(Reply(text=F.CONVERSATION_REPLY, times=8), Reply(text=F.REASONING_REPLY, times=8))
-    options = llm_options(synth_root, tmp_path / "out", llmock, types=("categorical", "conversation", "reasoning"))
+    llmock.add(Reply(text=CONVERSATION_REPLY, times=8), Reply(text=REASONING_REPLY, times=8))
+    options = llm_options(synthetic_root, tmp_path / "out", llmock, types=("categorical", "conversation", "reasoning"))
     summary = run_build(options)
     assert summary["records_per_type"] == {"categorical": 16, "conversation": 24, "reasoning": 8}
     assert summary["api_calls"] == len(served(llmock)) == 16
@@ -73,16 +72,16 @@ def test_llm_build_all_types_then_rerun_makes_zero_requests(synth_root, tmp_path
     assert all(r["generator"] == "openai-compatible:gpt-4o" and len(r["prompt_hash"]) == 12 for r in reasoning)
     assert reasoning[0]["conversations"][0]["value"].startswith("What in this picture")
 
-    again = run_build(llm_options(synth_root, tmp_path / "out", llmock, types=("categorical", "conversation", "reasoning")))
+    again = run_build(llm_options(synthetic_root, tmp_path / "out", llmock, types=("categorical", "conversation", "reasoning")))
     assert len(served(llmock)) == 16
     assert again["api_calls"] == 0 and again["cache_hits"] == 16
     assert again["records_per_type"] == summary["records_per_type"]
 
 
-def test_malformed_reply_is_retried_once_then_recorded_as_failed(synth_root, tmp_path, llmock):
-    llmock.add(Reply(text=F.MALFORMED_REPLY, times=1), Reply(text=F.CONVERSATION_REPLY, times=7),
-               Reply(text=F.MALFORMED_REPLY, times=None))
-    summary = run_build(llm_options(synth_root, tmp_path / "out", llmock))
+def test_malformed_reply_is_retried_once_then_recorded_as_failed(synthetic_root, tmp_path, llmock):
+    llmock.add(Reply(text=MALFORMED_REPLY, times=1), Reply(text=CONVERSATION_REPLY, times=7),
+               Reply(text=MALFORMED_REPLY, times=None))
+    summary = run_build(llm_options(synthetic_root, tmp_path / "out", llmock))
     assert len(served(llmock)) == summary["api_calls"] == 8 + 1
     [failed] = summary["failed"]
     assert failed["type"] == "conversation" and failed["image_id"].startswith("amusement_")
@@ -93,17 +92,17 @@ def test_malformed_reply_is_retried_once_then_recorded_as_failed(synth_root, tmp
     assert len(images) == 7 and not any(failed["image_id"] in image for image in images)
 
 
-def test_malformed_then_good_sample_recovers(synth_root, tmp_path, llmock):
-    llmock.add(Reply(text=F.MALFORMED_REPLY, times=2), Reply(text=F.CONVERSATION_REPLY, times=None))
-    summary = run_build(llm_options(synth_root, tmp_path / "out", llmock))
+def test_malformed_then_good_sample_recovers(synthetic_root, tmp_path, llmock):
+    llmock.add(Reply(text=MALFORMED_REPLY, times=2), Reply(text=CONVERSATION_REPLY, times=None))
+    summary = run_build(llm_options(synthetic_root, tmp_path / "out", llmock))
     assert summary["failed"] == [] and summary["records_per_type"] == {"conversation": 24}
     assert summary["api_calls"] == 10
 
 
-def test_dry_run_sends_nothing_and_writes_nothing(synth_root, tmp_path, llmock, capsys, monkeypatch):
+def test_dry_run_sends_nothing_and_writes_nothing(synthetic_root, tmp_path, llmock, capsys, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     out = tmp_path / "out"
-    main(["build", "--emoset_root", str(synth_root), "--output_dir", str(out), "--llm_backend", "openai",
+    main(["build", "--emoset_root", str(synthetic_root), "--output_dir", str(out), "--llm_backend", "openai",
           "--base_url", llmock.base_url(), "--per_class", "categorical=4,conversation=2,reasoning=1", "--dry_run",
           "--no_progress"])
     report = json.loads(capsys.readouterr().out)
@@ -114,9 +113,9 @@ def test_dry_run_sends_nothing_and_writes_nothing(synth_root, tmp_path, llmock, 
     assert not (out / "instructions.jsonl").exists() and not (out / "summary.json").exists()
 
 
-def test_max_cost_stops_the_build_cleanly(synth_root, tmp_path, llmock):
-    llmock.add(Reply(text=F.CONVERSATION_REPLY, times=None))
-    options = llm_options(synth_root, tmp_path / "out", llmock, per_class={"conversation": 2},
+def test_max_cost_stops_the_build_cleanly(synthetic_root, tmp_path, llmock):
+    llmock.add(Reply(text=CONVERSATION_REPLY, times=None))
+    options = llm_options(synthetic_root, tmp_path / "out", llmock, per_class={"conversation": 2},
                           price_per_mtok=(1000.0, 1000.0), max_cost=1.0)
     summary = run_build(options)
     assert summary["stopped_by_max_cost"] and summary["cost_usd"] <= 1.0
@@ -127,10 +126,10 @@ def test_max_cost_stops_the_build_cleanly(synth_root, tmp_path, llmock):
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["stopped_by_max_cost"]
 
 
-def test_secrets_stay_out_of_summary_and_logs(synth_root, tmp_path, llmock, caplog, monkeypatch):
+def test_secrets_stay_out_of_summary_and_logs(synthetic_root, tmp_path, llmock, caplog, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-SECRET-key")
-    llmock.add(Reply(text=F.CONVERSATION_REPLY, times=None))
-    args = ["build", "--emoset_root", str(synth_root), "--output_dir", str(tmp_path / "out"), "--llm_backend", "openai",
+    llmock.add(Reply(text=CONVERSATION_REPLY, times=None))
+    args = ["build", "--emoset_root", str(synthetic_root), "--output_dir", str(tmp_path / "out"), "--llm_backend", "openai",
             "--types", "conversation", "--per_class", "conversation=1", "--no_progress", "--base_url"]
     with pytest.raises(SystemExit, match="has a password in it"):
         main(args + [llmock.base_url().replace("http://", "http://user:SECRETPASS@")])
@@ -142,9 +141,9 @@ def test_secrets_stay_out_of_summary_and_logs(synth_root, tmp_path, llmock, capl
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["args"]["base_url"] == llmock.base_url()
 
 
-def test_bad_inputs_are_counted_skips_and_the_run_goes_on(synth_root, tmp_path):
+def test_bad_inputs_are_counted_skips_and_the_run_goes_on(synthetic_root, tmp_path):
     root = tmp_path / "emoset"
-    shutil.copytree(synth_root, root)
+    shutil.copytree(synthetic_root, root)
     train = json.loads((root / "train.json").read_text())
     by_id = {entry[1]: entry for entry in train}
     (root / by_id["awe_00000"][3]).unlink()  # missing annotation
@@ -167,9 +166,9 @@ def test_bad_inputs_are_counted_skips_and_the_run_goes_on(synth_root, tmp_path):
     ("missing_root", "is not a readable directory"),
     ("bad_entry", "expected [emotion, image_id, image_path, annotation_path]"),
 ])
-def test_unusable_inputs_raise_with_the_file_named(synth_root, tmp_path, breakage, message):
+def test_unusable_inputs_raise_with_the_file_named(synthetic_root, tmp_path, breakage, message):
     root = tmp_path / "emoset"
-    shutil.copytree(synth_root, root)
+    shutil.copytree(synthetic_root, root)
     if breakage == "empty":
         (root / "train.json").write_text("[]")
     elif breakage == "missing_root":
@@ -181,13 +180,13 @@ def test_unusable_inputs_raise_with_the_file_named(synth_root, tmp_path, breakag
     assert message in str(info.value) and str(root) in str(info.value)
 
 
-def test_killed_build_resumes_without_repeating_completed_requests(synth_root, tmp_path, llmock):
-    llmock.add(Delay(0.15, times=None), Reply(text=F.CONVERSATION_REPLY, times=None))
+def test_killed_build_resumes_without_repeating_completed_requests(synthetic_root, tmp_path, llmock):
+    llmock.add(Delay(0.15, times=None), Reply(text=CONVERSATION_REPLY, times=None))
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "dataset_builder", "build", "--emoset_root", str(synth_root), "--output_dir", str(out),
+    command = [sys.executable, "-m", "dataset_builder", "build", "--emoset_root", str(synthetic_root), "--output_dir", str(out),
                "--llm_backend", "openai", "--base_url", llmock.base_url(), "--types", "conversation",
                "--per_class", "conversation=4", "--concurrency", "2", "--no_progress"]
-    env = F.subprocess_env(OPENAI_API_KEY="sk-test")
+    env = subprocess_env(OPENAI_API_KEY="sk-test")
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cache = out / "llm_cache.jsonl"
     deadline = time.monotonic() + 60
@@ -204,7 +203,7 @@ def test_killed_build_resumes_without_repeating_completed_requests(synth_root, t
     assert len(first_run) - len(done_before) <= 2
 
     llmock.reset()
-    llmock.add(Reply(text=F.CONVERSATION_REPLY, times=None))
+    llmock.add(Reply(text=CONVERSATION_REPLY, times=None))
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     second_run = served(llmock)
@@ -215,21 +214,21 @@ def test_killed_build_resumes_without_repeating_completed_requests(synth_root, t
     assert len(records) == 96 and len({r["id"] for r in records}) == 96
 
 
-def same_prompt_root(synth_root, tmp_path):
+def same_prompt_root(synthetic_root, tmp_path):
     """A copy of the synthetic EmoSet where all train images of an emotion have one annotation, hence one prompt."""
     root = tmp_path / "emoset-same"
-    shutil.copytree(synth_root, root)
+    shutil.copytree(synthetic_root, root)
     for emotion, _image_id, _image, annotation in json.loads((root / "train.json").read_text()):
         (root / annotation).write_text(json.dumps({"emotion": emotion, "brightness": 0.5, "colorfulness": 0.5}))
     return root
 
 
 def numbered_reply(number):
-    return F.CONVERSATION_REPLY.replace("warm, bright yellow", f"warm, bright yellow number {number}")
+    return CONVERSATION_REPLY.replace("warm, bright yellow", f"warm, bright yellow number {number}")
 
 
-def test_rerun_reproduces_records_of_images_with_identical_prompts(synth_root, tmp_path, llmock):
-    root = same_prompt_root(synth_root, tmp_path)
+def test_rerun_reproduces_records_of_images_with_identical_prompts(synthetic_root, tmp_path, llmock):
+    root = same_prompt_root(synthetic_root, tmp_path)
     llmock.add(*(Reply(text=numbered_reply(n), times=1) for n in range(16)))
     options = llm_options(root, tmp_path / "out", llmock, per_class={"conversation": 2})
     run_build(options)
@@ -241,14 +240,14 @@ def test_rerun_reproduces_records_of_images_with_identical_prompts(synth_root, t
     assert (tmp_path / "out" / "instructions.jsonl").read_text() == first
 
 
-def test_build_of_other_types_keeps_earlier_types(synth_root, tmp_path, llmock, caplog):
-    llmock.add(Reply(text=F.CONVERSATION_REPLY, times=None))
+def test_build_of_other_types_keeps_earlier_types(synthetic_root, tmp_path, llmock, caplog):
+    llmock.add(Reply(text=CONVERSATION_REPLY, times=None))
     out = tmp_path / "out"
-    first = run_build(llm_options(synth_root, out, llmock, types=("categorical", "conversation")))
+    first = run_build(llm_options(synthetic_root, out, llmock, types=("categorical", "conversation")))
     assert first["records_per_type"] == {"categorical": 16, "conversation": 24}
     before = {r["id"]: r for r in map(json.loads, (out / "instructions.jsonl").read_text().splitlines())}
     with caplog.at_level("INFO"):
-        second = run_build(llm_options(synth_root, out, llmock, types=("categorical",),
+        second = run_build(llm_options(synthetic_root, out, llmock, types=("categorical",),
                                        per_class={"categorical": 1}))
     assert second["records_per_type"] == {"categorical": 8, "conversation": 24}
     assert second["kept_from_earlier_builds"] == {"conversation": 24}
@@ -261,26 +260,26 @@ def test_build_of_other_types_keeps_earlier_types(synth_root, tmp_path, llmock, 
     assert json.loads((out / "summary.json").read_text())["kept_from_earlier_builds"] == {"conversation": 24}
 
 
-def test_keeping_records_of_another_emoset_root_is_refused(synth_root, tmp_path):
+def test_keeping_records_of_another_emoset_root_is_refused(synthetic_root, tmp_path):
     out = tmp_path / "out"
-    run_build(BuildOptions(emoset_root=str(synth_root), output_dir=str(out), types=("categorical", "conversation"),
+    run_build(BuildOptions(emoset_root=str(synthetic_root), output_dir=str(out), types=("categorical", "conversation"),
                            per_class={"categorical": 1, "conversation": 1}, show_progress=False))
     other = tmp_path / "other"
-    shutil.copytree(synth_root, other)
+    shutil.copytree(synthetic_root, other)
     with pytest.raises(ValueError, match="emoset_root"):
         run_build(BuildOptions(emoset_root=str(other), output_dir=str(out), types=("categorical",),
                                per_class={"categorical": 1}, show_progress=False))
     assert len((out / "instructions.jsonl").read_text().splitlines()) == 8 + 24
 
 
-def test_second_build_on_a_locked_folder_fails_and_a_killed_holder_does_not_block(synth_root, tmp_path, llmock, capsys):
+def test_second_build_on_a_locked_folder_fails_and_a_killed_holder_does_not_block(synthetic_root, tmp_path, llmock, capsys):
     import multiprocessing
 
     # The first build, a forked process, hangs on its first request while holding the folder, until it is killed.
-    llmock.add(Delay(30, times=None), Reply(text=F.CONVERSATION_REPLY, times=None))
+    llmock.add(Delay(30, times=None), Reply(text=CONVERSATION_REPLY, times=None))
     out = tmp_path / "out"
     holder = multiprocessing.get_context("fork").Process(
-        target=run_build, args=(llm_options(synth_root, out, llmock, per_class={"conversation": 4}),))
+        target=run_build, args=(llm_options(synthetic_root, out, llmock, per_class={"conversation": 4}),))
     holder.start()
     try:
         lock = out / ".build.lock"
@@ -289,7 +288,7 @@ def test_second_build_on_a_locked_folder_fails_and_a_killed_holder_does_not_bloc
             time.sleep(0.02)
         assert lock.read_text().strip() == str(holder.pid), "the first build never took the lock"
         capsys.readouterr()
-        assert main(["build", "--emoset_root", str(synth_root), "--output_dir", str(out), "--llm_backend", "openai",
+        assert main(["build", "--emoset_root", str(synthetic_root), "--output_dir", str(out), "--llm_backend", "openai",
                      "--base_url", llmock.base_url(), "--types", "conversation", "--per_class", "conversation=4",
                      "--no_progress"]) != 0
         err = capsys.readouterr().err
@@ -300,17 +299,17 @@ def test_second_build_on_a_locked_folder_fails_and_a_killed_holder_does_not_bloc
         holder.join()
     assert holder.exitcode == -signal.SIGKILL
     llmock.reset()
-    llmock.add(Reply(text=F.CONVERSATION_REPLY, times=None))
+    llmock.add(Reply(text=CONVERSATION_REPLY, times=None))
     start = time.monotonic()
-    summary = run_build(llm_options(synth_root, out, llmock, per_class={"conversation": 4}))
+    summary = run_build(llm_options(synthetic_root, out, llmock, per_class={"conversation": 4}))
     assert summary["records_per_type"] == {"conversation": 96} and time.monotonic() - start < 30
 
 
-def test_credentials_in_base_url_never_reach_outputs_or_logs(synth_root, tmp_path, llmock, caplog):
-    llmock.add(Reply(text=F.CONVERSATION_REPLY, times=None))
+def test_credentials_in_base_url_never_reach_outputs_or_logs(synthetic_root, tmp_path, llmock, caplog):
+    llmock.add(Reply(text=CONVERSATION_REPLY, times=None))
     url = llmock.base_url().replace("http://", "http://USERSECRET@") + "?api_key=QUERYSECRET#FRAGSECRET"
     with caplog.at_level("DEBUG"):
-        summary = run_build(llm_options(synth_root, tmp_path / "out", llmock, base_url=url))
+        summary = run_build(llm_options(synthetic_root, tmp_path / "out", llmock, base_url=url))
     assert summary["records_per_type"] == {"conversation": 24}
     text = "".join(p.read_text() for p in (tmp_path / "out").iterdir() if p.is_file())
     for secret in ("USERSECRET", "QUERYSECRET", "FRAGSECRET"):
@@ -319,19 +318,19 @@ def test_credentials_in_base_url_never_reach_outputs_or_logs(synth_root, tmp_pat
 
 
 @pytest.mark.parametrize("finish", ["length", "content_filter"])
-def test_cut_off_reply_gets_a_fresh_sample_then_fails(synth_root, tmp_path, llmock, finish):
-    llmock.add(Reply(text=F.CONVERSATION_REPLY, finish_reason=finish, times=2),
-               Reply(text=F.CONVERSATION_REPLY, times=6), Reply(text=F.CONVERSATION_REPLY, finish_reason=finish, times=None))
-    summary = run_build(llm_options(synth_root, tmp_path / "out", llmock))
+def test_cut_off_reply_gets_a_fresh_sample_then_fails(synthetic_root, tmp_path, llmock, finish):
+    llmock.add(Reply(text=CONVERSATION_REPLY, finish_reason=finish, times=2),
+               Reply(text=CONVERSATION_REPLY, times=6), Reply(text=CONVERSATION_REPLY, finish_reason=finish, times=None))
+    summary = run_build(llm_options(synthetic_root, tmp_path / "out", llmock))
     # 8 first samples, 2 of them cut off; the 2 fresh samples are cut off again, so those images fail.
     assert summary["api_calls"] == 8 + 2
     assert len(summary["failed"]) == 2 and summary["records_per_type"] == {"conversation": 18}
     assert all(f"finish_reason {finish}" in f["reason"] and "2 samples" in f["reason"] for f in summary["failed"])
 
 
-def test_max_cost_is_the_total_for_the_folder(synth_root, tmp_path, llmock):
-    llmock.add(Reply(text=F.CONVERSATION_REPLY, times=None))
-    options = llm_options(synth_root, tmp_path / "out", llmock, per_class={"conversation": 2},
+def test_max_cost_is_the_total_for_the_folder(synthetic_root, tmp_path, llmock):
+    llmock.add(Reply(text=CONVERSATION_REPLY, times=None))
+    options = llm_options(synthetic_root, tmp_path / "out", llmock, per_class={"conversation": 2},
                           price_per_mtok=(1000.0, 1000.0), max_cost=1.0)
     first = run_build(options)
     assert first["stopped_by_max_cost"] and 0 < first["api_calls"] < 16
@@ -347,11 +346,11 @@ def test_max_cost_is_the_total_for_the_folder(synth_root, tmp_path, llmock):
     ("--max_retry_wait", "-1"), ("--max_retry_wait", "nan"), ("--caption_batch_size", "0"), ("--temperature", "nan"),
     ("--base_url", "http//localhost:8000/v1"),
 ])
-def test_bad_flags_are_refused_before_any_work(synth_root, tmp_path, llmock, capsys, flag, value):
+def test_bad_flags_are_refused_before_any_work(synthetic_root, tmp_path, llmock, capsys, flag, value):
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as info:
         # The captioner does not exist: a flag error must come before any attempt to load it.
-        main(["build", "--emoset_root", str(synth_root), "--output_dir", str(out), "--llm_backend", "openai",
+        main(["build", "--emoset_root", str(synthetic_root), "--output_dir", str(out), "--llm_backend", "openai",
               "--base_url", llmock.base_url(), "--captioner", str(tmp_path / "no-such-captioner"), "--no_progress",
               flag, value])
     assert info.value.code not in (0, None)
@@ -360,13 +359,13 @@ def test_bad_flags_are_refused_before_any_work(synth_root, tmp_path, llmock, cap
     assert not out.exists() and served(llmock) == []
 
 
-def test_server_refusing_stops_the_build_keeping_what_was_answered(synth_root, tmp_path, llmock, capsys):
+def test_server_refusing_stops_the_build_keeping_what_was_answered(synthetic_root, tmp_path, llmock, capsys):
     from llmock.scenarios import Fail
 
     out = tmp_path / "out"
-    command = ["build", "--emoset_root", str(synth_root), "--output_dir", str(out), "--llm_backend", "openai",
+    command = ["build", "--emoset_root", str(synthetic_root), "--output_dir", str(out), "--llm_backend", "openai",
                "--base_url", llmock.base_url(), "--types", "conversation", "--concurrency", "1", "--no_progress"]
-    llmock.add(Reply(text=F.CONVERSATION_REPLY, times=None))
+    llmock.add(Reply(text=CONVERSATION_REPLY, times=None))
     assert main(command + ["--per_class", "conversation=1"]) == 0
     llmock.reset()
     llmock.add(Fail(401, message="invalid key", times=None))

@@ -3,9 +3,7 @@
 import json
 import shutil
 
-import dataset_fixtures as F  # noqa: F401
 import pytest
-from dataset_fixtures import synth_root  # noqa: F401  (fixture)
 
 from dataset_builder.build import BuildOptions, run_build
 from dataset_builder.captions import caption_images
@@ -49,8 +47,8 @@ def tiny_blip2(tmp_path_factory):
     return path
 
 
-def test_captions_are_batched_cached_and_reused(tiny_blip2, synth_root, tmp_path):  # noqa: F811
-    paths = [item.image_path for item in read_split(synth_root, "val").items]
+def test_captions_are_batched_cached_and_reused(tiny_blip2, synthetic_root, tmp_path):
+    paths = [item.image_path for item in read_split(synthetic_root, "val").items]
     cache = tmp_path / "captions.jsonl"
     captions = caption_images(paths, str(tiny_blip2), cache, batch_size=3, max_new_tokens=4)
     assert set(captions) == set(paths) and all(c.strip() for c in captions.values())
@@ -64,15 +62,15 @@ def test_captions_are_batched_cached_and_reused(tiny_blip2, synth_root, tmp_path
         shutil.move(str(moved), str(tiny_blip2))
 
 
-def test_unloadable_captioner_says_what_to_do(synth_root, tmp_path):  # noqa: F811
-    paths = [read_split(synth_root, "val").items[0].image_path]
+def test_unloadable_captioner_says_what_to_do(synthetic_root, tmp_path):
+    paths = [read_split(synthetic_root, "val").items[0].image_path]
     with pytest.raises(OSError, match="--captioner none"):
         caption_images(paths, str(tmp_path / "no-such-model"), tmp_path / "c.jsonl")
 
 
-def test_build_puts_captions_in_records_and_prompts(tiny_blip2, synth_root, tmp_path):  # noqa: F811
+def test_build_puts_captions_in_records_and_prompts(tiny_blip2, synthetic_root, tmp_path):
     out = tmp_path / "out"
-    run_build(BuildOptions(emoset_root=str(synth_root), output_dir=str(out), types=("categorical", "conversation"),
+    run_build(BuildOptions(emoset_root=str(synthetic_root), output_dir=str(out), types=("categorical", "conversation"),
                            per_class={"categorical": 1, "conversation": 1}, captioner=str(tiny_blip2),
                            show_progress=False))
     records = [json.loads(line) for line in (out / "instructions.jsonl").read_text().splitlines()]

@@ -2,27 +2,25 @@ import json
 import shutil
 from pathlib import Path
 
-import dataset_fixtures as F  # noqa: F401
 import numpy as np
 import pytest
-from dataset_fixtures import synth_root  # noqa: F401  (fixture)
 from PIL import Image
 
 from dataset_builder.emoset import ImageItem, read_annotation, read_split, sample_per_class
 from modeling_emovit.io_utils import open_image
 
 
-def test_reads_both_entry_forms(synth_root):  # noqa: F811
-    train, test = read_split(synth_root, "train"), read_split(synth_root, "test")
+def test_reads_both_entry_forms(synthetic_root):
+    train, test = read_split(synthetic_root, "train"), read_split(synthetic_root, "test")
     assert len(train.items) == 32 and len(test.items) == 8 and not train.skipped
     item = next(i for i in test.items if i.emotion == "awe")
     assert item.image_id == "awe_00005"  # 3-field entry: the id comes from the file name
-    assert item.relative_path == "image/awe/awe_00005.jpg" and item.image_path == str(synth_root / item.relative_path)
+    assert item.relative_path == "image/awe/awe_00005.jpg" and item.image_path == str(synthetic_root / item.relative_path)
 
 
-def test_bad_entries_are_counted_skips(synth_root, tmp_path):  # noqa: F811
+def test_bad_entries_are_counted_skips(synthetic_root, tmp_path):
     root = tmp_path / "e"
-    shutil.copytree(synth_root, root)
+    shutil.copytree(synthetic_root, root)
     entries = json.loads((root / "val.json").read_text())
     entries[0] = ["joy"] + entries[0][1:]
     entries.append(list(entries[1]))  # duplicate
@@ -34,9 +32,9 @@ def test_bad_entries_are_counted_skips(synth_root, tmp_path):  # noqa: F811
     assert "unknown emotion 'joy'" in reasons[0] and "duplicate image id" in reasons[1] and "nope.jpg is missing" in reasons[2]
 
 
-def test_missing_split_and_wrong_info_order(synth_root, tmp_path):  # noqa: F811
+def test_missing_split_and_wrong_info_order(synthetic_root, tmp_path):
     root = tmp_path / "e"
-    shutil.copytree(synth_root, root)
+    shutil.copytree(synthetic_root, root)
     with pytest.raises(FileNotFoundError, match="validation.json does not exist"):
         read_split(root, "validation")
     info = json.loads((root / "info.json").read_text())
@@ -75,8 +73,8 @@ def test_image_folder_with_and_without_splits(tmp_path):
         read_split(tmp_path / "missing", "train")
 
 
-def test_sampling_is_seeded_nested_and_balanced(synth_root):  # noqa: F811
-    items = read_split(synth_root, "train").items
+def test_sampling_is_seeded_nested_and_balanced(synthetic_root):
+    items = read_split(synthetic_root, "train").items
     counts = {"categorical": 3, "conversation": 2, "reasoning": 1}
     a, b = sample_per_class(items, counts, seed=1), sample_per_class(items, counts, seed=1)
     c = sample_per_class(items, counts, seed=2)
@@ -86,9 +84,9 @@ def test_sampling_is_seeded_nested_and_balanced(synth_root):  # noqa: F811
     assert len(sample_per_class(items, {"categorical": 100}, seed=1)["categorical"]) == 32
 
 
-def test_paths_leaving_the_root_are_counted_skips(synth_root, tmp_path):  # noqa: F811
+def test_paths_leaving_the_root_are_counted_skips(synthetic_root, tmp_path):
     root = tmp_path / "e"
-    shutil.copytree(synth_root, root)
+    shutil.copytree(synthetic_root, root)
     outside = tmp_path / "secret"
     outside.mkdir()
     Image.new("RGB", (8, 8)).save(outside / "x.jpg")

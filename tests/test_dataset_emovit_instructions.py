@@ -2,9 +2,7 @@
 
 import re
 
-import dataset_fixtures as F  # noqa: F401
 import pytest
-from dataset_fixtures import synth_root  # noqa: F401  (fixture)
 
 from dataset_builder.build import BuildOptions, run_build
 from dataset_builder.emovit_instructions import CONFIG_NAMES, EmovitInstructions
@@ -12,9 +10,9 @@ from modeling_emovit.configuration_emovit import EMOSET_EMOTIONS
 
 
 @pytest.fixture(scope="module")
-def built(synth_root, tmp_path_factory):  # noqa: F811
+def built(synthetic_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("built")
-    run_build(BuildOptions(emoset_root=str(synth_root), output_dir=str(out), show_progress=False,
+    run_build(BuildOptions(emoset_root=str(synthetic_root), output_dir=str(out), show_progress=False,
                            per_class={"categorical": 3, "conversation": 2, "reasoning": 1}))
     return out
 
@@ -36,7 +34,7 @@ def test_configs_hold_their_types(built, tmp_path):
     assert sizes == {"categorical": 24, "conversation": 48, "reasoning": 8, "all": 80}
 
 
-def test_features_decode(built, tmp_path, synth_root):  # noqa: F811
+def test_features_decode(built, tmp_path, synthetic_root):
     dataset = load("reasoning", built, tmp_path)
     assert dataset.features["emotion"].names == list(EMOSET_EMOTIONS)
     row = dataset[0]

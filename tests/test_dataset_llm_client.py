@@ -6,7 +6,6 @@ Requests are counted at the server (llmock's journal), never by patching the ope
 import json
 import time
 
-import dataset_fixtures as F  # noqa: F401
 import pytest
 from llmock.scenarios import Delay, Fail, Reply, StreamFault
 

@@ -1,5 +1,5 @@
-import dataset_fixtures as F  # noqa: F401
 import pytest
+from conftest import CONVERSATION_REPLY, MALFORMED_REPLY, REASONING_REPLY
 
 from dataset_builder.parsing import parse_qa_pairs, parse_reply, validate_pairs
 
@@ -11,7 +11,7 @@ def test_plain_format():
 
 
 def test_messy_conversation_reply():
-    pairs, reason = parse_reply(F.CONVERSATION_REPLY, "conversation")
+    pairs, reason = parse_reply(CONVERSATION_REPLY, "conversation")
     assert reason is None
     assert [q for q, _ in pairs] == [
         "What colour dominates the background of this picture?",
@@ -65,20 +65,20 @@ def test_conversation_validation_rejects(pairs, reason_part):
 def test_reasoning_needs_one_long_answer():
     assert validate_pairs([("Why does this feel playful?", LONG)], "reasoning") is None
     assert "answer length" in validate_pairs([("Why does this feel playful?", "It is red.")], "reasoning")
-    pairs, reason = parse_reply(F.REASONING_REPLY, "reasoning")
+    pairs, reason = parse_reply(REASONING_REPLY, "reasoning")
     assert reason is None and len(pairs) == 1
 
 
 def test_refusal_is_invalid_with_reason():
-    pairs, reason = parse_reply(F.MALFORMED_REPLY, "conversation")
+    pairs, reason = parse_reply(MALFORMED_REPLY, "conversation")
     assert pairs == [] and "found 0" in reason
 
 
 @pytest.mark.parametrize("token", ["<image>", "</s>", "<s>", "<unk>", "<pad>", "[PAD]", "[CLS]", "[SEP]", "[MASK]",
                                    "<|endoftext|>", "<|im_start|>", "<IMAGE>"])
 def test_reply_with_a_special_token_is_malformed(token):
-    reply = F.CONVERSATION_REPLY.replace("a warm, bright yellow.", f"a warm, bright yellow{token}.")
-    assert parse_reply(F.CONVERSATION_REPLY, "conversation")[1] is None
+    reply = CONVERSATION_REPLY.replace("a warm, bright yellow.", f"a warm, bright yellow{token}.")
+    assert parse_reply(CONVERSATION_REPLY, "conversation")[1] is None
     pairs, reason = parse_reply(reply, "conversation")
     assert pairs == [] and "special token" in reason and token in reason
 

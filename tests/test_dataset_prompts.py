@@ -1,4 +1,3 @@
-import dataset_fixtures as F  # noqa: F401
 import pytest
 
 from dataset_builder import prompts

@@ -4,11 +4,9 @@ import json
 import shutil
 from pathlib import Path
 
-import dataset_fixtures as F  # noqa: F401
 import datasets
 import pytest
 import yaml
-from dataset_fixtures import synth_root  # noqa: F401  (fixture)
 
 from dataset_builder.build import BuildOptions, run_build
 from dataset_builder.prompts import prompt_hash, template_hash
@@ -16,11 +14,11 @@ from dataset_builder.publish import LICENCE_NOTE, check_loadable, export_parquet
 
 
 @pytest.fixture(scope="module")
-def exported(synth_root, tmp_path_factory):  # noqa: F811
+def exported(synthetic_root, tmp_path_factory):
     base = tmp_path_factory.mktemp("publish")
     # A private copy of the images, removed after export: the Parquet files must not need it.
     root = base / "emoset"
-    shutil.copytree(synth_root, root)
+    shutil.copytree(synthetic_root, root)
     out = base / "out"
     run_build(BuildOptions(emoset_root=str(root), output_dir=str(out), show_progress=False,
                            per_class={"categorical": 2, "conversation": 1, "reasoning": 1}))
@@ -87,11 +85,11 @@ def test_check_loadable_refuses_a_wrong_row_count(exported):
         check_loadable(hub, "reasoning", 9)
 
 
-def test_push_command_without_repo_only_exports(synth_root, tmp_path, capsys):  # noqa: F811
+def test_push_command_without_repo_only_exports(synthetic_root, tmp_path, capsys):
     from dataset_builder.__main__ import main
 
     out = tmp_path / "out"
-    run_build(BuildOptions(emoset_root=str(synth_root), output_dir=str(out), types=("categorical",),
+    run_build(BuildOptions(emoset_root=str(synthetic_root), output_dir=str(out), types=("categorical",),
                            per_class={"categorical": 1}, show_progress=False))
     main(["push", "--dataset_dir", str(out)])
     assert "'categorical': 8" in capsys.readouterr().out

@@ -1,23 +1,17 @@
-import json
-import os
+"""The record schema: the Record dataclass, the categorical pair, training checks, and parsing type lists."""
 
-import dataset_fixtures as F  # noqa: F401
 import pytest
 
 from dataset_builder.records import (
-    atomic_write_text,
+    INSTRUCTION_TYPES,
+    Record,
     categorical_pair,
-    import_official_json,
-    load_records,
-    make_record,
-    to_llava,
-    write_outputs,
+    parse_per_class,
+    parse_types,
+    question_and_answer,
+    training_record_problem,
 )
 from modeling_emovit.processing_emovit import format_answer, format_categorical_instruction
-
-
-def record(i, kind="conversation"):
-    return make_record(kind, f"awe_{i:05d}", f"image/awe/awe_{i:05d}.jpg", "awe", 0, "Q?", "A.", {}, [], "", "template", "h")
 
 
 def test_categorical_pair_is_the_processor_definition():
@@ -27,114 +21,34 @@ def test_categorical_pair_is_the_processor_definition():
                                                         "disgust", "fear", "sadness"))
 
 
-def test_outputs_and_load_records(tmp_path):
-    records = [record(i) for i in range(5)]
-    write_outputs(tmp_path, records, {"emoset_root": "/data/emoset"}, seed=0)
-    assert sorted(os.listdir(tmp_path)) == ["instructions.jsonl", "instructions_llava.json", "summary.json"]
-    loaded = load_records(tmp_path)
-    assert [r["image"] for r in loaded] == [f"/data/emoset/image/awe/awe_{i:05d}.jpg" for i in range(5)]
-    assert load_records(tmp_path, types=("reasoning",)) == []
-    assert to_llava(records, 0) == to_llava(records, 0) != to_llava(records, 1)
-    with pytest.raises(AssertionError):
-        write_outputs(tmp_path, records + records[:1], {}, seed=0)
+def test_record_round_trips_through_its_json_object_in_file_order():
+    record = Record(id="conversation/awe_00001/0", image="image/awe/awe_00001.jpg", emotion="awe", type="conversation",
+                    conversations=question_and_answer("Q?", "A."), attributes={"scene": "mountain"},
+                    attributes_computed=["brightness"], caption="a peak", generator="template", prompt_hash="h")
+    data = record.to_dict()
+    assert list(data) == ["id", "image", "emotion", "type", "conversations", "attributes", "attributes_computed",
+                          "caption", "generator", "prompt_hash"]
+    assert data["conversations"] == [{"from": "human", "value": "Q?"}, {"from": "gpt", "value": "A."}]
+    assert Record.from_dict(data) == record and training_record_problem(data) is None
+    with pytest.raises(ValueError, match=r"fields \['extra'\] that a record does not have"):
+        Record.from_dict({**data, "extra": 1})
+    with pytest.raises(ValueError, match="lacks a required field"):
+        Record.from_dict({k: v for k, v in data.items() if k != "emotion"})
 
 
-def test_atomic_write_leaves_old_file_on_failure(tmp_path):
-    target = tmp_path / "out.json"
-    atomic_write_text(target, "old")
-
-    with pytest.raises(TypeError):
-        atomic_write_text(target, 123)  # fails mid-write
-    assert target.read_text() == "old" and os.listdir(tmp_path) == ["out.json"]
-
-
-def test_import_official_json(tmp_path):
-    entries = [
-        {"id": "1", "image": "amusement_00001.jpg", "conversations": [
-            {"from": "human", "value": "<image>\nWhich emotion?"}, {"from": "gpt", "value": "Predict emotion: amusement"}]},
-        {"id": "2", "image": "x.jpg", "conversations": [
-            {"from": "human", "value": "Which emotion?"}, {"from": "gpt", "value": "Predict emotion: fear"}]},
-        {"id": "3", "image": "joy_1.jpg", "conversations": [
-            {"from": "human", "value": "What?"}, {"from": "gpt", "value": "Something."}]},
-        {"id": "4", "image": "awe_1.jpg"},
-    ]
-    path = tmp_path / "official.json"
-    path.write_text(json.dumps(entries))
-    records, skipped = import_official_json(path, "conversation")
-    assert [r["emotion"] for r in records] == ["amusement", "fear"]
-    assert records[0]["conversations"][0]["value"] == "Which emotion?" and records[0]["generator"] == "official-emovit"
-    assert [s.item for s in skipped] == ["official.json[2]", "official.json[3]"]
-    assert "cannot tell the emotion" in skipped[0].reason
-    entries[2]["image"] = "awe_00002.jpg"
-    path.write_text(json.dumps(entries))
-    with pytest.raises(ValueError, match=r"official.json\[2\].*pass --type"):
-        import_official_json(path, "auto")
-    records, _ = import_official_json(path, "reasoning")
-    assert [r["type"] for r in records] == ["reasoning"] * 3
-
-
-def test_import_official_refuses_paths_leaving_the_root_and_wrong_categorical_answers(tmp_path):
-    root = tmp_path / "emoset"
-    (root / "image" / "awe").mkdir(parents=True)
-    (tmp_path / "secret.jpg").write_bytes(b"x")
-    (root / "image" / "awe" / "awe_00009.jpg").symlink_to(tmp_path / "secret.jpg")
-    turns = lambda answer: [{"from": "human", "value": "Which?"}, {"from": "gpt", "value": answer}]  # noqa: E731
-    entries = [
-        {"id": "ok", "image": "image/awe/awe_00001.jpg", "conversations": turns("Predict emotion: awe")},
-        {"id": "dotdot", "image": "../awe_00002.jpg", "conversations": turns("Predict emotion: awe")},
-        {"id": "absolute", "image": str(tmp_path / "awe_00003.jpg"), "conversations": turns("Predict emotion: awe")},
-        {"id": "symlink", "image": "image/awe/awe_00009.jpg", "conversations": turns("Predict emotion: awe")},
-        {"id": "other", "image": "image/awe/awe_00004.jpg", "conversations": turns("Predict emotion: fear")},
-        {"id": "none", "image": "image/awe/awe_00005.jpg", "conversations": turns("It feels grand.")},
-        {"id": "one-turn", "image": "image/awe/awe_00006.jpg", "conversations": turns("x")[:1]},
-    ]
-    path = tmp_path / "official.json"
-    path.write_text(json.dumps(entries))
-    records, skipped = import_official_json(path, "categorical", root=root)
-    assert [r["image"] for r in records] == ["image/awe/awe_00001.jpg"]
-    reasons = {s.item: s.reason for s in skipped}
-    assert sorted(reasons) == [f"official.json[{i}]" for i in range(1, 7)]
-    assert "outside the dataset root" in reasons["official.json[1]"]
-    assert "outside the dataset root" in reasons["official.json[2]"]
-    assert str(tmp_path / "secret.jpg") in reasons["official.json[3]"]
-    assert "names 'fear', but field 'emotion' is 'awe'" in reasons["official.json[4]"]
-    assert "names None, but field 'emotion' is 'awe'" in reasons["official.json[5]"]
-    assert "a human question followed by a gpt answer" in reasons["official.json[6]"]
-    # without a root, the form of the path is still checked
-    _, skipped = import_official_json(path, "categorical")
-    assert {s.item for s in skipped if "absolute or climbs out" in s.reason} == {"official.json[1]", "official.json[2]"}
-
-
-@pytest.mark.parametrize("change, message", [
-    (lambda r: r.pop("type"), "field 'type' is None"),
-    (lambda r: r.update(conversations=r["conversations"][:1]), "a human question followed by a gpt answer"),
-    (lambda r: r.update(image="../../etc/passwd"), "outside the dataset root"),
-    (lambda r: r.update(type="categorical"), "names None, but field 'emotion' is 'awe'"),
-    (lambda r: r["conversations"][1].update(value="Predict emotion: fear") or r.update(type="categorical"),
-     "names 'fear', but field 'emotion' is 'awe'"),
-])
-def test_load_records_names_file_and_line_of_a_bad_record(tmp_path, change, message):
-    records = [record(i) for i in range(3)]
-    change(records[1])
-    (tmp_path / "emoset").mkdir()
-    write_outputs(tmp_path, records, {"emoset_root": str(tmp_path / "emoset")}, seed=0)
-    with pytest.raises(ValueError, match=r"instructions.jsonl:2: .*" + message):
-        load_records(tmp_path)
-
-
-def test_import_official_command_keeps_paths_inside_the_emoset_root(tmp_path):
-    from dataset_builder.__main__ import main
-
-    root = tmp_path / "emoset"
-    (root / "image" / "awe").mkdir(parents=True)
-    (tmp_path / "secret.jpg").write_bytes(b"x")
-    (root / "image" / "awe" / "awe_00002.jpg").symlink_to(tmp_path / "secret.jpg")
-    turns = [{"from": "human", "value": "Which?"}, {"from": "gpt", "value": "Predict emotion: awe"}]
-    entries = [{"id": "ok", "image": "awe_00001.jpg", "conversations": turns},
-               {"id": "link", "image": "image/awe/awe_00002.jpg", "conversations": turns}]
-    (tmp_path / "official.json").write_text(json.dumps(entries))
-    assert main(["import_official", "--json", str(tmp_path / "official.json"), "--type", "categorical",
-                 "--emoset_root", str(root), "--output_dir", str(tmp_path / "out")]) == 0
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["records"] == 1 and [s["item"] for s in summary["skipped"]] == ["official.json[1]"]
-    assert str(tmp_path / "secret.jpg") in summary["skipped"][0]["reason"]
+def test_type_lists_are_parsed_once_for_every_flag():
+    assert parse_types(" reasoning, categorical,,") == ("reasoning", "categorical")
+    assert parse_types(",".join(INSTRUCTION_TYPES), "--curriculum", distinct=True) == INSTRUCTION_TYPES
+    with pytest.raises(ValueError, match=r"--types 'categorical,joy' names \['joy'\]; use a comma list"):
+        parse_types("categorical,joy")
+    with pytest.raises(ValueError, match="--types ' , ' names no type"):
+        parse_types(" , ")
+    with pytest.raises(ValueError, match="--curriculum 'reasoning,reasoning' names a type twice"):
+        parse_types("reasoning,reasoning", "--curriculum", distinct=True)
+    defaults = {"categorical": 4600, "conversation": 1000, "reasoning": 100}
+    assert parse_per_class("reasoning=3, categorical=0", defaults) == {"categorical": 0, "conversation": 1000,
+                                                                        "reasoning": 3}
+    assert defaults["reasoning"] == 100
+    for bad in ("reasoning", "joy=3", "reasoning=-1", "reasoning=x"):
+        with pytest.raises(ValueError, match=f"--per_class part {bad!r} is not TYPE=COUNT"):
+            parse_per_class(bad, defaults)

@@ -2,16 +2,21 @@
 
 import json
 
-import dataset_fixtures as F
 import numpy as np
 from PIL import Image
 
 from dataset_builder.emoset import read_split
+from dataset_builder.synthetic import write_synthetic_emoset
 from modeling_emovit.configuration_emovit import EMOSET_EMOTIONS
 
 
+def write_synth(root, images_per_class, seed=0):
+    write_synthetic_emoset(root, images_per_class=images_per_class, seed=seed)
+    return root
+
+
 def test_layout_and_splits(tmp_path):
-    root = F.write_synth(tmp_path / "s", images_per_class=10)
+    root = write_synth(tmp_path / "s", images_per_class=10)
     info = json.loads((root / "info.json").read_text())
     assert [info["emotion"]["idx2label"][str(i)] for i in range(8)] == list(EMOSET_EMOTIONS)
     sizes = {split: len(json.loads((root / f"{split}.json").read_text())) for split in ("train", "val", "test")}
@@ -23,7 +28,7 @@ def test_layout_and_splits(tmp_path):
 
 
 def test_annotations_cover_every_attribute_with_some_missing(tmp_path):
-    root = F.write_synth(tmp_path / "s", images_per_class=10)
+    root = write_synth(tmp_path / "s", images_per_class=10)
     annotations = [json.loads(p.read_text()) for p in (root / "annotation").rglob("*.json")]
     for name in ("brightness", "colorfulness", "scene", "object", "facial_expression", "human_action"):
         present = sum(name in a for a in annotations)
@@ -32,9 +37,9 @@ def test_annotations_cover_every_attribute_with_some_missing(tmp_path):
 
 
 def test_same_seed_same_files(tmp_path):
-    a = F.write_synth(tmp_path / "a", images_per_class=3, seed=5)
-    b = F.write_synth(tmp_path / "b", images_per_class=3, seed=5)
-    c = F.write_synth(tmp_path / "c", images_per_class=3, seed=6)
+    a = write_synth(tmp_path / "a", images_per_class=3, seed=5)
+    b = write_synth(tmp_path / "b", images_per_class=3, seed=5)
+    c = write_synth(tmp_path / "c", images_per_class=3, seed=6)
     path = "image/awe/awe_00001.jpg"
     assert (a / path).read_bytes() == (b / path).read_bytes() != (c / path).read_bytes()
     assert (a / "train.json").read_text() == (b / "train.json").read_text()
@@ -43,7 +48,7 @@ def test_same_seed_same_files(tmp_path):
 def test_classes_separable_by_a_trivial_model(tmp_path):
     # A nearest-centroid classifier on 8x8 thumbnails is far weaker than the demo's ViT + Q-Former; if it
     # reaches 90% on held-out images, the class signal is strong enough, and jitter keeps images distinct.
-    root = F.write_synth(tmp_path / "s", images_per_class=30)
+    root = write_synth(tmp_path / "s", images_per_class=30)
 
     def features(split):
         items = read_split(root, split).items

@@ -1,6 +1,7 @@
 """The shared file I/O: whole-file writes and the append-only JSONL cache (images: tests/test_dataset_emoset.py)."""
 
 import json
+import os
 
 import pytest
 
@@ -35,3 +36,12 @@ def test_jsonl_cache_skips_torn_and_foreign_lines_and_appends_on_a_fresh_line(tm
     assert sorted(reread.entries) == ["a", "c", "d"] and reread.torn_lines == 2
     assert path.read_text().splitlines()[-2:] == [json.dumps({"key": "c", "caption": "x"}),
                                                    json.dumps({"key": "d", "caption": "y"})]
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    target = tmp_path / "out.json"
+    atomic_write_text(target, "old")
+
+    with pytest.raises(TypeError):
+        atomic_write_text(target, 123)  # fails mid-write
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["out.json"]
