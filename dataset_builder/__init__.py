@@ -9,7 +9,7 @@ Entry points for training and evaluation:
 - `INSTRUCTION_TYPES` and `parse_types(text, flag)`: the instruction types and the parser of comma lists of them.
 """
 
-from .records import INSTRUCTION_TYPES, Record, parse_types, training_record_problem  # first: see the end of records.py
+from .records import INSTRUCTION_TYPES, Record, parse_types, training_record_problem
 from .build_folder import load_records, read_summary
 from .emoset import ImageItem, Skip, SplitListing, read_split
 from .official import import_official_json

@@ -112,10 +112,3 @@ def parse_per_class(text: str, defaults: dict[str, int], flag: str = "--per_clas
             )
         counts[name.strip()] = int(value)
     return counts
-
-
-# The readers of a build folder and of the official JSON live in build_folder and official; train.py and
-# emovit.training import them from this module. Both of those modules import this one, which is complete by
-# the time these lines run (the package's __init__ imports this module first).
-from .build_folder import load_records, read_summary  # noqa: E402,F401
-from .official import import_official_json  # noqa: E402,F401

@@ -7,22 +7,14 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from dataset_builder.records import INSTRUCTION_TYPES
+from dataset_builder import INSTRUCTION_TYPES, import_official_json, load_records, parse_types, read_summary, \
+    training_record_problem
 from modeling_emovit import format_answer
 from modeling_emovit.io_utils import open_image
 
 from .arguments import DataArguments
 
 logger = logging.getLogger(__name__)
-
-
-def parse_types(types: str) -> tuple[str, ...]:
-    """The instruction types of a comma-separated `--types` value; raises on a name that is not a type."""
-    parsed = tuple(t.strip() for t in types.split(",") if t.strip())
-    unknown = [t for t in parsed if t not in INSTRUCTION_TYPES]
-    if unknown:
-        raise ValueError(f"--types {types!r} names {unknown}; choose from {list(INSTRUCTION_TYPES)}.")
-    return parsed
 
 
 def load_examples(data_args: DataArguments) -> tuple[list[dict], str | None]:
@@ -33,13 +25,11 @@ def load_examples(data_args: DataArguments) -> tuple[list[dict], str | None]:
     path = Path(source)
     emoset_root = None
     if path.is_dir() and (path / "instructions.jsonl").is_file():
-        from dataset_builder.records import load_records, read_summary
 
         records = load_records(path, types=types)
         emoset_root = read_summary(path).get("emoset_root")
     elif path.suffix == ".json" and path.is_file():
         from dataset_builder.emoset import resolve_inside_root
-        from dataset_builder.records import import_official_json
 
         if data_args.image_root is None:
             raise ValueError(f"--dataset {source} is a LLaVA-style JSON: pass --image_root, the folder its image "
@@ -58,7 +48,6 @@ def load_examples(data_args: DataArguments) -> tuple[list[dict], str | None]:
     else:
         from datasets import load_dataset
 
-        from dataset_builder.records import training_record_problem
 
         hub = load_dataset(source, data_args.dataset_config, split="train")
         emotion_names = getattr(hub.features.get("emotion"), "names", None)

@@ -5,7 +5,7 @@ import random
 
 from torch.utils.data import Sampler
 
-from dataset_builder.records import INSTRUCTION_TYPES
+from dataset_builder import INSTRUCTION_TYPES, parse_types
 
 
 def parse_curriculum(curriculum: str, present_types) -> list[str] | None:
@@ -13,11 +13,10 @@ def parse_curriculum(curriculum: str, present_types) -> list[str] | None:
     and cover every type in `present_types` (the types the data holds)."""
     if curriculum == "mixed":
         return None
-    order = [t.strip() for t in curriculum.split(",") if t.strip()]
-    bad = [t for t in order if t not in INSTRUCTION_TYPES]
-    if bad or len(set(order)) != len(order):
-        raise ValueError(f"--curriculum {curriculum!r}: use 'mixed' or an order of distinct types "
-                         f"from {list(INSTRUCTION_TYPES)}.")
+    try:
+        order = list(parse_types(curriculum, "--curriculum", distinct=True))
+    except ValueError as e:
+        raise ValueError(f"{e}. Or use 'mixed' or an order of distinct types from {list(INSTRUCTION_TYPES)}.") from e
     left_out = sorted(set(present_types) - set(order))
     if left_out:
         raise ValueError(f"--curriculum {curriculum!r} leaves out the types {left_out} that the data "
