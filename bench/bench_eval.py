@@ -1,17 +1,17 @@
-"""Evaluation throughput of evaluate.py: images/s for `score` vs `generate` on the tiny random EmoVIT.
+"""Evaluation throughput: images/s for `score` vs `generate` on the tiny random EmoVIT.
 
     python bench/bench_eval.py --images 200 --batch_size 16 --repeats 5
 
-Builds the tiny model and a synthetic EmoSet sample in a temporary folder, runs evaluate.py's `main` on the test
-split once per method to warm up, then `--repeats` times each, alternating, and prints the median images/s of each
-method (the whole loop: image decoding, preprocessing, the model, bookkeeping; not model loading or output
-writing) and the ratio. The tiny model's generate answers are never in format, so generate always runs its full token budget, as
-an untrained real model would; a trained model stops at EOS and is faster than this.
+Builds the tiny model and a synthetic EmoSet sample in a temporary folder, runs the evaluation evaluate.py runs
+(`emovit.evaluation.run.evaluate_model`) on the test split once per method to warm up, then `--repeats` times each,
+alternating, and prints the median images/s of each method (the whole loop: image decoding, preprocessing, the
+model, bookkeeping; not model loading or output writing) and the ratio. The tiny model's generate answers are never
+in format, so generate always runs its full token budget, as an untrained real model would; a trained model stops
+at EOS and is faster than this.
 """
 
 import argparse
 import contextlib
-import importlib.util
 import io
 import statistics
 import tempfile
@@ -20,18 +20,9 @@ from pathlib import Path
 import torch
 
 from dataset_builder.synthetic import SPLIT_FRACTIONS, write_synthetic_emoset
+from emovit.evaluation.arguments import EvalArguments
+from emovit.evaluation.run import evaluate_model
 from modeling_emovit.tiny import save_tiny_emovit
-
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def load_evaluate_script():
-    # By path: `import evaluate` is the library.
-    spec = importlib.util.spec_from_file_location("evaluate_script", REPO / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def main(argv=None):
@@ -41,7 +32,6 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
 
-    evaluate_script = load_evaluate_script()
     test_fraction = dict(SPLIT_FRACTIONS)["test"]
     per_class = max(1, round(args.images / 8))
     with tempfile.TemporaryDirectory() as tmp:
@@ -49,18 +39,18 @@ def main(argv=None):
         save_tiny_emovit(tmp / "model", seed=0)
         # The sample puts `test_fraction` of each class in the test split.
         write_synthetic_emoset(tmp / "data", images_per_class=max(3, round(per_class / test_fraction)), seed=0)
-        argvs = {
-            method: ["--model", str(tmp / "model"), "--dataset", str(tmp / "data"), "--split", "test", "--method",
-                     method, "--batch_size", str(args.batch_size), "--output_dir", str(tmp / method)]
+        arguments = {
+            method: EvalArguments(model=str(tmp / "model"), dataset=str(tmp / "data"), split="test", method=method,
+                                  batch_size=args.batch_size, output_dir=str(tmp / method))
             for method in ("score", "generate")
         }
         # Alternate the methods so that load from other processes on the machine hits both alike; the first
         # round warms up and is not counted.
-        runs = {method: [] for method in argvs}
+        runs = {method: [] for method in arguments}
         for _ in range(1 + args.repeats):
-            for method, argv in argvs.items():
+            for method, eval_arguments in arguments.items():
                 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                    metrics = evaluate_script.main(argv)
+                    metrics = evaluate_model(eval_arguments)
                 runs[method].append(metrics["images_per_second"])
         median = {method: statistics.median(values[1:]) for method, values in runs.items()}
         for method, values in runs.items():

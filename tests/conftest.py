@@ -116,3 +116,43 @@ def categorical_images(data):
 
     records = [json.loads(line) for line in (data / "instructions.jsonl").read_text().splitlines()]
     return [record["image"] for record in records if record["type"] == "categorical"]
+
+
+# ----------------------------------------------------------------------------------------------------- evaluation
+
+
+@pytest.fixture(scope="session")
+def eval_emoset_dir(tmp_path_factory):
+    """A synthetic EmoSet sample whose test split has 2 images per emotion (16 in all)."""
+    from dataset_builder.synthetic import write_synthetic_emoset
+
+    path = tmp_path_factory.mktemp("synthetic-emoset-eval")
+    write_synthetic_emoset(path, images_per_class=10, seed=0)
+    return path
+
+
+@pytest.fixture(scope="session")
+def run_evaluation(tiny_dir):
+    """`run_evaluation(parent, dataset, name="out", **arguments)` runs `emovit.evaluation.run.evaluate_model` on the
+    tiny model (test split, batches of 5, unless `arguments` say otherwise) into `parent/name`; returns (metrics,
+    the lines of predictions.jsonl, the output folder)."""
+    import json
+    from pathlib import Path
+
+    from emovit.evaluation.arguments import EvalArguments
+    from emovit.evaluation.run import evaluate_model
+
+    def run(parent, dataset, name="out", **arguments):
+        out = Path(parent) / name
+        arguments = {"model": str(tiny_dir), "split": "test", "batch_size": 5, **arguments}
+        metrics = evaluate_model(EvalArguments(dataset=str(dataset), output_dir=str(out), **arguments))
+        lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+        return metrics, lines, out
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def eval_score_run(tmp_path_factory, run_evaluation, eval_emoset_dir):
+    """The `score` run on `eval_emoset_dir`'s test split: (metrics, predictions lines, output folder)."""
+    return run_evaluation(tmp_path_factory.mktemp("eval-score"), eval_emoset_dir)

@@ -1,0 +1,55 @@
+"""The arguments of an evaluation run, as a dataclass for `HfArgumentParser` (evaluate.py's command line) and for
+callers that evaluate in-process (train.py's held-out evaluation)."""
+
+from dataclasses import dataclass, field
+
+import torch
+
+from modeling_emovit import CATEGORICAL_INSTRUCTION_VARIANTS
+
+from .labels import LABEL_MAP_PRESETS
+
+
+METHODS = ("score", "generate")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class EvalArguments:
+    model: str = field(metadata={"help": "EmoVIT or InstructBLIP folder, or Hub id."})
+    dataset: str = field(
+        metadata={"help": "EmoSet root, ImageFolder, save_to_disk/parquet folder, or Hub dataset id."}
+    )
+    output_dir: str = field(metadata={"help": "Where metrics.json, predictions.jsonl, confusion_matrix.png go."})
+    split: str = field(default="test", metadata={"help": "Split to evaluate."})
+    method: str = field(
+        default="score",
+        metadata={"help": "score: most likely label answer (never invalid); generate: greedy answer, parsed."},
+    )
+    batch_size: int = field(default=16, metadata={"help": "Images per forward pass (per process)."})
+    label_map: str | None = field(
+        default=None,
+        metadata={"help": f"JSON file mapping model labels to dataset labels, or a preset: {list(LABEL_MAP_PRESETS)}."},
+    )
+    prompt_variants: int = field(
+        default=1,
+        metadata={"help": f"Evaluate under the first N of {len(CATEGORICAL_INSTRUCTION_VARIANTS)} paraphrased "
+                          "instructions (1 = the training instruction only) and report the accuracy spread."},
+    )
+    dtype: str = field(default="float32", metadata={"help": f"Model weights dtype: {list(DTYPES)}."})
+    max_images: int | None = field(default=None, metadata={"help": "Evaluate only the first N images (smoke runs)."})
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"--method is {self.method!r}; use one of {list(METHODS)}.")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"--dtype is {self.dtype!r}; use one of {list(DTYPES)}.")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch_size is {self.batch_size}; use a positive number of images per batch.")
+        if not 1 <= self.prompt_variants <= len(CATEGORICAL_INSTRUCTION_VARIANTS):
+            raise ValueError(
+                f"--prompt_variants is {self.prompt_variants}; there are {len(CATEGORICAL_INSTRUCTION_VARIANTS)} "
+                f"instruction variants, so use 1 to {len(CATEGORICAL_INSTRUCTION_VARIANTS)}."
+            )
+        if self.max_images is not None and self.max_images < 1:
+            raise ValueError(f"--max_images is {self.max_images}; use a positive number or leave it unset.")

@@ -1,0 +1,114 @@
+"""Evaluation data: the images and labels of one split, from an EmoSet root, an ImageFolder, a folder written by
+`Dataset.save_to_disk` or holding parquet files, or a Hub dataset id."""
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+from PIL import Image
+
+from dataset_builder.emoset import is_emoset_root, read_split
+from modeling_emovit.io_utils import IMAGE_DECODE_ERRORS, open_image
+
+from .labels import normalise_label
+
+
+@dataclass
+class EvalData:
+    """The images of one split: ids, labels (normalised), where to read each image from, and the entries the reader
+    left out (`skipped`: `{"id", "reason"}`)."""
+
+    ids: list[str]
+    labels: list[str]
+    paths: list[str] | None = None  # image files (EmoSet root, ImageFolder)
+    table: datasets.Dataset | None = None  # a `datasets` split with an image column
+    image_column: str = "image"
+    skipped: list[dict] = field(default_factory=list)
+
+    def image(self, index: int) -> Image.Image:
+        """Image `index` as 8-bit RGB, by the opener training uses; ValueError naming it when it cannot be read."""
+        if self.table is None:
+            return open_image(self.paths[index])
+        source = f"{self.ids[index]} (row {index})"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                decoded = self.table[index][self.image_column]
+        except (*IMAGE_DECODE_ERRORS, Image.DecompressionBombWarning) as e:
+            raise ValueError(f"Image {source} could not be read ({type(e).__name__}: {e}).") from e
+        return open_image(decoded, source=source)
+
+
+def is_saved_dataset(path: Path) -> bool:
+    """Whether `path` is a folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`."""
+    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+
+
+def load_eval_data(dataset: str, split: str) -> EvalData:
+    """Split `split` of `dataset` (an EmoSet root, ImageFolder, save_to_disk or parquet folder, or Hub id)."""
+    path = Path(dataset)
+    if path.is_dir() and not is_saved_dataset(path) and (is_emoset_root(path) or not any(path.rglob("*.parquet"))):
+        return _load_image_files(path, dataset, split)
+    if path.is_dir() and is_saved_dataset(path):
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise ValueError(f"{dataset!r} has splits {list(loaded)}, not {split!r}; pass one of them to --split.")
+            loaded = loaded[split]
+        table = loaded
+    else:
+        # A folder of parquet files, or a Hub id.
+        try:
+            table = datasets.load_dataset(dataset, split=split)
+        except (OSError, ValueError) as e:
+            raise ValueError(
+                f"--dataset {dataset!r}, split {split!r}: `datasets.load_dataset` failed ({type(e).__name__}: {e}). "
+                "Pass an EmoSet root, an ImageFolder, a save_to_disk or parquet folder, or a Hub dataset id (which "
+                "needs network access or the local Hub cache)."
+            ) from e
+    return _from_table(table, dataset, split)
+
+
+def _load_image_files(path: Path, dataset: str, split: str) -> EvalData:
+    """An EmoSet root or an ImageFolder, through the EmoSet reader (which counts what it leaves out)."""
+    listing = read_split(path, split)
+    if not listing.items:
+        raise ValueError(
+            f"Split {split!r} of {dataset!r} has no usable images ({len(listing.skipped)} entries skipped, "
+            f"first: {listing.skipped[:1]}). Check the split name and the image files."
+        )
+    return EvalData(
+        ids=[item.image_id for item in listing.items],
+        labels=[normalise_label(item.emotion) for item in listing.items],
+        paths=[item.image_path for item in listing.items],
+        skipped=[{"id": skip.item, "reason": skip.reason} for skip in listing.skipped],
+    )
+
+
+def _from_table(table: datasets.Dataset, dataset: str, split: str) -> EvalData:
+    """A `datasets` split: an `image` column, the label from `emotion` or `label`, ids from `image_id` or `id`."""
+    if "image" not in table.column_names:
+        raise ValueError(f"Dataset {dataset!r} has columns {table.column_names} but no 'image' column.")
+    label_column = next((name for name in ("emotion", "label") if name in table.column_names), None)
+    if label_column is None:
+        raise ValueError(
+            f"Dataset {dataset!r} has columns {table.column_names}; evaluate.py reads the label from an 'emotion' or "
+            "'label' column (ClassLabel or string). Rename the label column."
+        )
+    if len(table) == 0:
+        raise ValueError(f"Split {split!r} of {dataset!r} is empty; pick a split with images.")
+    feature = table.features[label_column]
+    raw = list(table[label_column])
+    if isinstance(feature, datasets.ClassLabel):
+        labels = [feature.int2str(int(value)) for value in raw]
+    elif isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
+        labels = raw
+    else:
+        raise ValueError(
+            f"Column {label_column!r} of {dataset!r} is {feature}; it must be a ClassLabel or a string column."
+        )
+    id_column = next((name for name in ("image_id", "id") if name in table.column_names), None)
+    ids = [str(value) for value in table[id_column]] if id_column else [f"{split}/{i}" for i in range(len(table))]
+    # Only the image column is decoded per batch; the labels were read above.
+    return EvalData(ids=ids, labels=[normalise_label(label) for label in labels], table=table.select_columns(["image"]))

@@ -1,0 +1,59 @@
+"""The files an evaluation run leaves in its output folder: metrics.json, predictions.jsonl and
+confusion_matrix.png, each written to a temporary file and renamed, so a crash never leaves half a file."""
+
+import json
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from modeling_emovit.io_utils import atomic_write, atomic_write_text
+
+
+def plot_confusion_matrix(confusion: list[list[int]], invalid_per_class: list[int], labels: list[str],
+                          title: str) -> Figure:
+    """The confusion matrix (rows: labels, columns: predictions) with counts in the cells, plus an "(invalid)"
+    column when some answers named no label."""
+    matrix = [row + [invalid] for row, invalid in zip(confusion, invalid_per_class)]
+    columns = labels + ["(invalid)"]
+    if not any(invalid_per_class):
+        matrix, columns = confusion, labels
+    size = 1.0 + 0.6 * len(columns)
+    figure = Figure(figsize=(size + 1.5, size))
+    axes = figure.add_subplot()
+    image = axes.imshow(matrix, cmap="Blues")
+    figure.colorbar(image, ax=axes)
+    axes.set_xticks(range(len(columns)), columns, rotation=45, ha="right")
+    axes.set_yticks(range(len(labels)), labels)
+    axes.set_xlabel("prediction")
+    axes.set_ylabel("label")
+    axes.set_title(title)
+    peak = max(max(row) for row in matrix) or 1
+    for r, row in enumerate(matrix):
+        for c, count in enumerate(row):
+            axes.text(c, r, str(count), ha="center", va="center", color="white" if count > peak / 2 else "black")
+    figure.tight_layout()
+    return figure
+
+
+def prediction_line(row: dict, ids: list[str], references: list[int], targets: list[str]) -> dict:
+    """One line of predictions.jsonl from a run's row (`index`, `prediction` as an index into `targets` or None,
+    and the method's extra fields): id, label, prediction, correct, then the extra fields."""
+    extra = {key: value for key, value in row.items() if key not in ("index", "prediction")}
+    index, prediction = row["index"], row["prediction"]
+    return {
+        "id": ids[index],
+        "label": targets[references[index]],
+        "prediction": None if prediction is None else targets[prediction],
+        "correct": prediction == references[index],
+        **extra,
+    }
+
+
+def write_report(output_dir: str | Path, metrics: dict, lines: list[dict], title: str) -> None:
+    """Writes metrics.json, predictions.jsonl (`lines`) and the confusion matrix of `metrics` into `output_dir`."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2))
+    atomic_write_text(output_dir / "predictions.jsonl", "".join(json.dumps(line) + "\n" for line in lines))
+    figure = plot_confusion_matrix(metrics["confusion_matrix"], metrics["invalid_per_class"], metrics["labels"], title)
+    atomic_write(output_dir / "confusion_matrix.png", lambda tmp: figure.savefig(tmp, format="png", dpi=120))

@@ -1,0 +1,242 @@
+"""The evaluation run: load the model, classify every image of a split under each instruction variant, gather the
+predictions of all processes, compute the metrics and write the report.
+
+`evaluate_model(EvalArguments(...))` is what evaluate.py runs, and what a training script calls to evaluate the model
+it saved. Under `accelerate launch` / `torchrun` each process takes a contiguous share of the images; the main
+process computes and writes, and every process gets the metrics back.
+"""
+
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list, gather_object
+from tqdm.auto import tqdm
+from transformers import AutoConfig
+
+from modeling_emovit import (
+    CATEGORICAL_INSTRUCTION_VARIANTS,
+    EmotionPrediction,
+    EmoVitForConditionalGeneration,
+    EmoVitProcessor,
+    format_categorical_instruction,
+)
+
+from .arguments import DTYPES, EvalArguments
+from .data import EvalData, load_eval_data
+from .labels import map_scores, reference_indices, resolve_label_map, target_indices
+from .report import prediction_line, write_report
+
+
+# The repository root holds the script `evaluate.py`, which shadows the `evaluate` library wherever the root is on
+# sys.path (`python evaluate.py`, `python train.py`, `python -c` in the checkout). The library is a package, never a
+# file `evaluate.py`, so path entries holding such a file are hidden while it is imported.
+_saved_sys_path = list(sys.path)
+sys.path[:] = [entry for entry in sys.path if not os.path.isfile(os.path.join(entry or os.curdir, "evaluate.py"))]
+try:
+    import evaluate
+finally:
+    sys.path[:] = _saved_sys_path
+
+
+logger = logging.getLogger(__name__)
+
+# The metric module ships with the repository (Hub metrics cannot be fetched offline) and is loaded by path.
+METRIC_PATH = str(Path(__file__).resolve().parents[2] / "metrics" / "emotion_classification")
+MODEL_TYPES = ("emovit", "instructblip")
+
+
+def load_model(path: str, dtype: torch.dtype) -> tuple[EmoVitForConditionalGeneration, EmoVitProcessor]:
+    """Loads the model and its processor after checking that `path` really is an EmoVIT or InstructBLIP
+    checkpoint."""
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
+        raise ValueError(
+            f"--model {path!r} is a folder without config.json, so it is not a saved model. Pass the folder that "
+            "`save_pretrained` wrote (EmoVIT or InstructBLIP), e.g. the output of `python -m modeling_emovit.tiny`."
+        )
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(
+            f"--model {path!r} could not be read as a model configuration ({type(e).__name__}: {e}). Pass an "
+            "EmoVIT or InstructBLIP folder or Hub id."
+        ) from e
+    if config.model_type not in MODEL_TYPES:
+        raise ValueError(
+            f"--model {path!r} holds a {config.model_type!r} model; evaluate.py needs one of {list(MODEL_TYPES)} "
+            "(an EmoVIT checkpoint, or a Salesforce InstructBLIP one)."
+        )
+    model = EmoVitForConditionalGeneration.from_pretrained(path, dtype=dtype).eval()
+    # The processor's label list must be the model's: build it from the config, not from whatever the folder
+    # says (an InstructBLIP folder has no EmoVIT processor settings at all).
+    processor = EmoVitProcessor.from_pretrained(path, emotion_labels=list(model.config.emotion_labels))
+    model.check_processor(processor)
+    return model, processor
+
+
+def evaluate_model(args: EvalArguments) -> dict:
+    """Evaluates `args.model` on split `args.split` of `args.dataset` and writes metrics.json, predictions.jsonl and
+    confusion_matrix.png into `args.output_dir`.
+
+    Returns metrics.json's content, on every process of a multi-process launch (each process must call it).
+    """
+    accelerator = Accelerator()
+
+    # ---- model and labels
+    model, processor = load_model(args.model, DTYPES[args.dtype])
+    model.to(accelerator.device)
+    model_labels = list(model.config.emotion_labels)
+    mapping, targets = resolve_label_map(args.label_map, model_labels)
+    target_of = target_indices(model_labels, mapping, targets)
+
+    # ---- data
+    data = load_eval_data(args.dataset, args.split)
+    if args.max_images is not None:
+        data.ids, data.labels = data.ids[: args.max_images], data.labels[: args.max_images]
+    references = reference_indices(data.labels, mapping, targets)
+    metric = evaluate.load(METRIC_PATH, keep_in_memory=True) if accelerator.is_main_process else None
+
+    # ---- classification, once per instruction variant
+    # Each process takes a contiguous slice; gather_object concatenates them in rank order, i.e. in dataset order.
+    with accelerator.split_between_processes(list(range(len(data.ids)))) as local_indices:
+        local_indices = list(local_indices)
+    unreadable = {}  # index -> why its image could not be read (this process's share)
+    variants, rows, seconds = [], [], 0.0
+    for variant in range(args.prompt_variants):
+        instruction = format_categorical_instruction(model_labels, CATEGORICAL_INSTRUCTION_VARIANTS[variant])
+        started = time.perf_counter()
+        progress = tqdm(total=len(local_indices), unit="img", disable=not accelerator.is_local_main_process,
+                        desc=f"{args.method}, instruction {variant + 1}/{args.prompt_variants}")
+        local_rows = []
+        for batch, result in classify_share(model, processor, data, local_indices, instruction, args, unreadable,
+                                            progress):
+            local_rows += prediction_rows(result, batch, variant, args.method, model_labels, targets, target_of)
+        progress.close()
+        gathered = gather_object(local_rows)
+        seconds += time.perf_counter() - started
+        if not gathered:
+            raise ValueError(f"None of the {len(data.ids)} images of {args.dataset!r} ({args.split}) could be read; "
+                             f"first error: {next(iter(unreadable.values()), 'on another process')}")
+        if accelerator.is_main_process:
+            variants.append(score_variant(metric, gathered, references, targets, variant, instruction))
+            rows += gathered
+
+    unreadable_rows = gather_object([{"index": index, "reason": reason} for index, reason in unreadable.items()])
+    if not accelerator.is_main_process:
+        return broadcast_object_list([None])[0]
+
+    # ---- metrics and report (main process)
+    skipped = data.skipped + [{"id": data.ids[r["index"]], "reason": r["reason"]}
+                              for r in sorted(unreadable_rows, key=lambda r: r["index"])]
+    metrics = summarise(args, variants, targets, model_labels, mapping, len(data.ids) - len(unreadable_rows),
+                        skipped, seconds, accelerator)
+    title = (f"{Path(args.model).name} on {Path(args.dataset).name}/{args.split} ({args.method}): "
+             f"accuracy {metrics['accuracy']:.3f}")
+    write_report(args.output_dir, metrics, [prediction_line(row, data.ids, references, targets) for row in rows],
+                 title)
+    logger.info("accuracy %.4f, macro-F1 %.4f on %d images; wrote %s", metrics["accuracy"], metrics["macro_f1"],
+                metrics["num_images"], args.output_dir)
+    return broadcast_object_list([metrics])[0]
+
+
+def classify_share(model, processor, data: EvalData, indices: list[int], instruction: str, args: EvalArguments,
+                   unreadable: dict[int, str], progress) -> list[tuple[list[int], EmotionPrediction]]:
+    """Classifies the images `indices` (this process's share) in batches of `args.batch_size` under `instruction`.
+
+    Returns (the batch's dataset indices, the model's prediction) per batch. An image that cannot be read is
+    recorded in `unreadable` with its error, left out of its batch and not tried again under later instructions.
+    """
+    results = []
+    for start in range(0, len(indices), args.batch_size):
+        chunk = indices[start : start + args.batch_size]
+        images, batch = [], []
+        for index in chunk:
+            if index in unreadable:
+                continue
+            try:
+                images.append(data.image(index))
+                batch.append(index)
+            except ValueError as e:  # a corrupt file is counted and reported; the others are evaluated
+                unreadable[index] = str(e)
+        progress.update(len(chunk))
+        if batch:
+            with torch.inference_mode():
+                results.append((batch, model.classify(images, processor, method=args.method, instruction=instruction)))
+    return results
+
+
+def prediction_rows(result: EmotionPrediction, batch: list[int], variant: int, method: str, model_labels: list[str],
+                    targets: list[str], target_of: list[int | None]) -> list[dict]:
+    """One row per image of `batch`: its index, the instruction variant, the prediction as an index into `targets`
+    (None for a generated answer that names no label or a dropped one), and the per-label probabilities (score) or
+    the parsed model label and generated text (generate)."""
+    rows = []
+    for row, index in enumerate(batch):
+        record = {"index": index, "prompt_variant": variant}
+        if method == "score":
+            mapped = map_scores(result.scores[row].tolist(), target_of, len(targets))
+            record["prediction"] = max(range(len(targets)), key=mapped.__getitem__)
+            record["scores"] = dict(zip(targets, mapped))
+        else:
+            named = result.labels[row]
+            record["prediction"] = target_of[model_labels.index(named)] if named is not None else None
+            record["model_prediction"] = named
+            record["text"] = result.texts[row]
+        rows.append(record)
+    return rows
+
+
+def score_variant(metric, rows: list[dict], references: list[int], targets: list[str], variant: int,
+                  instruction: str) -> dict:
+    """The metric module's results for one instruction variant's gathered rows (in dataset order)."""
+    evaluated = [r["index"] for r in rows]
+    assert evaluated == sorted(evaluated), "gathered rows out of dataset order"
+    predictions = [-1 if r["prediction"] is None else r["prediction"] for r in rows]
+    scores = metric.compute(predictions=predictions, references=[references[i] for i in evaluated],
+                            label_names=targets)
+    return {"prompt_variant": variant, "instruction": instruction, **scores}
+
+
+def summarise(args: EvalArguments, variants: list[dict], targets: list[str], model_labels: list[str], mapping: dict,
+              num_evaluated: int, skipped: list[dict], seconds: float, accelerator: Accelerator) -> dict:
+    """metrics.json's content: the training instruction's (variant 0) metrics at the top level, each variant's
+    summary, and with several variants the spread of their accuracies."""
+    first = variants[0]
+    metrics = {
+        "accuracy": first["accuracy"],
+        "macro_f1": first["macro_f1"],
+        "per_class_accuracy": first["per_class_accuracy"],
+        "invalid_rate": first["invalid_rate"],
+        "confusion_matrix": first["confusion_matrix"],
+        "invalid_per_class": first["invalid_per_class"],
+        "labels": targets,
+        "model_labels": model_labels,
+        "label_map": mapping,
+        "num_images": num_evaluated,
+        # Entries of the split left out (reader skips, e.g. a missing file or a path outside the root) and images
+        # that could not be decoded (corrupt, truncated, over the decompression-bomb limit), each with its reason.
+        "num_skipped": len(skipped),
+        "skipped": skipped,
+        "seconds": seconds,
+        "images_per_second": num_evaluated * args.prompt_variants / seconds,
+        "num_processes": accelerator.num_processes,
+        "device": str(accelerator.device),
+        "prompt_variants": [
+            {key: v[key] for key in ("prompt_variant", "instruction", "accuracy", "macro_f1", "invalid_rate")}
+            for v in variants
+        ],
+        "arguments": asdict(args),
+    }
+    if args.prompt_variants > 1:
+        accuracies = [v["accuracy"] for v in variants]
+        mean = sum(accuracies) / len(accuracies)
+        metrics["prompt_accuracy_spread"] = max(accuracies) - min(accuracies)
+        # Population std: the variants are the whole set being compared, not a sample.
+        metrics["prompt_accuracy_std"] = math.sqrt(sum((a - mean) ** 2 for a in accuracies) / len(accuracies))
+    return metrics

@@ -1,0 +1,46 @@
+"""emovit.evaluation.arguments: EvalArguments refuses bad values, naming the flag and the value."""
+
+import pytest
+from transformers import HfArgumentParser
+
+from emovit.evaluation.arguments import DTYPES, METHODS, EvalArguments
+from modeling_emovit import CATEGORICAL_INSTRUCTION_VARIANTS
+
+
+def arguments(**overrides):
+    return EvalArguments(**{"model": "m", "dataset": "d", "output_dir": "o", **overrides})
+
+
+def test_defaults():
+    args = arguments()
+    assert (args.split, args.method, args.batch_size, args.label_map, args.prompt_variants, args.dtype,
+            args.max_images) == ("test", "score", 16, None, 1, "float32", None)
+    assert METHODS == ("score", "generate") and list(DTYPES) == ["float32", "bfloat16", "float16"]
+
+
+def test_unknown_method_is_refused():
+    with pytest.raises(ValueError, match=r"--method is 'vote'.*'score', 'generate'"):
+        arguments(method="vote")
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"dtype": "int8"}, r"--dtype is 'int8'.*'float32'"),
+        ({"batch_size": 0}, r"--batch_size is 0"),
+        ({"prompt_variants": 0}, rf"--prompt_variants is 0.*1 to {len(CATEGORICAL_INSTRUCTION_VARIANTS)}"),
+        ({"prompt_variants": len(CATEGORICAL_INSTRUCTION_VARIANTS) + 1}, r"--prompt_variants is"),
+        ({"max_images": 0}, r"--max_images is 0"),
+    ],
+)
+def test_bad_values_are_refused(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        arguments(**overrides)
+
+
+def test_parser_reads_the_flags():
+    (args,) = HfArgumentParser(EvalArguments).parse_args_into_dataclasses(
+        args=["--model", "m", "--dataset", "d", "--output_dir", "o", "--method", "generate", "--label_map", "binary",
+              "--max_images", "7"]
+    )
+    assert (args.method, args.label_map, args.max_images) == ("generate", "binary", 7)

@@ -1,0 +1,58 @@
+"""emovit.evaluation.report: predictions.jsonl lines, the confusion-matrix figure, whole-file writes."""
+
+import json
+import os
+
+import pytest
+
+from emovit.evaluation.report import plot_confusion_matrix, prediction_line, write_report
+
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_prediction_line_names_labels_and_keeps_the_methods_fields():
+    ids, references, targets = ["a", "b"], [1, 0], ["positive", "negative"]
+    row = {"index": 0, "prompt_variant": 2, "prediction": 1, "scores": {"positive": 0.2, "negative": 0.8}}
+    line = prediction_line(row, ids, references, targets)
+    assert line == {"id": "a", "label": "negative", "prediction": "negative", "correct": True, "prompt_variant": 2,
+                    "scores": {"positive": 0.2, "negative": 0.8}}
+    assert list(line)[:4] == ["id", "label", "prediction", "correct"]
+    invalid = prediction_line({"index": 1, "prompt_variant": 0, "prediction": None, "model_prediction": None,
+                               "text": "no idea"}, ids, references, targets)
+    assert invalid["prediction"] is None and invalid["correct"] is False and invalid["text"] == "no idea"
+    assert row["index"] == 0  # the row is left as it was
+
+
+def test_confusion_matrix_adds_an_invalid_column_only_when_needed():
+    figure = plot_confusion_matrix([[2, 1], [0, 3]], [0, 0], ["x", "y"], "t")
+    labels = [tick.get_text() for tick in figure.axes[0].get_xticklabels()]
+    assert labels == ["x", "y"]
+    figure = plot_confusion_matrix([[2, 1], [0, 3]], [1, 0], ["x", "y"], "t")
+    assert [tick.get_text() for tick in figure.axes[0].get_xticklabels()] == ["x", "y", "(invalid)"]
+    assert figure.axes[0].get_title() == "t"
+    assert sorted(text.get_text() for text in figure.axes[0].texts) == ["0", "0", "1", "1", "2", "3"]
+
+
+def test_write_report_writes_three_whole_files(tmp_path):
+    metrics = {"accuracy": 0.5, "confusion_matrix": [[1, 1], [0, 0]], "invalid_per_class": [0, 1],
+               "labels": ["x", "y"]}
+    lines = [{"id": "a", "prediction": "x"}, {"id": "b", "prediction": None}]
+    write_report(tmp_path / "out", metrics, lines, "a title")
+    out = tmp_path / "out"
+    assert sorted(os.listdir(out)) == ["confusion_matrix.png", "metrics.json", "predictions.jsonl"]  # no temp files
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()] == lines
+    assert (out / "predictions.jsonl").read_text().endswith("}\n")
+    assert (out / "confusion_matrix.png").read_bytes()[:8] == PNG
+
+
+def test_a_failed_write_leaves_no_half_file(tmp_path):
+    out = tmp_path / "out"
+    write_report(out, {"confusion_matrix": [[1]], "invalid_per_class": [0], "labels": ["x"]}, [], "first")
+    before = (out / "metrics.json").read_text()
+    with pytest.raises(TypeError):
+        write_report(out, {"confusion_matrix": [[1]], "invalid_per_class": [0], "labels": ["x"], "bad": {1j}}, [],
+                     "second")
+    assert (out / "metrics.json").read_text() == before
+    assert sorted(os.listdir(out)) == ["confusion_matrix.png", "metrics.json", "predictions.jsonl"]

@@ -1,0 +1,329 @@
+"""emovit.evaluation.run: evaluate_model on the tiny random EmoVIT and a synthetic EmoSet sample (16 test images),
+in one process and under torchrun; model checks; the skipped-image accounting; the `evaluate` library's name."""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+from PIL import Image
+
+from dataset_builder.emoset import read_split
+from emovit.evaluation.run import load_model
+from modeling_emovit import (
+    CATEGORICAL_INSTRUCTION_VARIANTS,
+    EMOSET_EMOTIONS,
+    EmotionPrediction,
+    EmoVitForConditionalGeneration,
+    EmoVitProcessor,
+    format_categorical_instruction,
+)
+
+
+REPO = Path(__file__).resolve().parents[1]
+# Written out here rather than taken from the library, so a wrong preset fails the test.
+BINARY = {"amusement": "positive", "awe": "positive", "contentment": "positive", "excitement": "positive",
+          "anger": "negative", "disgust": "negative", "fear": "negative", "sadness": "negative"}
+
+
+def accuracy_of(lines):
+    return sum(line["prediction"] == line["label"] for line in lines) / len(lines)
+
+
+# ----------------------------------------------------------------------------------------------------- outputs
+
+
+def test_score_run_writes_consistent_outputs(eval_score_run, eval_emoset_dir):
+    metrics, lines, out = eval_score_run
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk["accuracy"] == metrics["accuracy"]
+    assert on_disk == metrics
+    assert (out / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(os.listdir(out)) == ["confusion_matrix.png", "metrics.json", "predictions.jsonl"]  # no temp files
+
+    items = read_split(eval_emoset_dir, "test").items
+    assert [line["id"] for line in lines] == [item.image_id for item in items]
+    assert [line["label"] for line in lines] == [item.emotion for item in items]
+    assert metrics["num_images"] == len(lines) == 16
+
+    assert metrics["accuracy"] == pytest.approx(accuracy_of(lines))
+    assert all(line["correct"] == (line["prediction"] == line["label"]) for line in lines)
+    for label in EMOSET_EMOTIONS:
+        mine = [line for line in lines if line["label"] == label]
+        assert metrics["per_class_accuracy"][label] == pytest.approx(accuracy_of(mine))
+    confusion = metrics["confusion_matrix"]
+    assert sum(map(sum, confusion)) == 16 and [sum(row) for row in confusion] == [2] * 8
+    assert sum(confusion[k][k] for k in range(8)) == sum(line["correct"] for line in lines)
+    assert metrics["invalid_rate"] == 0.0
+
+    for line in lines:
+        assert list(line["scores"]) == list(EMOSET_EMOTIONS)
+        assert sum(line["scores"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert line["prediction"] == max(line["scores"], key=line["scores"].get)
+    assert metrics["images_per_second"] > 0
+    assert on_disk["arguments"]["method"] == "score" and on_disk["arguments"]["batch_size"] == 5
+    assert (metrics["num_skipped"], metrics["skipped"], metrics["num_processes"]) == (0, [], 1)
+    assert metrics["labels"] == metrics["model_labels"] == list(EMOSET_EMOTIONS)
+    assert "prompt_accuracy_spread" not in metrics and len(metrics["prompt_variants"]) == 1
+
+
+def test_score_run_matches_classify_on_the_whole_split(eval_score_run, tiny_dir, eval_emoset_dir):
+    """Batches of 5 (with a short last batch) give what one call on all images gives."""
+    _, lines, _ = eval_score_run
+    model = EmoVitForConditionalGeneration.from_pretrained(tiny_dir).eval()
+    processor = EmoVitProcessor.from_pretrained(tiny_dir)
+    images = [Image.open(item.image_path) for item in read_split(eval_emoset_dir, "test").items]
+    expected = model.classify(images, processor, method="score")
+    assert [line["prediction"] for line in lines] == expected.labels
+    got = torch.tensor([list(line["scores"].values()) for line in lines])
+    torch.testing.assert_close(got, expected.scores.double(), atol=1e-5, rtol=1e-4, check_dtype=False)
+
+
+def test_generate_counts_invalid_answers_as_wrong(tmp_path, run_evaluation, eval_emoset_dir):
+    metrics, lines, _ = run_evaluation(tmp_path, eval_emoset_dir, method="generate")
+    invalid = [line for line in lines if line["prediction"] is None]
+    assert metrics["invalid_rate"] == pytest.approx(len(invalid) / len(lines))
+    assert all(isinstance(line["text"], str) for line in lines)
+    assert not any(line["correct"] for line in invalid)
+    assert metrics["accuracy"] == pytest.approx(accuracy_of(lines))
+    assert sum(metrics["invalid_per_class"]) == len(invalid)
+
+
+def test_generate_maps_parsed_answers_through_binary_map(tmp_path, run_evaluation, eval_emoset_dir, monkeypatch):
+    """The random tiny model never answers in format, so replace its answers by a known mix of valid and invalid
+    ones and check what the run makes of them."""
+    calls = []
+
+    def fake_classify(self, images, processor, method="score", instruction=None):
+        labels, texts = [], []
+        for _ in images:
+            i = len(calls)
+            calls.append(i)
+            label = None if i % 3 == 0 else EMOSET_EMOTIONS[(i * 5) % 8]
+            labels.append(label)
+            texts.append(f"Predict emotion: {label}" if label else "no idea")
+        return EmotionPrediction(labels=labels, scores=torch.zeros(len(images), 8), texts=texts)
+
+    monkeypatch.setattr(EmoVitForConditionalGeneration, "classify", fake_classify)
+    metrics, lines, _ = run_evaluation(tmp_path, eval_emoset_dir, method="generate", label_map="binary")
+    assert metrics["labels"] == ["positive", "negative"]
+    items = read_split(eval_emoset_dir, "test").items
+    assert [line["label"] for line in lines] == [BINARY[item.emotion] for item in items]
+    for line in lines:
+        expected = BINARY[line["model_prediction"]] if line["model_prediction"] else None
+        assert line["prediction"] == expected
+    n_invalid = sum(line["prediction"] is None for line in lines)
+    assert n_invalid == len(range(0, 16, 3))
+    assert metrics["invalid_rate"] == pytest.approx(n_invalid / 16)
+    assert metrics["accuracy"] == pytest.approx(accuracy_of(lines))
+    assert 0 < metrics["accuracy"] < 1
+    for label in ("positive", "negative"):
+        mine = [line for line in lines if line["label"] == label]
+        assert metrics["per_class_accuracy"][label] == pytest.approx(accuracy_of(mine))
+
+
+def test_binary_score_sums_the_eight_way_probabilities(tmp_path, eval_score_run, run_evaluation, eval_emoset_dir):
+    _, eight_way, _ = eval_score_run
+    metrics, lines, _ = run_evaluation(tmp_path, eval_emoset_dir, label_map="binary")
+    assert metrics["labels"] == ["positive", "negative"]
+    assert list(metrics["per_class_accuracy"]) == ["positive", "negative"]
+    assert len(metrics["confusion_matrix"]) == 2 and all(len(row) == 2 for row in metrics["confusion_matrix"])
+    for line, full in zip(lines, eight_way):
+        positive = sum(p for label, p in full["scores"].items() if BINARY[label] == "positive")
+        assert line["scores"]["positive"] == pytest.approx(positive, abs=1e-6)
+        assert sum(line["scores"].values()) == pytest.approx(1.0, abs=1e-6)
+        assert line["label"] == BINARY[full["label"]]
+    assert metrics["accuracy"] == pytest.approx(accuracy_of(lines))
+
+
+def test_prompt_variants_report_each_accuracy_and_spread(tmp_path, run_evaluation, eval_emoset_dir):
+    metrics, lines, _ = run_evaluation(tmp_path, eval_emoset_dir, prompt_variants=3, batch_size=8)
+    variants = metrics["prompt_variants"]
+    assert [v["instruction"] for v in variants] == [
+        format_categorical_instruction(EMOSET_EMOTIONS, template) for template in CATEGORICAL_INSTRUCTION_VARIANTS[:3]
+    ]
+    assert len(lines) == 3 * 16
+    accuracies = [accuracy_of([line for line in lines if line["prompt_variant"] == k]) for k in range(3)]
+    assert [v["accuracy"] for v in variants] == pytest.approx(accuracies)
+    assert metrics["accuracy"] == pytest.approx(accuracies[0])
+    assert metrics["prompt_accuracy_spread"] == pytest.approx(max(accuracies) - min(accuracies))
+    mean = sum(accuracies) / 3
+    assert metrics["prompt_accuracy_std"] == pytest.approx(math.sqrt(sum((a - mean) ** 2 for a in accuracies) / 3))
+    # The instruction reaches the model: different paraphrases give different probabilities.
+    first, second = lines[0]["scores"], lines[16]["scores"]
+    assert lines[16]["id"] == lines[0]["id"] and first != second
+
+
+def test_two_processes_split_gather_and_return_to_every_process(tmp_path, eval_score_run, tiny_dir, eval_emoset_dir):
+    """torchrun with 2 CPU processes (gloo): an uneven split (4 + 3 images) gathered back in dataset order, metrics
+    over all of them, one set of outputs, and the metrics returned to both processes."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed next to this Python")
+    out = tmp_path / "out"
+    (tmp_path / "launch.py").write_text(
+        "import os\n"
+        "from emovit.evaluation.arguments import EvalArguments\n"
+        "from emovit.evaluation.run import evaluate_model\n"
+        f"metrics = evaluate_model(EvalArguments(model={str(tiny_dir)!r}, dataset={str(eval_emoset_dir)!r}, "
+        f"output_dir={str(out)!r}, batch_size=3, max_images=7))\n"
+        "print(f\"\\nrank {os.environ['RANK']} got accuracy {metrics['accuracy']!r}\", flush=True)\n"
+    )
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(tmp_path / "launch.py")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    for rank in (0, 1):
+        assert f"rank {rank} got accuracy {metrics['accuracy']!r}" in done.stdout
+    assert metrics["num_processes"] == 2 and metrics["num_images"] == 7
+    assert sorted(os.listdir(out)) == ["confusion_matrix.png", "metrics.json", "predictions.jsonl"]
+    lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    _, expected, _ = eval_score_run
+    assert [line["id"] for line in lines] == [line["id"] for line in expected[:7]]
+    assert [line["prediction"] for line in lines] == [line["prediction"] for line in expected[:7]]
+    assert metrics["accuracy"] == pytest.approx(accuracy_of(lines))
+
+
+# ----------------------------------------------------------------------------------------------------- label maps
+
+
+def emotion6_folder(root: Path, emoset_dir: Path) -> Path:
+    """An ImageFolder with Emotion6's labels, filled with synthetic images."""
+    items = read_split(emoset_dir, "test").items
+    for k, label in enumerate(("anger", "disgust", "fear", "joy", "sadness", "surprise")):
+        (root / "test" / label).mkdir(parents=True)
+        for item in items[2 * k : 2 * k + 2]:
+            shutil.copy(item.image_path, root / "test" / label / Path(item.image_path).name)
+    return root
+
+
+def test_emotion6_folder_needs_and_uses_a_label_map(tmp_path, run_evaluation, eval_emoset_dir):
+    folder = emotion6_folder(tmp_path / "emotion6", eval_emoset_dir)
+    with pytest.raises(ValueError, match=r"\['joy', 'surprise'\].*--label_map"):
+        run_evaluation(tmp_path, folder, name="no-map")
+    metrics, lines, _ = run_evaluation(tmp_path, folder, label_map="emotion6")
+    assert sorted(metrics["labels"]) == ["anger", "disgust", "fear", "joy", "sadness", "surprise"]
+    assert metrics["label_map"]["awe"] == "surprise" and metrics["label_map"]["contentment"] == "joy"
+    assert len(lines) == 12 and metrics["accuracy"] == pytest.approx(accuracy_of(lines))
+
+
+def test_label_map_file_drops_labels_and_renormalises(tmp_path, run_evaluation, eval_emoset_dir):
+    folder = emotion6_folder(tmp_path / "emotion6", eval_emoset_dir)
+    for label in ("anger", "disgust", "fear", "surprise"):
+        shutil.rmtree(folder / "test" / label)
+    mapping = {label: None for label in EMOSET_EMOTIONS}
+    mapping.update(amusement="Joy", excitement="joy", sadness="sadness")  # case is normalised
+    (tmp_path / "map.json").write_text(json.dumps(mapping))
+    metrics, lines, _ = run_evaluation(tmp_path, folder, label_map=str(tmp_path / "map.json"))
+    assert metrics["labels"] == ["joy", "sadness"]
+    assert all(sum(line["scores"].values()) == pytest.approx(1.0, abs=1e-6) for line in lines)
+
+
+def test_dataset_labels_outside_the_models_are_refused_before_classifying(tmp_path, run_evaluation, eval_emoset_dir):
+    with pytest.raises(ValueError, match=r"\['disgust'\].*--label_map"):
+        run_evaluation(tmp_path, eval_emoset_dir, label_map="unbiasedemo")
+    assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------------------------------- the model
+
+
+def test_model_folder_that_is_not_emovit_is_refused(tmp_path, run_evaluation, eval_emoset_dir):
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    (bert / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 32}))
+    with pytest.raises(ValueError, match=r"holds a 'bert' model.*emovit"):
+        run_evaluation(tmp_path, eval_emoset_dir, model=str(bert))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match=r"without config\.json"):
+        run_evaluation(tmp_path, eval_emoset_dir, model=str(empty))
+    (tmp_path / "garbled").mkdir()
+    (tmp_path / "garbled" / "config.json").write_text("{")
+    with pytest.raises(ValueError, match=r"'.*garbled' could not be read as a model configuration"):
+        load_model(str(tmp_path / "garbled"), torch.float32)
+
+
+def test_load_model_gives_the_processor_the_models_labels(tiny_dir):
+    model, processor = load_model(str(tiny_dir), torch.bfloat16)
+    assert not model.training and model.dtype == torch.bfloat16
+    assert list(processor.emotion_labels) == list(model.config.emotion_labels)
+
+
+# ----------------------------------------------------------------------------------------------------- bad images
+
+
+def test_unreadable_images_are_counted_and_the_rest_evaluated(tmp_path, run_evaluation, eval_emoset_dir,
+                                                              monkeypatch):
+    import numpy as np
+
+    root = tmp_path / "damaged"
+    shutil.copytree(eval_emoset_dir, root)
+    items = read_split(root, "test").items
+    truncated, bomb, deep = items[1], items[6], items[9]
+    (root / truncated.relative_path).write_bytes((root / truncated.relative_path).read_bytes()[:150])
+    Image.new("RGB", (1100, 1000)).save(root / bomb.relative_path, format="PNG")
+    Image.fromarray(np.full((64, 64), 30000, dtype=np.uint16)).save(root / deep.relative_path, format="PNG")
+    (tmp_path / "outside.jpg").write_bytes((root / items[0].relative_path).read_bytes())
+    entries = json.loads((root / "test.json").read_text())
+    entries.append(["awe", "escapee", "../outside.jpg", "annotation/awe/x.json"])
+    (root / "test.json").write_text(json.dumps(entries))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)  # the 1100 x 1000 image is over it
+
+    metrics, lines, out = run_evaluation(tmp_path, root, prompt_variants=2)
+    assert metrics["num_images"] == len(lines) // 2 == 14
+    assert metrics["num_skipped"] == 3
+    skipped = {entry["id"]: entry["reason"] for entry in json.loads((out / "metrics.json").read_text())["skipped"]}
+    assert sorted(skipped) == sorted(["test.json[16] (escapee)", truncated.image_id, bomb.image_id])
+    assert "outside the dataset root" in skipped["test.json[16] (escapee)"]
+    assert truncated.image_path in skipped[truncated.image_id]
+    assert bomb.image_path in skipped[bomb.image_id] and "DecompressionBomb" in skipped[bomb.image_id]
+    assert {line["id"] for line in lines} == {item.image_id for item in items} - {truncated.image_id, bomb.image_id}
+    assert sum(map(sum, metrics["confusion_matrix"])) == 14
+    assert metrics["accuracy"] == pytest.approx(accuracy_of(lines[:14]))
+
+
+def test_a_split_with_no_readable_image_is_an_error(tmp_path, run_evaluation, eval_emoset_dir):
+    root = tmp_path / "all-broken"
+    shutil.copytree(eval_emoset_dir, root)
+    for item in read_split(root, "test").items:
+        (root / item.relative_path).write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"None of the 16 images .* could be read"):
+        run_evaluation(tmp_path, root)
+
+
+def test_an_undecodable_image_in_a_saved_dataset_is_counted(tmp_path, run_evaluation, eval_emoset_dir):
+    items = read_split(eval_emoset_dir, "test").items
+    images = [{"bytes": Path(item.image_path).read_bytes(), "path": None} for item in items]
+    images[2] = {"bytes": b"not an image", "path": None}
+    table = datasets.Dataset.from_dict(
+        {"image": images, "label": [item.emotion for item in items]},
+        features=datasets.Features({"image": datasets.Image(), "label": datasets.Value("string")}),
+    )
+    datasets.DatasetDict({"test": table}).save_to_disk(str(tmp_path / "hf"))
+    metrics, lines, _ = run_evaluation(tmp_path, tmp_path / "hf")
+    assert metrics["num_images"] == len(lines) == 15 and "test/2" not in {line["id"] for line in lines}
+    assert [entry["id"] for entry in metrics["skipped"]] == ["test/2"]
+    assert "test/2 (row 2) could not be read" in metrics["skipped"][0]["reason"]
+
+
+# ----------------------------------------------------------------------------------------------------- the name
+
+
+def test_importing_the_run_from_the_repo_root_gets_the_evaluate_library():
+    """With the repository root first on sys.path (as under `python train.py`), the run still imports the
+    `evaluate` library, not the script of that name beside it."""
+    code = ("import emovit.evaluation.run as run, evaluate, sys; print(run.evaluate.__file__); "
+            "print(evaluate is run.evaluate); print(sys.path[0] == '')")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    path, same, root_first = done.stdout.split()[-3:]
+    assert path.endswith(os.path.join("site-packages", "evaluate", "__init__.py"))
+    assert same == "True" and root_first == "True"
