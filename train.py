@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from transformers import HfArgumentParser, set_seed
 
+from emovit.evaluation.run import evaluate_held_out
 from emovit.training.arguments import (DataArguments, EmoVitTrainingArguments, ModelArguments, check_arguments,
                                        compute_dtype, is_offline, with_offline_defaults)
 from emovit.training.card import plot_loss, push_training_folder, write_training_card
@@ -42,24 +43,6 @@ from emovit.training.trainer import EmoVitTrainer
 from emovit.training.vision_cache import VisionCache
 from modeling_emovit import EmoVitForConditionalGeneration, EmoVitProcessor
 from modeling_emovit.io_utils import atomic_write_text
-
-
-def run_evaluation(model_dir: Path, dataset, split) -> dict:
-    """Runs evaluate.py (loaded by path: a top-level `evaluate` module would shadow the library) on the saved
-    model for both classification methods; returns the score metrics plus generate's accuracy/invalid rate."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("emovit_evaluate_script", Path(__file__).with_name("evaluate.py"))
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    score = script.main(["--model", str(model_dir), "--dataset", str(dataset), "--split", split, "--method", "score",
-                         "--output_dir", str(model_dir / "eval")])
-    generate = script.main(["--model", str(model_dir), "--dataset", str(dataset), "--split", split,
-                            "--method", "generate", "--output_dir", str(model_dir / "eval-generate")])
-    summary = {"accuracy_score": score["accuracy"], "macro_f1_score": score["macro_f1"],
-               "accuracy_generate": generate["accuracy"], "invalid_rate_generate": generate["invalid_rate"]}
-    print("held-out " + ", ".join(f"{k}={v:.4f}" for k, v in summary.items()))
-    return summary
 
 
 def main(model_args: ModelArguments, data_args: DataArguments, training_args: EmoVitTrainingArguments):
@@ -146,7 +129,8 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Em
     plot_loss(trainer.state.log_history, output_dir / "loss_curve.png")
     tested = data_args.test_split not in (None, "", "none") and eval_root is not None
     if tested:
-        metrics = run_evaluation(output_dir, eval_root, data_args.test_split)
+        metrics = evaluate_held_out(output_dir, eval_root, data_args.test_split)
+        print("held-out " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         results.update({f"test_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
     write_training_card(output_dir, model, model_args, data_args, training_args, counts, type_counts, results)
     print(f"model: {output_dir.resolve()}")

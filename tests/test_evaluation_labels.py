@@ -21,7 +21,7 @@ BINARY = {"amusement": "positive", "awe": "positive", "contentment": "positive",
           "anger": "negative", "disgust": "negative", "fear": "negative", "sadness": "negative"}
 
 
-def test_normalise_label_matches_the_configs_normalisation():
+def test_labels_are_compared_as_the_config_normalises_them():
     assert normalise_label("  Joy ") == "joy"
     assert normalise_label("Very\t Happy\n") == "very happy"
     assert normalise_label(3) == "3"

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from modeling_emovit import EMOSET_EMOTIONS
+from modeling_emovit.configuration_emovit import normalise_label
 
 
 _POSITIVE, _NEGATIVE = EMOSET_EMOTIONS[:4], EMOSET_EMOTIONS[4:]
@@ -26,12 +27,6 @@ LABEL_MAP_PRESETS = {
         "anger": "anger", "disgust": None, "fear": "fear", "sadness": "sadness",
     },
 }
-
-
-def normalise_label(label) -> str:
-    """`label` as text, stripped, lower-case, inner whitespace collapsed: the normalisation EmoVitConfig applies to
-    its labels, so that a dataset's "Joy " matches the model's "joy"."""
-    return " ".join(str(label).strip().lower().split())
 
 
 def resolve_label_map(label_map: str | None, model_labels: list[str]) -> tuple[dict, list[str]]:

@@ -240,3 +240,15 @@ def summarise(args: EvalArguments, variants: list[dict], targets: list[str], mod
         # Population std: the variants are the whole set being compared, not a sample.
         metrics["prompt_accuracy_std"] = math.sqrt(sum((a - mean) ** 2 for a in accuracies) / len(accuracies))
     return metrics
+
+
+def evaluate_held_out(model_dir: str | Path, dataset, split: str) -> dict:
+    """Evaluates a saved model on `split` with both classification methods, writing `model_dir/eval` (score) and
+    `model_dir/eval-generate`; returns score's accuracy and macro-F1 and generate's accuracy and invalid rate."""
+    model_dir = Path(model_dir)
+    runs = {method: evaluate_model(EvalArguments(model=str(model_dir), dataset=str(dataset), split=split, method=method,
+                                                 output_dir=str(model_dir / folder)))
+            for method, folder in (("score", "eval"), ("generate", "eval-generate"))}
+    return {"accuracy_score": runs["score"]["accuracy"], "macro_f1_score": runs["score"]["macro_f1"],
+            "accuracy_generate": runs["generate"]["accuracy"],
+            "invalid_rate_generate": runs["generate"]["invalid_rate"]}
