@@ -5,7 +5,8 @@ model and data, one run each, in separate processes (so peak memory is each run'
 
 Without --model/--dataset it uses the tiny offline preset and a synthetic EmoSet sample it builds in a temp folder.
 "ours": batch 32, cached vision features (bf16 autocast on GPU). "official": batch 1, no caching, fp32 on CPU /
-fp16 autocast on GPU (FT.yaml). Prints samples/s, peak memory and the ratios.
+fp16 autocast on GPU (FT.yaml). Prints samples/s, peak process memory (RSS; GPU memory: bench/gpu_bench.py) and
+the ratios.
 """
 
 import argparse
@@ -17,19 +18,19 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Runs train.py as its own __main__ (as `python train.py ARGS` would) and then reports the process's peak memory.
+# Runs `python train.py ARGS` as a child of a fresh process, so that RUSAGE_CHILDREN is that run's own peak memory.
 CHILD = r"""
-import json, resource, runpy, sys, torch
+import json, resource, subprocess, sys
 script, args = sys.argv[1], json.loads(sys.argv[2])
-sys.argv = [script, *args]
-runpy.run_path(script, run_name="__main__")
+done = subprocess.run([sys.executable, script, *args], stdout=subprocess.DEVNULL)
+if done.returncode:
+    sys.exit(done.returncode)
 history = json.load(open(args[args.index("--output_dir") + 1] + "/training_log.json"))
 summary = [e for e in history if "train_samples_per_second" in e][-1]
-peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else \
-    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print("BENCH " + json.dumps({"samples_per_s": summary["train_samples_per_second"],
-                              "train_runtime_s": summary["train_runtime"], "peak_mb": peak,
-                              "peak_kind": "cuda allocated" if torch.cuda.is_available() else "process RSS"}))
+                              "train_runtime_s": summary["train_runtime"],
+                              "peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+                              "peak_kind": "process RSS"}))
 """
 
 
@@ -53,7 +54,6 @@ def main():
 
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
     if args.model is None or args.dataset is None:
-        sys.path.insert(0, str(REPO))
         from emovit.training.offline import build_offline_default
 
         args.dataset, args.model = build_offline_default(work / "inputs", images_per_class=60, seed=0)
