@@ -327,3 +327,25 @@ def test_importing_the_run_from_the_repo_root_gets_the_evaluate_library():
     path, same, root_first = done.stdout.split()[-3:]
     assert path.endswith(os.path.join("site-packages", "evaluate", "__init__.py"))
     assert same == "True" and root_first == "True"
+
+
+def test_batch_size_reaches_the_model_unsplit(tmp_path, run_evaluation, tiny_dir):
+    """--batch_size is the number of images per forward pass, also above classify's own default of 32."""
+    from dataset_builder.synthetic import write_synthetic_emoset
+    from emovit.evaluation import run as run_module
+
+    write_synthetic_emoset(tmp_path / "emoset", images_per_class=25, seed=1)  # 40 test images
+    seen = []
+    load_model = run_module.load_model
+
+    def load_and_watch(*args, **kwargs):
+        model, processor = load_model(*args, **kwargs)
+        model.vision_model.register_forward_hook(lambda module, inputs, output: seen.append(len(output[0])))
+        return model, processor
+
+    run_module.load_model = load_and_watch
+    try:
+        metrics, _, _ = run_evaluation(tmp_path, tmp_path / "emoset", batch_size=40)
+    finally:
+        run_module.load_model = load_model
+    assert metrics["num_images"] == 40 and seen == [40]  # one pass, not 32 + 8

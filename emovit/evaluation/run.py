@@ -167,7 +167,8 @@ def classify_share(model, processor, data: EvalData, indices: list[int], instruc
         progress.update(len(chunk))
         if batch:
             with torch.inference_mode():
-                results.append((batch, model.classify(images, processor, method=args.method, instruction=instruction)))
+                results.append((batch, model.classify(images, processor, method=args.method, instruction=instruction,
+                                                      batch_size=args.batch_size)))
     return results
 
 
