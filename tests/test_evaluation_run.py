@@ -100,7 +100,7 @@ def test_generate_maps_parsed_answers_through_binary_map(tmp_path, run_evaluatio
     ones and check what the run makes of them."""
     calls = []
 
-    def fake_classify(self, images, processor, method="score", instruction=None):
+    def fake_classify(self, images, processor, method="score", instruction=None, batch_size=32):
         labels, texts = [], []
         for _ in images:
             i = len(calls)
