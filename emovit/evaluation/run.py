@@ -18,15 +18,14 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object
 from tqdm.auto import tqdm
-from transformers import AutoConfig
 
 from modeling_emovit import (
     CATEGORICAL_INSTRUCTION_VARIANTS,
     EmotionPrediction,
-    EmoVitForConditionalGeneration,
-    EmoVitProcessor,
     format_categorical_instruction,
 )
+
+from emovit.inference.loading import load_model
 
 from .arguments import DTYPES, EvalArguments
 from .data import EvalData, load_eval_data
@@ -49,37 +48,6 @@ logger = logging.getLogger(__name__)
 
 # The metric module ships with the repository (Hub metrics cannot be fetched offline) and is loaded by path.
 METRIC_PATH = str(Path(__file__).resolve().parents[2] / "metrics" / "emotion_classification")
-MODEL_TYPES = ("emovit", "instructblip")
-
-
-def load_model(path: str, dtype: torch.dtype) -> tuple[EmoVitForConditionalGeneration, EmoVitProcessor]:
-    """Loads the model and its processor after checking that `path` really is an EmoVIT or InstructBLIP
-    checkpoint."""
-    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
-        raise ValueError(
-            f"--model {path!r} is a folder without config.json, so it is not a saved model. Pass the folder that "
-            "`save_pretrained` wrote (EmoVIT or InstructBLIP), e.g. the output of `python -m modeling_emovit.tiny`."
-        )
-    try:
-        config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError, KeyError) as e:
-        raise ValueError(
-            f"--model {path!r} could not be read as a model configuration ({type(e).__name__}: {e}). Pass an "
-            "EmoVIT or InstructBLIP folder or Hub id."
-        ) from e
-    if config.model_type not in MODEL_TYPES:
-        raise ValueError(
-            f"--model {path!r} holds a {config.model_type!r} model; evaluate.py needs one of {list(MODEL_TYPES)} "
-            "(an EmoVIT checkpoint, or a Salesforce InstructBLIP one)."
-        )
-    model = EmoVitForConditionalGeneration.from_pretrained(path, dtype=dtype).eval()
-    # The processor's label list must be the model's: build it from the config, not from whatever the folder
-    # says (an InstructBLIP folder has no EmoVIT processor settings at all).
-    processor = EmoVitProcessor.from_pretrained(path, emotion_labels=list(model.config.emotion_labels))
-    model.check_processor(processor)
-    return model, processor
-
-
 def evaluate_model(args: EvalArguments) -> dict:
     """Evaluates `args.model` on split `args.split` of `args.dataset` and writes metrics.json, predictions.jsonl and
     confusion_matrix.png into `args.output_dir`.

@@ -1,0 +1,53 @@
+"""Loads a saved EmoVIT (or Salesforce InstructBLIP) folder or Hub id with its processor, after checking that it is
+one: every script that runs a trained model starts here."""
+
+import os
+
+import torch
+from transformers import AutoConfig
+
+from modeling_emovit import EmoVitForConditionalGeneration, EmoVitProcessor
+
+
+MODEL_TYPES = ("emovit", "instructblip")
+# What `save_pretrained` writes for the processor; a folder with the weights alone cannot turn images into inputs.
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
+
+
+def load_model(path: str, dtype: torch.dtype) -> tuple[EmoVitForConditionalGeneration, EmoVitProcessor]:
+    """Loads the model (in eval mode, `dtype`) and its processor, whose labels are the model's."""
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
+        raise ValueError(
+            f"--model {path!r} is a folder without config.json, so it is not a saved model. Pass the folder that "
+            "`save_pretrained` wrote (EmoVIT or InstructBLIP), e.g. the output of `python -m modeling_emovit.tiny`."
+        )
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(
+            f"--model {path!r} could not be read as a model configuration ({type(e).__name__}: {e}). Pass an "
+            "EmoVIT or InstructBLIP folder or Hub id."
+        ) from e
+    if config.model_type not in MODEL_TYPES:
+        raise ValueError(
+            f"--model {path!r} holds a {config.model_type!r} model; this needs one of {list(MODEL_TYPES)} "
+            "(an EmoVIT checkpoint, or a Salesforce InstructBLIP one)."
+        )
+    if os.path.isdir(path) and not any(os.path.isfile(os.path.join(path, name)) for name in PROCESSOR_FILES):
+        raise ValueError(
+            f"--model {path!r} holds model weights but no processor (none of {list(PROCESSOR_FILES)}), so images "
+            "cannot be turned into inputs. Save the processor next to the model (`processor.save_pretrained(folder)`, "
+            "as train.py and the converter do), or copy its files from the base model the checkpoint was trained from."
+        )
+    model = EmoVitForConditionalGeneration.from_pretrained(path, dtype=dtype).eval()
+    # The processor's label list must be the model's: build it from the config, not from whatever the folder
+    # says (an InstructBLIP folder has no EmoVIT processor settings at all).
+    try:
+        processor = EmoVitProcessor.from_pretrained(path, emotion_labels=list(model.config.emotion_labels))
+    except (OSError, ValueError, TypeError) as e:
+        raise ValueError(
+            f"--model {path!r}: its processor could not be loaded ({type(e).__name__}: {e}). The folder needs the "
+            "processor and both tokenizers that `processor.save_pretrained` writes next to the model."
+        ) from e
+    model.check_processor(processor)
+    return model, processor
