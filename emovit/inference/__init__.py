@@ -1,3 +1,3 @@
 """Inference components for the people-facing scripts, one job per module: `loading` (a saved model and its
-processor, checked; shared with evaluation), and what predict.py and app.py run on top of
-[`EmoVitForConditionalGeneration.explain`]."""
+processor, checked; shared with evaluation), `demo` (the Gradio page and `/predict` endpoint that app.py serves),
+and what predict.py runs on top of [`EmoVitForConditionalGeneration.explain`]."""

@@ -1,0 +1,182 @@
+"""The Gradio demo that app.py serves: upload an image (or pick an example), choose how the label is chosen
+(`score` or `generate`) and whether to explain it, and see every label's probability, the explanation, and whether
+the explanation agrees with the label.
+
+`build_demo(model, processor, examples)` returns the `gr.Blocks`; its one event is also the named API endpoint
+`/predict`, so `gradio_client.Client(url).predict(handle_file(path), "score", "label", 128, api_name="/predict")`
+gets the same outputs a person sees. `predict_image` is that event without Gradio around it.
+
+Uploads are read by the project's one image rule (`modeling_emovit.io_utils.open_image`: any PIL mode to 8-bit RGB,
+truncated files and decompression bombs refused) rather than by the image component, so every bad upload becomes a
+`gr.Error` that names the file and says what to do, shown in the page (and raised by `gradio_client`), while the
+server keeps running.
+"""
+
+import logging
+import os
+from pathlib import Path
+
+import gradio as gr
+import torch
+from PIL import Image
+
+from modeling_emovit import EXPLANATION_PRESETS, EmoVitForConditionalGeneration, EmoVitProcessor
+from modeling_emovit.io_utils import open_image
+
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("score", "generate")
+NO_EXPLANATION = "none"
+# What the explanation choice shows for each preset of `explain()`; a preset not named here shows its own name.
+PRESET_TITLES = {
+    "label": "Why this emotion",
+    "free": "Which emotion, and why",
+    "humour": "Why is it funny",
+}
+# A picture smaller than this on a side is almost surely a mistake (an icon, a tracking pixel), and the model would
+# see one flat colour after resizing.
+MIN_IMAGE_SIDE = 16
+# Uploads over this size are refused by the server before they are read.
+MAX_UPLOAD_SIZE = "25mb"
+DEFAULT_MAX_NEW_TOKENS = 128
+
+
+def explanation_choices() -> list[tuple[str, str]]:
+    """The explanation radio's (title, value) pairs: no explanation, then each preset of `explain()`."""
+    return [("No explanation", NO_EXPLANATION)] + [(PRESET_TITLES.get(name, name), name) for name in EXPLANATION_PRESETS]
+
+
+def read_upload(upload) -> Image.Image:
+    """The uploaded image as 8-bit RGB. `upload` is what the image component sends unprocessed (a dict with the
+    cached file's `path` and its `orig_name`), a file path, or a PIL image. Raises `gr.Error` with the file's name
+    and what to do for a missing upload, a file that is not a readable image, or an image too small to classify."""
+    if upload is None:
+        raise gr.Error("No image: upload one (or pick an example), then press Recognise.")
+    if isinstance(upload, dict):
+        path, name = upload.get("path"), upload.get("orig_name") or os.path.basename(str(upload.get("path")))
+        if not path:
+            raise gr.Error(f"The upload {upload!r} names no file; upload the image again.")
+    elif isinstance(upload, (str, os.PathLike)):
+        path, name = upload, os.path.basename(upload)
+    elif isinstance(upload, Image.Image):
+        path, name = upload, "the image"
+    else:
+        raise gr.Error(f"Expected an image upload, got a {type(upload).__name__}; upload a JPEG, PNG or WebP file.")
+    try:
+        image = open_image(path, source=repr(name))
+    except ValueError as e:
+        cause = e.__cause__ or e
+        limit = f" of at most {Image.MAX_IMAGE_PIXELS:,} pixels" if Image.MAX_IMAGE_PIXELS else ""
+        raise gr.Error(f"{name!r} is not an image this demo can read ({type(cause).__name__}: {cause}). Upload a "
+                       f"complete JPEG, PNG or WebP file{limit}.") from e
+    if min(image.size) < MIN_IMAGE_SIDE:
+        raise gr.Error(f"{name!r} is {image.width}×{image.height} pixels, too small to show anything; upload a picture "
+                       f"at least {MIN_IMAGE_SIDE} pixels on each side.")
+    return image
+
+
+def _label_value(label: str | None, scores: torch.Tensor, labels: list[str], answer: str | None):
+    """What the label chart shows: every label's probability, or, for a generated answer that names no label, the
+    answer itself (the all-zero score row would otherwise show the first label as if it had won)."""
+    if label is None:
+        return f"no emotion named (answer: {answer!r})"
+    return {name: float(score) for name, score in zip(labels, scores.tolist())}
+
+
+def _agreement_note(label: str | None, mentioned: list[str], agreement: str) -> str:
+    """A line of Markdown on how the explanation relates to the label; a disagreement is a visible warning."""
+    if agreement == "agrees":
+        return f"**Consistent:** the explanation names the predicted emotion, **{label}**, and no other."
+    if agreement == "names_other":
+        others = ", ".join(m for m in mentioned if m != label) or ", ".join(mentioned)
+        return (f"**Warning: the explanation names {others}, not only the predicted {label}.** It does not support "
+                "the label; read it as the model's own description of the scene.")
+    return "**Note:** the explanation names no emotion label; it describes the scene only."
+
+
+def predict_image(model: EmoVitForConditionalGeneration, processor: EmoVitProcessor, upload, method: str = "score",
+                  explanation: str = NO_EXPLANATION, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS):
+    """The demo's event: reads the upload (see `read_upload`), classifies it with `model.classify`, or with
+    `model.explain` when `explanation` names a preset, and returns the four outputs in order:
+
+    - the label chart's value: `{label: probability}` for every label (`score`: the probabilities; `generate`: 1 for
+      the named label), or a sentence when a generated answer names no label;
+    - the explanation text ("" without one);
+    - a Markdown line on whether the explanation agrees with the label ("" without one);
+    - the details as a dict: `label`, `scores` (`[{"label", "score"}]`, high to low), `method`, `answer` (the generated
+      answer, `generate` only), and with an explanation `explanation`, `mentioned`, `agreement`.
+    """
+    if method not in METHODS:
+        raise gr.Error(f"Method {method!r} is not one of {list(METHODS)}; choose score or generate.")
+    if explanation != NO_EXPLANATION and explanation not in EXPLANATION_PRESETS:
+        raise gr.Error(f"Explanation {explanation!r} is not one of {[NO_EXPLANATION, *EXPLANATION_PRESETS]}.")
+    if isinstance(max_new_tokens, float) and max_new_tokens.is_integer():
+        max_new_tokens = int(max_new_tokens)  # sliders send numbers as floats
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise gr.Error(f"max_new_tokens is {max_new_tokens!r}; use a positive whole number of tokens.")
+    image = read_upload(upload)
+    labels = list(model.config.emotion_labels)
+
+    with torch.inference_mode():
+        if explanation == NO_EXPLANATION:
+            result = model.classify([image], processor, method=method)
+            row = {"label": result.labels[0], "explanation": "", "mentioned": [], "agreement": ""}
+            answer = result.texts[0] if result.texts else None
+        else:
+            result = model.explain([image], processor, preset=explanation, method=method,
+                                   max_new_tokens=max_new_tokens)
+            row = result.rows()[0]
+            answer = None
+    scores = result.scores[0].float()
+    ranked = sorted(zip(labels, scores.tolist()), key=lambda pair: pair[1], reverse=True)
+    details = {"label": row["label"], "scores": [{"label": name, "score": score} for name, score in ranked],
+               "method": method, "answer": answer}
+    note = ""
+    if explanation != NO_EXPLANATION:
+        details.update(explanation=row["explanation"], mentioned=row["mentioned"], agreement=row["agreement"])
+        note = _agreement_note(row["label"], row["mentioned"], row["agreement"])
+        if row["agreement"] == "names_other":
+            gr.Warning(f"The explanation names {', '.join(row['mentioned'])}, not only the predicted "
+                       f"{row['label']}.")
+    return _label_value(row["label"], scores, labels, answer), row["explanation"], note, details
+
+
+def build_demo(model: EmoVitForConditionalGeneration, processor: EmoVitProcessor,
+               examples: list[str | Path] = (), title: str = "EmoVIT: which emotion does this image evoke?"
+               ) -> gr.Blocks:
+    """The demo's page: image (with `examples` to pick from), method, explanation and its length, a Recognise
+    button, and the outputs of `predict_image`. The button's event is the API endpoint `/predict`."""
+    labels = list(model.config.emotion_labels)
+
+    def predict(upload, method, explanation, max_new_tokens):
+        return predict_image(model, processor, upload, method, explanation, max_new_tokens)
+
+    with gr.Blocks(title=title, analytics_enabled=False) as demo:
+        gr.Markdown(f"# {title}\nUpload a picture: the model gives the probability of each of its {len(labels)} "
+                    f"emotions ({', '.join(labels)}) and, if asked, explains what in the image evokes it.")
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"], height=320,
+                                 elem_id="image")
+                method = gr.Radio(list(METHODS), value="score", label="Method",
+                                  info="score: the most likely label answer; generate: the model's own answer")
+                explanation = gr.Radio(explanation_choices(), value=NO_EXPLANATION, label="Explanation",
+                                       elem_id="explanation-choice")
+                max_new_tokens = gr.Slider(16, 256, value=DEFAULT_MAX_NEW_TOKENS, step=1,
+                                           label="Explanation length (new tokens)")
+                button = gr.Button("Recognise", variant="primary", elem_id="recognise")
+                if examples:
+                    gr.Examples([[str(path)] for path in examples], inputs=[image], cache_examples=False,
+                                label="Examples")
+            with gr.Column():
+                chart = gr.Label(label="Emotion", num_top_classes=len(labels), elem_id="emotion")
+                explanation_text = gr.Textbox(label="Explanation", lines=4, interactive=False, elem_id="explanation")
+                agreement = gr.Markdown(elem_id="agreement")
+                with gr.Accordion("Details (exact probabilities)", open=False):
+                    details = gr.JSON(label="Details", elem_id="details")
+        # Unprocessed inputs: `read_upload` opens the file itself, so a file that is not an image gets a clear
+        # message instead of the image component's decoding error.
+        button.click(predict, inputs=[image, method, explanation, max_new_tokens],
+                     outputs=[chart, explanation_text, agreement, details], api_name="predict", preprocess=False)
+    return demo

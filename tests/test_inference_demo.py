@@ -1,0 +1,137 @@
+"""emovit.inference.demo: the demo's event gives classify()'s / explain()'s results, and every bad upload is a
+gr.Error that names the file and says what to do. The page in a real browser and the /predict endpoint are tested
+through app.py (tests/test_app_script.py)."""
+
+import io
+
+import gradio as gr
+import pytest
+from PIL import Image
+
+from emovit.inference.demo import (MIN_IMAGE_SIDE, NO_EXPLANATION, _agreement_note, build_demo, explanation_choices,
+                                   predict_image, read_upload)
+from modeling_emovit import EXPLANATION_PRESETS
+from modeling_emovit.io_utils import open_image
+
+from conftest import REPO_ROOT, random_images
+
+
+EXAMPLE = REPO_ROOT / "examples" / "images" / "awe.png"
+
+
+def upload_of(path):
+    """What the image component sends when its event is not preprocessed: the cached file and its original name."""
+    return {"path": str(path), "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
+
+
+@pytest.mark.parametrize("method", ["score", "generate"])
+def test_the_chart_and_details_are_classify_results(tiny_model, tiny_processor, method):
+    chart, explanation, note, details = predict_image(tiny_model, tiny_processor, upload_of(EXAMPLE), method)
+    expected = tiny_model.classify([open_image(EXAMPLE)], tiny_processor, method=method)
+    labels = tiny_model.config.emotion_labels
+    assert details["label"] == expected.labels[0] and details["method"] == method
+    assert [entry["label"] for entry in details["scores"]] == sorted(
+        labels, key=lambda label: -expected.scores[0, labels.index(label)].item())
+    for entry in details["scores"]:
+        assert entry["score"] == pytest.approx(expected.scores[0, labels.index(entry["label"])].item(), abs=1e-6)
+    if expected.labels[0] is None:  # a generated answer naming no label: the chart says so instead of a winner
+        assert isinstance(chart, str) and expected.texts[0] in chart
+    else:
+        assert chart == pytest.approx(dict(zip(labels, expected.scores[0].tolist())), abs=1e-6)
+        assert max(chart, key=chart.get) == expected.labels[0]
+    assert details["answer"] == (expected.texts[0] if method == "generate" else None)
+    assert explanation == "" and note == ""
+    if method == "score":
+        assert sum(entry["score"] for entry in details["scores"]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_an_explanation_is_explain_result_with_its_agreement(tiny_model, tiny_processor):
+    chart, explanation, note, details = predict_image(tiny_model, tiny_processor, upload_of(EXAMPLE), "score",
+                                                      "label", 24)
+    expected = tiny_model.explain([open_image(EXAMPLE)], tiny_processor, preset="label", method="score",
+                                  max_new_tokens=24)
+    row = expected.rows()[0]
+    assert explanation == row["explanation"] == expected.explanations[0]
+    assert details["label"] == row["label"] == tiny_model.classify([open_image(EXAMPLE)], tiny_processor).labels[0]
+    assert details["mentioned"] == row["mentioned"] and details["agreement"] == row["agreement"]
+    assert chart == pytest.approx(dict(zip(tiny_model.config.emotion_labels, expected.scores[0].tolist())), abs=1e-6)
+    assert note == _agreement_note(row["label"], row["mentioned"], row["agreement"]) and note
+
+
+def test_an_explanation_naming_another_emotion_is_a_visible_warning():
+    warning = _agreement_note("sadness", ["fear", "sadness"], "names_other")
+    assert warning.startswith("**Warning: the explanation names fear, not only the predicted sadness.**")
+    assert "**awe**" in _agreement_note("awe", ["awe"], "agrees")
+    assert "names no emotion" in _agreement_note("awe", [], "names_none")
+
+
+def test_the_explanation_choices_are_none_and_every_preset():
+    values = [value for _, value in explanation_choices()]
+    assert values == [NO_EXPLANATION, *EXPLANATION_PRESETS]
+    assert {"label", "free", "humour"} <= set(values)
+
+
+def test_rgba_cmyk_and_greyscale_uploads_are_read_as_rgb_like_everywhere_else(tmp_path, tiny_model, tiny_processor):
+    rgb = random_images(1, seed=3, size=(48, 40))[0]
+    files = {"rgba.png": rgb.convert("RGBA"), "cmyk.jpg": rgb.convert("CMYK"), "grey.png": rgb.convert("L"),
+             "grey16.png": rgb.convert("L").convert("I;16")}
+    for name, image in files.items():
+        image.save(tmp_path / name)
+        read = read_upload(upload_of(tmp_path / name))
+        assert read.mode == "RGB" and read.size == (48, 40), name
+        assert list(read.getdata()) == list(open_image(tmp_path / name).getdata()), name
+        chart, *_ = predict_image(tiny_model, tiny_processor, upload_of(tmp_path / name))
+        expected = tiny_model.classify([open_image(tmp_path / name)], tiny_processor)
+        assert chart == pytest.approx(dict(zip(tiny_model.config.emotion_labels, expected.scores[0].tolist())),
+                                      abs=1e-6), name
+
+
+def test_bad_uploads_are_errors_that_name_the_file(tmp_path, monkeypatch):
+    with pytest.raises(gr.Error, match="No image: upload one"):
+        read_upload(None)
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(gr.Error, match=r"'notes.txt' is not an image this demo can read \(UnidentifiedImageError.*"
+                                       r"Upload a complete JPEG, PNG or WebP file"):
+        read_upload(upload_of(tmp_path / "notes.txt"))
+    buffer = io.BytesIO()
+    random_images(1, size=(64, 64))[0].save(buffer, format="JPEG")
+    (tmp_path / "cut.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    with pytest.raises(gr.Error, match=r"'cut.jpg' is not an image this demo can read \(OSError: .*truncated"):
+        read_upload(upload_of(tmp_path / "cut.jpg"))
+    for size in [(1, 1), (MIN_IMAGE_SIDE - 1, 200)]:
+        Image.new("RGB", size, "red").save(tmp_path / "small.png")
+        with pytest.raises(gr.Error, match=rf"'small.png' is {size[0]}×{size[1]} pixels, too small.*at least "
+                                           rf"{MIN_IMAGE_SIDE} pixels"):
+            read_upload(upload_of(tmp_path / "small.png"))
+    Image.new("RGB", (MIN_IMAGE_SIDE, MIN_IMAGE_SIDE), "red").save(tmp_path / "smallest.png")
+    assert read_upload(upload_of(tmp_path / "smallest.png")).size == (MIN_IMAGE_SIDE, MIN_IMAGE_SIDE)
+    # Over Pillow's decompression-bomb limit (lowered here so the test image stays small).
+    Image.new("RGB", (300, 300), "blue").save(tmp_path / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300 * 300 // 4)
+    with pytest.raises(gr.Error, match=r"'huge.png' is not an image this demo can read \(DecompressionBomb.*at most "
+                                       r"22,500 pixels"):
+        read_upload(upload_of(tmp_path / "huge.png"))
+    with pytest.raises(gr.Error, match=r"Expected an image upload, got a int"):
+        read_upload(3)
+
+
+def test_bad_choices_are_errors(tiny_model, tiny_processor):
+    upload = upload_of(EXAMPLE)
+    with pytest.raises(gr.Error, match=r"Method 'vote' is not one of \['score', 'generate'\]"):
+        predict_image(tiny_model, tiny_processor, upload, "vote")
+    with pytest.raises(gr.Error, match=r"Explanation 'poem' is not one of \['none', 'label'"):
+        predict_image(tiny_model, tiny_processor, upload, "score", "poem")
+    with pytest.raises(gr.Error, match=r"max_new_tokens is 0; use a positive whole number"):
+        predict_image(tiny_model, tiny_processor, upload, "score", "label", 0)
+    # A slider sends whole numbers as floats.
+    _, explanation, _, _ = predict_image(tiny_model, tiny_processor, upload, "score", "label", 8.0)
+    assert isinstance(explanation, str)
+
+
+def test_the_page_has_the_predict_endpoint_and_every_label(tiny_model, tiny_processor):
+    demo = build_demo(tiny_model, tiny_processor, [EXAMPLE])
+    endpoints = [fn for fn in demo.fns.values() if fn.api_name == "predict"]
+    assert len(endpoints) == 1 and not endpoints[0].preprocess
+    charts = [block for block in demo.blocks.values() if isinstance(block, gr.Label)]
+    assert [chart.num_top_classes for chart in charts] == [len(tiny_model.config.emotion_labels)]
+    assert not demo.analytics_enabled
