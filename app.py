@@ -1,0 +1,77 @@
+"""A web demo of EmoVIT: upload an image, see the probability of every emotion and, if asked, an explanation of what
+in the image evokes it. Also a named API endpoint, `/predict`, for `gradio_client`.
+
+    python app.py                                     # the offline default's model, runs/emovit-offline
+    python app.py --model runs/emovit-vicuna-7b --dtype bfloat16 --port 7860
+    python app.py --model USER/emovit-vicuna-7b --host 0.0.0.0   # a Hub id; listen on every interface
+
+    EMOVIT_MODEL=USER/emovit-vicuna-7b python app.py  # the model from the environment (a Space's variable)
+
+Needs the demo extra (`pip install -e ".[demo]"`). Tried on 2 CPU cores with the offline default's tiny model. The
+model is `--model`, else `$EMOVIT_MODEL`, else runs/emovit-offline (written by `accelerate launch train.py`).
+`--host` and `--port` default to Gradio's `GRADIO_SERVER_NAME` / `GRADIO_SERVER_PORT`, else 127.0.0.1 and the first
+free port from 7860. Nothing is sent anywhere: no share link, no usage statistics.
+"""
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Gradio reads this when it is imported.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from transformers import HfArgumentParser  # noqa: E402
+
+
+OFFLINE_MODEL = Path("runs/emovit-offline")
+EXAMPLES = sorted(Path(__file__).resolve().parent.glob("examples/images/*.png"))
+
+
+@dataclass
+class AppArguments:
+    model: str | None = field(
+        default=None,
+        metadata={"help": f"EmoVIT folder or Hub id; default $EMOVIT_MODEL, else {OFFLINE_MODEL} if it exists."},
+    )
+    host: str | None = field(
+        default=None, metadata={"help": "Address to listen on; unset: $GRADIO_SERVER_NAME, else 127.0.0.1."}
+    )
+    port: int | None = field(
+        default=None, metadata={"help": "Port; unset: $GRADIO_SERVER_PORT, else the first free one from 7860."}
+    )
+    dtype: str = field(default="float32", metadata={"help": "Model weights dtype: float32, bfloat16 or float16."})
+
+
+def main(args: AppArguments) -> None:
+    # ---- model: the flag, the environment, or the offline default's; a clear message if there is none
+    model_path = args.model or os.environ.get("EMOVIT_MODEL")
+    if model_path is None:
+        if not OFFLINE_MODEL.is_dir():
+            sys.exit(f"No model to serve: there is no {OFFLINE_MODEL}/ here ({Path.cwd()}). Run `accelerate launch "
+                     "train.py` first (the offline default, a few minutes on a CPU), or pass --model FOLDER_OR_HUB_ID "
+                     "(or set EMOVIT_MODEL).")
+        model_path = str(OFFLINE_MODEL)
+    # The library (torch, the model, Gradio) takes seconds to import: only once there is a model to serve.
+    from emovit.evaluation.arguments import DTYPES
+    from emovit.inference.demo import MAX_UPLOAD_SIZE, build_demo
+    from emovit.inference.loading import load_model
+
+    if args.dtype not in DTYPES:
+        sys.exit(f"--dtype is {args.dtype!r}; use one of {list(DTYPES)}.")
+    try:
+        model, processor = load_model(model_path, DTYPES[args.dtype])
+    except ValueError as e:
+        sys.exit(str(e) if args.model else f"{e} (the model came from $EMOVIT_MODEL)")
+    print(f"model: {model_path} ({model.config.model_type}, {args.dtype}, labels {model.config.emotion_labels})")
+
+    # ---- demo: the page and its /predict endpoint, served on one machine
+    demo = build_demo(model, processor, EXAMPLES)
+    demo.queue(default_concurrency_limit=1)  # one prediction at a time: the model is not shared between threads
+    demo.launch(server_name=args.host, server_port=args.port, share=False, max_file_size=MAX_UPLOAD_SIZE,
+                ssr_mode=False, show_error=True)
+
+
+if __name__ == "__main__":
+    (app_args,) = HfArgumentParser(AppArguments).parse_args_into_dataclasses()
+    main(app_args)
