@@ -5,10 +5,11 @@ in the image evokes it. Also a named API endpoint, `/predict`, for `gradio_clien
     python app.py --model runs/emovit-vicuna-7b --dtype bfloat16 --port 7860
     python app.py --model USER/emovit-vicuna-7b --host 0.0.0.0   # a Hub id; listen on every interface
 
-    EMOVIT_MODEL=USER/emovit-vicuna-7b python app.py  # the model from the environment (a Space's variable)
+    EMOVIT_MODEL=USER/emovit-vicuna-7b EMOVIT_DTYPE=bfloat16 python app.py   # as a Space sets them
 
 Needs the demo extra (`pip install -e ".[demo]"`). Tried on 2 CPU cores with the offline default's tiny model. The
-model is `--model`, else `$EMOVIT_MODEL`, else runs/emovit-offline (written by `accelerate launch train.py`).
+model is `--model`, else `$EMOVIT_MODEL`, else runs/emovit-offline (written by `accelerate launch train.py`); the
+dtype `--dtype`, else `$EMOVIT_DTYPE`, else float32.
 `--host` and `--port` default to Gradio's `GRADIO_SERVER_NAME` / `GRADIO_SERVER_PORT`, else 127.0.0.1 and the first
 free port from 7860. Nothing is sent anywhere: no share link, no usage statistics.
 """
@@ -40,7 +41,10 @@ class AppArguments:
     port: int | None = field(
         default=None, metadata={"help": "Port; unset: $GRADIO_SERVER_PORT, else the first free one from 7860."}
     )
-    dtype: str = field(default="float32", metadata={"help": "Model weights dtype: float32, bfloat16 or float16."})
+    dtype: str | None = field(
+        default=None, metadata={"help": "Model weights dtype: float32, bfloat16 or float16; unset: $EMOVIT_DTYPE, "
+                                        "else float32."}
+    )
 
 
 def main(args: AppArguments) -> None:
@@ -53,21 +57,26 @@ def main(args: AppArguments) -> None:
                      "(or set EMOVIT_MODEL).")
         model_path = str(OFFLINE_MODEL)
     # The library (torch, the model, Gradio) takes seconds to import: only once there is a model to serve.
+    from accelerate import PartialState
+
     from emovit.evaluation.arguments import DTYPES
     from emovit.inference.demo import MAX_UPLOAD_SIZE, build_demo
     from emovit.inference.loading import load_model
 
-    if args.dtype not in DTYPES:
-        sys.exit(f"--dtype is {args.dtype!r}; use one of {list(DTYPES)}.")
+    dtype = args.dtype or os.environ.get("EMOVIT_DTYPE", "float32")
+    if dtype not in DTYPES:
+        sys.exit(f"--dtype (or $EMOVIT_DTYPE) is {dtype!r}; use one of {list(DTYPES)}.")
     try:
-        model, processor = load_model(model_path, DTYPES[args.dtype])
+        model, processor = load_model(model_path, DTYPES[dtype])
     except ValueError as e:
         sys.exit(str(e) if args.model else f"{e} (the model came from $EMOVIT_MODEL)")
-    print(f"model: {model_path} ({model.config.model_type}, {args.dtype}, labels {model.config.emotion_labels})")
+    model.to(PartialState().device)  # a GPU when there is one
+    print(f"model: {model_path} ({model.config.model_type}, {dtype}, {model.device}, "
+          f"labels {model.config.emotion_labels})")
 
     # ---- demo: the page and its /predict endpoint, served on one machine
     demo = build_demo(model, processor, EXAMPLES)
-    demo.queue(default_concurrency_limit=1)  # one prediction at a time: the model is not shared between threads
+    demo.queue(default_concurrency_limit=1)  # one prediction at a time; requests wait instead of competing for memory
     demo.launch(server_name=args.host, server_port=args.port, share=False, max_file_size=MAX_UPLOAD_SIZE,
                 ssr_mode=False, show_error=True)
 

@@ -167,7 +167,8 @@ def test_a_person_uploads_an_image_in_chromium_and_sees_classify_result(app_url,
         assert percentage == f"{round(probabilities[label] * 100)}%"
     assert explanation == expected["explain"].explanations[0]
     explained = expected["explain"]
-    assert note == _agreement_note(explained.labels[0], explained.mentioned[0], explained.agreement[0]).replace("**", "")
+    shown_note = _agreement_note(explained.labels[0], explained.mentioned[0], explained.agreement[0])
+    assert note == shown_note.replace("**", "")
     assert screenshot.stat().st_size > 10_000
 
 
@@ -180,7 +181,7 @@ def test_without_a_model_it_says_how_to_get_one(tmp_path):
     assert "Traceback" not in done.stderr
 
 
-def test_a_model_from_the_environment_that_is_no_model_is_named(tmp_path):
+def test_a_model_or_dtype_from_the_environment_that_does_not_work_is_named(tmp_path, tiny_dir):
     (tmp_path / "empty").mkdir()
     done = subprocess.run([sys.executable, str(REPO_ROOT / "app.py")], cwd=tmp_path,
                           env=app_env(EMOVIT_MODEL=str(tmp_path / "empty")), capture_output=True, text=True,
@@ -188,4 +189,9 @@ def test_a_model_from_the_environment_that_is_no_model_is_named(tmp_path):
     assert done.returncode == 1
     assert f"--model '{tmp_path / 'empty'}' is a folder without config.json" in done.stderr
     assert "(the model came from $EMOVIT_MODEL)" in done.stderr
+    assert "Traceback" not in done.stderr
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "app.py"), "--model", str(tiny_dir)], cwd=tmp_path,
+                          env=app_env(EMOVIT_DTYPE="int8"), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert "--dtype (or $EMOVIT_DTYPE) is 'int8'; use one of ['float32', 'bfloat16', 'float16']" in done.stderr
     assert "Traceback" not in done.stderr

@@ -44,7 +44,8 @@ DEFAULT_MAX_NEW_TOKENS = 128
 
 def explanation_choices() -> list[tuple[str, str]]:
     """The explanation radio's (title, value) pairs: no explanation, then each preset of `explain()`."""
-    return [("No explanation", NO_EXPLANATION)] + [(PRESET_TITLES.get(name, name), name) for name in EXPLANATION_PRESETS]
+    presets = [(PRESET_TITLES.get(name, name), name) for name in EXPLANATION_PRESETS]
+    return [("No explanation", NO_EXPLANATION), *presets]
 
 
 def read_upload(upload) -> Image.Image:
@@ -71,8 +72,8 @@ def read_upload(upload) -> Image.Image:
         raise gr.Error(f"{name!r} is not an image this demo can read ({type(cause).__name__}: {cause}). Upload a "
                        f"complete JPEG, PNG or WebP file{limit}.") from e
     if min(image.size) < MIN_IMAGE_SIDE:
-        raise gr.Error(f"{name!r} is {image.width}×{image.height} pixels, too small to show anything; upload a picture "
-                       f"at least {MIN_IMAGE_SIDE} pixels on each side.")
+        raise gr.Error(f"{name!r} is {image.width}×{image.height} pixels, too small to show anything; upload a "
+                       f"picture at least {MIN_IMAGE_SIDE} pixels on each side.")
     return image
 
 
