@@ -13,8 +13,11 @@ installed
 returns `[{"label": "awe", "score": 0.91}, ...]`, highest score first, all labels by default.
 """
 
+from PIL import Image
 from transformers import Pipeline
 from transformers.image_utils import load_image
+
+from .io_utils import open_image
 
 
 TASK = "visual-emotion-recognition"
@@ -64,7 +67,18 @@ class VisualEmotionRecognitionPipeline(Pipeline):
         return {"timeout": timeout}, forward, {"top_k": top_k}
 
     def preprocess(self, image, timeout=None):
-        return {"image": load_image(image, timeout=timeout)}
+        # Files are read by the project's one image rule, as classify's callers read them, so the pipeline's scores
+        # equal classify's for the same file (transformers' `load_image` would flatten RGBA and 16-bit differently).
+        if isinstance(image, Image.Image):
+            return {"image": image}
+        if isinstance(image, str) and image.startswith(("http://", "https://")):
+            try:
+                return {"image": load_image(image, timeout=timeout)}
+            except Exception as e:
+                raise ValueError(f"Image {image} could not be fetched or read ({type(e).__name__}: {e}).") from e
+        if not isinstance(image, str):
+            raise TypeError(f"Got a {type(image).__name__}; pass a PIL image, an image file path or an http(s) URL.")
+        return {"image": open_image(image)}
 
     def _forward(self, model_inputs, method="score", explain=False, **explain_kwargs):
         image = model_inputs["image"]

@@ -107,3 +107,27 @@ def test_in_process_pipeline_from_a_model_object(tiny_model, tiny_processor):
         classifier(pictures[0], preset="humour")
     with pytest.raises(ValueError, match="Unknown method 'vote'"):
         classifier(pictures[0], method="vote")
+
+
+def test_bad_inputs_are_named(tiny_model, tiny_processor, tmp_path):
+    classifier = pipeline("visual-emotion-recognition", model=tiny_model, processor=tiny_processor)
+    (tmp_path / "notes.jpg").write_text("not an image")
+    with pytest.raises(ValueError, match=r"Image .*notes\.jpg could not be read"):
+        classifier(str(tmp_path / "notes.jpg"))
+    with pytest.raises(ValueError, match=r"Image .*missing\.png could not be read"):
+        classifier(str(tmp_path / "missing.png"))
+    from PIL import Image
+
+    Image.new("RGB", (1, 1)).save(tmp_path / "dot.png")
+    with pytest.raises(ValueError, match="1x1 pixels"):
+        classifier(str(tmp_path / "dot.png"))
+    with pytest.raises(TypeError, match="pass a PIL image, an image file path"):
+        classifier(3)
+    # RGBA and 16-bit files follow the project's image rule, as classify's callers read them
+    rgba = Image.new("RGBA", (40, 30), (200, 30, 30, 90))
+    rgba.save(tmp_path / "rgba.png")
+    from modeling_emovit.io_utils import open_image
+
+    expected = tiny_model.classify([open_image(str(tmp_path / "rgba.png"))], tiny_processor)
+    assert classifier(str(tmp_path / "rgba.png"), top_k=1)[0]["score"] == pytest.approx(
+        expected.scores.max().item(), abs=1e-6)
