@@ -3,6 +3,7 @@ gr.Error that names the file and says what to do. The page in a real browser and
 through app.py (tests/test_app_script.py)."""
 
 import io
+import warnings
 
 import gradio as gr
 import pytest
@@ -46,23 +47,29 @@ def test_the_chart_and_details_are_classify_results(tiny_model, tiny_processor, 
 
 
 def test_an_explanation_is_explain_result_with_its_agreement(tiny_model, tiny_processor):
-    chart, explanation, note, details = predict_image(tiny_model, tiny_processor, upload_of(EXAMPLE), "score",
-                                                      "label", 24)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        chart, explanation, note, details = predict_image(tiny_model, tiny_processor, upload_of(EXAMPLE), "score",
+                                                          "label", 24)
     expected = tiny_model.explain([open_image(EXAMPLE)], tiny_processor, preset="label", method="score",
                                   max_new_tokens=24)
-    row = expected.rows()[0]
-    assert explanation == row["explanation"] == expected.explanations[0]
-    assert details["label"] == row["label"] == tiny_model.classify([open_image(EXAMPLE)], tiny_processor).labels[0]
-    assert details["mentioned"] == row["mentioned"] and details["agreement"] == row["agreement"]
+    assert explanation == expected.explanations[0]
+    classified = tiny_model.classify([open_image(EXAMPLE)], tiny_processor)
+    assert details["label"] == expected.labels[0] == classified.labels[0]
+    assert details["mentioned"] == expected.mentioned[0] and details["agreement"] == expected.agreement[0]
     assert chart == pytest.approx(dict(zip(tiny_model.config.emotion_labels, expected.scores[0].tolist())), abs=1e-6)
-    assert note == _agreement_note(row["label"], row["mentioned"], row["agreement"]) and note
+    assert note == _agreement_note(expected.labels[0], expected.mentioned[0], expected.agreement[0]) and note
+    # An explanation naming another emotion is also a pop-up (outside a page, gr.Warning warns).
+    popups = [str(w.message) for w in caught if "but the predicted emotion is" in str(w.message)]
+    assert len(popups) == (expected.agreement[0] == "names_other")
 
 
 def test_an_explanation_naming_another_emotion_is_a_visible_warning():
-    warning = _agreement_note("sadness", ["fear", "sadness"], "names_other")
-    assert warning.startswith("**Warning: the explanation names fear, not only the predicted sadness.**")
+    warning = _agreement_note("sadness", ["sadness", "fear", "anger"], "names_other")
+    assert warning.startswith("**Warning: The explanation names fear, anger, but the predicted emotion is sadness.**")
     assert "**awe**" in _agreement_note("awe", ["awe"], "agrees")
     assert "names no emotion" in _agreement_note("awe", [], "names_none")
+    assert "no label to hold the explanation against" in _agreement_note(None, ["awe"], "no_label")
 
 
 def test_the_explanation_choices_are_none_and_every_preset():

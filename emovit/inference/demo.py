@@ -85,14 +85,21 @@ def _label_value(label: str | None, scores: torch.Tensor, labels: list[str], ans
     return {name: float(score) for name, score in zip(labels, scores.tolist())}
 
 
+def _contradiction(label: str | None, mentioned: list[str]) -> str:
+    """The warning's first sentence: which other emotions the explanation names."""
+    others = ", ".join(name for name in mentioned if name != label)
+    return f"The explanation names {others}, but the predicted emotion is {label}."
+
+
 def _agreement_note(label: str | None, mentioned: list[str], agreement: str) -> str:
     """A line of Markdown on how the explanation relates to the label; a disagreement is a visible warning."""
     if agreement == "agrees":
         return f"**Consistent:** the explanation names the predicted emotion, **{label}**, and no other."
     if agreement == "names_other":
-        others = ", ".join(m for m in mentioned if m != label) or ", ".join(mentioned)
-        return (f"**Warning: the explanation names {others}, not only the predicted {label}.** It does not support "
-                "the label; read it as the model's own description of the scene.")
+        return (f"**Warning: {_contradiction(label, mentioned)}** It does not support the label; read it as the "
+                "model's own description of the scene.")
+    if agreement == "no_label":
+        return "**Note:** the model's answer named no emotion, so there is no label to hold the explanation against."
     return "**Note:** the explanation names no emotion label; it describes the scene only."
 
 
@@ -127,7 +134,8 @@ def predict_image(model: EmoVitForConditionalGeneration, processor: EmoVitProces
         else:
             result = model.explain([image], processor, preset=explanation, method=method,
                                    max_new_tokens=max_new_tokens)
-            row = result.rows()[0]
+            row = {"label": result.labels[0], "explanation": result.explanations[0],
+                   "mentioned": result.mentioned[0], "agreement": result.agreement[0]}
             answer = None
     scores = result.scores[0].float()
     ranked = sorted(zip(labels, scores.tolist()), key=lambda pair: pair[1], reverse=True)
@@ -138,8 +146,7 @@ def predict_image(model: EmoVitForConditionalGeneration, processor: EmoVitProces
         details.update(explanation=row["explanation"], mentioned=row["mentioned"], agreement=row["agreement"])
         note = _agreement_note(row["label"], row["mentioned"], row["agreement"])
         if row["agreement"] == "names_other":
-            gr.Warning(f"The explanation names {', '.join(row['mentioned'])}, not only the predicted "
-                       f"{row['label']}.")
+            gr.Warning(_contradiction(row["label"], row["mentioned"]))  # a pop-up as well
     return _label_value(row["label"], scores, labels, answer), row["explanation"], note, details
 
 
