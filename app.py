@@ -56,11 +56,10 @@ def main(args: AppArguments) -> None:
                      "train.py` first (the offline default, a few minutes on a CPU), or pass --model FOLDER_OR_HUB_ID "
                      "(or set EMOVIT_MODEL).")
         model_path = str(OFFLINE_MODEL)
-    # The library (torch, the model, Gradio) takes seconds to import: only once there is a model to serve.
+    # torch, the model code and Gradio take seconds each to import: each comes once the checks before it have passed.
     from accelerate import PartialState
 
     from emovit.evaluation.arguments import DTYPES
-    from emovit.inference.demo import MAX_UPLOAD_SIZE, build_demo
     from emovit.inference.loading import load_model
 
     dtype = args.dtype or os.environ.get("EMOVIT_DTYPE", "float32")
@@ -75,6 +74,8 @@ def main(args: AppArguments) -> None:
           f"labels {model.config.emotion_labels})")
 
     # ---- demo: the page and its /predict endpoint, served on one machine
+    from emovit.inference.demo import MAX_UPLOAD_SIZE, build_demo
+
     demo = build_demo(model, processor, EXAMPLES)
     demo.queue(default_concurrency_limit=1)  # one prediction at a time; requests wait instead of competing for memory
     demo.launch(server_name=args.host, server_port=args.port, share=False, max_file_size=MAX_UPLOAD_SIZE,

@@ -5,6 +5,7 @@ there is no model to serve.
 The browser test keeps its screenshot: in $EMOVIT_TEST_ARTIFACTS when that is set (CI keeps that folder), else in
 the test's own temporary folder; the path is printed either way."""
 
+import json
 import os
 import shutil
 import socket
@@ -19,7 +20,7 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT, subprocess_env
-from emovit.inference.demo import _agreement_note
+from emovit.inference.demo import _agreement_note, _contradiction
 from emovit.inference.loading import load_model
 from modeling_emovit.io_utils import open_image
 
@@ -130,14 +131,25 @@ def test_a_person_uploads_an_image_in_chromium_and_sees_classify_result(app_url,
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--window-size=1280,1100", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # every request the page makes
     artifacts = Path(os.environ.get("EMOVIT_TEST_ARTIFACTS") or tmp_path)
     artifacts.mkdir(parents=True, exist_ok=True)
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(EXAMPLE.read_bytes()[:400])
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
         wait = WebDriverWait(driver, 60)
         driver.get(app_url)
-        wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, "#image input[type=file]")))
-        driver.find_element(By.CSS_SELECTOR, "#image input[type=file]").send_keys(str(EXAMPLE))
+        upload = (By.CSS_SELECTOR, "#image input[type=file]")
+        # A truncated image: the page says what is wrong with which file.
+        wait.until(ready.presence_of_element_located(upload)).send_keys(str(truncated))
+        driver.find_element(By.CSS_SELECTOR, "#recognise").click()
+        error = wait.until(ready.visibility_of_element_located((By.CSS_SELECTOR, "[data-testid=toast-text]"))).text
+        driver.find_element(By.CSS_SELECTOR, "[data-testid=toast-close]").click()
+        driver.find_element(By.CSS_SELECTOR, "#image button[aria-label='Remove Image']").click()
+
+        # The example image, explained: the chart, the explanation and the agreement note.
+        wait.until(ready.presence_of_element_located(upload)).send_keys(str(EXAMPLE))
         wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, "#image img")))
         driver.find_element(By.XPATH, "//*[@id='explanation-choice']//label[normalize-space()='Why this emotion']"
                             ).click()
@@ -151,12 +163,16 @@ def test_a_person_uploads_an_image_in_chromium_and_sees_classify_result(app_url,
         percentages = [element.text for element in driver.find_elements(By.CSS_SELECTOR, "#emotion dd")]
         explanation = driver.find_element(By.CSS_SELECTOR, "#explanation textarea").get_attribute("value")
         note = driver.find_element(By.CSS_SELECTOR, "#agreement").text
+        popups = [element.text for element in driver.find_elements(By.CSS_SELECTOR, "[data-testid=toast-text]")]
         screenshot = artifacts / "app_prediction.png"
         driver.save_screenshot(str(screenshot))
         print(f"screenshot: {screenshot}")
+        requested = {json.loads(entry["message"])["message"]["params"].get("request", {}).get("url", "")
+                     for entry in driver.get_log("performance")}
     finally:
         driver.quit()
 
+    assert error.startswith("'cut.png' is not an image this demo can read (OSError: image file is truncated")
     result, labels = expected["score"], expected["labels"]
     probabilities = dict(zip(labels, result.scores[0].tolist()))
     assert shown_label == result.labels[0]
@@ -165,11 +181,17 @@ def test_a_person_uploads_an_image_in_chromium_and_sees_classify_result(app_url,
     for (label, value), percentage in zip(bars, percentages):
         assert value == pytest.approx(probabilities[label], abs=1e-3)
         assert percentage == f"{round(probabilities[label] * 100)}%"
-    assert explanation == expected["explain"].explanations[0]
     explained = expected["explain"]
+    assert explanation == explained.explanations[0]
     shown_note = _agreement_note(explained.labels[0], explained.mentioned[0], explained.agreement[0])
     assert note == shown_note.replace("**", "")
+    # The tiny model's explanation of this image names other emotions: the page warns twice (note and pop-up).
+    assert explained.agreement[0] == "names_other" and note.startswith("Warning:")
+    assert popups == [_contradiction(explained.labels[0], explained.mentioned[0])]
     assert screenshot.stat().st_size > 10_000
+    # Fonts, scripts and styles all come from the app itself: the page works without the internet.
+    web = {url for url in requested if url.startswith(("http:", "https:"))}
+    assert web and all(url.startswith(app_url) for url in web), sorted(web - {u for u in web if u.startswith(app_url)})
 
 
 def test_without_a_model_it_says_how_to_get_one(tmp_path):
