@@ -11,13 +11,13 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from conftest import REPO_ROOT, subprocess_env
 from emovit.inference.demo import _agreement_note, _contradiction
@@ -88,7 +88,7 @@ def expected(tiny_dir):
             "explain": model.explain([image], processor, preset="label", method="score", max_new_tokens=128)}
 
 
-def test_the_predict_endpoint_answers_gradio_client_as_classify_does(app_url, expected):
+def test_the_predict_endpoint_answers_gradio_client_as_classify_does(app_url, expected, tmp_path):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
 
@@ -106,11 +106,18 @@ def test_the_predict_endpoint_answers_gradio_client_as_classify_does(app_url, ex
             assert chart["label"] == result.labels[0]
             assert {c["label"]: c["confidence"] for c in chart["confidences"]} == pytest.approx(shown, abs=1e-6)
 
-    # A file that is not an image: the caller gets the demo's message and the server keeps serving.
-    not_image = Path(tempfile.mkdtemp()) / "notes.txt"
+    # Bad files: the caller gets the demo's message and the server keeps serving.
+    not_image = tmp_path / "notes.txt"
     not_image.write_text("not an image")
     with pytest.raises(AppError, match=r"'notes.txt' is not an image this demo can read"):
         client.predict(handle_file(str(not_image)), api_name="/predict")
+    Image.new("RGB", (1, 1), "red").save(not_image.parent / "dot.png")
+    with pytest.raises(AppError, match=r"'dot.png' is 1×1 pixels, too small"):
+        client.predict(handle_file(str(not_image.parent / "dot.png")), api_name="/predict")
+    # Over the upload limit (25 MB): refused before anything is sent.
+    (not_image.parent / "big.png").write_bytes(b"\0" * (25 * 1024 * 1024 + 1))
+    with pytest.raises(ValueError, match=r"exceeds the maximum file size of 26214400 bytes"):
+        client.predict(handle_file(str(not_image.parent / "big.png")), api_name="/predict")
     chart, *_ = client.predict(handle_file(str(EXAMPLE)), api_name="/predict")  # defaults: score, no explanation
     assert chart["label"] == expected["score"].labels[0]
 
