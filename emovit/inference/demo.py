@@ -12,7 +12,6 @@ truncated files and decompression bombs refused) rather than by the image compon
 server keeps running.
 """
 
-import logging
 import os
 from pathlib import Path
 
@@ -24,8 +23,8 @@ from modeling_emovit import EXPLANATION_PRESETS, EmoVitForConditionalGeneration,
 from modeling_emovit.io_utils import open_image
 
 
-logger = logging.getLogger(__name__)
-
+# classify()'s methods. (emovit.evaluation.arguments has the same tuple; importing it from there would make the
+# evaluation and inference packages import each other.)
 METHODS = ("score", "generate")
 NO_EXPLANATION = "none"
 # What the explanation choice shows for each preset of `explain()`; a preset not named here shows its own name.
@@ -34,10 +33,10 @@ PRESET_TITLES = {
     "free": "Which emotion, and why",
     "humour": "Why is it funny",
 }
-# A picture smaller than this on a side is almost surely a mistake (an icon, a tracking pixel), and the model would
-# see one flat colour after resizing.
+# A picture smaller than this on a side is almost surely a mistake (an icon, a tracking pixel) and holds too little to
+# classify.
 MIN_IMAGE_SIDE = 16
-# Uploads over this size are refused by the server before they are read.
+# Uploads over this size are refused before they are sent (app.py gives it to `launch`).
 MAX_UPLOAD_SIZE = "25mb"
 DEFAULT_MAX_NEW_TOKENS = 128
 
