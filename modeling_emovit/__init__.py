@@ -10,22 +10,28 @@ and copies this code: a saved folder then loads with `trust_remote_code=True` wh
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_emovit import EMOSET_EMOTIONS, EmoVitConfig, validate_emotion_labels
 from .modeling_emovit import (
+    EmotionExplanation,
     EmotionPrediction,
     EmoVitForConditionalGeneration,
     EmoVitForConditionalGenerationModelOutput,
     EmoVitModel,
 )
+from .pipeline_emovit import TASK, VisualEmotionRecognitionPipeline
 from .processing_emovit import (
     ANSWER_PREFIX,
     CATEGORICAL_INSTRUCTION,
     CATEGORICAL_INSTRUCTION_VARIANTS,
+    EMOTION_WORDS,
+    EXPLANATION_PRESETS,
     REASONING_QUESTION,
     EmoVitProcessor,
     format_answer,
     format_categorical_instruction,
+    mentioned_emotions,
     parse_emotion_answer,
 )
 
@@ -34,6 +40,11 @@ AutoConfig.register(EmoVitConfig.model_type, EmoVitConfig, exist_ok=True)
 AutoModel.register(EmoVitConfig, EmoVitModel, exist_ok=True)
 AutoModelForImageTextToText.register(EmoVitConfig, EmoVitForConditionalGeneration, exist_ok=True)
 AutoProcessor.register(EmoVitConfig, EmoVitProcessor, exist_ok=True)
+# In a process that imports this package, `pipeline("visual-emotion-recognition", model=emovit_model)` works for an
+# in-memory model too; saved folders name the pipeline in `config.custom_pipelines`.
+PIPELINE_REGISTRY.register_pipeline(
+    TASK, pipeline_class=VisualEmotionRecognitionPipeline, pt_model=AutoModelForImageTextToText, type="multimodal"
+)
 
 EmoVitConfig.register_for_auto_class()
 EmoVitModel.register_for_auto_class("AutoModel")
@@ -45,15 +56,20 @@ __all__ = [
     "CATEGORICAL_INSTRUCTION",
     "CATEGORICAL_INSTRUCTION_VARIANTS",
     "EMOSET_EMOTIONS",
+    "EMOTION_WORDS",
+    "EXPLANATION_PRESETS",
     "REASONING_QUESTION",
     "EmoVitConfig",
     "EmoVitForConditionalGeneration",
     "EmoVitForConditionalGenerationModelOutput",
     "EmoVitModel",
     "EmoVitProcessor",
+    "EmotionExplanation",
     "EmotionPrediction",
+    "VisualEmotionRecognitionPipeline",
     "format_answer",
     "format_categorical_instruction",
+    "mentioned_emotions",
     "parse_emotion_answer",
     "validate_emotion_labels",
 ]

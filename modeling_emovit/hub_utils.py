@@ -17,9 +17,19 @@ from .io_utils import atomic_write_text
 
 
 def usage_snippet(repo: str) -> str:
-    """How a published EmoVIT model is used, for the cards of trained and converted models."""
+    """How a published EmoVIT model is used, for the cards of trained and converted models: the pipeline one-liner
+    first, then the model's own calls."""
     return f"""```python
-import modeling_emovit  # or pass trust_remote_code=True to the two calls below
+from transformers import pipeline
+
+classifier = pipeline("visual-emotion-recognition", model="{repo}", trust_remote_code=True)
+classifier("photo.jpg", top_k=3)      # [{{"label": "awe", "score": 0.91}}, ...], highest first; all labels by default
+classifier("photo.jpg", explain=True)[0]["explanation"]   # why the image evokes its top label
+```
+
+In code, with the model and processor:
+
+```python
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from PIL import Image
 
@@ -27,6 +37,8 @@ model = AutoModelForImageTextToText.from_pretrained("{repo}", trust_remote_code=
 processor = AutoProcessor.from_pretrained("{repo}", trust_remote_code=True)
 result = model.classify([Image.open("photo.jpg")], processor, method="score")  # or method="generate"
 print(result.labels, result.scores)
+result = model.explain([Image.open("photo.jpg")], processor)  # label, scores, explanation, agreement
+print(result.labels, result.explanations, result.agreement)
 ```"""
 
 

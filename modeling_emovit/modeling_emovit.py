@@ -19,7 +19,8 @@ from transformers.utils import logging
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_emovit import EmoVitConfig
-from .processing_emovit import parse_emotion_answer
+from .pipeline_emovit import CUSTOM_PIPELINES
+from .processing_emovit import EXPLANATION_PRESETS, mentioned_emotions, parse_emotion_answer
 
 
 logger = logging.get_logger(__name__)
@@ -44,6 +45,52 @@ class EmotionPrediction:
     @property
     def valid(self) -> list[bool]:
         return [label is not None for label in self.labels]
+
+
+@dataclass
+class EmotionExplanation:
+    """Result of [`EmoVitForConditionalGeneration.explain`] for a batch of images.
+
+    Attributes:
+        labels (`list[str | None]`): the label per image, as [`~EmoVitForConditionalGeneration.classify`] gives it.
+        scores (`torch.FloatTensor` of shape `(batch_size, num_labels)`): classify's scores, in
+            `config.emotion_labels` order.
+        explanations (`list[str]`): the generated explanation per image.
+        mentioned (`list[list[str]]`): the labels each explanation names, in order of appearance.
+        agreement (`list[str]`): per image, `"agrees"` (the explanation names the label and no other), `"names_other"`
+            (it names another label: the explanation contradicts the prediction; also logged as a warning),
+            `"names_none"` (it names no label), or `"no_label"` (a `generate` answer named no label).
+    """
+
+    labels: list
+    scores: torch.Tensor
+    explanations: list
+    mentioned: list
+    agreement: list
+
+    def rows(self, labels, top_k: int | None = None) -> list[dict]:
+        """One dict per image: `label`, `scores` (`[{"label", "score"}]`, highest first, `top_k` of them; all by
+        default), `explanation`, `mentioned`, `agreement`. `labels` is `config.emotion_labels`."""
+        rows = []
+        for row, label in enumerate(self.labels):
+            ranked = sorted(zip(labels, self.scores[row].tolist()), key=lambda pair: -pair[1])[:top_k]
+            rows.append({
+                "label": label,
+                "scores": [{"label": name, "score": score} for name, score in ranked],
+                "explanation": self.explanations[row],
+                "mentioned": self.mentioned[row],
+                "agreement": self.agreement[row],
+            })
+        return rows
+
+
+def agreement_of(label: str | None, mentioned: list[str]) -> str:
+    """How an explanation that names `mentioned` relates to the predicted `label` (see [`EmotionExplanation`])."""
+    if label is None:
+        return "no_label"
+    if any(other != label for other in mentioned):
+        return "names_other"
+    return "agrees" if mentioned else "names_none"
 
 
 @dataclass
@@ -109,6 +156,13 @@ class EmoVitForConditionalGeneration(InstructBlipForConditionalGeneration, Gener
         if model.config.image_token_index is None:
             model._add_image_token()
         return loaded
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """As [`PreTrainedModel.save_pretrained`], and the folder also offers the `visual-emotion-recognition`
+        pipeline: `custom_pipelines` goes into `config.json` and the pipeline's file is copied with the model code
+        (it is a relative import of this file)."""
+        self.config.custom_pipelines = {task: dict(info) for task, info in CUSTOM_PIPELINES.items()}
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def _add_image_token(self):
         """Configs from transformers < 4.47 (and LAVIS) have no `<image>` placeholder token. The processor appends
@@ -443,6 +497,79 @@ class EmoVitForConditionalGeneration(InstructBlipForConditionalGeneration, Gener
             texts=None if method == "score" else [text for part in parts for text in part.texts],
         )
 
+    @torch.inference_mode()
+    def explain(self, images, processor, preset: str = "label", instruction: str | None = None,
+                method: str = "score", max_new_tokens: int = 128, do_sample: bool = False, batch_size: int = 8,
+                **generate_kwargs) -> EmotionExplanation:
+        """Classifies each image and explains, in generated prose, what in it evokes the emotion.
+
+        The label and scores are [`classify`]'s (same `method`). The explanation answers a question chosen by
+        `preset` (`EXPLANATION_PRESETS`):
+        - `"label"` (default) names the predicted label and asks what in the image makes a viewer feel it, as EmoVIT's
+          reasoning instructions name the image's emotion: the explanation is *conditioned on* the label.
+        - `"free"` asks which emotion the image evokes and why, without naming one: the explanation is independent of
+          the label, and `agreement` says whether the two meet.
+        - `"humour"` asks why the image is funny (the paper's humour comprehension).
+        Either way the labels the explanation names are found (`mentioned`) and compared with the label (`agreement`);
+        an explanation that names another emotion is logged as a warning with the image indices, never passed over.
+        When a `generate` answer names no label, the `"label"` question falls back to the `"free"` one.
+
+        Args:
+            images: a PIL image or a list of them.
+            processor ([`EmoVitProcessor`]): the model's processor.
+            preset: `"label"`, `"free"` or `"humour"`.
+            instruction: an own question instead of the preset; `{emotion}` in it is replaced by the label.
+            method: `"score"` or `"generate"`, as in [`classify`].
+            max_new_tokens: the explanation's length budget.
+            do_sample: greedy decoding (deterministic) unless True; `temperature`, `top_p`, `num_beams`,
+                `repetition_penalty` and other `generate` options pass through `generate_kwargs`. Seed sampling
+                with `transformers.set_seed`.
+            batch_size: images per forward pass.
+        """
+        if preset not in EXPLANATION_PRESETS:
+            raise ValueError(f"Unknown explanation preset {preset!r}; use one of {list(EXPLANATION_PRESETS)}.")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"`max_new_tokens` must be a positive integer, got {max_new_tokens!r}.")
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        prediction = self.classify(images, processor, method=method, batch_size=batch_size)
+        template = instruction if instruction is not None else EXPLANATION_PRESETS[preset]
+        questions = []
+        for label in prediction.labels:
+            if label is None and "{emotion}" in template:
+                questions.append(EXPLANATION_PRESETS["free"])
+            else:
+                questions.append(template.replace("{emotion}", label or ""))
+        explanations = []
+        for start in range(0, len(images), batch_size):
+            inputs = processor.generation_inputs(images[start : start + batch_size], questions[start : start + batch_size])
+            inputs = {name: tensor.to(self.device) for name, tensor in inputs.items()}
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.vision_model.embeddings.patch_embedding.weight.dtype)
+            generated = self.generate(
+                **inputs,
+                do_sample=do_sample,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=processor.tokenizer.pad_token_id,
+                **generate_kwargs,
+            )
+            if self.config.use_decoder_only_language_model:
+                generated = generated[:, inputs["input_ids"].shape[1] :]
+            explanations += [text.strip() for text in processor.tokenizer.batch_decode(generated, skip_special_tokens=True)]
+
+        labels = self.config.emotion_labels
+        mentioned = [mentioned_emotions(text, labels) for text in explanations]
+        agreement = [agreement_of(label, named) for label, named in zip(prediction.labels, mentioned)]
+        contradicting = [row for row, status in enumerate(agreement) if status == "names_other"]
+        if contradicting:
+            logger.warning(
+                f"{len(contradicting)} of {len(images)} explanations name another emotion than their label (images "
+                f"{contradicting[:20]}{' ...' if len(contradicting) > 20 else ''}); see `agreement` and `mentioned`."
+            )
+        return EmotionExplanation(
+            labels=prediction.labels, scores=prediction.scores, explanations=explanations, mentioned=mentioned,
+            agreement=agreement,
+        )
+
     def _classify_batch(self, images, processor, method, instruction, max_new_tokens) -> EmotionPrediction:
         inputs = processor.classification_inputs(images, instruction=instruction)
         inputs = {name: tensor.to(self.device) for name, tensor in inputs.items()}
@@ -474,6 +601,7 @@ class EmoVitForConditionalGeneration(InstructBlipForConditionalGeneration, Gener
 
 
 __all__ = [
+    "EmotionExplanation",
     "EmoVitForConditionalGeneration",
     "EmoVitForConditionalGenerationModelOutput",
     "EmoVitModel",

@@ -40,6 +40,28 @@ ANSWER_PREFIX = "Predict emotion:"
 # Free questions used by the offline demo and evaluate.py's reasoning sample; any text works as a question.
 REASONING_QUESTION = "What emotion does this image evoke, and what in the image makes it feel that way?"
 
+# Questions for [`EmoVitForConditionalGeneration.explain`]. "label" names the label the model has just predicted, as
+# EmoVIT's reasoning instructions name the image's emotion; "free" lets the model name the emotion itself; "humour"
+# is the paper's humour-comprehension question. `{emotion}` is replaced by the predicted label.
+EXPLANATION_PRESETS = {
+    "label": "This image evokes {emotion}. What in it makes a viewer feel {emotion}? Point at what can be seen: the "
+             "scene, the objects, the people and their expressions, the light and the colours.",
+    "free": REASONING_QUESTION,
+    "humour": "Why is this image funny? Explain the joke by pointing at what can be seen in it.",
+}
+# Words that name an EmoSet emotion in free text, beyond the label itself. Only forms that mean the emotion and
+# nothing else ("content" and "awesome" are left out: "the content of the image", "an awesome view").
+EMOTION_WORDS = {
+    "amusement": ("amusement", "amused", "amusing"),
+    "awe": ("awe", "awed", "awestruck", "awe-inspiring"),
+    "contentment": ("contentment", "contented"),
+    "excitement": ("excitement", "excited", "exciting"),
+    "anger": ("anger", "angry", "angered", "angrily"),
+    "disgust": ("disgust", "disgusted", "disgusting"),
+    "fear": ("fear", "fearful", "afraid", "scared", "scary", "frightened", "frightening"),
+    "sadness": ("sadness", "sad", "saddened", "saddening"),
+}
+
 _ANSWER_PATTERN = re.compile(r"^\s*predict\s+emotion\s*:\s*(?P<label>.+?)\s*[.!]?\s*$", re.IGNORECASE | re.DOTALL)
 
 _MIN_IMAGE_SIDE = 2
@@ -72,6 +94,20 @@ def parse_emotion_answer(text: str, labels) -> str | None:
         return None
     named = " ".join(match.group("label").lower().split())
     return named if named in labels else None
+
+
+def mentioned_emotions(text: str, labels) -> list[str]:
+    """The labels a free text names, in the order they first appear: the label itself or, for EmoSet's labels, one
+    of its `EMOTION_WORDS` ("sad" names sadness), as whole words, case-insensitively. Negation is not understood:
+    "not sad" names sadness too, which errs on the side of flagging an explanation for a human to read."""
+    found = []
+    for label in labels:
+        words = sorted({label, *EMOTION_WORDS.get(label, ())}, key=len, reverse=True)
+        pattern = r"(?<![\w-])(?:" + "|".join(re.escape(word) for word in words) + r")(?![\w-])"
+        match = re.search(pattern, text or "", flags=re.IGNORECASE)
+        if match is not None:
+            found.append((match.start(), label))
+    return [label for _, label in sorted(found)]
 
 
 class EmoVitProcessor(InstructBlipProcessor):
@@ -233,6 +269,27 @@ class EmoVitProcessor(InstructBlipProcessor):
         features.update(self._qformer_text([instruction] * batch_size, max_instruction_length))
         return BatchFeature(features)
 
+    def generation_inputs(self, images, instructions: list[str], max_instruction_length: int = 128) -> BatchFeature:
+        """Inputs for `generate` with one instruction per image: `[pad][image placeholders][BOS instruction]`,
+        *left*-padded so every row's next token comes right after its own prompt.
+
+        Returns a `BatchFeature` with `pixel_values` (batch, 3, H, W), `input_ids`/`attention_mask`
+        (batch, prompt_len) and `qformer_input_ids`/`qformer_attention_mask` (batch, q_len).
+        """
+        pixel_values = self.preprocess_images(images)
+        if len(instructions) != pixel_values.shape[0]:
+            raise ValueError(f"Got {pixel_values.shape[0]} images but {len(instructions)} instructions; one each.")
+        pad = self._pad_id()
+        prompts = [self._instruction_ids(instruction, max_instruction_length) for instruction in instructions]
+        longest = max(len(prompt) for prompt in prompts)
+        features = {
+            "pixel_values": pixel_values,
+            "input_ids": torch.tensor([[pad] * (longest - len(p)) + p for p in prompts]),
+            "attention_mask": torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts]),
+        }
+        features.update(self._qformer_text(list(instructions), max_instruction_length))
+        return BatchFeature(features)
+
     def training_features(
         self,
         instructions: list[str],
@@ -276,9 +333,12 @@ __all__ = [
     "ANSWER_PREFIX",
     "CATEGORICAL_INSTRUCTION",
     "CATEGORICAL_INSTRUCTION_VARIANTS",
+    "EMOTION_WORDS",
+    "EXPLANATION_PRESETS",
     "REASONING_QUESTION",
     "EmoVitProcessor",
     "format_answer",
     "format_categorical_instruction",
+    "mentioned_emotions",
     "parse_emotion_answer",
 ]

@@ -30,6 +30,9 @@ def test_card_is_metadata_then_body(tmp_path):
     header, body = text[4:].split("---\n", 1)
     assert yaml.safe_load(header) == {"library_name": "transformers", "tags": ["emovit"], "base_model": "x/y"}
     assert body.lstrip().startswith("# Title") and 'from_pretrained("me/model", trust_remote_code=True)' in body
+    # the pipeline one-liner comes first
+    one_liner = 'pipeline("visual-emotion-recognition", model="me/model", trust_remote_code=True)'
+    assert one_liner in body and body.index(one_liner) < body.index("from_pretrained")
     assert [p.name for p in tmp_path.iterdir()] == ["README.md"]  # no temporary file left beside it
 
 

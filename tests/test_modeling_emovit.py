@@ -498,3 +498,69 @@ def test_lora_adds_trainable_adapters_and_merges_into_a_plain_model(tiny_model, 
     assert torch.allclose(adapted, merged, atol=1e-4)
     with pytest.raises(ValueError, match="no LoRA adapters"):
         tiny_model.merge_lora()
+
+
+def test_left_padded_generation_equals_one_prompt_at_a_time(tiny_model, tiny_processor, images):
+    """explain() batches questions of different lengths; left padding must not change any row's output."""
+    questions = ["Why?", "What in this picture makes a viewer feel the way it does, and why exactly?"]
+    batch = tiny_processor.generation_inputs(images[:2], questions)
+    together = tiny_model.generate(**batch, do_sample=False, max_new_tokens=12,
+                                   pad_token_id=tiny_processor.tokenizer.pad_token_id)[:, batch["input_ids"].shape[1]:]
+    for row, question in enumerate(questions):
+        alone = tiny_processor.generation_inputs(images[row : row + 1], [question])
+        ids = tiny_model.generate(**alone, do_sample=False, max_new_tokens=12)[:, alone["input_ids"].shape[1]:]
+        assert together[row].tolist() == ids[0].tolist()
+
+
+def test_explain_gives_classify_labels_and_deterministic_batched_explanations(tiny_model, tiny_processor):
+    pictures = random_images(5, seed=3)
+    result = tiny_model.explain(pictures, tiny_processor, max_new_tokens=16, batch_size=2)
+    scored = tiny_model.classify(pictures, tiny_processor, method="score")
+    assert result.labels == scored.labels and torch.allclose(result.scores, scored.scores, atol=1e-6)
+    assert len(result.explanations) == len(result.mentioned) == len(result.agreement) == 5
+    assert all(isinstance(text, str) and text for text in result.explanations)
+    again = tiny_model.explain(pictures, tiny_processor, max_new_tokens=16, batch_size=5)
+    assert again.explanations == result.explanations  # greedy: the batch size and a rerun change nothing
+    rows = result.rows(tiny_model.config.emotion_labels, top_k=3)
+    assert [row["label"] for row in rows] == result.labels
+    for row, probabilities in zip(rows, result.scores):
+        assert [entry["score"] for entry in row["scores"]] == sorted(probabilities.tolist(), reverse=True)[:3]
+        assert row["scores"][0]["label"] == row["label"]
+    generated = tiny_model.explain(pictures[:2], tiny_processor, method="generate", preset="humour", max_new_tokens=8)
+    assert generated.labels == tiny_model.classify(pictures[:2], tiny_processor, method="generate").labels
+    with pytest.raises(ValueError, match="Unknown explanation preset 'joke'"):
+        tiny_model.explain(pictures, tiny_processor, preset="joke")
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        tiny_model.explain(pictures, tiny_processor, max_new_tokens=0)
+
+
+def test_an_explanation_naming_another_emotion_is_flagged(tiny_model, tiny_processor, images, caplog):
+    """Fit one image to answer 'fear' and to explain its fear with sadness: explain() must say they disagree."""
+    from modeling_emovit import EXPLANATION_PRESETS
+
+    question = EXPLANATION_PRESETS["label"].replace("{emotion}", "fear")
+    tiny_model.freeze_for_instruction_tuning()
+    optimizer = torch.optim.AdamW([p for p in tiny_model.parameters() if p.requires_grad], lr=3e-3)
+    batch = tiny_processor.training_features([tiny_processor.categorical_instruction, question],
+                                             ["Predict emotion: fear", "the rain makes it sad"], images=images[:1] * 2)
+    tiny_model.train()
+    for _ in range(80):
+        optimizer.zero_grad()
+        tiny_model(**batch).loss.backward()
+        optimizer.step()
+    tiny_model.eval()
+    with caplog.at_level("WARNING"):
+        result = tiny_model.explain(images[:1], tiny_processor, max_new_tokens=12)
+    assert result.labels == ["fear"] and result.explanations == ["the rain makes it sad"]
+    assert result.mentioned == [["sadness"]] and result.agreement == ["names_other"]
+    assert "1 of 1 explanations name another emotion than their label (images [0])" in caplog.text
+
+
+@pytest.mark.parametrize(("label", "mentioned", "expected"), [
+    ("fear", ["fear"], "agrees"), ("fear", ["sadness"], "names_other"), ("fear", ["fear", "awe"], "names_other"),
+    ("fear", [], "names_none"), (None, ["fear"], "no_label"),
+])
+def test_agreement_of(label, mentioned, expected):
+    from modeling_emovit.modeling_emovit import agreement_of
+
+    assert agreement_of(label, mentioned) == expected

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 from modeling_emovit import EmoVitProcessor
@@ -45,3 +46,30 @@ def test_high_bit_depth_images_follow_the_one_image_rule(tiny_processor):
     unit = Image.fromarray(np.full((40, 40), 128 / 255, dtype=np.float32))  # mode F, 0.0-1.0
     pixels = tiny_processor.preprocess_images([grey, deep, unit])
     assert torch.allclose(pixels[1], pixels[0]) and torch.allclose(pixels[2], pixels[0])
+
+
+def test_mentioned_emotions_finds_labels_and_their_word_forms_in_order():
+    from modeling_emovit import EMOSET_EMOTIONS, mentioned_emotions
+
+    text = "A sad, rainy street; nothing scary, though the Anger of the crowd shows. Not awesome, just content."
+    assert mentioned_emotions(text, EMOSET_EMOTIONS) == ["sadness", "fear", "anger"]
+    assert mentioned_emotions("awe-inspiring mountains", EMOSET_EMOTIONS) == ["awe"]
+    assert mentioned_emotions("sadly, nothing here", EMOSET_EMOTIONS) == []  # whole words only
+    assert mentioned_emotions("", EMOSET_EMOTIONS) == []
+    assert mentioned_emotions("pure joy and some calm", ["joy", "calm", "sadness"]) == ["joy", "calm"]
+
+
+def test_generation_inputs_left_pad_each_images_own_instruction(tiny_processor, images):
+    short, long = "Why?", "Why does this picture feel the way it does, and what in it makes it so?"
+    inputs = tiny_processor.generation_inputs(images[:2], [short, long])
+    mask, ids = inputs["attention_mask"], inputs["input_ids"]
+    assert mask.shape == ids.shape and mask[1].all() and not mask[0].all()
+    padding = int((mask[0] == 0).sum())
+    assert mask[0, :padding].sum() == 0 and mask[0, padding:].all()  # padding only on the left
+    assert (ids[0, :padding] == tiny_processor.tokenizer.pad_token_id).all()
+    for row, instruction in enumerate([short, long]):
+        expected = tiny_processor._instruction_ids(instruction, 128)
+        assert ids[row][mask[row].bool()].tolist() == expected
+    assert inputs["qformer_input_ids"].shape[0] == 2 and inputs["pixel_values"].shape[0] == 2
+    with pytest.raises(ValueError, match="2 images but 1 instructions"):
+        tiny_processor.generation_inputs(images[:2], [short])

@@ -73,7 +73,8 @@ def test_training_run_end_to_end(tiny_dir, synthetic_root, instructions_dir, tmp
     allowed = ("qformer.", "query_tokens", "language_projection.", "vision_model.post_layernorm.")
     assert all(name.startswith(allowed) for name in changed), sorted(changed)[:5]
     # the output folder is complete: weights, processor, card with the loss curve, remote code
-    for name in ("model.safetensors", "processor_config.json", "README.md", "loss_curve.png", "modeling_emovit.py"):
+    for name in ("model.safetensors", "processor_config.json", "README.md", "loss_curve.png", "modeling_emovit.py",
+                 "pipeline_emovit.py"):
         assert (tmp_path / "run" / name).exists(), name
     card = (tmp_path / "run" / "README.md").read_text()
     assert "Trainable (Q-Former side)" in card

@@ -30,6 +30,13 @@ def test_card_has_metadata_usage_data_hyperparameters_and_results(tmp_path):
     assert metadata["library_name"] == "transformers" and "emovit" in metadata["tags"]
     assert "# EmoVIT: emovit-run" in text and "of `base`" in text and "Labels: awe, fear." in text
     assert 'from_pretrained("emovit-run", trust_remote_code=True)' in text
+    use = text.split("## Use", 1)[1]  # the pipeline one-liner is the first thing under "Use"
+    assert use.lstrip().startswith("```python\nfrom transformers import pipeline\n\nclassifier = pipeline("
+                                   '"visual-emotion-recognition", model="emovit-run", trust_remote_code=True)')
+    training_args.hub_model_id = "me/emovit-run"
+    assert 'model="me/emovit-run"' in write_training_card(
+        folder, model, ModelArguments(model_name_or_path="base"), DataArguments(dataset="data/x"), training_args,
+        {"trainable": 1, "total": 2}, {"categorical": 1}, {}).read_text()
     assert "categorical: 3, reasoning: 2" in text and "curriculum: `categorical,reasoning`" in text
     assert "Trainable (Q-Former side + LoRA): 1,234 of 100,000 parameters." in text
     assert "| learning rate | 0.001 (cosine, warmup ratio 0.03) |" in text and "| length | max steps 7 |" in text

@@ -57,7 +57,7 @@ Visual emotion instruction tuning (EmoVIT, CVPR 2024) of `{model_args.model_name
 
 ## Use
 
-{usage_snippet(output_dir.name)}
+{usage_snippet(training_args.hub_model_id or output_dir.name)}
 
 ## Data
 
