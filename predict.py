@@ -105,6 +105,10 @@ def print_summary(summary: dict, args: PredictArguments, out) -> None:
                                           if args.method == "generate" else ""), file=out)
     if "agreement_counts" in summary:
         print("explanations: " + ", ".join(f"{k} {v}" for k, v in summary["agreement_counts"].items()), file=out)
+        if summary["names_other"]:
+            print(f"explanations naming another emotion than their label (\"agreement\": \"names_other\"): "
+                  f"{', '.join(summary['names_other'][:5])}{' ...' if len(summary['names_other']) > 5 else ''}",
+                  file=out)
     if summary["skipped"]:
         print(f"skipped {summary['num_skipped']} images (lines with \"error\" in the output):", file=out)
         for line in summary["skipped"][:10]:

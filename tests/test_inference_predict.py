@@ -93,3 +93,23 @@ def test_arguments_refuse_bad_values_by_name(flags, message):
 def test_output_that_is_a_folder_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"--output '.*' is a folder; pass a file name"):
         PredictArguments(model="m", output=str(tmp_path))
+
+
+def test_explain_lines_are_explain_rows(photo_folder, tiny_dir, tiny_model, tiny_processor):
+    root, expected = photo_folder
+    paths = expected["readable"][:3] + [str(root / "bad" / "empty.png")]
+    args = PredictArguments(model=str(tiny_dir), explain=True, preset="free", top_k=2, max_new_tokens=8)
+    lines, summary = predict_images(args, find_images(paths))
+    reference = tiny_model.explain([read_image(path) for path in paths[:3]], tiny_processor, preset="free",
+                                   max_new_tokens=8)
+    rows = reference.rows(list(tiny_model.config.emotion_labels), top_k=2)
+    assert [line["path"] for line in lines] == sorted(paths)
+    explained = [line for line in lines if "error" not in line]
+    for line, row in zip(explained, rows):
+        assert set(line) == {"path", "label", "scores", "explanation", "mentioned", "agreement"}
+        assert {k: v for k, v in line.items() if k not in ("path", "scores")} == {
+            k: v for k, v in row.items() if k != "scores"}
+        assert [s["label"] for s in line["scores"]] == [s["label"] for s in row["scores"]]
+        assert [s["score"] for s in line["scores"]] == pytest.approx([s["score"] for s in row["scores"]], abs=1e-5)
+    assert summary["num_skipped"] == 1 and sum(summary["agreement_counts"].values()) == 3
+    assert summary["names_other"] == [line["path"] for line in explained if line["agreement"] == "names_other"]

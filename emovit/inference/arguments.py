@@ -4,12 +4,9 @@ import os
 from dataclasses import dataclass, field
 
 from emovit.evaluation.arguments import DTYPES, METHODS
+from modeling_emovit import EXPLANATION_PRESETS
 
 from .files import DEFAULT_MAX_IMAGE_PIXELS
-
-
-# The question presets of `EmoVitForConditionalGeneration.explain` (its `EXPLANATION_PRESETS`).
-PRESETS = ("label", "free", "humour")
 
 
 @dataclass
@@ -39,13 +36,13 @@ class PredictArguments:
     )
     preset: str | None = field(
         default=None,
-        metadata={"help": f"With --explain, the question asked: {list(PRESETS)} (default label: why the predicted "
+        metadata={"help": f"With --explain, the question asked: {list(EXPLANATION_PRESETS)} (default label: why the predicted "
                           "emotion; free: which emotion and why; humour: why the image is funny)."},
     )
     max_new_tokens: int | None = field(
         default=None,
-        metadata={"help": "Generation budget of the explanation (--explain) or of the answer (--method generate); "
-                          "default: the model's."},
+        metadata={"help": "Generation budget of the explanation (--explain; default 128) or, without --explain, of "
+                          "the answer of --method generate (default: the longest label answer plus a margin)."},
     )
     batch_size: int = field(default=8, metadata={"help": "Images per forward pass (per process)."})
     dtype: str = field(default="float32", metadata={"help": f"Model weights dtype: {list(DTYPES)}."})
@@ -72,8 +69,8 @@ class PredictArguments:
         if self.preset is not None and not self.explain:
             raise ValueError(f"--preset {self.preset} chooses the explanation's question; add --explain, or leave "
                              "--preset out.")
-        if self.preset is not None and self.preset not in PRESETS:
-            raise ValueError(f"--preset is {self.preset!r}; use one of {list(PRESETS)}.")
+        if self.preset is not None and self.preset not in EXPLANATION_PRESETS:
+            raise ValueError(f"--preset is {self.preset!r}; use one of {list(EXPLANATION_PRESETS)}.")
         if self.max_new_tokens is not None and not self.explain and self.method != "generate":
             raise ValueError(f"--max_new_tokens {self.max_new_tokens} bounds generated text, and --method score "
                              "without --explain generates none; add --explain or --method generate, or leave it out.")

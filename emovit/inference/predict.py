@@ -6,8 +6,9 @@ concatenates the shares in rank order, so the main process holds the lines in fi
 as a one-process run gives them.
 
 A line is `{"path", "label", "scores": [{"label", "score"}, ...]}` with the scores sorted from most to least likely
-(`top_k` of them), plus `"text"` (the generated answer, `--method generate`) and, with `explain`, `"explanation"`,
-`"mentioned"` and `"agreement"` as [`EmoVitForConditionalGeneration.explain`] gives them. An image that cannot be
+(`top_k` of them), plus `"text"` (the generated answer, `--method generate`), or, with `explain`, `"explanation"`,
+`"mentioned"` and `"agreement"` as [`EmoVitForConditionalGeneration.explain`] gives them (explain keeps the label
+of a generated answer, not its text). An image that cannot be
 read, or that the processor refuses (e.g. 1x1 pixels), gets `{"path", "error"}` with the reason instead: the output
 has one line per image found, and the summary counts and lists the skipped ones.
 """
@@ -99,16 +100,14 @@ def model_rows(model, processor, images: list, args: PredictArguments) -> list[d
         with torch.inference_mode():
             result = model.explain(images, processor, preset=args.preset or "label", method=args.method,
                                    batch_size=args.batch_size, **options)
-        rows = result.rows(top_k=args.top_k)
-        texts = getattr(result, "texts", None)
-    else:
-        result = model.classify(images, processor, method=args.method, max_new_tokens=args.max_new_tokens,
-                                batch_size=args.batch_size)
-        rows = [{"label": label, "scores": ranked_scores(scores, model.config.emotion_labels, args.top_k)}
-                for label, scores in zip(result.labels, result.scores.tolist())]
-        texts = result.texts
-    if args.method == "generate" and texts is not None:
-        for row, text in zip(rows, texts):
+        # explain() classifies first and keeps the label, not the answer text: lines have no "text" here.
+        return result.rows(list(model.config.emotion_labels), top_k=args.top_k)
+    result = model.classify(images, processor, method=args.method, max_new_tokens=args.max_new_tokens,
+                            batch_size=args.batch_size)
+    rows = [{"label": label, "scores": ranked_scores(scores, model.config.emotion_labels, args.top_k)}
+            for label, scores in zip(result.labels, result.scores.tolist())]
+    if args.method == "generate":
+        for row, text in zip(rows, result.texts):
             row["text"] = text
     return rows
 
@@ -121,8 +120,8 @@ def ranked_scores(scores: list[float], labels: list[str], top_k: int | None = No
 
 def summarise(lines: list[dict], files: ImageFiles, seconds: float, num_processes: int, labels: list[str]) -> dict:
     """The run in numbers: images found, predicted and skipped (each with its reason), how often each label was
-    predicted (most frequent first), invalid generated answers, explanation agreement counts (with --explain), the
-    files passed over by extension, and the speed."""
+    predicted (most frequent first), invalid generated answers, with --explain the agreement counts and the images
+    whose explanation names another emotion, the files passed over by extension, and the speed."""
     predicted = [line for line in lines if "error" not in line]
     counts = Counter(line["label"] for line in predicted if line["label"] is not None)
     summary = {
@@ -139,6 +138,8 @@ def summarise(lines: list[dict], files: ImageFiles, seconds: float, num_processe
     }
     if any("agreement" in line for line in predicted):
         summary["agreement_counts"] = dict(Counter(line["agreement"] for line in predicted))
+        # An explanation that names another emotion than its label contradicts the prediction: named, not averaged.
+        summary["names_other"] = [line["path"] for line in predicted if line["agreement"] == "names_other"]
     return summary
 
 
