@@ -163,9 +163,9 @@ def eval_score_run(tmp_path_factory, run_evaluation, eval_emoset_dir):
 
 @pytest.fixture(scope="session")
 def photo_folder(tmp_path_factory):
-    """A folder as a person's photos come: 8 readable images in several modes and formats, some in sub-folders
-    (RGB JPEG, greyscale PNG, RGBA PNG, CMYK JPEG, 16-bit PNG, palette GIF, WebP, 16-bit TIFF), 4 files that cannot be
-    predicted under bad/ (text named .jpg, a truncated JPEG, an empty PNG, a 1x1 PNG) and a text file. Returns
+    """A folder as a person's photos come: 9 readable images in several modes and formats, some in sub-folders
+    (RGB JPEG, greyscale PNG, RGBA PNG, CMYK JPEG, 16-bit PNG, palette GIF, WebP, 16-bit TIFF, BMP), 4 files that
+    cannot be predicted under bad/ (text named .jpg, a truncated JPEG, an empty PNG, a 1x1 PNG) and a text file. Returns
     (folder, {"readable": [paths], "unreadable": {path: words its reason contains}}), paths sorted. Read-only."""
     root = tmp_path_factory.mktemp("photos")
     (root / "nested" / "deeper").mkdir(parents=True)
@@ -182,6 +182,7 @@ def photo_folder(tmp_path_factory):
     rgb[1].convert("P").save(root / "f_palette.gif")
     rgb[2].save(root / "nested" / "deeper" / "g.webp")
     Image.fromarray(grey16).save(root / "nested" / "h_16bit.tif")
+    rgb[2].resize((64, 30)).save(root / "nested" / "i.bmp")
     (root / "notes.txt").write_text("not an image")
     (root / "bad" / "text.jpg").write_text("this is text, not a JPEG")
     random_images(1, seed=3, size=(64, 64))[0].save(root / "bad" / "truncated.jpg", quality=95)

@@ -25,7 +25,7 @@ def test_globs_files_and_folders_mix_sorted_once_each(photo_folder, monkeypatch)
     files = find_images(["nested", "./nested/h_16bit.tif", "*.jpg", "**/*.webp", "nested//deeper/g.webp", "n*"])
     # Relative arguments give relative paths, normalised; the folder, the file and the patterns overlap.
     assert files.paths == ["a_rgb.jpg", "d_cmyk.jpg", os.path.join("nested", "deeper", "g.webp"),
-                           os.path.join("nested", "h_16bit.tif")]
+                           os.path.join("nested", "h_16bit.tif"), os.path.join("nested", "i.bmp")]
     assert files.not_images == ["notes.txt"]  # matched by "n*"
     absolute = find_images([str(root / "**" / "*.png")])
     assert absolute.paths == sorted(str(p) for p in root.rglob("*.png"))  # `**` crosses folders, bad/ included

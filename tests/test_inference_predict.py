@@ -38,12 +38,12 @@ def test_one_line_per_image_equal_to_classify_and_bad_images_skipped_with_reason
         assert words in skipped[path] and (words == "1x1" or path in skipped[path])
     assert "processor refused this 1x1 image" in skipped[str(root / "bad" / "one_pixel.png")]
 
-    assert summary["num_images"] == 12 and summary["num_predicted"] == 8 and summary["num_skipped"] == 4
+    assert summary["num_images"] == 13 and summary["num_predicted"] == 9 and summary["num_skipped"] == 4
     assert summary["skipped"] == [{"path": path, "error": skipped[path]} for path in sorted(skipped)]
-    assert sum(summary["label_counts"].values()) == 8
+    assert sum(summary["label_counts"].values()) == 9
     assert list(summary["label_counts"].values()) == sorted(summary["label_counts"].values(), reverse=True)
     assert summary["not_images"] == [str(root / "notes.txt")] and summary["num_processes"] == 1
-    assert summary["images_per_second"] == pytest.approx(8 / summary["seconds"])
+    assert summary["images_per_second"] == pytest.approx(9 / summary["seconds"])
 
 
 def test_generate_lines_carry_the_answer_text(photo_folder, tiny_dir, tiny_model, tiny_processor):

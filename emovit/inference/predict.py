@@ -19,7 +19,7 @@ import time
 from collections import Counter
 
 import torch
-from accelerate import PartialState
+from accelerate import Accelerator
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
@@ -37,18 +37,18 @@ logger = logging.getLogger(__name__)
 def predict_images(args: PredictArguments, files: ImageFiles) -> tuple[list[dict] | None, dict | None]:
     """Predicts on `files.paths` with the model `args.model`. Returns the lines (file order) and the summary (see
     `summarise`) on the main process, and (None, None) on the others; every process of a launch must call it."""
-    state = PartialState()
+    accelerator = Accelerator()  # reads the launch's settings (processes, device; ACCELERATE_USE_CPU under torchrun)
 
     # ---- model
     model, processor = load_model(args.model, DTYPES[args.dtype])
-    model.to(state.device)
+    model.to(accelerator.device)
 
     # ---- prediction, this process's share
-    with state.split_between_processes(files.paths) as share:
+    with accelerator.split_between_processes(files.paths) as share:
         share = list(share)
     started = time.perf_counter()
     progress = tqdm(total=len(share), unit="img", desc="explaining" if args.explain else "predicting",
-                    disable=not state.is_local_main_process)
+                    disable=not accelerator.is_local_main_process)
     lines = []
     for start in range(0, len(share), args.batch_size):
         lines += predict_batch(model, processor, share[start : start + args.batch_size], args)
@@ -58,10 +58,10 @@ def predict_images(args: PredictArguments, files: ImageFiles) -> tuple[list[dict
     # ---- all shares, in file order, on the main process
     lines = gather_object(lines)
     seconds = time.perf_counter() - started
-    if not state.is_main_process:
+    if not accelerator.is_main_process:
         return None, None
     assert [line["path"] for line in lines] == files.paths, "gathered lines out of file order"
-    return lines, summarise(lines, files, seconds, state.num_processes, list(model.config.emotion_labels))
+    return lines, summarise(lines, files, seconds, accelerator.num_processes, list(model.config.emotion_labels))
 
 
 def predict_batch(model, processor, paths: list[str], args: PredictArguments) -> list[dict]:
