@@ -76,8 +76,9 @@ def test_lines_equal_classify_and_the_summary_counts_labels_and_skips(one_proces
 
 
 def test_two_processes_write_the_same_file_as_one(tmp_path, one_process_run, tiny_dir, photo_folder):
-    """torchrun with 2 CPU processes (gloo), the arguments from one JSON file: the processes take 7 and 6 of the 13 files
-    in batches of 3 (so their batches differ from the one-process run's), and the main process alone writes the gathered lines and prints the summary."""
+    """torchrun with 2 CPU processes (gloo), the arguments from one JSON file: the processes take 7 and 6 of the 13
+    files in batches of 3 (so their batches differ from the one-process run's), and the main process alone writes the
+    gathered lines and prints the summary."""
     torchrun = Path(sys.executable).parent / "torchrun"
     if not torchrun.exists():
         pytest.skip("torchrun is not installed next to this Python")

@@ -36,8 +36,8 @@ class PredictArguments:
     )
     preset: str | None = field(
         default=None,
-        metadata={"help": f"With --explain, the question asked: {list(EXPLANATION_PRESETS)} (default label: why the predicted "
-                          "emotion; free: which emotion and why; humour: why the image is funny)."},
+        metadata={"help": f"With --explain, the question asked: {list(EXPLANATION_PRESETS)} (default label: why the "
+                          "predicted emotion; free: which emotion and why; humour: why the image is funny)."},
     )
     max_new_tokens: int | None = field(
         default=None,

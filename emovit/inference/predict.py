@@ -8,13 +8,12 @@ as a one-process run gives them.
 A line is `{"path", "label", "scores": [{"label", "score"}, ...]}` with the scores sorted from most to least likely
 (`top_k` of them), plus `"text"` (the generated answer, `--method generate`), or, with `explain`, `"explanation"`,
 `"mentioned"` and `"agreement"` as [`EmoVitForConditionalGeneration.explain`] gives them (explain keeps the label
-of a generated answer, not its text). An image that cannot be
-read, or that the processor refuses (e.g. 1x1 pixels), gets `{"path", "error"}` with the reason instead: the output
-has one line per image found, and the summary counts and lists the skipped ones.
+of a generated answer, not its text). An image that cannot be read, or that the processor refuses (e.g. 1x1 pixels),
+gets `{"path", "error"}` with the reason instead: the output has one line per image found, and the summary counts
+and lists the skipped ones.
 """
 
 import json
-import logging
 import time
 from collections import Counter
 
@@ -29,9 +28,6 @@ from modeling_emovit.io_utils import atomic_write_text
 from .arguments import PredictArguments
 from .files import ImageFiles, read_image
 from .loading import load_model
-
-
-logger = logging.getLogger(__name__)
 
 
 def predict_images(args: PredictArguments, files: ImageFiles) -> tuple[list[dict] | None, dict | None]:
@@ -121,7 +117,8 @@ def ranked_scores(scores: list[float], labels: list[str], top_k: int | None = No
 def summarise(lines: list[dict], files: ImageFiles, seconds: float, num_processes: int, labels: list[str]) -> dict:
     """The run in numbers: images found, predicted and skipped (each with its reason), how often each label was
     predicted (most frequent first), invalid generated answers, with --explain the agreement counts and the images
-    whose explanation names another emotion, the files passed over by extension, and the speed."""
+    whose explanation names another emotion, the files passed over by extension, and the speed (images predicted
+    per second of reading and predicting; model loading left out)."""
     predicted = [line for line in lines if "error" not in line]
     counts = Counter(line["label"] for line in predicted if line["label"] is not None)
     summary = {
@@ -129,7 +126,8 @@ def summarise(lines: list[dict], files: ImageFiles, seconds: float, num_processe
         "num_predicted": len(predicted),
         "num_skipped": len(lines) - len(predicted),
         "skipped": [line for line in lines if "error" in line],
-        "label_counts": {label: counts[label] for label in sorted(counts, key=lambda l: (-counts[l], labels.index(l)))},
+        "label_counts": {label: counts[label]
+                         for label in sorted(counts, key=lambda label: (-counts[label], labels.index(label)))},
         "num_invalid": sum(line["label"] is None for line in predicted),
         "not_images": files.not_images,
         "seconds": seconds,
