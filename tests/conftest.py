@@ -156,3 +156,43 @@ def run_evaluation(tiny_dir):
 def eval_score_run(tmp_path_factory, run_evaluation, eval_emoset_dir):
     """The `score` run on `eval_emoset_dir`'s test split: (metrics, predictions lines, output folder)."""
     return run_evaluation(tmp_path_factory.mktemp("eval-score"), eval_emoset_dir)
+
+
+# ----------------------------------------------------------------------------------------------------- prediction
+
+
+@pytest.fixture(scope="session")
+def photo_folder(tmp_path_factory):
+    """A folder as a person's photos come: 9 readable images in several modes and formats, some in sub-folders
+    (RGB JPEG, greyscale PNG, RGBA PNG, CMYK JPEG, 16-bit PNG, palette GIF, WebP, 16-bit TIFF, BMP), 4 files that
+    cannot be predicted under bad/ (text named .jpg, a truncated JPEG, an empty PNG, a 1x1 PNG) and a text file. Returns
+    (folder, {"readable": [paths], "unreadable": {path: words its reason contains}}), paths sorted. Read-only."""
+    root = tmp_path_factory.mktemp("photos")
+    (root / "nested" / "deeper").mkdir(parents=True)
+    (root / "bad").mkdir()
+    rgb = random_images(3, seed=7, size=(48, 40))
+    grey16 = np.random.default_rng(1).integers(0, 65536, (30, 34), dtype=np.uint16)
+    rgb[0].save(root / "a_rgb.jpg")
+    rgb[1].convert("L").save(root / "b_grey.png")
+    rgba = rgb[2].convert("RGBA")
+    rgba.putalpha(128)
+    rgba.save(root / "c_rgba.png")
+    rgb[0].convert("CMYK").save(root / "d_cmyk.jpg")
+    Image.fromarray(grey16).save(root / "e_16bit.png")
+    rgb[1].convert("P").save(root / "f_palette.gif")
+    rgb[2].save(root / "nested" / "deeper" / "g.webp")
+    Image.fromarray(grey16).save(root / "nested" / "h_16bit.tif")
+    rgb[2].resize((64, 30)).save(root / "nested" / "i.bmp")
+    (root / "notes.txt").write_text("not an image")
+    (root / "bad" / "text.jpg").write_text("this is text, not a JPEG")
+    random_images(1, seed=3, size=(64, 64))[0].save(root / "bad" / "truncated.jpg", quality=95)
+    data = (root / "bad" / "truncated.jpg").read_bytes()
+    (root / "bad" / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (root / "bad" / "empty.png").write_bytes(b"")
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(root / "bad" / "one_pixel.png")
+    readable = sorted(str(path) for path in root.rglob("*") if path.is_file() and "bad" not in path.parts
+                      and path.suffix != ".txt")
+    unreadable = {str(root / "bad" / "empty.png"): "empty", str(root / "bad" / "one_pixel.png"): "1x1",
+                  str(root / "bad" / "text.jpg"): "could not be read",
+                  str(root / "bad" / "truncated.jpg"): "could not be read"}
+    return root, {"readable": readable, "unreadable": unreadable}
