@@ -14,6 +14,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_emovit import EMOSET_EMOTIONS, EmoVitConfig, validate_emotion_labels
 from .modeling_emovit import (
+    CLASSIFY_METHODS,
     EmotionExplanation,
     EmotionPrediction,
     EmoVitForConditionalGeneration,
@@ -54,6 +55,7 @@ EmoVitProcessor.register_for_auto_class("AutoProcessor")
 __all__ = [
     "ANSWER_PREFIX",
     "CATEGORICAL_INSTRUCTION",
+    "CLASSIFY_METHODS",
     "CATEGORICAL_INSTRUCTION_VARIANTS",
     "EMOSET_EMOTIONS",
     "EMOTION_WORDS",

@@ -25,6 +25,10 @@ from .processing_emovit import EXPLANATION_PRESETS, mentioned_emotions, parse_em
 
 logger = logging.get_logger(__name__)
 
+# How `classify` (and everything built on it) picks a label: by scoring every label's answer, or by parsing a generated
+# one.
+CLASSIFY_METHODS = ("score", "generate")
+
 
 @dataclass
 class EmotionPrediction:
@@ -480,8 +484,8 @@ class EmoVitForConditionalGeneration(InstructBlipForConditionalGeneration, Gener
             batch_size: images per forward pass. Memory is bounded by the batch, not by the length of `images`;
                 the result does not depend on it.
         """
-        if method not in ("score", "generate"):
-            raise ValueError(f"Unknown classification method {method!r}; use 'score' or 'generate'.")
+        if method not in CLASSIFY_METHODS:
+            raise ValueError(f"Unknown classification method {method!r}; use one of {list(CLASSIFY_METHODS)}.")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
         self.check_processor(processor)
@@ -601,6 +605,7 @@ class EmoVitForConditionalGeneration(InstructBlipForConditionalGeneration, Gener
 
 
 __all__ = [
+    "CLASSIFY_METHODS",
     "EmotionExplanation",
     "EmoVitForConditionalGeneration",
     "EmoVitForConditionalGenerationModelOutput",

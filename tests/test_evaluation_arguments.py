@@ -3,8 +3,9 @@
 import pytest
 from transformers import HfArgumentParser
 
-from emovit.evaluation.arguments import DTYPES, METHODS, EvalArguments
-from modeling_emovit import CATEGORICAL_INSTRUCTION_VARIANTS
+from emovit.evaluation.arguments import EvalArguments
+from emovit.inference.loading import DTYPES
+from modeling_emovit import CATEGORICAL_INSTRUCTION_VARIANTS, CLASSIFY_METHODS
 
 
 def arguments(**overrides):
@@ -15,7 +16,7 @@ def test_defaults():
     args = arguments()
     assert (args.split, args.method, args.batch_size, args.label_map, args.prompt_variants, args.dtype,
             args.max_images) == ("test", "score", 16, None, 1, "float32", None)
-    assert METHODS == ("score", "generate") and list(DTYPES) == ["float32", "bfloat16", "float16"]
+    assert CLASSIFY_METHODS == ("score", "generate") and list(DTYPES) == ["float32", "bfloat16", "float16"]
 
 
 def test_unknown_method_is_refused():

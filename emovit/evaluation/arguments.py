@@ -3,15 +3,12 @@ callers that evaluate in-process (train.py's held-out evaluation)."""
 
 from dataclasses import dataclass, field
 
-import torch
-
-from modeling_emovit import CATEGORICAL_INSTRUCTION_VARIANTS
+from emovit.inference.loading import DTYPES
+from modeling_emovit import CATEGORICAL_INSTRUCTION_VARIANTS, CLASSIFY_METHODS
 
 from .labels import LABEL_MAP_PRESETS
 
 
-METHODS = ("score", "generate")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -40,8 +37,8 @@ class EvalArguments:
     max_images: int | None = field(default=None, metadata={"help": "Evaluate only the first N images (smoke runs)."})
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"--method is {self.method!r}; use one of {list(METHODS)}.")
+        if self.method not in CLASSIFY_METHODS:
+            raise ValueError(f"--method is {self.method!r}; use one of {list(CLASSIFY_METHODS)}.")
         if self.dtype not in DTYPES:
             raise ValueError(f"--dtype is {self.dtype!r}; use one of {list(DTYPES)}.")
         if self.batch_size < 1:

@@ -25,9 +25,9 @@ from modeling_emovit import (
     format_categorical_instruction,
 )
 
-from emovit.inference.loading import load_model
+from emovit.inference.loading import DTYPES, load_model
 
-from .arguments import DTYPES, EvalArguments
+from .arguments import EvalArguments
 from .data import EvalData, load_eval_data
 from .labels import map_scores, reference_indices, resolve_label_map, target_indices
 from .report import prediction_line, write_report

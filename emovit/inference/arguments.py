@@ -3,7 +3,8 @@
 import os
 from dataclasses import dataclass, field
 
-from emovit.evaluation.arguments import DTYPES, METHODS
+from emovit.inference.loading import DTYPES
+from modeling_emovit import CLASSIFY_METHODS
 from modeling_emovit import EXPLANATION_PRESETS
 
 from .files import DEFAULT_MAX_IMAGE_PIXELS
@@ -53,8 +54,8 @@ class PredictArguments:
     )
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"--method is {self.method!r}; use one of {list(METHODS)}.")
+        if self.method not in CLASSIFY_METHODS:
+            raise ValueError(f"--method is {self.method!r}; use one of {list(CLASSIFY_METHODS)}.")
         if self.dtype not in DTYPES:
             raise ValueError(f"--dtype is {self.dtype!r}; use one of {list(DTYPES)}.")
         for name in ("batch_size", "max_image_pixels"):

@@ -19,13 +19,10 @@ import gradio as gr
 import torch
 from PIL import Image
 
-from modeling_emovit import EXPLANATION_PRESETS, EmoVitForConditionalGeneration, EmoVitProcessor
+from modeling_emovit import CLASSIFY_METHODS, EXPLANATION_PRESETS, EmoVitForConditionalGeneration, EmoVitProcessor
 from modeling_emovit.io_utils import open_image
 
 
-# classify()'s methods. (emovit.evaluation.arguments has the same tuple; importing it from there would make the
-# evaluation and inference packages import each other.)
-METHODS = ("score", "generate")
 NO_EXPLANATION = "none"
 # What the explanation choice shows for each preset of `explain()`; a preset not named here shows its own name.
 PRESET_TITLES = {
@@ -114,8 +111,8 @@ def predict_image(model: EmoVitForConditionalGeneration, processor: EmoVitProces
     - the details as a dict: `label`, `scores` (`[{"label", "score"}]`, high to low), `method`, `answer` (the generated
       answer, `generate` only), and with an explanation `explanation`, `mentioned`, `agreement`.
     """
-    if method not in METHODS:
-        raise gr.Error(f"Method {method!r} is not one of {list(METHODS)}; choose score or generate.")
+    if method not in CLASSIFY_METHODS:
+        raise gr.Error(f"Method {method!r} is not one of {list(CLASSIFY_METHODS)}; choose score or generate.")
     if explanation != NO_EXPLANATION and explanation not in EXPLANATION_PRESETS:
         raise gr.Error(f"Explanation {explanation!r} is not one of {[NO_EXPLANATION, *EXPLANATION_PRESETS]}.")
     if isinstance(max_new_tokens, float) and max_new_tokens.is_integer():
@@ -166,7 +163,7 @@ def build_demo(model: EmoVitForConditionalGeneration, processor: EmoVitProcessor
             with gr.Column():
                 image = gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"], height=320,
                                  elem_id="image")
-                method = gr.Radio(list(METHODS), value="score", label="Method",
+                method = gr.Radio(list(CLASSIFY_METHODS), value="score", label="Method",
                                   info="score: the most likely label answer; generate: the model's own answer")
                 explanation = gr.Radio(explanation_choices(), value=NO_EXPLANATION, label="Explanation",
                                        elem_id="explanation-choice")

@@ -10,6 +10,8 @@ from modeling_emovit import EmoVitForConditionalGeneration, EmoVitProcessor
 
 
 MODEL_TYPES = ("emovit", "instructblip")
+# The weights dtypes a script can ask for by name.
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # What `save_pretrained` writes for the processor; a folder with the weights alone cannot turn images into inputs.
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 

@@ -22,12 +22,11 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
-from emovit.evaluation.arguments import DTYPES
 from modeling_emovit.io_utils import atomic_write_text
 
 from .arguments import PredictArguments
 from .files import ImageFiles, read_image
-from .loading import load_model
+from .loading import DTYPES, load_model
 
 
 def predict_images(args: PredictArguments, files: ImageFiles) -> tuple[list[dict] | None, dict | None]:
