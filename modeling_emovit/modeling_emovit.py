@@ -19,7 +19,7 @@ from transformers.utils import logging
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_emovit import EmoVitConfig
-from .pipeline_emovit import CUSTOM_PIPELINES
+from .pipeline_emovit import CUSTOM_PIPELINES, ranked_scores
 from .processing_emovit import EXPLANATION_PRESETS, mentioned_emotions, parse_emotion_answer
 
 
@@ -77,10 +77,9 @@ class EmotionExplanation:
         default), `explanation`, `mentioned`, `agreement`. `labels` is `config.emotion_labels`."""
         rows = []
         for row, label in enumerate(self.labels):
-            ranked = sorted(zip(labels, self.scores[row].tolist()), key=lambda pair: -pair[1])[:top_k]
             rows.append({
                 "label": label,
-                "scores": [{"label": name, "score": score} for name, score in ranked],
+                "scores": ranked_scores(self.scores[row].tolist(), labels, top_k),
                 "explanation": self.explanations[row],
                 "mentioned": self.mentioned[row],
                 "agreement": self.agreement[row],

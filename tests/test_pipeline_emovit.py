@@ -11,7 +11,7 @@ import torch
 from conftest import random_images
 from transformers import pipeline
 
-from modeling_emovit import VisualEmotionRecognitionPipeline
+from modeling_emovit import VisualEmotionRecognitionPipeline, ranked_scores
 
 
 REMOTE_SCRIPT = r"""
@@ -131,3 +131,9 @@ def test_bad_inputs_are_named(tiny_model, tiny_processor, tmp_path):
     expected = tiny_model.classify([open_image(str(tmp_path / "rgba.png"))], tiny_processor)
     assert classifier(str(tmp_path / "rgba.png"), top_k=1)[0]["score"] == pytest.approx(
         expected.scores.max().item(), abs=1e-6)
+
+
+def test_ranked_scores_are_sorted_with_ties_in_label_order():
+    ranked = ranked_scores([0.1, 0.4, 0.1, 0.4], ["a", "b", "c", "d"], top_k=3)
+    assert ranked == [{"label": "b", "score": 0.4}, {"label": "d", "score": 0.4}, {"label": "a", "score": 0.1}]
+    assert len(ranked_scores([0.5, 0.5], ["a", "b"])) == 2
