@@ -39,6 +39,9 @@ Presets (model labels must be EmoSet's 8):
 - unbiasedemo (UnbiasedEmo: anger, fear, joy, love, sadness, surprise): amusement, excitement -> joy;
   contentment -> love (Mikels' contentment images are largely couples, families and tenderness, which is what
   UnbiasedEmo calls love); awe -> surprise; anger, fear, sadness -> themselves; disgust -> dropped.
+- webemo7 (WebEmo's 7 classes): as unbiasedemo, but disgust -> anger (WebEmo's hierarchy files disgust under anger);
+  no model label means confusion, so add --skip_uncovered_labels true to leave those images out (counted).
+- emotionroi = emotion6 (same six labels); webemo2 = twitter = binary.
 Pass a JSON file `{"amusement": "joy", ..., "disgust": null}` naming every model label for any other mapping.
 
 Benchmarks (README "Benchmark datasets"): `--dataset_format artphoto|abstract|emotion6|emotionroi|webemo2|webemo7|
