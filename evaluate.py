@@ -67,7 +67,13 @@ from transformers import HfArgumentParser  # noqa: E402
 
 from emovit.evaluation.arguments import EvalArguments  # noqa: E402
 from emovit.evaluation.run import evaluate_model  # noqa: E402
-from emovit.evaluation.suite import RESULTS_JSON, RESULTS_MARKDOWN, SuiteArguments, format_table, run_suite  # noqa: E402
+from emovit.evaluation.suite import (  # noqa: E402
+    RESULTS_JSON,
+    RESULTS_MARKDOWN,
+    SuiteArguments,
+    format_table,
+    run_suite,
+)
 
 
 def main(argv=None) -> dict:
@@ -79,12 +85,13 @@ def main(argv=None) -> dict:
         table = run_suite(suite_args)
         if PartialState().is_main_process:
             print(format_table(table), end="")
-            print(f"wrote {Path(suite_args.output_dir) / RESULTS_MARKDOWN}, {Path(suite_args.output_dir) / RESULTS_JSON}")
+            output_dir = Path(suite_args.output_dir)
+            print(f"wrote {output_dir / RESULTS_MARKDOWN}, {output_dir / RESULTS_JSON}")
         return table
 
     # ---- arguments: flags, or one JSON / YAML file holding them
-    parser = HfArgumentParser(EvalArguments, description="Evaluate one dataset split; or run a suite of them with "
-                                                          "--model M --suite FILE --output_dir O (--suite FILE --help).")
+    parser = HfArgumentParser(EvalArguments, description="Evaluate one dataset split, or a suite of them: --model M "
+                                                          "--suite FILE --output_dir O (see --suite FILE --help).")
     if len(argv) == 1 and argv[0].endswith(".json"):
         (args,) = parser.parse_json_file(os.path.abspath(argv[0]))
     elif len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):

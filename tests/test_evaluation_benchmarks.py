@@ -102,8 +102,8 @@ def test_abstract_errors_name_the_file_line_and_value(tmp_path):
 # ----------------------------------------------------------------------------------------------------- Emotion6
 
 
-EMOTION6_HEADER = "[image_filename]\t[valence]\t[arousal]\t[prob. anger]\t[prob. disgust]\t[prob. fear]\t[prob. joy]\t" \
-                  "[prob. sadness]\t[prob. surprise]\t[prob. neutral]"
+EMOTION6_HEADER = "\t".join(["[image_filename]", "[valence]", "[arousal]", "[prob. anger]", "[prob. disgust]",
+                              "[prob. fear]", "[prob. joy]", "[prob. sadness]", "[prob. surprise]", "[prob. neutral]"])
 
 
 def write_emotion6(root, rows):

@@ -43,7 +43,8 @@ def test_read_suite_errors_name_the_entry_and_key(tmp_path, content, message):
 
 
 def test_missing_dataset_paths_are_listed_before_any_work(tmp_path):
-    suite = write_suite(tmp_path / "suite.yaml", [{"name": "a", "dataset": "nope-a"}, {"name": "b", "dataset": "nope-b"}])
+    suite = write_suite(tmp_path / "suite.yaml", [{"name": "a", "dataset": "nope-a"},
+                                                  {"name": "b", "dataset": "nope-b"}])
     args = SuiteArguments(model=str(tmp_path / "no-model"), suite=str(suite), output_dir=str(tmp_path / "out"))
     with pytest.raises(FileNotFoundError, match="2 of 2 dataset paths do not exist .*a: .*nope-a; b: .*nope-b"):
         run_suite(args)
@@ -81,6 +82,7 @@ def test_suite_on_three_synthetic_benchmarks_matches_each_metrics_json(tmp_path,
     markdown = (out / "suite_results.md").read_text()
     assert markdown == format_table(table)
     header = markdown.splitlines()[2]
-    assert header.startswith("| name | dataset_format | split | label_map | method | num_images") and "kl_divergence" in header
+    assert header.startswith("| name | dataset_format | split | label_map | method | num_images")
+    assert "kl_divergence" in header
     artphoto_line = next(line for line in markdown.splitlines() if line.startswith("| artphoto "))
     assert f"| {table['rows'][0]['accuracy']:.4f} |" in artphoto_line and "| – |" in artphoto_line  # no KL
