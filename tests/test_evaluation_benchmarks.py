@@ -1,6 +1,6 @@
 """emovit.evaluation.benchmarks: each reader on a tiny dataset written here in that benchmark's published layout, the
 counted skips and the errors naming file, line, field and value, WebEmo's hierarchy, leaving out uncovered labels,
-the KL divergence (by hand and through an evaluation run), and the synthetic stand-ins reading back."""
+the KL divergence (by hand and through an evaluation run)."""
 
 import json
 import math
@@ -10,7 +10,6 @@ import pytest
 
 from dataset_builder.synthetic import draw_image
 from emovit.evaluation.benchmarks import (
-    DATASET_FORMATS,
     distribution_metrics,
     drop_uncovered,
     kl_divergence,
@@ -244,24 +243,3 @@ def test_emotion6_run_writes_kl_divergence_into_metrics_json(tmp_path, run_evalu
     expected = sum(-math.log(max(line["scores"][line["label"]], 1e-12)) for line in lines) / len(lines)
     assert metrics["kl_divergence"] == pytest.approx(expected, rel=1e-6)
     assert json.loads((out / "metrics.json").read_text())["kl_num_images"] == 6
-
-
-# ----------------------------------------------------------------------------------------------------- synthetic
-
-
-def test_synthetic_benchmarks_read_back_in_every_layout(tmp_path):
-    import yaml
-
-    from emovit.evaluation.synthetic_benchmarks import write_synthetic_benchmarks
-
-    suite = write_synthetic_benchmarks(tmp_path, images_per_class=3)
-    entries = yaml.safe_load(suite.read_text())["entries"]
-    assert {entry.get("dataset_format") for entry in entries} >= set(DATASET_FORMATS) - {"webemo25"}
-    counts = {}
-    for entry in entries:
-        data = load_benchmark(str(tmp_path / entry["dataset"]), entry.get("split", "test"),
-                              entry.get("dataset_format"))
-        assert not data.skipped
-        counts[entry["name"]] = len(data.ids)
-    assert counts["fi"] == counts["artphoto"] == counts["abstract"] == 24
-    assert counts["emotion6"] == 18 and counts["emotionroi"] == 6  # every third image is in testing.txt
