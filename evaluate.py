@@ -39,7 +39,16 @@ Presets (model labels must be EmoSet's 8):
 - unbiasedemo (UnbiasedEmo: anger, fear, joy, love, sadness, surprise): amusement, excitement -> joy;
   contentment -> love (Mikels' contentment images are largely couples, families and tenderness, which is what
   UnbiasedEmo calls love); awe -> surprise; anger, fear, sadness -> themselves; disgust -> dropped.
+- webemo7 (WebEmo's 7 classes): as unbiasedemo, but disgust -> anger (WebEmo's hierarchy files disgust under anger);
+  no model label means confusion, so add --skip_uncovered_labels true to leave those images out (counted).
+- emotionroi = emotion6 (same six labels); webemo2 = twitter = binary.
 Pass a JSON file `{"amusement": "joy", ..., "disgust": null}` naming every model label for any other mapping.
+
+Benchmarks (README "Benchmark datasets"): `--dataset_format artphoto|abstract|emotion6|emotionroi|webemo2|webemo7|
+webemo25` reads a benchmark in its published layout; FI, UnbiasedEmo and Twitter I / II are ImageFolders. A suite runs
+one model on a list of them and writes one table (suite_results.md, suite_results.json) plus each entry's folder:
+
+    python evaluate.py --model runs/emovit --suite configs/eval_suite.yaml --output_dir runs/eval-suite
 """
 
 import sys
@@ -58,13 +67,31 @@ from transformers import HfArgumentParser  # noqa: E402
 
 from emovit.evaluation.arguments import EvalArguments  # noqa: E402
 from emovit.evaluation.run import evaluate_model  # noqa: E402
+from emovit.evaluation.suite import (  # noqa: E402
+    RESULTS_JSON,
+    RESULTS_MARKDOWN,
+    SuiteArguments,
+    format_table,
+    run_suite,
+)
 
 
 def main(argv=None) -> dict:
     """Runs the evaluation; returns metrics.json's content (on every process of a multi-process launch)."""
-    # ---- arguments: flags, or one JSON / YAML file holding them
-    parser = HfArgumentParser(EvalArguments)
     argv = sys.argv[1:] if argv is None else list(argv)
+    # ---- a suite: one model on every entry of a suite file, then one table of all results
+    if any(arg == "--suite" or arg.startswith("--suite=") for arg in argv):
+        (suite_args,) = HfArgumentParser(SuiteArguments).parse_args_into_dataclasses(args=argv)
+        table = run_suite(suite_args)
+        if PartialState().is_main_process:
+            print(format_table(table), end="")
+            output_dir = Path(suite_args.output_dir)
+            print(f"wrote {output_dir / RESULTS_MARKDOWN}, {output_dir / RESULTS_JSON}")
+        return table
+
+    # ---- arguments: flags, or one JSON / YAML file holding them
+    parser = HfArgumentParser(EvalArguments, description="Evaluate one dataset split, or a suite of them: --model M "
+                                                          "--suite FILE --output_dir O (see --suite FILE --help).")
     if len(argv) == 1 and argv[0].endswith(".json"):
         (args,) = parser.parse_json_file(os.path.abspath(argv[0]))
     elif len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):

@@ -80,3 +80,26 @@ def test_import_evaluate_from_repo_root_is_the_library(flags):
     assert done.returncode == 0, done.stderr
     path, has_load = done.stdout.split()[-2:]
     assert "site-packages" in path and path.endswith(os.path.join("evaluate", "__init__.py")) and has_load == "True"
+
+
+# ----------------------------------------------------------------------------------------------------- suite
+
+
+def test_suite_from_the_command_line_prints_and_writes_one_table(tmp_path, tiny_dir):
+    from emovit.evaluation.synthetic_benchmarks import write_synthetic_benchmarks
+
+    write_synthetic_benchmarks(tmp_path / "bench", images_per_class=3)
+    (tmp_path / "suite.yaml").write_text(
+        "- {name: abstract, dataset: bench/Abstract, dataset_format: abstract, split: all}\n"
+        "- {name: emotionroi, dataset: bench/EmotionROI, dataset_format: emotionroi, label_map: emotionroi}\n")
+    out = tmp_path / "out"
+    command = [sys.executable, str(REPO / "evaluate.py"), "--model", str(tiny_dir), "--suite",
+               str(tmp_path / "suite.yaml"), "--output_dir", str(out), "--batch_size", "8"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = json.loads((out / "suite_results.json").read_text())
+    assert [row["name"] for row in table["rows"]] == ["abstract", "emotionroi"]
+    assert [row["num_images"] for row in table["rows"]] == [24, 6]
+    assert (out / "suite_results.md").read_text() in done.stdout
+    assert sorted(os.listdir(out)) == ["abstract", "emotionroi", "suite_results.json", "suite_results.md"]
+    assert (out / "emotionroi" / "confusion_matrix.png").is_file()

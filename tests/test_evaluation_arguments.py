@@ -45,3 +45,11 @@ def test_parser_reads_the_flags():
               "--max_images", "7"]
     )
     assert (args.method, args.label_map, args.max_images) == ("generate", "binary", 7)
+
+
+def test_dataset_format_is_checked_and_defaults_to_none():
+    args = arguments()
+    assert args.dataset_format is None and args.skip_uncovered_labels is False
+    assert arguments(dataset_format="emotion6").dataset_format == "emotion6"
+    with pytest.raises(ValueError, match=r"--dataset_format is 'emotion7'.*'artphoto'"):
+        arguments(dataset_format="emotion7")

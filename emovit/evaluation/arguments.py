@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from emovit.inference.loading import DTYPES
 from modeling_emovit import CATEGORICAL_INSTRUCTION_VARIANTS, CLASSIFY_METHODS
 
+from .benchmarks import DATASET_FORMATS
 from .labels import LABEL_MAP_PRESETS
 
 
@@ -35,6 +36,17 @@ class EvalArguments:
     )
     dtype: str = field(default="float32", metadata={"help": f"Model weights dtype: {list(DTYPES)}."})
     max_images: int | None = field(default=None, metadata={"help": "Evaluate only the first N images (smoke runs)."})
+    # ---- benchmark datasets (emovit.evaluation.benchmarks)
+    dataset_format: str | None = field(
+        default=None,
+        metadata={"help": f"Read --dataset in a benchmark's published layout: {list(DATASET_FORMATS)}. Unset: an "
+                          "EmoSet root, ImageFolder (FI, UnbiasedEmo, Twitter I/II), saved dataset or Hub id."},
+    )
+    skip_uncovered_labels: bool = field(
+        default=False,
+        metadata={"help": "Leave out (counted, with the reason) images whose label no model label maps to under "
+                          "--label_map, instead of stopping (WebEmo-7's confusion in zero-shot)."},
+    )
 
     def __post_init__(self):
         if self.method not in CLASSIFY_METHODS:
@@ -48,5 +60,8 @@ class EvalArguments:
                 f"--prompt_variants is {self.prompt_variants}; there are {len(CATEGORICAL_INSTRUCTION_VARIANTS)} "
                 f"instruction variants, so use 1 to {len(CATEGORICAL_INSTRUCTION_VARIANTS)}."
             )
+        if self.dataset_format is not None and self.dataset_format not in DATASET_FORMATS:
+            raise ValueError(f"--dataset_format is {self.dataset_format!r}; use one of {list(DATASET_FORMATS)} or "
+                             "leave it unset.")
         if self.max_images is not None and self.max_images < 1:
             raise ValueError(f"--max_images is {self.max_images}; use a positive number or leave it unset.")

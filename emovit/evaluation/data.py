@@ -16,7 +16,7 @@ from modeling_emovit.io_utils import IMAGE_DECODE_ERRORS, open_image
 @dataclass
 class EvalData:
     """The images of one split: ids, labels (normalised), where to read each image from, and the entries the reader
-    left out (`skipped`: `{"id", "reason"}`)."""
+    left out (`skipped`: `{"id", "reason"}`), and for datasets that publish them the label distributions."""
 
     ids: list[str]
     labels: list[str]
@@ -24,6 +24,8 @@ class EvalData:
     table: datasets.Dataset | None = None  # a `datasets` split with an image column
     image_column: str = "image"
     skipped: list[dict] = field(default_factory=list)
+    # Per image, the annotators' probability of each label (Emotion6's ground truth), or None without one.
+    distributions: list[dict[str, float]] | None = None
 
     def image(self, index: int) -> Image.Image:
         """Image `index` as 8-bit RGB, by the opener training uses; ValueError naming it when it cannot be read."""

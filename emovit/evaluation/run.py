@@ -28,7 +28,8 @@ from modeling_emovit import (
 from emovit.inference.loading import DTYPES, load_model
 
 from .arguments import EvalArguments
-from .data import EvalData, load_eval_data
+from .benchmarks import distribution_metrics, drop_uncovered, load_benchmark
+from .data import EvalData
 from .labels import map_scores, reference_indices, resolve_label_map, target_indices
 from .report import prediction_line, write_report
 
@@ -64,7 +65,9 @@ def evaluate_model(args: EvalArguments) -> dict:
     target_of = target_indices(model_labels, mapping, targets)
 
     # ---- data
-    data = load_eval_data(args.dataset, args.split)
+    data = load_benchmark(args.dataset, args.split, args.dataset_format)
+    if args.skip_uncovered_labels:
+        data = drop_uncovered(data, set(targets) | {label for label, target in mapping.items() if target})
     if args.max_images is not None:
         data.ids, data.labels = data.ids[: args.max_images], data.labels[: args.max_images]
     references = reference_indices(data.labels, mapping, targets)
@@ -104,6 +107,7 @@ def evaluate_model(args: EvalArguments) -> dict:
                               for r in sorted(unreadable_rows, key=lambda r: r["index"])]
     metrics = summarise(args, variants, targets, model_labels, mapping, len(data.ids) - len(unreadable_rows),
                         skipped, seconds, accelerator)
+    metrics.update(distribution_metrics(data, rows, targets))  # Emotion6's KL divergence; nothing for other datasets
     title = (f"{Path(args.model).name} on {Path(args.dataset).name}/{args.split} ({args.method}): "
              f"accuracy {metrics['accuracy']:.3f}")
     write_report(args.output_dir, metrics, [prediction_line(row, data.ids, references, targets) for row in rows],
