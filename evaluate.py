@@ -84,9 +84,21 @@ def main(argv=None) -> dict:
         if skipped:
             print(f"skipped {len(skipped)} images (listed with reasons in metrics.json), e.g. {skipped[0]['id']}: "
                   f"{skipped[0]['reason']}")
+        if "ece" in metrics:
+            auroc = "n/a" if metrics["auroc_macro"] is None else f"{metrics['auroc_macro']:.4f}"
+            print(f"ECE {metrics['ece']:.4f}, Brier {metrics['brier']:.4f}, NLL {metrics['nll']:.4f}, "
+                  f"macro AUROC {auroc}")
+        if "calibrated" in metrics:
+            calibrated = metrics["calibrated"]
+            print(f"temperature {calibrated['temperature']:.4f} (fitted on {calibrated['split']}): "
+                  f"ECE {calibrated['ece']:.4f}, Brier {calibrated['brier']:.4f}, NLL {calibrated['nll']:.4f}"
+                  + (f"; stored in {Path(args.model) / 'config.json'}" if args.save_temperature else ""))
         output_dir = Path(args.output_dir)
         print(f"wrote {output_dir / 'metrics.json'}, {output_dir / 'predictions.jsonl'}, "
-              f"{output_dir / 'confusion_matrix.png'}")
+              f"{output_dir / 'confusion_matrix.png'}"
+              + (f", {output_dir / 'reliability_diagram.png'}" if "ece" in metrics else ""))
+        if args.update_card is not None:
+            print(f"added the results to the model-index of {Path(args.update_card) / 'README.md'}")
     return metrics
 
 
