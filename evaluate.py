@@ -22,8 +22,17 @@ Outputs in --output_dir, each written to a temporary file and then renamed, so a
   leaves out and images that cannot be decoded are counted (`num_skipped`) and listed with their reasons
   (`skipped`); the metrics cover the other images (`num_images`).
 - predictions.jsonl: one line per image (and instruction variant): id, label, prediction, correct, and the
-  per-label probabilities (score) or the generated text (generate).
-- confusion_matrix.png.
+  per-label probabilities and the model labels' raw log-likelihoods (score) or the generated text (generate).
+- confusion_matrix.png; with `score` also reliability_diagram.png, and metrics.json holds ECE, Brier, NLL and
+  one-vs-rest AUROC (definitions in the README and in metrics.json).
+
+Calibration and the model card (README, Evaluation):
+
+    python evaluate.py --model runs/emovit --dataset data/EmoSet-118K --split test --calibrate_on val \
+        --save_temperature --update_card runs/emovit --output_dir runs/eval-emoset
+
+fits a temperature on `val`, reports the test metrics before and after it, stores it in runs/emovit/config.json
+and adds the results to runs/emovit/README.md's model-index.
 
 Zero-shot on other label sets (--label_map): the model always answers among its own labels (the instruction must
 name all of them); a label map then sends each model label to a dataset label or drops it (null). With `score` the
