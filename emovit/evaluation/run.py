@@ -25,14 +25,14 @@ from modeling_emovit import (
     EmotionPrediction,
     format_categorical_instruction,
 )
-
-from emovit.inference.loading import DTYPES, load_model
 from modeling_emovit.hub_utils import update_card_results
 
+from emovit.inference.loading import DTYPES, load_model
+
 from .arguments import EvalArguments
-from .data import EvalData, load_eval_data
 from .calibration import fit_temperature, save_temperature, tempered_probabilities
 from .card import eval_results_of
+from .data import EvalData, load_eval_data
 from .labels import map_scores, reference_indices, resolve_label_map, target_indices
 from .report import prediction_line, write_report
 
