@@ -88,8 +88,8 @@ def test_calibrate_store_and_update_the_card_from_the_command_line(tmp_path, tin
     card = ModelCard.load(model / "README.md")
     assert card.data.license == "bsd-3-clause" and card.text.strip() == "# Tiny\n\nNotes."
     by_metric = {(r.metric_config, r.metric_type): r for r in card.data.eval_results}
-    assert by_metric[("score", "accuracy")].metric_value == round(metrics["accuracy"], 4)
-    assert by_metric[("score-calibrated", "ece")].metric_value == round(calibrated["ece"], 4)
+    assert by_metric[("score", "accuracy")].metric_value == float(f"{metrics['accuracy']:.4g}")
+    assert by_metric[("score-calibrated", "ece")].metric_value == float(f"{calibrated['ece']:.4g}")
     assert all((r.dataset_type, r.dataset_split, r.dataset_args) == (eval_emoset_dir.name, "test", {"max_images": 8})
                for r in card.data.eval_results)
 

@@ -74,6 +74,8 @@ def test_nll_clamps_a_zero_probability_and_bad_probabilities_are_named():
     metric = evaluate.load(str(REPO / "metrics" / "emotion_classification"), keep_in_memory=True)
     result = metric.compute(predictions=[0], references=[1], num_labels=2, probabilities=[[1.0, 0.0]])
     assert result["nll"] == pytest.approx(-math.log(1e-12)) and result["brier"] == 2.0 and result["ece"] == 1.0
+    perfect = metric.compute(predictions=[0], references=[0], num_labels=2, probabilities=[[1.0, 0.0]])
+    assert str(perfect["nll"]) == "0.0" and perfect["ece"] == perfect["brier"] == 0.0
     with pytest.raises(ValueError, match=r"row 1 is \[0.5, 0.6\].*summing to 1"):
         metric.compute(predictions=[0, 0], references=[0, 1], num_labels=2, probabilities=[[1, 0], [0.5, 0.6]])
     with pytest.raises(ValueError, match=r"shape \(1, 3\).*1 x 2"):

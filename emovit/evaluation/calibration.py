@@ -50,7 +50,7 @@ def tempered_probabilities(log_likelihoods: np.ndarray, temperature: float, targ
 def negative_log_likelihood(probabilities: np.ndarray, references: list[int]) -> float:
     """Mean -ln p(reference), each p clamped to at least NLL_FLOOR."""
     picked = probabilities[np.arange(len(references)), np.asarray(references)]
-    return float(-np.log(np.maximum(picked, NLL_FLOOR)).mean())
+    return float(-np.log(np.maximum(picked, NLL_FLOOR)).mean() + 0.0)  # 0.0, never -0.0
 
 
 def fit_temperature(log_likelihoods: np.ndarray, references: list[int], target_of: list[int | None],

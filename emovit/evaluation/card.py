@@ -5,7 +5,7 @@ Each entry names the task (emotion classification, as the Hub's `image-classific
 or a local folder's name; the label map as its config; the split) and the metric, whose `config` is the
 classification method (`score`, `generate`, or `score-calibrated` for the metrics at a temperature fitted with
 `--calibrate_on`). Entries that agree in all of these are the same result, so a rerun replaces its earlier value.
-Values are rounded to 4 decimals, as a card shows them.
+Values keep 4 significant digits, as a card shows them (a tiny ECE stays visible).
 """
 
 import os
@@ -56,6 +56,6 @@ def eval_results_of(metrics: dict) -> list[EvalResult]:
             if values.get(key) is None:
                 continue
             metric_type, metric_name, metric_args = METRICS[key]
-            results.append(EvalResult(**TASK, **dataset, metric_type=metric_type, metric_value=round(values[key], 4),
+            results.append(EvalResult(**TASK, **dataset, metric_type=metric_type, metric_value=float(f"{values[key]:.4g}"),
                                       metric_name=metric_name, metric_config=config, metric_args=metric_args))
     return results

@@ -189,7 +189,8 @@ def calibration_metrics(probabilities: np.ndarray, references: np.ndarray, num_l
     one_hot = np.zeros_like(probabilities)
     one_hot[rows, references] = 1.0
     brier = float(((probabilities - one_hot) ** 2).sum(axis=1).mean())
-    nll = float(-np.log(np.maximum(probabilities[rows, references], NLL_FLOOR)).mean())
+    # + 0.0 turns the -0.0 of a perfectly confident, perfectly right run into 0.0.
+    nll = float(-np.log(np.maximum(probabilities[rows, references], NLL_FLOOR)).mean() + 0.0)
 
     per_class_auroc = [one_vs_rest_auroc(probabilities[:, k], references == k) for k in range(num_labels)]
     defined = [value for value in per_class_auroc if value is not None]
