@@ -22,8 +22,17 @@ Outputs in --output_dir, each written to a temporary file and then renamed, so a
   leaves out and images that cannot be decoded are counted (`num_skipped`) and listed with their reasons
   (`skipped`); the metrics cover the other images (`num_images`).
 - predictions.jsonl: one line per image (and instruction variant): id, label, prediction, correct, and the
-  per-label probabilities (score) or the generated text (generate).
-- confusion_matrix.png.
+  per-label probabilities and the model labels' raw log-likelihoods (score) or the generated text (generate).
+- confusion_matrix.png; with `score` also reliability_diagram.png, and metrics.json holds ECE, Brier, NLL and
+  one-vs-rest AUROC (definitions in the README and in metrics.json).
+
+Calibration and the model card (README, Evaluation):
+
+    python evaluate.py --model runs/emovit --dataset data/EmoSet-118K --split test --calibrate_on val \
+        --save_temperature --update_card runs/emovit --output_dir runs/eval-emoset
+
+fits a temperature on `val`, reports the test metrics before and after it, stores it in runs/emovit/config.json
+and adds the results to runs/emovit/README.md's model-index.
 
 Zero-shot on other label sets (--label_map): the model always answers among its own labels (the instruction must
 name all of them); a label map then sends each model label to a dataset label or drops it (null). With `score` the
@@ -111,9 +120,21 @@ def main(argv=None) -> dict:
         if skipped:
             print(f"skipped {len(skipped)} images (listed with reasons in metrics.json), e.g. {skipped[0]['id']}: "
                   f"{skipped[0]['reason']}")
+        if "ece" in metrics:
+            auroc = "n/a" if metrics["auroc_macro"] is None else f"{metrics['auroc_macro']:.4f}"
+            print(f"ECE {metrics['ece']:.4f}, Brier {metrics['brier']:.4f}, NLL {metrics['nll']:.4f}, "
+                  f"macro AUROC {auroc}")
+        if "calibrated" in metrics:
+            calibrated = metrics["calibrated"]
+            print(f"temperature {calibrated['temperature']:.4f} (fitted on {calibrated['split']}): "
+                  f"ECE {calibrated['ece']:.4f}, Brier {calibrated['brier']:.4f}, NLL {calibrated['nll']:.4f}"
+                  + (f"; stored in {Path(args.model) / 'config.json'}" if args.save_temperature else ""))
         output_dir = Path(args.output_dir)
         print(f"wrote {output_dir / 'metrics.json'}, {output_dir / 'predictions.jsonl'}, "
-              f"{output_dir / 'confusion_matrix.png'}")
+              f"{output_dir / 'confusion_matrix.png'}"
+              + (f", {output_dir / 'reliability_diagram.png'}" if "ece" in metrics else ""))
+        if args.update_card is not None:
+            print(f"added the results to the model-index of {Path(args.update_card) / 'README.md'}")
     return metrics
 
 

@@ -53,3 +53,17 @@ def test_dataset_format_is_checked_and_defaults_to_none():
     assert arguments(dataset_format="emotion6").dataset_format == "emotion6"
     with pytest.raises(ValueError, match=r"--dataset_format is 'emotion7'.*'artphoto'"):
         arguments(dataset_format="emotion7")
+
+
+def test_calibration_and_card_flags_are_checked_up_front(tmp_path):
+    assert (arguments().calibrate_on, arguments().save_temperature, arguments().update_card) == (None, False, None)
+    with pytest.raises(ValueError, match=r"--calibrate_on 'val' needs --method score.*--method generate"):
+        arguments(method="generate", calibrate_on="val")
+    with pytest.raises(ValueError, match=r"--save_temperature .* pass --calibrate_on"):
+        arguments(model=str(tmp_path), save_temperature=True)
+    with pytest.raises(ValueError, match=r"--model 'user/emovit' is not a local folder \(a Hub id"):
+        arguments(model="user/emovit", calibrate_on="val", save_temperature=True)
+    with pytest.raises(ValueError, match=r"--update_card 'user/emovit' is not a local folder"):
+        arguments(update_card="user/emovit")
+    args = arguments(model=str(tmp_path), calibrate_on="val", save_temperature=True, update_card=str(tmp_path))
+    assert (args.calibrate_on, args.save_temperature, args.update_card) == ("val", True, str(tmp_path))

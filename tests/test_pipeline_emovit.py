@@ -109,6 +109,18 @@ def test_in_process_pipeline_from_a_model_object(tiny_model, tiny_processor):
         classifier(pictures[0], method="vote")
 
 
+def test_the_pipeline_follows_the_stored_temperature(tiny_model, tiny_processor, tmp_path):
+    image = random_images(1, seed=3)[0]
+    plain = pipeline("visual-emotion-recognition", model=tiny_model, processor=tiny_processor)(image)
+    tiny_model.config.score_temperature = 3.0
+    tiny_model.save_pretrained(tmp_path / "hot")
+    tiny_processor.save_pretrained(tmp_path / "hot")
+    hot = pipeline("visual-emotion-recognition", model=str(tmp_path / "hot"), trust_remote_code=True)(image)
+    assert [entry["label"] for entry in hot] == [entry["label"] for entry in plain]  # same ranking
+    logits = torch.log(torch.tensor([entry["score"] for entry in plain]))
+    assert [entry["score"] for entry in hot] == pytest.approx(torch.softmax(logits / 3, -1).tolist(), abs=1e-6)
+
+
 def test_bad_inputs_are_named(tiny_model, tiny_processor, tmp_path):
     classifier = pipeline("visual-emotion-recognition", model=tiny_model, processor=tiny_processor)
     (tmp_path / "notes.jpg").write_text("not an image")

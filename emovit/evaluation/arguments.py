@@ -1,6 +1,7 @@
 """The arguments of an evaluation run, as a dataclass for `HfArgumentParser` (evaluate.py's command line) and for
 callers that evaluate in-process (train.py's held-out evaluation)."""
 
+import os
 from dataclasses import dataclass, field
 
 from emovit.inference.loading import DTYPES
@@ -47,6 +48,22 @@ class EvalArguments:
         metadata={"help": "Leave out (counted, with the reason) images whose label no model label maps to under "
                           "--label_map, instead of stopping (WebEmo-7's confusion in zero-shot)."},
     )
+    # ---- calibration and the model card
+    calibrate_on: str | None = field(
+        default=None,
+        metadata={"help": "score only: fit one temperature on this split's NLL (same dataset) and report the "
+                          "evaluated split's metrics before and after it (`calibrated`)."},
+    )
+    save_temperature: bool = field(
+        default=False,
+        metadata={"help": "With --calibrate_on: store the temperature in --model's config.json (score_temperature), "
+                          "which classify(method='score'), the pipeline and predict.py apply. Local folders only."},
+    )
+    update_card: str | None = field(
+        default=None,
+        metadata={"help": "Model folder whose README.md gets this run's results in its model-index metadata "
+                          "(replacing an earlier run's on the same dataset, split and metric; created if missing)."},
+    )
 
     def __post_init__(self):
         if self.method not in CLASSIFY_METHODS:
@@ -65,3 +82,25 @@ class EvalArguments:
                              "leave it unset.")
         if self.max_images is not None and self.max_images < 1:
             raise ValueError(f"--max_images is {self.max_images}; use a positive number or leave it unset.")
+        self._check_calibration_and_card()
+
+    def _check_calibration_and_card(self):
+        if self.calibrate_on is not None and self.method != "score":
+            raise ValueError(
+                f"--calibrate_on {self.calibrate_on!r} needs --method score: a temperature rescales the label "
+                f"probabilities, and --method {self.method} gives none (its answers score 1 or 0)."
+            )
+        if self.save_temperature and self.calibrate_on is None:
+            raise ValueError("--save_temperature stores the temperature fitted by --calibrate_on; pass --calibrate_on "
+                             "SPLIT (e.g. validation) as well.")
+        if self.save_temperature and not os.path.isdir(self.model):
+            raise ValueError(
+                f"--save_temperature writes into --model's config.json, but --model {self.model!r} is not a local "
+                "folder (a Hub id cannot be written to). Download it (`hf download ID --local-dir DIR`) and pass DIR."
+            )
+        if self.update_card is not None and not os.path.isdir(self.update_card):
+            raise ValueError(
+                f"--update_card {self.update_card!r} is not a local folder; it names the model folder whose "
+                "README.md gets the results. A Hub repo's card cannot be edited from here: download the repo, "
+                "update its folder, then upload it."
+            )

@@ -26,9 +26,10 @@ import csv
 import math
 from pathlib import Path
 
-from dataset_builder.emoset import IMAGE_SUFFIXES, resolve_inside_root
+from dataset_builder.emoset import resolve_inside_root
 from modeling_emovit import EMOSET_EMOTIONS
 from modeling_emovit.configuration_emovit import normalise_label
+from modeling_emovit.io_utils import IMAGE_EXTENSIONS
 
 from .data import EvalData, load_eval_data
 
@@ -89,7 +90,7 @@ def _mikels_label(name: str) -> str | None:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(path for path in folder.iterdir() if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(path for path in folder.iterdir() if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def _finish(name: str, ids: list, labels: list, paths: list, skipped: list, distributions=None) -> EvalData:
