@@ -140,3 +140,6 @@ def main(argv=None) -> dict:
 
 if __name__ == "__main__":
     main()
+    # A multi-process launch ends cleanly: gloo's/NCCL's threads stop before the interpreter does (left running,
+    # they can abort a process at exit after all the work is done).
+    PartialState().destroy_process_group()

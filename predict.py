@@ -128,3 +128,4 @@ if __name__ == "__main__":
         main()
     except ValueError as e:  # bad input (a PATH, the model folder): the message says what to do
         sys.exit(f"predict.py: error: {e}")
+    PartialState().destroy_process_group()  # a launch ends cleanly (see evaluate.py)

@@ -175,6 +175,8 @@ def test_two_processes_split_gather_and_return_to_every_process(tmp_path, eval_s
         f"metrics = evaluate_model(EvalArguments(model={str(tiny_dir)!r}, dataset={str(eval_emoset_dir)!r}, "
         f"output_dir={str(out)!r}, batch_size=3, max_images=7))\n"
         "print(f\"\\nrank {os.environ['RANK']} got accuracy {metrics['accuracy']!r}\", flush=True)\n"
+        "import torch.distributed\n"
+        "torch.distributed.destroy_process_group()  # as the scripts end a launch\n"
     )
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
     done = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(tmp_path / "launch.py")],
