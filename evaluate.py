@@ -76,7 +76,9 @@ def main(argv=None) -> dict:
     metrics = evaluate_model(args)
 
     # ---- summary (the main process wrote the files)
-    if PartialState().is_main_process:
+    if PartialState().is_main_process and args.task == "reasoning":
+        print_reasoning_summary(metrics, Path(args.output_dir))
+    elif PartialState().is_main_process:
         print(f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
               f"invalid {metrics['invalid_rate']:.4f}, {metrics['images_per_second']:.1f} images/s "
               f"on {metrics['num_images']} images")
@@ -88,6 +90,30 @@ def main(argv=None) -> dict:
         print(f"wrote {output_dir / 'metrics.json'}, {output_dir / 'predictions.jsonl'}, "
               f"{output_dir / 'confusion_matrix.png'}")
     return metrics
+
+
+def print_reasoning_summary(metrics: dict, output_dir: Path) -> None:
+    """The reasoning run's headline numbers (definitions in metrics.json), the judge's if asked, and the files."""
+    def show(value):
+        return "n/a" if value is None else f"{value:.4f}"
+
+    print(f"reasoning ({metrics['preset']}) on {metrics['num_images']} images: consistency "
+          f"{show(metrics['consistency'])}, first-named emotion is the label {show(metrics['first_mentioned_is_label'])}, "
+          f"grounding {show(metrics['grounding'])}, contradiction rate {show(metrics['contradiction_rate'])}, "
+          f"{metrics['images_per_second']:.2f} images/s")
+    judge = metrics["judge"]
+    if judge is not None and judge["dry_run"]:
+        print(f"judge dry run: {judge['to_send']} requests to send ({judge['cached']} cached), about "
+              f"{judge['estimated_prompt_tokens'] + judge['estimated_completion_tokens']} tokens, "
+              f"{judge['estimated_cost_usd']:.4f} USD")
+    elif judge is not None:
+        print(f"judge {judge['model']}: {judge['judged']} judged, grounding {show(judge['grounding'])}, plausibility "
+              f"{show(judge['plausibility'])}, specificity {show(judge['specificity'])}; {judge['malformed']} "
+              f"malformed, {judge['failed']} failed, {judge['not_run']} not sent; {judge['api_calls']} calls, "
+              f"{judge['cache_hits']} cached, {judge['cost_usd']:.4f} USD")
+    if metrics["skipped"]:
+        print(f"skipped {len(metrics['skipped'])} images (listed with reasons in metrics.json)")
+    print(f"wrote {output_dir / 'metrics.json'}, {output_dir / 'predictions.jsonl'}")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from emovit.inference.loading import DTYPES, load_model
 from .arguments import EvalArguments
 from .data import EvalData, load_eval_data
 from .labels import map_scores, reference_indices, resolve_label_map, target_indices
+from .reasoning import evaluate_reasoning
 from .report import prediction_line, write_report
 
 
@@ -53,7 +54,10 @@ def evaluate_model(args: EvalArguments) -> dict:
     confusion_matrix.png into `args.output_dir`.
 
     Returns metrics.json's content, on every process of a multi-process launch (each process must call it).
+    With `args.task == "reasoning"` the run is `emovit.evaluation.reasoning.evaluate_reasoning` instead.
     """
+    if args.task == "reasoning":
+        return evaluate_reasoning(args)
     accelerator = Accelerator()
 
     # ---- model and labels
