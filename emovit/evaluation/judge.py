@@ -122,7 +122,8 @@ def judge_rows(rows: list[dict], args: EvalArguments, settings: ClientSettings) 
     malformed = failed = not_run = 0
     for row, result in zip(rows, results):
         if result.error is not None:
-            row["judge_error"] = result.error
+            # The client names its ceiling after the data builder's flag; here the flag is --judge_max_cost.
+            row["judge_error"] = result.error.replace("--max_cost", "--judge_max_cost")
             not_run += result.not_run
             failed += not result.not_run
             continue
