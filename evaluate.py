@@ -8,6 +8,9 @@
 
     python evaluate.py configs/eval_emoset.yaml   # the same arguments from one JSON or YAML file
 
+    python evaluate.py --model runs/emovit --dataset data/EmoSet-118K --split test --task reasoning \
+        --output_dir runs/eval-reasoning [--judge_model gpt-4o-mini --judge_max_cost 2 --judge_dry_run]
+
 Tried on CPU (2 cores) with the tiny random model (`python -m modeling_emovit.tiny`) and the synthetic EmoSet
 sample (`python -m dataset_builder synth`), in one process and in two
 (`ACCELERATE_USE_CPU=true torchrun --standalone --nproc_per_node 2 evaluate.py ...`, gloo); not yet on GPUs.
@@ -24,6 +27,11 @@ Outputs in --output_dir, each written to a temporary file and then renamed, so a
 - predictions.jsonl: one line per image (and instruction variant): id, label, prediction, correct, and the
   per-label probabilities (score) or the generated text (generate).
 - confusion_matrix.png.
+
+--task reasoning explains each image (explain(), --explain_preset free by default) and writes metrics.json (emotion
+consistency, attribute grounding, brightness/colourfulness contradictions, the optional LLM judge, each with its
+definition) and predictions.jsonl (explanation, named emotions, grounded terms, contradictions, judge scores per
+image); the README's "Reasoning quality" section defines every number. The judge's key comes from OPENAI_API_KEY only.
 
 Zero-shot on other label sets (--label_map): the model always answers among its own labels (the instruction must
 name all of them); a label map then sends each model label to a dataset label or drops it (null). With `score` the

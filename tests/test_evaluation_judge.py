@@ -100,7 +100,7 @@ def test_dry_run_sends_nothing(tmp_path, llmock, monkeypatch):
     assert served(llmock) == []
     assert summary["dry_run"] and summary["to_send"] == summary["requests"] == 3 and summary["cached"] == 0
     assert summary["estimated_prompt_tokens"] > len(RUBRIC) // 4 * 3 and summary["estimated_cost_usd"] > 0
-    assert judged == rows()
+    assert judged == rows() and not (tmp_path / "out" / "judge_cache.jsonl").exists()
     run_judge(tmp_path, llmock)
     assert len(served(llmock)) == 3
     summary, _ = run_judge(tmp_path, llmock, judge_dry_run=True)
