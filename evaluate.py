@@ -106,7 +106,8 @@ def print_reasoning_summary(metrics: dict, output_dir: Path) -> None:
         return "n/a" if value is None else f"{value:.4f}"
 
     print(f"reasoning ({metrics['preset']}) on {metrics['num_images']} images: consistency "
-          f"{show(metrics['consistency'])}, first-named emotion is the label {show(metrics['first_mentioned_is_label'])}, "
+          f"{show(metrics['consistency'])}, first-named emotion is the label "
+          f"{show(metrics['first_mentioned_is_label'])}, "
           f"grounding {show(metrics['grounding'])}, contradiction rate {show(metrics['contradiction_rate'])}, "
           f"{metrics['images_per_second']:.2f} images/s")
     judge = metrics["judge"]

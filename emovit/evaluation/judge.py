@@ -18,7 +18,14 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from dataset_builder.attributes import render_attributes
-from dataset_builder.llm_client import CUT_OFF_FINISH_REASONS, ChatClient, ChatRequest, ClientSettings, ResponseCache, estimate
+from dataset_builder.llm_client import (
+    CUT_OFF_FINISH_REASONS,
+    ChatClient,
+    ChatRequest,
+    ClientSettings,
+    ResponseCache,
+    estimate,
+)
 
 from .arguments import EvalArguments, parse_prices
 

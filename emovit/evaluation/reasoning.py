@@ -107,12 +107,18 @@ SYNONYMS = {
 FACE_NOUNS = ("face", "expression", "look", "eye")
 FACIAL_EXPRESSIONS = {
     # value: (adjectives, visible cues)
-    "happy": (("happy", "joyful", "cheerful", "smiling", "delighted"), ("smile", "smiling", "grin", "grinning", "laugh", "laughing")),
-    "sad": (("sad", "sorrowful", "unhappy", "tearful", "downcast"), ("tear", "crying", "frown", "frowning", "weeping")),
-    "angry": (("angry", "furious", "enraged", "hostile"), ("scowl", "scowling", "glare", "glaring", "clenched")),
-    "fear": (("fearful", "afraid", "scared", "terrified", "frightened"), ("wide eyed", "cowering", "trembling")),
-    "surprise": (("surprised", "astonished", "amazed", "startled"), ("gasp", "gasping", "open mouth", "raised eyebrow")),
-    "disgust": (("disgusted", "repulsed", "revolted"), ("grimace", "grimacing", "wrinkled nose", "sneer")),
+    "happy": (("happy", "joyful", "cheerful", "smiling", "delighted"),
+              ("smile", "smiling", "grin", "grinning", "laugh", "laughing")),
+    "sad": (("sad", "sorrowful", "unhappy", "tearful", "downcast"),
+            ("tear", "crying", "frown", "frowning", "weeping")),
+    "angry": (("angry", "furious", "enraged", "hostile"),
+              ("scowl", "scowling", "glare", "glaring", "clenched")),
+    "fear": (("fearful", "afraid", "scared", "terrified", "frightened"),
+             ("wide eyed", "cowering", "trembling")),
+    "surprise": (("surprised", "astonished", "amazed", "startled"),
+                 ("gasp", "gasping", "open mouth", "raised eyebrow")),
+    "disgust": (("disgusted", "repulsed", "revolted"),
+                ("grimace", "grimacing", "wrinkled nose", "sneer")),
     "neutral": (("neutral", "blank", "expressionless", "calm"), ("straight face",)),
 }
 
