@@ -127,3 +127,13 @@ def test_settings_refuse_a_password_in_the_url_and_a_missing_key(tmp_path, llmoc
     with pytest.raises(ValueError, match="OPENAI_API_KEY is not set"):
         judge_settings(judge_arguments(tmp_path, llmock, judge_base_url=None))
     assert judge_settings(judge_arguments(tmp_path, llmock, judge_base_url=None, judge_dry_run=True)).api_key is None
+
+
+def test_a_refusing_server_stops_the_judge_with_advice_in_its_own_flags(tmp_path, llmock):
+    from llmock.scenarios import Fail
+
+    llmock.add(Fail(404, times=None))
+    summary, judged = run_judge(tmp_path, llmock)
+    assert summary["api_calls"] == len(served(llmock)) == 3 and summary["failed"] == 3 and summary["judged"] == 0
+    assert "--judge_base_url" in summary["stop_reason"] and "--judge_model" in summary["stop_reason"]
+    assert all("HTTP 404" in row["judge_error"] for row in judged)

@@ -109,6 +109,14 @@ def judge_settings(args: EvalArguments) -> ClientSettings:
     return settings
 
 
+def in_judge_flags(text: str | None) -> str | None:
+    """The client's messages name the data builder's flags; evaluate.py's judge has its own names for them."""
+    for builder_flag, judge_flag in (("--max_cost", "--judge_max_cost"), ("--base_url", "--judge_base_url"),
+                                     ("--llm_model", "--judge_model")):
+        text = text.replace(builder_flag, judge_flag) if text else text
+    return text
+
+
 def judge_requests(rows: list[dict]) -> list[ChatRequest]:
     """One request per row (`id`, `explanation`, `attributes`)."""
     return [ChatRequest(f"judge/{row['id']}", judge_messages(row["explanation"], row["attributes"]), RUBRIC_HASH,
@@ -129,8 +137,7 @@ def judge_rows(rows: list[dict], args: EvalArguments, settings: ClientSettings) 
     malformed = failed = not_run = 0
     for row, result in zip(rows, results):
         if result.error is not None:
-            # The client names its ceiling after the data builder's flag; here the flag is --judge_max_cost.
-            row["judge_error"] = result.error.replace("--max_cost", "--judge_max_cost")
+            row["judge_error"] = in_judge_flags(result.error)
             not_run += result.not_run
             failed += not result.not_run
             continue
@@ -155,7 +162,7 @@ def judge_rows(rows: list[dict], args: EvalArguments, settings: ClientSettings) 
         "failed": failed,
         "not_run": not_run,
         "stopped_by_max_cost": stats.stopped_by_max_cost,
-        "stop_reason": client.stop_reason,
+        "stop_reason": in_judge_flags(client.stop_reason),
         "api_calls": stats.api_calls,
         "cache_hits": stats.cache_hits,
         "prompt_tokens": stats.prompt_tokens,
