@@ -376,7 +376,7 @@ def evaluate_reasoning(args: EvalArguments) -> dict:
     predictions.jsonl into `args.output_dir`. Returns metrics.json's content on every process."""
     accelerator = Accelerator()
     # The judge's settings are checked (key, URL, prices) before the model spends time on explanations.
-    judge = judge_settings(args) if args.judge_model else None
+    judge_client = judge_settings(args) if args.judge_model else None
 
     # ---- model and data
     model, processor = load_model(args.model, DTYPES[args.dtype])
@@ -421,8 +421,7 @@ def evaluate_reasoning(args: EvalArguments) -> dict:
     for row in rows:
         row.pop("annotation_problem", None)
         row.pop("index")
-    if judge is not None:
-        judge = judge_rows(rows, args, judge)
+    judge = judge_rows(rows, args, judge_client) if judge_client is not None else None
     arguments = asdict(args)
     arguments["judge_base_url"] = redact_url(args.judge_base_url)
     metrics = {
