@@ -171,12 +171,13 @@ def test_image_attributes_from_annotation_and_pixels(tmp_path):
 
 @pytest.fixture(scope="module")
 def reasoning_run(tmp_path_factory, run_evaluation, eval_emoset_dir):
-    """The reasoning run (free preset, 16 new tokens) on the first 6 test images of a copy of `eval_emoset_dir`
-    whose first test image's annotation file is broken."""
+    """The reasoning run (free preset, 16 new tokens, batches of 3) on the first 6 test images of a copy of
+    `eval_emoset_dir` whose first test image's annotation file is broken and whose sixth image is not an image."""
     root = tmp_path_factory.mktemp("reasoning") / "emoset"
     shutil.copytree(eval_emoset_dir, root)
-    _, _, annotation = json.loads((root / "test.json").read_text())[0]
-    (root / annotation).write_text("{not json")
+    entries = json.loads((root / "test.json").read_text())
+    (root / entries[0][2]).write_text("{not json")
+    (root / entries[5][1]).write_bytes(b"not a JPEG")
     metrics, lines, out = run_evaluation(root.parent, root, task="reasoning", max_images=6, max_new_tokens=16,
                                          batch_size=3)
     return root, metrics, lines, out
@@ -187,10 +188,11 @@ def test_run_explanations_are_explains_and_rows_are_scored(reasoning_run, tiny_d
     data = load_eval_data(str(root), "test")
     model = EmoVitForConditionalGeneration.from_pretrained(tiny_dir).eval()
     processor = EmoVitProcessor.from_pretrained(tiny_dir)
-    images = [data.image(i) for i in range(6)]
+    images = [data.image(i) for i in range(5)]
+    # The unreadable sixth image leaves the second batch with two.
     expected = [model.explain(images[start : start + 3], processor, preset="free", max_new_tokens=16, batch_size=3)
                 for start in (0, 3)]
-    assert [line["id"] for line in lines] == data.ids[:6]
+    assert [line["id"] for line in lines] == data.ids[:5]
     assert [line["explanation"] for line in lines] == [text for part in expected for text in part.explanations]
     assert [line["prediction"] for line in lines] == [label for part in expected for label in part.labels]
     assert [line["mentioned"] for line in lines] == [named for part in expected for named in part.mentioned]
@@ -209,9 +211,13 @@ def test_run_explanations_are_explains_and_rows_are_scored(reasoning_run, tiny_d
 def test_run_metrics_follow_from_the_rows(reasoning_run):
     root, metrics, lines, out = reasoning_run
     assert metrics == json.loads((out / "metrics.json").read_text())
-    assert metrics["task"] == "reasoning" and metrics["preset"] == "free" and metrics["num_images"] == 6
-    assert metrics["consistency"] == sum(line["consistency"] == "agrees" for line in lines) / 6
-    assert metrics["accuracy"] == sum(line["correct"] for line in lines) / 6
+    assert metrics["task"] == "reasoning" and metrics["preset"] == "free" and metrics["num_images"] == 5
+    assert metrics["consistency"] == sum(line["consistency"] == "agrees" for line in lines) / 5
+    assert metrics["accuracy"] == sum(line["correct"] for line in lines) / 5
+    # The unreadable image is counted and named, not dropped.
+    [skipped] = metrics["skipped"]
+    assert metrics["num_skipped"] == 1 and skipped["id"] == load_eval_data(str(root), "test").ids[5]
+    assert "could not be read" in skipped["reason"]
     grounded = [line["grounding"] for line in lines if line["grounding"] is not None]
     assert metrics["grounding"] == pytest.approx(sum(grounded) / len(grounded))
     assert metrics["definitions"] == DEFINITIONS and metrics["judge"] is None
