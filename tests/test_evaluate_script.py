@@ -119,8 +119,17 @@ def test_reasoning_under_two_processes_with_the_judge_keeps_the_key_out_of_every
     data = load_eval_data(str(eval_emoset_dir), "test")
     model = EmoVitForConditionalGeneration.from_pretrained(tiny_dir).eval()
     processor = EmoVitProcessor.from_pretrained(tiny_dir)
-    explained = [model.explain([data.image(i) for i in share], processor, preset="free", max_new_tokens=8,
-                               batch_size=2) for share in ([0, 1], [2, 3])]
+    # The processes ran single-threaded (OMP_NUM_THREADS=1); so does the comparison, so that sums add up in the
+    # same order and greedy decoding cannot tip on a rounding difference.
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        explained = [model.explain([data.image(i) for i in share], processor, preset="free", max_new_tokens=8,
+                                   batch_size=2) for share in ([0, 1], [2, 3])]
+    finally:
+        torch.set_num_threads(threads)
     assert [line["id"] for line in lines] == data.ids[:4]
     assert [line["explanation"] for line in lines] == [text for part in explained for text in part.explanations]
 
