@@ -59,8 +59,7 @@ def main(args: AppArguments) -> None:
     # torch, the model code and Gradio take seconds each to import: each comes once the checks before it have passed.
     from accelerate import PartialState
 
-    from emovit.inference.loading import DTYPES
-    from emovit.inference.loading import load_model
+    from emovit.inference.loading import DTYPES, load_model
 
     dtype = args.dtype or os.environ.get("EMOVIT_DTYPE", "float32")
     if dtype not in DTYPES:

@@ -25,8 +25,17 @@ Outputs in --output_dir, each written to a temporary file and then renamed, so a
   leaves out and images that cannot be decoded are counted (`num_skipped`) and listed with their reasons
   (`skipped`); the metrics cover the other images (`num_images`).
 - predictions.jsonl: one line per image (and instruction variant): id, label, prediction, correct, and the
-  per-label probabilities (score) or the generated text (generate).
-- confusion_matrix.png.
+  per-label probabilities and the model labels' raw log-likelihoods (score) or the generated text (generate).
+- confusion_matrix.png; with `score` also reliability_diagram.png, and metrics.json holds ECE, Brier, NLL and
+  one-vs-rest AUROC (definitions in the README and in metrics.json).
+
+Calibration and the model card (README, Evaluation):
+
+    python evaluate.py --model runs/emovit --dataset data/EmoSet-118K --split test --calibrate_on val \
+        --save_temperature --update_card runs/emovit --output_dir runs/eval-emoset
+
+fits a temperature on `val`, reports the test metrics before and after it, stores it in runs/emovit/config.json
+and adds the results to runs/emovit/README.md's model-index.
 
 --task reasoning explains each image (explain(), --explain_preset free by default) and writes metrics.json (emotion
 consistency, attribute grounding, brightness/colourfulness contradictions, the optional LLM judge, each with its
@@ -47,7 +56,16 @@ Presets (model labels must be EmoSet's 8):
 - unbiasedemo (UnbiasedEmo: anger, fear, joy, love, sadness, surprise): amusement, excitement -> joy;
   contentment -> love (Mikels' contentment images are largely couples, families and tenderness, which is what
   UnbiasedEmo calls love); awe -> surprise; anger, fear, sadness -> themselves; disgust -> dropped.
+- webemo7 (WebEmo's 7 classes): as unbiasedemo, but disgust -> anger (WebEmo's hierarchy files disgust under anger);
+  no model label means confusion, so add --skip_uncovered_labels true to leave those images out (counted).
+- emotionroi = emotion6 (same six labels); webemo2 = twitter = binary.
 Pass a JSON file `{"amusement": "joy", ..., "disgust": null}` naming every model label for any other mapping.
+
+Benchmarks (README "Benchmark datasets"): `--dataset_format artphoto|abstract|emotion6|emotionroi|webemo2|webemo7|
+webemo25` reads a benchmark in its published layout; FI, UnbiasedEmo and Twitter I / II are ImageFolders. A suite runs
+one model on a list of them and writes one table (suite_results.md, suite_results.json) plus each entry's folder:
+
+    python evaluate.py --model runs/emovit --suite configs/eval_suite.yaml --output_dir runs/eval-suite
 """
 
 import sys
@@ -66,13 +84,31 @@ from transformers import HfArgumentParser  # noqa: E402
 
 from emovit.evaluation.arguments import EvalArguments  # noqa: E402
 from emovit.evaluation.run import evaluate_model  # noqa: E402
+from emovit.evaluation.suite import (  # noqa: E402
+    RESULTS_JSON,
+    RESULTS_MARKDOWN,
+    SuiteArguments,
+    format_table,
+    run_suite,
+)
 
 
 def main(argv=None) -> dict:
     """Runs the evaluation; returns metrics.json's content (on every process of a multi-process launch)."""
-    # ---- arguments: flags, or one JSON / YAML file holding them
-    parser = HfArgumentParser(EvalArguments)
     argv = sys.argv[1:] if argv is None else list(argv)
+    # ---- a suite: one model on every entry of a suite file, then one table of all results
+    if any(arg == "--suite" or arg.startswith("--suite=") for arg in argv):
+        (suite_args,) = HfArgumentParser(SuiteArguments).parse_args_into_dataclasses(args=argv)
+        table = run_suite(suite_args)
+        if PartialState().is_main_process:
+            print(format_table(table), end="")
+            output_dir = Path(suite_args.output_dir)
+            print(f"wrote {output_dir / RESULTS_MARKDOWN}, {output_dir / RESULTS_JSON}")
+        return table
+
+    # ---- arguments: flags, or one JSON / YAML file holding them
+    parser = HfArgumentParser(EvalArguments, description="Evaluate one dataset split, or a suite of them: --model M "
+                                                          "--suite FILE --output_dir O (see --suite FILE --help).")
     if len(argv) == 1 and argv[0].endswith(".json"):
         (args,) = parser.parse_json_file(os.path.abspath(argv[0]))
     elif len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
@@ -94,9 +130,21 @@ def main(argv=None) -> dict:
         if skipped:
             print(f"skipped {len(skipped)} images (listed with reasons in metrics.json), e.g. {skipped[0]['id']}: "
                   f"{skipped[0]['reason']}")
+        if "ece" in metrics:
+            auroc = "n/a" if metrics["auroc_macro"] is None else f"{metrics['auroc_macro']:.4f}"
+            print(f"ECE {metrics['ece']:.4f}, Brier {metrics['brier']:.4f}, NLL {metrics['nll']:.4f}, "
+                  f"macro AUROC {auroc}")
+        if "calibrated" in metrics:
+            calibrated = metrics["calibrated"]
+            print(f"temperature {calibrated['temperature']:.4f} (fitted on {calibrated['split']}): "
+                  f"ECE {calibrated['ece']:.4f}, Brier {calibrated['brier']:.4f}, NLL {calibrated['nll']:.4f}"
+                  + (f"; stored in {Path(args.model) / 'config.json'}" if args.save_temperature else ""))
         output_dir = Path(args.output_dir)
         print(f"wrote {output_dir / 'metrics.json'}, {output_dir / 'predictions.jsonl'}, "
-              f"{output_dir / 'confusion_matrix.png'}")
+              f"{output_dir / 'confusion_matrix.png'}"
+              + (f", {output_dir / 'reliability_diagram.png'}" if "ece" in metrics else ""))
+        if args.update_card is not None:
+            print(f"added the results to the model-index of {Path(args.update_card) / 'README.md'}")
     return metrics
 
 

@@ -132,7 +132,10 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Em
         metrics = evaluate_held_out(output_dir, eval_root, data_args.test_split)
         print("held-out " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         results.update({f"test_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
-    write_training_card(output_dir, model, model_args, data_args, training_args, counts, type_counts, results)
+    evaluations = [json.loads((output_dir / folder / "metrics.json").read_text())
+                   for folder in ("eval", "eval-generate")] if tested else []
+    write_training_card(output_dir, model, model_args, data_args, training_args, counts, type_counts, results,
+                        evaluations)
     print(f"model: {output_dir.resolve()}")
     if tested:
         print(f"test metrics: {(output_dir / 'eval' / 'metrics.json').resolve()}")

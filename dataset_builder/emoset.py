@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modeling_emovit.configuration_emovit import EMOSET_EMOTIONS
+from modeling_emovit.io_utils import IMAGE_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,7 @@ def read_image_folder(root: str | os.PathLike, split: str | None = None) -> Spli
     listing = SplitListing()
     for label_dir in label_dirs:
         for path in sorted(label_dir.iterdir()):
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
+            if path.suffix.lower() not in IMAGE_EXTENSIONS:
                 if path.is_file():
                     listing.skipped.append(Skip(str(path), f"not an image file (suffix {path.suffix!r})"))
                 continue

@@ -21,7 +21,7 @@ from .modeling_emovit import (
     EmoVitForConditionalGenerationModelOutput,
     EmoVitModel,
 )
-from .pipeline_emovit import TASK, VisualEmotionRecognitionPipeline
+from .pipeline_emovit import TASK, VisualEmotionRecognitionPipeline, ranked_scores
 from .processing_emovit import (
     ANSWER_PREFIX,
     CATEGORICAL_INSTRUCTION,
@@ -73,5 +73,6 @@ __all__ = [
     "format_categorical_instruction",
     "mentioned_emotions",
     "parse_emotion_answer",
+    "ranked_scores",
     "validate_emotion_labels",
 ]

@@ -2,7 +2,9 @@
 #
 # Licensed under the BSD 3-Clause License (the "License"); you may not use this file except in compliance with the
 # License. You may obtain a copy of the License in the LICENSE file at the root of this repository.
-"""EmoVIT configuration: InstructBLIP's configuration plus the emotion label set."""
+"""EmoVIT configuration: InstructBLIP's configuration plus the emotion label set and the score temperature."""
+
+import math
 
 from huggingface_hub.dataclasses import strict
 from transformers import InstructBlipConfig
@@ -28,6 +30,12 @@ class EmoVitConfig(InstructBlipConfig):
         [`EmoVitProcessor`]. Labels are stored stripped and lower-case, must be unique, and are matched exactly
         (ignoring case) when generated answers are parsed.
 
+    score_temperature (`float`, *optional*, defaults to 1.0):
+        The temperature `T` of `classify(method="score")`: its probabilities are the softmax of the answers'
+        log-likelihoods divided by `T`. 1.0 leaves them as the language model gives them; `evaluate.py
+        --calibrate_on SPLIT --save_temperature` stores the value that minimises a held-out split's negative
+        log-likelihood. It never changes which label ranks first. Must be a finite number above 0.
+
     `emotion_labels` is the single source of truth for the label set: `id2label`, `label2id` and `num_labels` always
     follow it, on construction and on every later assignment.
     - Construction: `emotion_labels` wins; without it, the names of a given `id2label` are used; without either,
@@ -46,6 +54,7 @@ class EmoVitConfig(InstructBlipConfig):
     model_type = "emovit"
 
     emotion_labels: list[str] | tuple[str, ...] | None = None
+    score_temperature: float | int = 1.0
 
     def __post_init__(self, **kwargs):
         # An InstructBLIP config.json carries `model_type="instructblip"`; stored on the instance it would shadow
@@ -75,6 +84,7 @@ class EmoVitConfig(InstructBlipConfig):
                 "Set `config.num_labels` afterwards to replace them by placeholders, or pass other `emotion_labels`."
             )
         self.emotion_labels = labels  # through __setattr__: fills id2label and label2id
+        self.score_temperature = self.score_temperature  # through __setattr__: validated
 
     def __setattr__(self, key, value):
         # Until the base __post_init__ has run, fields are being filled one by one and are not yet in step.
@@ -92,6 +102,8 @@ class EmoVitConfig(InstructBlipConfig):
             if names is None:  # transformers' `num_labels` setter writes LABEL_i placeholders
                 names = _placeholder_labels(len(value))
             self.emotion_labels = names
+        elif key == "score_temperature":
+            super().__setattr__(key, validate_temperature(value))
         elif key == "label2id":
             expected = {label: index for index, label in self.id2label.items()}
             if value is not None and {normalise_label(k): int(v) for k, v in value.items()} != expected:
@@ -128,6 +140,15 @@ def normalise_label(label) -> str:
     return " ".join(str(label).strip().lower().split())
 
 
+def validate_temperature(value) -> float:
+    """Checks `score_temperature` (a finite number above 0) and returns it as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(
+            f"`score_temperature` must be a finite number above 0, got {value!r}. 1.0 leaves the scores unchanged."
+        )
+    return float(value)
+
+
 def validate_emotion_labels(labels, field: str = "emotion_labels") -> list[str]:
     """Checks a label list and returns it normalised (stripped, lower-case); errors name `field` and the value."""
     if isinstance(labels, str) or not isinstance(labels, (list, tuple)):
@@ -148,4 +169,4 @@ def validate_emotion_labels(labels, field: str = "emotion_labels") -> list[str]:
     return normalised
 
 
-__all__ = ["EMOSET_EMOTIONS", "EmoVitConfig", "normalise_label", "validate_emotion_labels"]
+__all__ = ["EMOSET_EMOTIONS", "EmoVitConfig", "normalise_label", "validate_emotion_labels", "validate_temperature"]

@@ -344,6 +344,10 @@ The categorical instruction is `{instruction}` and the answer format `{answer}`.
 - modules that differ from the base model: {changed}
 - largest logits difference from the base model on a test image: {diff:.3e}
 {notes}
+## Results
+
+None measured on this conversion, so the card carries no `model-index`. The conversion only checks the logits
+against the base model; evaluate the folder with the project's `evaluate.py --update_card {name}` to add results.
 """
 
 

@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 # images ("F") follow the usual convention of 0.0 = black, 1.0 = white. Values outside the range are clipped.
 _HIGH_BIT_DEPTH_WHITE = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0,
                          "F": 1.0}
+# The file extensions taken as images when a folder is searched (ImageFolder datasets, predict.py's folders): what
+# cameras, scans and screenshots produce and Pillow reads without plugins; TIFF for 16-bit scans (see `to_rgb`).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # Errors a corrupt, truncated or hostile image file raises while it is decoded.
 IMAGE_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 

@@ -19,7 +19,7 @@ from transformers.utils import logging
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_emovit import EmoVitConfig
-from .pipeline_emovit import CUSTOM_PIPELINES
+from .pipeline_emovit import CUSTOM_PIPELINES, ranked_scores
 from .processing_emovit import EXPLANATION_PRESETS, mentioned_emotions, parse_emotion_answer
 
 
@@ -37,14 +37,18 @@ class EmotionPrediction:
     Attributes:
         labels (`list[str | None]`): the predicted emotion per image; `None` when a generated answer named no label.
         scores (`torch.FloatTensor` of shape `(batch_size, num_labels)`): per-label scores in `config.emotion_labels`
-            order. `score`: the probability of each label's answer (rows sum to 1). `generate`: 1 for the label the
-            answer names and 0 elsewhere (an all-zero row for an invalid answer).
+            order. `score`: the probability of each label's answer, the softmax of `log_likelihoods /
+            config.score_temperature` (rows sum to 1). `generate`: 1 for the label the answer names and 0 elsewhere
+            (an all-zero row for an invalid answer).
         texts (`list[str] | None`): the generated answers (`generate` only).
+        log_likelihoods (`torch.FloatTensor` of shape `(batch_size, num_labels)`, *optional*): `score` only: each
+            label answer's summed log-probability, before the temperature (what a temperature is fitted on).
     """
 
     labels: list
     scores: torch.Tensor
     texts: list | None = None
+    log_likelihoods: torch.Tensor | None = None
 
     @property
     def valid(self) -> list[bool]:
@@ -77,10 +81,9 @@ class EmotionExplanation:
         default), `explanation`, `mentioned`, `agreement`. `labels` is `config.emotion_labels`."""
         rows = []
         for row, label in enumerate(self.labels):
-            ranked = sorted(zip(labels, self.scores[row].tolist()), key=lambda pair: -pair[1])[:top_k]
             rows.append({
                 "label": label,
-                "scores": [{"label": name, "score": score} for name, score in ranked],
+                "scores": ranked_scores(self.scores[row].tolist(), labels, top_k),
                 "explanation": self.explanations[row],
                 "mentioned": self.mentioned[row],
                 "agreement": self.agreement[row],
@@ -477,8 +480,9 @@ class EmoVitForConditionalGeneration(InstructBlipForConditionalGeneration, Gener
         Args:
             images: a PIL image or a list of them (any size; the processor resizes).
             processor ([`EmoVitProcessor`]): the model's processor.
-            method: `"score"` picks the label whose answer is most likely (never invalid); `"generate"` decodes
-                greedily and parses `Predict emotion: <label>` (anything else counts as invalid, label `None`).
+            method: `"score"` picks the label whose answer is most likely (never invalid; the probabilities are
+                tempered by `config.score_temperature`); `"generate"` decodes greedily and parses
+                `Predict emotion: <label>` (anything else counts as invalid, label `None`).
             instruction: the categorical instruction; the processor's by default. It must name every label.
             max_new_tokens: generation budget; by default the longest label answer plus a margin.
             batch_size: images per forward pass. Memory is bounded by the batch, not by the length of `images`;
@@ -499,6 +503,7 @@ class EmoVitForConditionalGeneration(InstructBlipForConditionalGeneration, Gener
             labels=[label for part in parts for label in part.labels],
             scores=torch.cat([part.scores for part in parts]),
             texts=None if method == "score" else [text for part in parts for text in part.texts],
+            log_likelihoods=torch.cat([part.log_likelihoods for part in parts]) if method == "score" else None,
         )
 
     @torch.inference_mode()
@@ -580,8 +585,13 @@ class EmoVitForConditionalGeneration(InstructBlipForConditionalGeneration, Gener
         inputs["pixel_values"] = inputs["pixel_values"].to(self.vision_model.embeddings.patch_embedding.weight.dtype)
         labels = self.config.emotion_labels
         if method == "score":
-            probs = torch.softmax(self.score_emotions(**inputs), dim=-1).cpu()
-            return EmotionPrediction(labels=[labels[i] for i in probs.argmax(-1).tolist()], scores=probs)
+            log_likelihoods = self.score_emotions(**inputs)
+            temperature = self.config.score_temperature
+            # Skipped at 1.0, so scores without a stored temperature stay bit-identical.
+            scaled = log_likelihoods / temperature if temperature != 1.0 else log_likelihoods
+            probs = torch.softmax(scaled, dim=-1).cpu()
+            return EmotionPrediction(labels=[labels[i] for i in probs.argmax(-1).tolist()], scores=probs,
+                                     log_likelihoods=log_likelihoods.cpu())
 
         if max_new_tokens is None:
             max_new_tokens = int(inputs["candidate_attention_mask"].sum(-1).max()) + 4

@@ -31,6 +31,13 @@ CUSTOM_PIPELINES = {
 }
 
 
+def ranked_scores(scores, labels, top_k: int | None = None) -> list[dict]:
+    """Image classification's output: `[{"label", "score"}, ...]` from most to least likely (ties in label order),
+    the first `top_k` of them (all by default). `scores` is a sequence of floats in `labels` order."""
+    ranked = sorted(zip(labels, [float(score) for score in scores]), key=lambda pair: -pair[1])
+    return [{"label": label, "score": score} for label, score in ranked[:top_k]]
+
+
 class VisualEmotionRecognitionPipeline(Pipeline):
     """Recognises the emotion an image evokes with an EmoVIT model.
 
@@ -90,9 +97,7 @@ class VisualEmotionRecognitionPipeline(Pipeline):
                 "agreement": result.agreement[0]}
 
     def postprocess(self, model_outputs, top_k=None):
-        labels = self.model.config.emotion_labels
-        ranked = sorted(zip(labels, model_outputs["scores"].tolist()), key=lambda pair: -pair[1])[:top_k]
-        entries = [{"label": label, "score": score} for label, score in ranked]
+        entries = ranked_scores(model_outputs["scores"].tolist(), self.model.config.emotion_labels, top_k)
         if "explanation" in model_outputs:
             entries[0].update({key: model_outputs[key] for key in ("explanation", "mentioned", "agreement")})
         return entries

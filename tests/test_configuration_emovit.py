@@ -102,3 +102,19 @@ def test_every_file_carries_a_dated_licence_header():
         match = re.match(r"^# Copyright (\d{4}) ", head[0])
         assert match and int(match.group(1)) >= 2023, path.name
         assert any("BSD 3-Clause" in line for line in head), path.name
+
+
+def test_score_temperature_defaults_to_one_is_validated_and_survives_save(tmp_path):
+    assert EmoVitConfig().score_temperature == 1.0
+    config = EmoVitConfig(score_temperature=2)
+    assert config.score_temperature == 2.0 and isinstance(config.score_temperature, float)
+    for bad in (0, -1.5, float("nan"), float("inf"), True):  # a bool is refused by the field's type already
+        message = r"score_temperature.*" + re.escape(repr(bad))
+        with pytest.raises((ValueError, StrictDataclassFieldValidationError), match=message):
+            EmoVitConfig(score_temperature=bad)
+        with pytest.raises((ValueError, StrictDataclassFieldValidationError), match=message):
+            config.score_temperature = bad
+    assert config.score_temperature == 2.0  # a refused assignment leaves the value
+    config.score_temperature = 0.5
+    config.save_pretrained(tmp_path)
+    assert EmoVitConfig.from_pretrained(tmp_path).score_temperature == 0.5

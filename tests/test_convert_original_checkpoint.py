@@ -153,6 +153,7 @@ def test_full_lavis_state_dict_round_trip(base_dir, tmp_path, capsys, images):
     card = (tmp_path / "out" / "README.md").read_text()
     assert "amusement" in card and "lavis.pth" in card and "mode: `full`" in card and "rotary inv_freq" in card
     assert 'pipeline("visual-emotion-recognition", model="out", trust_remote_code=True)' in card
+    assert "model-index" not in card.split("---")[1] and "None measured on this conversion" in card
     assert (tmp_path / "out" / "pipeline_emovit.py").is_file()
     assert (tmp_path / "out" / "model.safetensors").exists() and not (tmp_path / "out" / "README.md.tmp").exists()
 

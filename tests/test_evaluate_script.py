@@ -49,7 +49,8 @@ def test_two_processes_from_a_json_file_split_gather_and_write_once(tmp_path, ev
     metrics = json.loads((out / "metrics.json").read_text())
     assert f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}" in done.stdout
     assert f"wrote {out / 'metrics.json'}, {out / 'predictions.jsonl'}, {out / 'confusion_matrix.png'}" in done.stdout
-    assert sorted(os.listdir(out)) == ["confusion_matrix.png", "metrics.json", "predictions.jsonl"]
+    assert sorted(os.listdir(out)) == ["confusion_matrix.png", "metrics.json", "predictions.jsonl",
+                                      "reliability_diagram.png"]
     assert metrics["num_processes"] == 2 and metrics["num_images"] == 7
     assert metrics["arguments"]["batch_size"] == 3 and metrics["arguments"]["method"] == "score"
     lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
@@ -59,6 +60,43 @@ def test_two_processes_from_a_json_file_split_gather_and_write_once(tmp_path, ev
     for line, single in zip(lines, expected[:7]):
         assert line["scores"] == pytest.approx(single["scores"], abs=1e-6)
     assert metrics["accuracy"] == pytest.approx(accuracy_of(lines))
+
+
+# ----------------------------------------------------------------------------------- calibration and the card
+
+
+def test_calibrate_store_and_update_the_card_from_the_command_line(tmp_path, tiny_dir, eval_emoset_dir):
+    import shutil
+
+    from huggingface_hub import ModelCard
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_dir, model)
+    (model / "README.md").write_text("---\nlicense: bsd-3-clause\n---\n\n# Tiny\n\nNotes.\n")
+    out = tmp_path / "out"
+    command = [sys.executable, str(REPO / "evaluate.py"), "--model", str(model), "--dataset", str(eval_emoset_dir),
+               "--max_images", "8", "--batch_size", "4", "--calibrate_on", "val", "--save_temperature",
+               "--update_card", str(model), "--output_dir", str(out)]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    calibrated = metrics["calibrated"]
+    assert f"ECE {metrics['ece']:.4f}, Brier {metrics['brier']:.4f}, NLL {metrics['nll']:.4f}" in done.stdout
+    assert f"temperature {calibrated['temperature']:.4f} (fitted on val)" in done.stdout
+    assert f"stored in {model / 'config.json'}" in done.stdout and (out / "reliability_diagram.png").is_file()
+    assert json.loads((model / "config.json").read_text())["score_temperature"] == calibrated["temperature"]
+    card = ModelCard.load(model / "README.md")
+    assert card.data.license == "bsd-3-clause" and card.text.strip() == "# Tiny\n\nNotes."
+    by_metric = {(r.metric_config, r.metric_type): r for r in card.data.eval_results}
+    assert by_metric[("score", "accuracy")].metric_value == float(f"{metrics['accuracy']:.4g}")
+    assert by_metric[("score-calibrated", "ece")].metric_value == float(f"{calibrated['ece']:.4g}")
+    assert all((r.dataset_type, r.dataset_split, r.dataset_args) == (eval_emoset_dir.name, "test", {"max_images": 8})
+               for r in card.data.eval_results)
+
+    refused = subprocess.run([*command[:-2], "--output_dir", str(tmp_path / "generate"), "--method", "generate"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "--calibrate_on 'val' needs --method score" in refused.stderr
+    assert not (tmp_path / "generate").exists()
 
 
 # ----------------------------------------------------------------------------------------------------- the name
@@ -135,3 +173,25 @@ def test_reasoning_under_two_processes_with_the_judge_keeps_the_key_out_of_every
 
     written = "".join(path.read_text() for path in out.iterdir()) + done.stdout + done.stderr
     assert "SECRET" not in written
+
+# ----------------------------------------------------------------------------------------------------- suite
+
+
+def test_suite_from_the_command_line_prints_and_writes_one_table(tmp_path, tiny_dir):
+    from emovit.evaluation.synthetic_benchmarks import write_synthetic_benchmarks
+
+    write_synthetic_benchmarks(tmp_path / "bench", images_per_class=3)
+    (tmp_path / "suite.yaml").write_text(
+        "- {name: abstract, dataset: bench/Abstract, dataset_format: abstract, split: all}\n"
+        "- {name: emotionroi, dataset: bench/EmotionROI, dataset_format: emotionroi, label_map: emotionroi}\n")
+    out = tmp_path / "out"
+    command = [sys.executable, str(REPO / "evaluate.py"), "--model", str(tiny_dir), "--suite",
+               str(tmp_path / "suite.yaml"), "--output_dir", str(out), "--batch_size", "8"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = json.loads((out / "suite_results.json").read_text())
+    assert [row["name"] for row in table["rows"]] == ["abstract", "emotionroi"]
+    assert [row["num_images"] for row in table["rows"]] == [24, 6]
+    assert (out / "suite_results.md").read_text() in done.stdout
+    assert sorted(os.listdir(out)) == ["abstract", "emotionroi", "suite_results.json", "suite_results.md"]
+    assert (out / "emotionroi" / "confusion_matrix.png").is_file()

@@ -69,6 +69,7 @@ def test_reasoning_defaults_leave_classification_as_it_was():
         ({"task": "reasoning", "max_new_tokens": 0}, r"--max_new_tokens is 0"),
         ({"task": "reasoning", "label_map": "binary"}, r"--label_map is 'binary'.*model's own labels"),
         ({"task": "reasoning", "prompt_variants": 2}, r"--prompt_variants is 2.*leave it at 1"),
+        ({"task": "reasoning", "calibrate_on": "val"}, r"--calibrate_on is 'val'.*--task classification"),
         ({"judge_model": "gpt-4o"}, r"--judge_model judges explanations; it needs --task reasoning"),
         ({"task": "reasoning", "judge_max_cost": 1.0}, r"--judge_max_cost is set but --judge_model is not"),
         ({"task": "reasoning", "judge_dry_run": True}, r"--judge_dry_run is set but --judge_model is not"),
@@ -81,3 +82,24 @@ def test_reasoning_defaults_leave_classification_as_it_was():
 def test_bad_reasoning_values_are_refused(overrides, message):
     with pytest.raises(ValueError, match=message):
         arguments(**overrides)
+
+def test_dataset_format_is_checked_and_defaults_to_none():
+    args = arguments()
+    assert args.dataset_format is None and args.skip_uncovered_labels is False
+    assert arguments(dataset_format="emotion6").dataset_format == "emotion6"
+    with pytest.raises(ValueError, match=r"--dataset_format is 'emotion7'.*'artphoto'"):
+        arguments(dataset_format="emotion7")
+
+
+def test_calibration_and_card_flags_are_checked_up_front(tmp_path):
+    assert (arguments().calibrate_on, arguments().save_temperature, arguments().update_card) == (None, False, None)
+    with pytest.raises(ValueError, match=r"--calibrate_on 'val' needs --method score.*--method generate"):
+        arguments(method="generate", calibrate_on="val")
+    with pytest.raises(ValueError, match=r"--save_temperature .* pass --calibrate_on"):
+        arguments(model=str(tmp_path), save_temperature=True)
+    with pytest.raises(ValueError, match=r"--model 'user/emovit' is not a local folder \(a Hub id"):
+        arguments(model="user/emovit", calibrate_on="val", save_temperature=True)
+    with pytest.raises(ValueError, match=r"--update_card 'user/emovit' is not a local folder"):
+        arguments(update_card="user/emovit")
+    args = arguments(model=str(tmp_path), calibrate_on="val", save_temperature=True, update_card=str(tmp_path))
+    assert (args.calibrate_on, args.save_temperature, args.update_card) == ("val", True, str(tmp_path))

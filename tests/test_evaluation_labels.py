@@ -98,3 +98,14 @@ def test_map_scores_sums_and_renormalises_over_kept_labels():
     assert map_scores([0.5, 0.25, 0.25], [0, None, 1], 2) == pytest.approx([2 / 3, 1 / 3])
     # All kept labels underflowed: zeros stay zeros instead of dividing by zero.
     assert map_scores([0.0, 1.0, 0.0], [0, None, 1], 2) == [0.0, 0.0]
+
+
+def test_benchmark_presets():
+    # Written out here so a changed preset fails the test.
+    mapping, targets = resolve_label_map("webemo7", MODEL_LABELS)
+    assert mapping == {"amusement": "joy", "awe": "surprise", "contentment": "love", "excitement": "joy",
+                       "anger": "anger", "disgust": "anger", "fear": "fear", "sadness": "sadness"}
+    assert sorted(targets) == ["anger", "fear", "joy", "love", "sadness", "surprise"]  # no confusion
+    assert resolve_label_map("emotionroi", MODEL_LABELS) == resolve_label_map("emotion6", MODEL_LABELS)
+    for preset in ("webemo2", "twitter"):
+        assert resolve_label_map(preset, MODEL_LABELS) == (BINARY, ["positive", "negative"])

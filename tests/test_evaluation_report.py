@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from emovit.evaluation.report import plot_confusion_matrix, prediction_line, write_report
+from emovit.evaluation.report import plot_confusion_matrix, plot_reliability, prediction_line, write_report
 
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -56,3 +56,27 @@ def test_a_failed_write_leaves_no_half_file(tmp_path):
                      "second")
     assert (out / "metrics.json").read_text() == before
     assert sorted(os.listdir(out)) == ["confusion_matrix.png", "metrics.json", "predictions.jsonl"]
+
+
+def bins(filled: dict) -> list[dict]:
+    """15 reliability bins, `filled` mapping a bin index to (count, accuracy, confidence)."""
+    return [{"lower": b / 15, "upper": (b + 1) / 15, "count": filled.get(b, (0,))[0],
+             "accuracy": filled[b][1] if b in filled else None, "confidence": filled[b][2] if b in filled else None}
+            for b in range(15)]
+
+
+def test_reliability_diagram_is_written_for_runs_with_calibration_bins(tmp_path):
+    raw = bins({7: (1, 0.0, 0.5), 14: (3, 1.0, 0.98)})
+    calibrated = {"temperature": 1.5, "ece": 0.1, "reliability": bins({6: (4, 0.75, 0.45)})}
+    figure = plot_reliability(raw, 0.2, "t", calibrated)
+    axes = figure.axes[0]
+    assert axes.get_title() == "t" and axes.get_xlim() == (0, 1)
+    assert [text.get_text() for text in axes.get_legend().get_texts()] == [
+        "perfect calibration", "raw: ECE 0.200", "T = 1.5: ECE 0.100"]
+    assert sorted(bar.get_height() for bar in axes.patches) == [0.0, 0.75, 1.0]  # one bar per filled bin
+    assert sorted(round(bar.get_height(), 4) for bar in figure.axes[1].patches) == [0.25, 0.75, 1.0]  # shares
+    metrics = {"confusion_matrix": [[1]], "invalid_per_class": [0], "labels": ["x"], "ece": 0.2, "reliability": raw}
+    write_report(tmp_path / "out", metrics, [], "a title")
+    assert sorted(os.listdir(tmp_path / "out")) == ["confusion_matrix.png", "metrics.json", "predictions.jsonl",
+                                                    "reliability_diagram.png"]
+    assert (tmp_path / "out" / "reliability_diagram.png").read_bytes()[:8] == PNG

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -44,7 +45,8 @@ def test_score_run_writes_consistent_outputs(eval_score_run, eval_emoset_dir):
     assert on_disk["accuracy"] == metrics["accuracy"]
     assert on_disk == metrics
     assert (out / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(os.listdir(out)) == ["confusion_matrix.png", "metrics.json", "predictions.jsonl"]  # no temp files
+    assert sorted(os.listdir(out)) == ["confusion_matrix.png", "metrics.json", "predictions.jsonl",
+                                      "reliability_diagram.png"]  # no temp files
 
     items = read_split(eval_emoset_dir, "test").items
     assert [line["id"] for line in lines] == [item.image_id for item in items]
@@ -182,7 +184,8 @@ def test_two_processes_split_gather_and_return_to_every_process(tmp_path, eval_s
     for rank in (0, 1):
         assert f"rank {rank} got accuracy {metrics['accuracy']!r}" in done.stdout
     assert metrics["num_processes"] == 2 and metrics["num_images"] == 7
-    assert sorted(os.listdir(out)) == ["confusion_matrix.png", "metrics.json", "predictions.jsonl"]
+    assert sorted(os.listdir(out)) == ["confusion_matrix.png", "metrics.json", "predictions.jsonl",
+                                      "reliability_diagram.png"]
     lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     _, expected, _ = eval_score_run
     assert [line["id"] for line in lines] == [line["id"] for line in expected[:7]]
@@ -335,3 +338,75 @@ def test_batch_size_reaches_the_model_unsplit(tmp_path, run_evaluation, tiny_dir
     finally:
         run_module.load_model = load_model
     assert metrics["num_images"] == 40 and seen == [40]  # one pass, not 32 + 8
+
+
+# ----------------------------------------------------------------------------------------------------- calibration
+
+
+def softmax_rows(log_likelihoods, temperature):
+    return torch.softmax(torch.tensor(log_likelihoods, dtype=torch.float64) / temperature, dim=-1).numpy()
+
+
+def test_score_run_reports_calibration_consistent_with_its_predictions(eval_score_run):
+    metrics, lines, out = eval_score_run
+    labels = metrics["labels"]
+    probabilities = np.array([list(line["scores"].values()) for line in lines])
+    references = [labels.index(line["label"]) for line in lines]
+    # The scores written are the softmax of the log-likelihoods written (T = 1).
+    assert probabilities == pytest.approx(softmax_rows([list(l["log_likelihoods"].values()) for l in lines], 1.0),
+                                          abs=1e-6)
+    assert metrics["score_temperature"] == 1.0
+    assert metrics["nll"] == pytest.approx(-np.mean(np.log(probabilities[range(16), references])), abs=1e-6)
+    one_hot = np.eye(8)[references]
+    assert metrics["brier"] == pytest.approx(((probabilities - one_hot) ** 2).sum(1).mean(), abs=1e-6)
+    bins = metrics["reliability"]
+    assert sum(b["count"] for b in bins) == 16
+    assert metrics["ece"] == pytest.approx(sum(b["count"] / 16 * abs(b["accuracy"] - b["confidence"])
+                                               for b in bins if b["count"]))
+    # The bins' accuracy is the run's accuracy.
+    assert sum(b["count"] * b["accuracy"] for b in bins if b["count"]) / 16 == pytest.approx(metrics["accuracy"])
+    assert 0 <= metrics["auroc_macro"] <= 1 and list(metrics["per_class_auroc"]) == labels
+    assert set(metrics["definitions"]) >= {"ece", "brier", "nll", "auroc_macro"}
+    assert (out / "reliability_diagram.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_calibrate_on_fits_reports_and_stores_a_temperature(run_evaluation, eval_emoset_dir, eval_score_run,
+                                                             tiny_dir, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_dir, model)
+    before = {str(path.relative_to(model)): path.read_bytes() for path in model.rglob("*") if path.is_file()}
+    metrics, lines, out = run_evaluation(tmp_path, eval_emoset_dir, model=str(model), calibrate_on="val",
+                                         save_temperature=True)
+    raw, raw_lines, _ = eval_score_run
+    for key in ("accuracy", "ece", "brier", "nll", "auroc_macro"):  # the raw metrics are the uncalibrated run's
+        assert metrics[key] == pytest.approx(raw[key], abs=1e-6)
+    calibrated = metrics["calibrated"]
+    temperature = calibrated["temperature"]
+    assert (calibrated["split"], calibrated["num_images"], calibrated["num_skipped"]) == ("val", 8, 0)
+    assert 0.01 <= temperature <= 100 and temperature != pytest.approx(1.0)
+    # The calibrated metrics follow from the evaluated images' log-likelihoods at the fitted temperature.
+    tempered = softmax_rows([list(line["log_likelihoods"].values()) for line in lines], temperature)
+    references = [metrics["labels"].index(line["label"]) for line in lines]
+    assert calibrated["nll"] == pytest.approx(-np.mean(np.log(tempered[range(16), references])), abs=1e-6)
+    assert calibrated["accuracy"] == metrics["accuracy"]  # without a label map, a temperature keeps the ranking
+    # Stored: config.json gains the temperature, every other file is untouched.
+    after = {str(path.relative_to(model)): path.read_bytes() for path in model.rglob("*") if path.is_file()}
+    assert sorted(after) == sorted(before)
+    assert json.loads(after["config.json"]) == {**json.loads(before["config.json"]), "score_temperature": temperature}
+    assert all(after[name] == before[name] for name in before if name != "config.json")
+    # Evaluated again, the stored model's raw metrics are the calibrated ones.
+    again, _, _ = run_evaluation(tmp_path, eval_emoset_dir, name="again", model=str(model))
+    assert again["score_temperature"] == temperature and "calibrated" not in again
+    for key in ("accuracy", "ece", "brier", "nll", "auroc_macro"):
+        assert again[key] == pytest.approx(calibrated[key], abs=1e-5)
+
+
+def test_calibrate_on_sums_mapped_probabilities_at_the_temperature(run_evaluation, eval_emoset_dir, tmp_path):
+    metrics, lines, _ = run_evaluation(tmp_path, eval_emoset_dir, label_map="binary", calibrate_on="val")
+    temperature = metrics["calibrated"]["temperature"]
+    tempered = softmax_rows([list(line["log_likelihoods"].values()) for line in lines], temperature)
+    positive = tempered[:, :4].sum(1)  # EmoSet's first four emotions are the positive ones
+    references = [metrics["labels"].index(line["label"]) for line in lines]
+    picked = np.where(np.array(references) == 0, positive, 1 - positive)
+    assert metrics["calibrated"]["nll"] == pytest.approx(-np.mean(np.log(picked)), abs=1e-6)
+    assert metrics["calibrated"]["accuracy"] == pytest.approx(np.mean((positive < 0.5) == np.array(references)))

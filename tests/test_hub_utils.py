@@ -1,10 +1,20 @@
 """Cards and uploads shared by training, conversion and dataset publishing."""
 
+import os
 import shutil
 
+import pytest
 import yaml
+from huggingface_hub import EvalResult, ModelCard
 
-from modeling_emovit.hub_utils import push_folder, usage_snippet, write_card
+from modeling_emovit.hub_utils import (
+    model_index,
+    push_folder,
+    read_card,
+    update_card_results,
+    usage_snippet,
+    write_card,
+)
 
 
 class RecordingHfApi:
@@ -47,3 +57,65 @@ def test_push_creates_the_repo_and_uploads_without_ignored_files(tmp_path):
     assert api.calls[0] == ("create_repo", "me/model", "model", True, True)
     assert api.calls[1][:3] == ("upload_folder", "me/model", "model")
     assert sorted(p.name for p in (tmp_path / "remote" / "me" / "model").iterdir()) == ["model.safetensors"]
+
+
+def result(metric_type, value, split="test", config=None, dataset="EmoSet-118K"):
+    return EvalResult(task_type="image-classification", task_name="Visual emotion recognition", dataset_type=dataset,
+                      dataset_name=dataset, dataset_split=split, metric_type=metric_type, metric_value=value,
+                      metric_name=metric_type.title(), metric_config=config)
+
+
+def test_model_index_is_the_hubs_schema():
+    index = model_index("emovit-run", [result("accuracy", 0.5, config="score"), result("f1", 0.4, config="score"),
+                                       result("accuracy", 0.3, split="val", config="score")])
+    assert [entry["name"] for entry in index] == ["emovit-run"]
+    first, second = index[0]["results"]  # one result per (task, dataset, split), holding its metrics
+    assert first["task"] == {"type": "image-classification", "name": "Visual emotion recognition"}
+    assert first["dataset"] == {"name": "EmoSet-118K", "type": "EmoSet-118K", "split": "test"}
+    assert first["metrics"] == [{"type": "accuracy", "value": 0.5, "name": "Accuracy", "config": "score"},
+                                {"type": "f1", "value": 0.4, "name": "F1", "config": "score"}]
+    assert second["dataset"]["split"] == "val" and len(second["metrics"]) == 1
+
+
+def test_update_card_adds_replaces_and_keeps_everything_else(tmp_path):
+    body = "# My model\n\nHand-written notes --- with a rule.\n\n---\n\nMore.\n"
+    write_card(tmp_path, {"license": "bsd-3-clause", "tags": ["emovit"],
+                          "model-index": model_index("mine", [result("accuracy", 0.9, dataset="FI")])}, body)
+    update_card_results(tmp_path, [result("accuracy", 0.5, config="score"), result("f1", 0.4, config="score")])
+    metadata, kept_body = read_card(tmp_path / "README.md")
+    assert kept_body.strip() == body.strip()
+    assert metadata["license"] == "bsd-3-clause" and metadata["tags"] == ["emovit"]
+    assert list(metadata) == ["license", "tags", "model-index"]
+    card = ModelCard.load(tmp_path / "README.md")  # the Hub's own parser reads it back
+    assert card.data.model_name == "mine"
+    assert [(r.dataset_type, r.metric_type, r.metric_value) for r in card.data.eval_results] == [
+        ("FI", "accuracy", 0.9), ("EmoSet-118K", "accuracy", 0.5), ("EmoSet-118K", "f1", 0.4)]
+    # Rerun: the same dataset, split and metric replaces its value; a new split or method is added.
+    update_card_results(tmp_path, [result("accuracy", 0.6, config="score"), result("accuracy", 0.7, config="generate"),
+                                   result("accuracy", 0.8, split="val", config="score")])
+    card = ModelCard.load(tmp_path / "README.md")
+    assert sorted((r.dataset_type, r.dataset_split, r.metric_type, r.metric_config, r.metric_value)
+                  for r in card.data.eval_results) == [
+        ("EmoSet-118K", "test", "accuracy", "generate", 0.7), ("EmoSet-118K", "test", "accuracy", "score", 0.6),
+        ("EmoSet-118K", "test", "f1", "score", 0.4), ("EmoSet-118K", "val", "accuracy", "score", 0.8),
+        ("FI", "test", "accuracy", None, 0.9)]
+    assert read_card(tmp_path / "README.md")[1].strip() == body.strip()
+    assert sorted(os.listdir(tmp_path)) == ["README.md"]  # written through a temporary file, none left
+
+
+def test_update_card_creates_a_minimal_card_and_refuses_what_it_cannot_edit(tmp_path):
+    folder = tmp_path / "emovit-run"
+    folder.mkdir()
+    update_card_results(folder, [result("accuracy", 0.5)])
+    metadata, body = read_card(folder / "README.md")
+    assert body == "" and metadata["library_name"] == "transformers"
+    assert metadata["model-index"][0]["name"] == "emovit-run"
+    with pytest.raises(ValueError, match=r"'user/emovit' is not a local folder"):
+        update_card_results("user/emovit", [result("accuracy", 0.5)])
+    (folder / "README.md").write_text("---\nmodel-index:\n- name: x\n  results:\n  - task: {}\n---\nbody\n")
+    with pytest.raises(ValueError, match=r"model-index of .*README.md' cannot be read"):
+        update_card_results(folder, [result("accuracy", 0.5)])
+    (folder / "README.md").write_text("---\nlicense: [unclosed\n---\nbody\n")
+    with pytest.raises(ValueError, match=r"metadata block of .*README.md' is not valid YAML"):
+        update_card_results(folder, [result("accuracy", 0.5)])
+    assert (folder / "README.md").read_text() == "---\nlicense: [unclosed\n---\nbody\n"  # left as it was

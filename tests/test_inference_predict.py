@@ -8,7 +8,7 @@ import pytest
 
 from emovit.inference.arguments import PredictArguments
 from emovit.inference.files import find_images, read_image
-from emovit.inference.predict import predict_images, ranked_scores, write_predictions
+from emovit.inference.predict import predict_images, write_predictions
 
 
 def test_one_line_per_image_equal_to_classify_and_bad_images_skipped_with_reasons(photo_folder, tiny_dir,
@@ -58,12 +58,6 @@ def test_generate_lines_carry_the_answer_text(photo_folder, tiny_dir, tiny_model
     assert summary["num_invalid"] == sum(label is None for label in reference.labels)
     for line in lines:
         assert len(line["scores"]) == len(tiny_model.config.emotion_labels)
-
-
-def test_ranked_scores_are_sorted_with_ties_in_label_order():
-    ranked = ranked_scores([0.1, 0.4, 0.1, 0.4], ["a", "b", "c", "d"], top_k=3)
-    assert ranked == [{"label": "b", "score": 0.4}, {"label": "d", "score": 0.4}, {"label": "a", "score": 0.1}]
-    assert len(ranked_scores([0.5, 0.5], ["a", "b"])) == 2
 
 
 def test_a_failed_write_leaves_the_previous_file_whole(tmp_path):

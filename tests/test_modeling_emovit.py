@@ -170,6 +170,21 @@ def test_score_is_a_distribution_and_batch_independent(tiny_model, tiny_processo
         assert single.labels[0] == batched.labels[i]
 
 
+def test_score_temperature_rescales_the_probabilities_but_not_the_ranking(tiny_model, tiny_processor, images):
+    plain = tiny_model.classify(images, tiny_processor, method="score")
+    # At the default T = 1 the scores are exactly the softmax of the log-likelihoods, bit for bit.
+    assert torch.equal(plain.scores, torch.softmax(plain.log_likelihoods, dim=-1))
+    assert torch.equal(plain.log_likelihoods, tiny_model.score_emotions(**tiny_processor.classification_inputs(images)))
+    tiny_model.config.score_temperature = 2.0
+    flat = tiny_model.classify(images, tiny_processor, method="score")
+    assert torch.equal(flat.log_likelihoods, plain.log_likelihoods)  # the temperature applies after them
+    assert torch.allclose(flat.scores, torch.softmax(plain.log_likelihoods / 2, dim=-1), atol=1e-7)
+    assert flat.labels == plain.labels
+    assert (flat.scores.max(-1).values < plain.scores.max(-1).values).all()  # flatter: the top label loses mass
+    assert (flat.scores.min(-1).values > plain.scores.min(-1).values).all()
+    assert tiny_model.classify(images, tiny_processor, method="generate").log_likelihoods is None
+
+
 def test_score_matches_a_manual_likelihood(tiny_model, tiny_processor, images):
     """The batched scorer equals the summed token log-probabilities of one label's answer computed by forward()."""
     inputs = tiny_processor.classification_inputs(images[:1])

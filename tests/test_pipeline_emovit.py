@@ -11,7 +11,7 @@ import torch
 from conftest import random_images
 from transformers import pipeline
 
-from modeling_emovit import VisualEmotionRecognitionPipeline
+from modeling_emovit import VisualEmotionRecognitionPipeline, ranked_scores
 
 
 REMOTE_SCRIPT = r"""
@@ -109,6 +109,18 @@ def test_in_process_pipeline_from_a_model_object(tiny_model, tiny_processor):
         classifier(pictures[0], method="vote")
 
 
+def test_the_pipeline_follows_the_stored_temperature(tiny_model, tiny_processor, tmp_path):
+    image = random_images(1, seed=3)[0]
+    plain = pipeline("visual-emotion-recognition", model=tiny_model, processor=tiny_processor)(image)
+    tiny_model.config.score_temperature = 3.0
+    tiny_model.save_pretrained(tmp_path / "hot")
+    tiny_processor.save_pretrained(tmp_path / "hot")
+    hot = pipeline("visual-emotion-recognition", model=str(tmp_path / "hot"), trust_remote_code=True)(image)
+    assert [entry["label"] for entry in hot] == [entry["label"] for entry in plain]  # same ranking
+    logits = torch.log(torch.tensor([entry["score"] for entry in plain]))
+    assert [entry["score"] for entry in hot] == pytest.approx(torch.softmax(logits / 3, -1).tolist(), abs=1e-6)
+
+
 def test_bad_inputs_are_named(tiny_model, tiny_processor, tmp_path):
     classifier = pipeline("visual-emotion-recognition", model=tiny_model, processor=tiny_processor)
     (tmp_path / "notes.jpg").write_text("not an image")
@@ -131,3 +143,9 @@ def test_bad_inputs_are_named(tiny_model, tiny_processor, tmp_path):
     expected = tiny_model.classify([open_image(str(tmp_path / "rgba.png"))], tiny_processor)
     assert classifier(str(tmp_path / "rgba.png"), top_k=1)[0]["score"] == pytest.approx(
         expected.scores.max().item(), abs=1e-6)
+
+
+def test_ranked_scores_are_sorted_with_ties_in_label_order():
+    ranked = ranked_scores([0.1, 0.4, 0.1, 0.4], ["a", "b", "c", "d"], top_k=3)
+    assert ranked == [{"label": "b", "score": 0.4}, {"label": "d", "score": 0.4}, {"label": "a", "score": 0.1}]
+    assert len(ranked_scores([0.5, 0.5], ["a", "b"])) == 2

@@ -3,6 +3,7 @@
 from types import SimpleNamespace
 
 import yaml
+from huggingface_hub import ModelCard
 from PIL import Image
 
 from emovit.training.arguments import DataArguments, EmoVitTrainingArguments, ModelArguments
@@ -41,6 +42,35 @@ def test_card_has_metadata_usage_data_hyperparameters_and_results(tmp_path):
     assert "Trainable (Q-Former side + LoRA): 1,234 of 100,000 parameters." in text
     assert "| learning rate | 0.001 (cosine, warmup ratio 0.03) |" in text and "| length | max steps 7 |" in text
     assert "| precision | fp32 |" in text and "| test_accuracy_score | 0.75 |" in text
+
+
+def test_card_carries_the_held_out_results_as_model_index(tmp_path):
+    folder = tmp_path / "emovit-run"
+    folder.mkdir()
+    model = SimpleNamespace(config=SimpleNamespace(emotion_labels=["awe", "fear"]))
+    training_args = EmoVitTrainingArguments(output_dir=str(folder), max_steps=1)
+    arguments = {"dataset": str(tmp_path / "EmoSet-118K"), "split": "test", "label_map": None, "max_images": None}
+    evaluations = [
+        {"accuracy": 0.75, "macro_f1": 0.7, "ece": 0.12, "brier": 0.4, "nll": 0.9, "auroc_macro": 0.85,
+         "arguments": {**arguments, "method": "score"}},
+        {"accuracy": 0.5, "macro_f1": 0.45, "invalid_rate": 0.25, "arguments": {**arguments, "method": "generate"}},
+    ]
+    card = ModelCard.load(write_training_card(folder, model, ModelArguments(model_name_or_path="base"),
+                                              DataArguments(dataset="data/x"), training_args, {"trainable": 1,
+                                              "total": 2}, {"categorical": 1}, {}, evaluations))
+    assert card.data.model_name == "emovit-run" and card.data.library_name == "transformers"
+    assert [(r.dataset_type, r.dataset_split, r.metric_config, r.metric_type, r.metric_value)
+            for r in card.data.eval_results] == [
+        ("EmoSet-118K", "test", "score", "accuracy", 0.75), ("EmoSet-118K", "test", "score", "f1", 0.7),
+        ("EmoSet-118K", "test", "score", "ece", 0.12), ("EmoSet-118K", "test", "score", "brier_score", 0.4),
+        ("EmoSet-118K", "test", "score", "nll", 0.9), ("EmoSet-118K", "test", "score", "roc_auc", 0.85),
+        ("EmoSet-118K", "test", "generate", "accuracy", 0.5), ("EmoSet-118K", "test", "generate", "f1", 0.45),
+        ("EmoSet-118K", "test", "generate", "invalid_rate", 0.25)]
+    # Without a held-out evaluation nothing was measured, and the card claims no results.
+    untested = write_training_card(folder, model, ModelArguments(model_name_or_path="base"),
+                                   DataArguments(dataset="data/x"), training_args, {"trainable": 1, "total": 2},
+                                   {"categorical": 1}, {})
+    assert "model-index" not in yaml.safe_load(untested.read_text().split("---")[1])
 
 
 class RecordingHub:

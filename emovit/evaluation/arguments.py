@@ -2,11 +2,13 @@
 callers that evaluate in-process (train.py's held-out evaluation)."""
 
 import math
+import os
 from dataclasses import dataclass, field
 
 from emovit.inference.loading import DTYPES
 from modeling_emovit import CATEGORICAL_INSTRUCTION_VARIANTS, CLASSIFY_METHODS, EXPLANATION_PRESETS
 
+from .benchmarks import DATASET_FORMATS
 from .labels import LABEL_MAP_PRESETS
 
 
@@ -39,6 +41,33 @@ class EvalArguments:
     )
     dtype: str = field(default="float32", metadata={"help": f"Model weights dtype: {list(DTYPES)}."})
     max_images: int | None = field(default=None, metadata={"help": "Evaluate only the first N images (smoke runs)."})
+    # ---- benchmark datasets (emovit.evaluation.benchmarks)
+    dataset_format: str | None = field(
+        default=None,
+        metadata={"help": f"Read --dataset in a benchmark's published layout: {list(DATASET_FORMATS)}. Unset: an "
+                          "EmoSet root, ImageFolder (FI, UnbiasedEmo, Twitter I/II), saved dataset or Hub id."},
+    )
+    skip_uncovered_labels: bool = field(
+        default=False,
+        metadata={"help": "Leave out (counted, with the reason) images whose label no model label maps to under "
+                          "--label_map, instead of stopping (WebEmo-7's confusion in zero-shot)."},
+    )
+    # ---- calibration and the model card
+    calibrate_on: str | None = field(
+        default=None,
+        metadata={"help": "score only: fit one temperature on this split's NLL (same dataset) and report the "
+                          "evaluated split's metrics before and after it (`calibrated`)."},
+    )
+    save_temperature: bool = field(
+        default=False,
+        metadata={"help": "With --calibrate_on: store the temperature in --model's config.json (score_temperature), "
+                          "which classify(method='score'), the pipeline and predict.py apply. Local folders only."},
+    )
+    update_card: str | None = field(
+        default=None,
+        metadata={"help": "Model folder whose README.md gets this run's results in its model-index metadata "
+                          "(replacing an earlier run's on the same dataset, split and metric; created if missing)."},
+    )
 
     # ---- reasoning quality (--task reasoning): explanations scored offline, optionally by an LLM judge
     task: str = field(
@@ -90,9 +119,13 @@ class EvalArguments:
                 f"--prompt_variants is {self.prompt_variants}; there are {len(CATEGORICAL_INSTRUCTION_VARIANTS)} "
                 f"instruction variants, so use 1 to {len(CATEGORICAL_INSTRUCTION_VARIANTS)}."
             )
+        if self.dataset_format is not None and self.dataset_format not in DATASET_FORMATS:
+            raise ValueError(f"--dataset_format is {self.dataset_format!r}; use one of {list(DATASET_FORMATS)} or "
+                             "leave it unset.")
         if self.max_images is not None and self.max_images < 1:
             raise ValueError(f"--max_images is {self.max_images}; use a positive number or leave it unset.")
         self._check_reasoning()
+        self._check_calibration_and_card()
 
     def _check_reasoning(self):
         """The reasoning task's flags: valid, and given only where they apply."""
@@ -122,6 +155,33 @@ class EvalArguments:
         if self.prompt_variants != 1:
             raise ValueError(f"--prompt_variants is {self.prompt_variants}; --task reasoning asks the "
                              "--explain_preset question only, so leave it at 1.")
+        classification_only = [name for name in ("dataset_format", "calibrate_on", "update_card")
+                               if getattr(self, name) is not None]
+        if classification_only:
+            raise ValueError(f"--{classification_only[0]} is {getattr(self, classification_only[0])!r}, but it belongs "
+                             "to --task classification; --task reasoning reads EmoSet roots, ImageFolders and "
+                             "datasets by their own layout and writes no calibration or card results.")
+
+    def _check_calibration_and_card(self):
+        if self.calibrate_on is not None and self.method != "score":
+            raise ValueError(
+                f"--calibrate_on {self.calibrate_on!r} needs --method score: a temperature rescales the label "
+                f"probabilities, and --method {self.method} gives none (its answers score 1 or 0)."
+            )
+        if self.save_temperature and self.calibrate_on is None:
+            raise ValueError("--save_temperature stores the temperature fitted by --calibrate_on; pass --calibrate_on "
+                             "SPLIT (e.g. validation) as well.")
+        if self.save_temperature and not os.path.isdir(self.model):
+            raise ValueError(
+                f"--save_temperature writes into --model's config.json, but --model {self.model!r} is not a local "
+                "folder (a Hub id cannot be written to). Download it (`hf download ID --local-dir DIR`) and pass DIR."
+            )
+        if self.update_card is not None and not os.path.isdir(self.update_card):
+            raise ValueError(
+                f"--update_card {self.update_card!r} is not a local folder; it names the model folder whose "
+                "README.md gets the results. A Hub repo's card cannot be edited from here: download the repo, "
+                "update its folder, then upload it."
+            )
 
 
 def parse_prices(text: str) -> tuple[float, float]:

@@ -16,7 +16,7 @@ from modeling_emovit.io_utils import IMAGE_DECODE_ERRORS, open_image
 @dataclass
 class EvalData:
     """The images of one split: ids, labels (normalised), where to read each image from, and the entries the reader
-    left out (`skipped`: `{"id", "reason"}`)."""
+    left out (`skipped`: `{"id", "reason"}`), and for datasets that publish them the label distributions."""
 
     ids: list[str]
     labels: list[str]
@@ -27,6 +27,8 @@ class EvalData:
     # EmoSet's per-image annotation files (scene, objects, brightness, ...; None where an entry has none), for the
     # reasoning evaluation's grounding checks. None for layouts without annotations.
     annotation_paths: list[str | None] | None = None
+    # Per image, the annotators' probability of each label (Emotion6's ground truth), or None without one.
+    distributions: list[dict[str, float]] | None = None
 
     def image(self, index: int) -> Image.Image:
         """Image `index` as 8-bit RGB, by the opener training uses; ValueError naming it when it cannot be read."""

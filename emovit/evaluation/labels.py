@@ -26,7 +26,19 @@ LABEL_MAP_PRESETS = {
         "amusement": "joy", "awe": "surprise", "contentment": "love", "excitement": "joy",
         "anger": "anger", "disgust": None, "fear": "fear", "sadness": "sadness",
     },
+    # WebEmo's 7-class level (anger, confusion, fear, joy, love, sadness, surprise). Its hierarchy files place
+    # contentment under joy, but EmoSet's contentment images (couples, families, tenderness) are what WebEmo calls
+    # love, and without it love would get no model label; disgust sits under anger in WebEmo's hierarchy; awe goes
+    # to surprise as for Emotion6. No EmoSet label means confusion: evaluate with skip_uncovered_labels.
+    "webemo7": {
+        "amusement": "joy", "awe": "surprise", "contentment": "love", "excitement": "joy",
+        "anger": "anger", "disgust": "anger", "fear": "fear", "sadness": "sadness",
+    },
 }
+# Datasets that use another preset's label set: EmotionROI has Emotion6's six Ekman labels; WebEmo's 2-class level
+# and Twitter I / II are positive / negative, as EmoSet's binary split.
+LABEL_MAP_PRESETS["emotionroi"] = LABEL_MAP_PRESETS["emotion6"]
+LABEL_MAP_PRESETS["webemo2"] = LABEL_MAP_PRESETS["twitter"] = LABEL_MAP_PRESETS["binary"]
 
 
 def resolve_label_map(label_map: str | None, model_labels: list[str]) -> tuple[dict, list[str]]:

@@ -1,5 +1,6 @@
-"""The files an evaluation run leaves in its output folder: metrics.json, predictions.jsonl and
-confusion_matrix.png, each written to a temporary file and renamed, so a crash never leaves half a file."""
+"""The files an evaluation run leaves in its output folder: metrics.json, predictions.jsonl, confusion_matrix.png
+and, for `score` runs, reliability_diagram.png; each written to a temporary file and renamed, so a crash never
+leaves half a file."""
 
 import json
 from pathlib import Path
@@ -35,6 +36,37 @@ def plot_confusion_matrix(confusion: list[list[int]], invalid_per_class: list[in
     return figure
 
 
+def plot_reliability(reliability: list[dict], ece: float, title: str, calibrated: dict | None = None) -> Figure:
+    """The reliability diagram: per confidence bin, the accuracy of its top-1 answers (bars, at the bin's mean
+    confidence) against the diagonal of perfect calibration, with each bin's share of images below; with
+    `calibrated` (metrics.json's block), the same after the fitted temperature as a second series."""
+    series = [("raw", reliability, ece, "tab:blue")]
+    if calibrated is not None:
+        series.append((f"T = {calibrated['temperature']:.3g}", calibrated["reliability"], calibrated["ece"],
+                       "tab:orange"))
+    figure = Figure(figsize=(5.5, 6))
+    axes, shares = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    axes.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=1, label="perfect calibration")
+    width = (reliability[0]["upper"] - reliability[0]["lower"]) / len(series)
+    for offset, (name, bins, value, colour) in enumerate(series):
+        filled = [b for b in bins if b["count"]]
+        lefts = [b["lower"] + offset * width for b in filled]
+        axes.bar(lefts, [b["accuracy"] for b in filled], width=width, align="edge", alpha=0.6, color=colour,
+                 edgecolor=colour, label=f"{name}: ECE {value:.3f}")
+        axes.plot([b["confidence"] for b in filled], [b["accuracy"] for b in filled], "o", color=colour, markersize=3)
+        total = sum(b["count"] for b in bins)
+        shares.bar(lefts, [b["count"] / total for b in filled], width=width, align="edge", color=colour, alpha=0.6)
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1)
+    axes.set_ylabel("accuracy")
+    axes.set_title(title)
+    axes.legend(loc="upper left", fontsize="small")
+    shares.set_xlabel("top-1 probability (confidence)")
+    shares.set_ylabel("share")
+    figure.tight_layout()
+    return figure
+
+
 def prediction_line(row: dict, ids: list[str], references: list[int], targets: list[str]) -> dict:
     """One line of predictions.jsonl from a run's row (`index`, `prediction` as an index into `targets` or None,
     and the method's extra fields): id, label, prediction, correct, then the extra fields."""
@@ -50,10 +82,14 @@ def prediction_line(row: dict, ids: list[str], references: list[int], targets: l
 
 
 def write_report(output_dir: str | Path, metrics: dict, lines: list[dict], title: str) -> None:
-    """Writes metrics.json, predictions.jsonl (`lines`) and the confusion matrix of `metrics` into `output_dir`."""
+    """Writes metrics.json, predictions.jsonl (`lines`), the confusion matrix of `metrics` and, when `metrics`
+    holds calibration bins, the reliability diagram into `output_dir`."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2))
     atomic_write_text(output_dir / "predictions.jsonl", "".join(json.dumps(line) + "\n" for line in lines))
     figure = plot_confusion_matrix(metrics["confusion_matrix"], metrics["invalid_per_class"], metrics["labels"], title)
     atomic_write(output_dir / "confusion_matrix.png", lambda tmp: figure.savefig(tmp, format="png", dpi=120))
+    if "reliability" in metrics:
+        figure = plot_reliability(metrics["reliability"], metrics["ece"], title, metrics.get("calibrated"))
+        atomic_write(output_dir / "reliability_diagram.png", lambda tmp: figure.savefig(tmp, format="png", dpi=120))

@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object
@@ -24,11 +25,15 @@ from modeling_emovit import (
     EmotionPrediction,
     format_categorical_instruction,
 )
+from modeling_emovit.hub_utils import update_card_results
 
 from emovit.inference.loading import DTYPES, load_model
 
 from .arguments import EvalArguments
-from .data import EvalData, load_eval_data
+from .benchmarks import distribution_metrics, drop_uncovered, load_benchmark
+from .calibration import fit_temperature, save_temperature, tempered_probabilities
+from .card import eval_results_of
+from .data import EvalData
 from .labels import map_scores, reference_indices, resolve_label_map, target_indices
 from .reasoning import evaluate_reasoning
 from .report import prediction_line, write_report
@@ -51,7 +56,9 @@ logger = logging.getLogger(__name__)
 METRIC_PATH = str(Path(__file__).resolve().parents[2] / "metrics" / "emotion_classification")
 def evaluate_model(args: EvalArguments) -> dict:
     """Evaluates `args.model` on split `args.split` of `args.dataset` and writes metrics.json, predictions.jsonl and
-    confusion_matrix.png into `args.output_dir`.
+    confusion_matrix.png (with `score` also reliability_diagram.png) into `args.output_dir`. With
+    `args.calibrate_on` it fits a temperature on that split (stored in the model with `args.save_temperature`);
+    with `args.update_card` it adds the results to that folder's model card.
 
     Returns metrics.json's content, on every process of a multi-process launch (each process must call it).
     With `args.task == "reasoning"` the run is `emovit.evaluation.reasoning.evaluate_reasoning` instead.
@@ -68,9 +75,7 @@ def evaluate_model(args: EvalArguments) -> dict:
     target_of = target_indices(model_labels, mapping, targets)
 
     # ---- data
-    data = load_eval_data(args.dataset, args.split)
-    if args.max_images is not None:
-        data.ids, data.labels = data.ids[: args.max_images], data.labels[: args.max_images]
+    data = load_split(args, args.split, mapping, targets)
     references = reference_indices(data.labels, mapping, targets)
     metric = evaluate.load(METRIC_PATH, keep_in_memory=True) if accelerator.is_main_process else None
 
@@ -100,6 +105,9 @@ def evaluate_model(args: EvalArguments) -> dict:
             rows += gathered
 
     unreadable_rows = gather_object([{"index": index, "reason": reason} for index, reason in unreadable.items()])
+    # ---- temperature fit on --calibrate_on (every process classifies its share; the main process fits)
+    fit = fit_on_split(model, processor, args, accelerator, model_labels, mapping, targets, target_of) \
+        if args.calibrate_on is not None else None
     if not accelerator.is_main_process:
         return broadcast_object_list([None])[0]
 
@@ -108,13 +116,35 @@ def evaluate_model(args: EvalArguments) -> dict:
                               for r in sorted(unreadable_rows, key=lambda r: r["index"])]
     metrics = summarise(args, variants, targets, model_labels, mapping, len(data.ids) - len(unreadable_rows),
                         skipped, seconds, accelerator)
+    metrics.update(distribution_metrics(data, rows, targets))  # Emotion6's KL divergence; nothing for other datasets
+    if args.method == "score":  # calibration of the training instruction's probabilities, and after a fitted T
+        metrics.update(calibration_summary(variants[0], getattr(model.config, "score_temperature", 1.0)))
+        if fit is not None:
+            first_rows = [row for row in rows if row["prompt_variant"] == 0]
+            metrics["calibrated"] = calibrated_metrics(metric, first_rows, references, targets, target_of, fit)
     title = (f"{Path(args.model).name} on {Path(args.dataset).name}/{args.split} ({args.method}): "
              f"accuracy {metrics['accuracy']:.3f}")
     write_report(args.output_dir, metrics, [prediction_line(row, data.ids, references, targets) for row in rows],
                  title)
     logger.info("accuracy %.4f, macro-F1 %.4f on %d images; wrote %s", metrics["accuracy"], metrics["macro_f1"],
                 metrics["num_images"], args.output_dir)
+    # ---- the stored temperature and the model card (after the report, so a failure here leaves it written)
+    if args.save_temperature:
+        save_temperature(args.model, fit["temperature"])
+    if args.update_card is not None:
+        update_card_results(args.update_card, eval_results_of(metrics))
     return broadcast_object_list([metrics])[0]
+
+
+def load_split(args: EvalArguments, split: str, mapping: dict, targets: list[str]) -> EvalData:
+    """Split `split` of `args.dataset` in `args.dataset_format`, less the images whose label no model label maps to
+    (`args.skip_uncovered_labels`, counted), cut to `args.max_images`."""
+    data = load_benchmark(args.dataset, split, args.dataset_format)
+    if args.skip_uncovered_labels:
+        data = drop_uncovered(data, set(targets) | {label for label, target in mapping.items() if target})
+    if args.max_images is not None:
+        data.ids, data.labels = data.ids[: args.max_images], data.labels[: args.max_images]
+    return data
 
 
 def classify_share(model, processor, data: EvalData, indices: list[int], instruction: str, args: EvalArguments,
@@ -156,6 +186,7 @@ def prediction_rows(result: EmotionPrediction, batch: list[int], variant: int, m
             mapped = map_scores(result.scores[row].tolist(), target_of, len(targets))
             record["prediction"] = max(range(len(targets)), key=mapped.__getitem__)
             record["scores"] = dict(zip(targets, mapped))
+            record["log_likelihoods"] = dict(zip(model_labels, result.log_likelihoods[row].tolist()))
         else:
             named = result.labels[row]
             record["prediction"] = target_of[model_labels.index(named)] if named is not None else None
@@ -171,8 +202,10 @@ def score_variant(metric, rows: list[dict], references: list[int], targets: list
     evaluated = [r["index"] for r in rows]
     assert evaluated == sorted(evaluated), "gathered rows out of dataset order"
     predictions = [-1 if r["prediction"] is None else r["prediction"] for r in rows]
+    # score rows carry probabilities, which add the calibration metrics.
+    probabilities = [list(r["scores"].values()) for r in rows] if "scores" in rows[0] else None
     scores = metric.compute(predictions=predictions, references=[references[i] for i in evaluated],
-                            label_names=targets)
+                            label_names=targets, probabilities=probabilities)
     return {"prompt_variant": variant, "instruction": instruction, **scores}
 
 
@@ -213,6 +246,67 @@ def summarise(args: EvalArguments, variants: list[dict], targets: list[str], mod
         # Population std: the variants are the whole set being compared, not a sample.
         metrics["prompt_accuracy_std"] = math.sqrt(sum((a - mean) ** 2 for a in accuracies) / len(accuracies))
     return metrics
+
+
+CALIBRATION_KEYS = ("ece", "brier", "nll", "auroc_macro", "per_class_auroc", "reliability", "definitions")
+
+
+def calibration_summary(first: dict, score_temperature: float) -> dict:
+    """The calibration metrics of the training instruction's run (variant `first`), with the model's stored
+    temperature under which its probabilities were computed."""
+    return {"score_temperature": score_temperature, **{key: first[key] for key in CALIBRATION_KEYS}}
+
+
+def fit_on_split(model, processor, args: EvalArguments, accelerator: Accelerator, model_labels: list[str],
+                 mapping: dict, targets: list[str], target_of: list[int | None]) -> dict | None:
+    """Classifies split `args.calibrate_on` under the training instruction (each process its share) and, on the
+    main process, fits the temperature on it; returns {temperature, split, num_images, num_skipped, skipped} there
+    and None on the other processes."""
+    data = load_split(args, args.calibrate_on, mapping, targets)
+    references = reference_indices(data.labels, mapping, targets)
+    with accelerator.split_between_processes(list(range(len(data.ids)))) as local_indices:
+        local_indices = list(local_indices)
+    instruction = format_categorical_instruction(model_labels, CATEGORICAL_INSTRUCTION_VARIANTS[0])
+    progress = tqdm(total=len(local_indices), unit="img", disable=not accelerator.is_local_main_process,
+                    desc=f"calibrating on {args.calibrate_on}")
+    unreadable, local_rows = {}, []
+    for batch, result in classify_share(model, processor, data, local_indices, instruction, args, unreadable,
+                                        progress):
+        local_rows += prediction_rows(result, batch, 0, args.method, model_labels, targets, target_of)
+    progress.close()
+    rows = gather_object(local_rows)
+    unreadable_rows = gather_object([{"index": index, "reason": reason} for index, reason in unreadable.items()])
+    if not accelerator.is_main_process:
+        return None
+    if not rows:
+        raise ValueError(f"None of the {len(data.ids)} images of --calibrate_on {args.calibrate_on!r} could be read; "
+                         f"first error: {unreadable_rows[0]['reason'] if unreadable_rows else 'none recorded'}")
+    log_likelihoods = np.array([list(row["log_likelihoods"].values()) for row in rows])
+    temperature = fit_temperature(log_likelihoods, [references[row["index"]] for row in rows], target_of,
+                                  len(targets))
+    skipped = data.skipped + [{"id": data.ids[r["index"]], "reason": r["reason"]}
+                              for r in sorted(unreadable_rows, key=lambda r: r["index"])]
+    logger.info("temperature %.4f fitted on %d images of %s", temperature, len(rows), args.calibrate_on)
+    return {"temperature": temperature, "split": args.calibrate_on, "num_images": len(rows),
+            "num_skipped": len(skipped), "skipped": skipped}
+
+
+def calibrated_metrics(metric, rows: list[dict], references: list[int], targets: list[str],
+                       target_of: list[int | None], fit: dict) -> dict:
+    """metrics.json's `calibrated` block: the fit (temperature, the split it was fitted on and its counts) and the
+    evaluated rows' accuracy, macro-F1 and calibration metrics with their probabilities recomputed at that
+    temperature from the raw log-likelihoods (the label map's sums can reorder labels, so accuracy is recomputed
+    too)."""
+    log_likelihoods = np.array([list(row["log_likelihoods"].values()) for row in rows])
+    probabilities = tempered_probabilities(log_likelihoods, fit["temperature"], target_of, len(targets))
+    result = metric.compute(predictions=probabilities.argmax(axis=1).tolist(),
+                            references=[references[row["index"]] for row in rows], label_names=targets,
+                            probabilities=probabilities.tolist())
+    return {**fit, "accuracy": result["accuracy"], "macro_f1": result["macro_f1"],
+            **{key: result[key] for key in CALIBRATION_KEYS if key != "definitions"},
+            "definition": "The evaluated split's metrics with each image's probabilities recomputed as the softmax of "
+                          "its answers' log-likelihoods / temperature (then the label map's sums), the temperature "
+                          "minimising the negative log-likelihood of split `split`."}
 
 
 def evaluate_held_out(model_dir: str | Path, dataset, split: str) -> dict:

@@ -19,7 +19,8 @@ import gradio as gr
 import torch
 from PIL import Image
 
-from modeling_emovit import CLASSIFY_METHODS, EXPLANATION_PRESETS, EmoVitForConditionalGeneration, EmoVitProcessor
+from modeling_emovit import (CLASSIFY_METHODS, EXPLANATION_PRESETS, EmoVitForConditionalGeneration, EmoVitProcessor,
+                             ranked_scores)
 from modeling_emovit.io_utils import open_image
 
 
@@ -134,8 +135,7 @@ def predict_image(model: EmoVitForConditionalGeneration, processor: EmoVitProces
                    "mentioned": result.mentioned[0], "agreement": result.agreement[0]}
             answer = None
     scores = result.scores[0].float()
-    ranked = sorted(zip(labels, scores.tolist()), key=lambda pair: pair[1], reverse=True)
-    details = {"label": row["label"], "scores": [{"label": name, "score": score} for name, score in ranked],
+    details = {"label": row["label"], "scores": ranked_scores(scores.tolist(), labels),
                "method": method, "answer": answer}
     note = ""
     if explanation != NO_EXPLANATION:

@@ -14,12 +14,9 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from modeling_emovit.io_utils import open_image
+from modeling_emovit.io_utils import IMAGE_EXTENSIONS, open_image
 
 
-# What a folder of photos, scans and screenshots holds and Pillow reads without extra plugins. TIFF is included for
-# 16-bit scans (read on the 16-bit scale, see `modeling_emovit.io_utils.to_rgb`).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 # The decompression-bomb guard: an image with more pixels is refused (a reported skip), before it is decoded.
 # `open_image` refuses from Pillow's warning level (`Image.MAX_IMAGE_PIXELS`, about 89.5 million pixels, less than

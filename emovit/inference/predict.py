@@ -22,6 +22,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
+from modeling_emovit import ranked_scores
 from modeling_emovit.io_utils import atomic_write_text
 
 from .arguments import PredictArguments
@@ -105,12 +106,6 @@ def model_rows(model, processor, images: list, args: PredictArguments) -> list[d
         for row, text in zip(rows, result.texts):
             row["text"] = text
     return rows
-
-
-def ranked_scores(scores: list[float], labels: list[str], top_k: int | None = None) -> list[dict]:
-    """`[{"label", "score"}, ...]` from most to least likely (ties in label order), the first `top_k` of them."""
-    ranked = sorted(zip(labels, scores), key=lambda pair: -pair[1])
-    return [{"label": label, "score": score} for label, score in ranked[:top_k]]
 
 
 def summarise(lines: list[dict], files: ImageFiles, seconds: float, num_processes: int, labels: list[str]) -> dict:

@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from modeling_emovit.hub_utils import push_folder, usage_snippet, write_card
+from emovit.evaluation.card import eval_results_of
+from modeling_emovit.hub_utils import model_index, push_folder, usage_snippet, write_card
 from modeling_emovit.io_utils import atomic_write
 
 CARD_METADATA = {
@@ -37,10 +38,15 @@ def plot_loss(log_history: list[dict], path: Path) -> bool:
 
 
 def write_training_card(output_dir: Path, model, model_args, data_args, training_args, counts: dict,
-                        type_counts: dict, results: dict) -> Path:
+                        type_counts: dict, results: dict, evaluations: list[dict] = ()) -> Path:
     """`output_dir/README.md`: base model, labels, usage, data, trainable share, hyperparameters, loss curve and
-    results of a training run."""
+    results of a training run. `evaluations` are the held-out evaluation runs (their metrics.json content); their
+    results also go into the card's `model-index` metadata, which the Hub shows as evaluation results."""
     output_dir = Path(output_dir)
+    metadata = dict(CARD_METADATA)
+    eval_results = [result for evaluation in evaluations for result in eval_results_of(evaluation)]
+    if eval_results:
+        metadata["model-index"] = model_index(training_args.hub_model_id or output_dir.name, eval_results)
     rows = "\n".join(f"| {k} | {v} |" for k, v in results.items())
     types = ", ".join(f"{t}: {n}" for t, n in type_counts.items())
     scheduler = getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type)
@@ -85,7 +91,7 @@ Trainable (Q-Former side{" + LoRA" if model_args.lora_r else ""}): {counts["trai
 |---|---|
 {rows}
 """
-    return write_card(output_dir, CARD_METADATA, body)
+    return write_card(output_dir, metadata, body)
 
 
 def push_training_folder(output_dir: Path, repo_id: str, api=None) -> str:

@@ -1,5 +1,6 @@
 """Emotion classification metric for the `evaluate` library: accuracy, macro-F1, per-class accuracy, confusion
-matrix and the rate of invalid answers, from integer class indices.
+matrix and the rate of invalid answers, from integer class indices; given the per-class probabilities as well, the
+calibration metrics ECE, Brier score, NLL and one-vs-rest AUROC, and the reliability diagram's bins.
 
 Shipped in the repository and loaded by path, because Hub metrics cannot be fetched offline:
 
@@ -9,13 +10,33 @@ Shipped in the repository and loaded by path, because Hub metrics cannot be fetc
 
 A prediction of -1 is an *invalid* answer (a generated reply that names no label). It counts as wrong for accuracy
 and for its reference class's recall, and is reported as `invalid_rate`; it is not a class of its own, so it does not
-enter the macro-F1 average as an extra label.
+enter the macro-F1 average as an extra label. Given each example's class probabilities, the calibration metrics
+come too:
+
+    metric.compute(predictions=[0, 1], references=[0, 0], num_labels=2, probabilities=[[0.9, 0.1], [0.3, 0.7]])
 """
 
 import datasets
 import evaluate
 import numpy as np
 
+
+# Returned with the calibration metrics (under `definitions`), so the file they end up in explains them. p[i, k] is
+# example i's probability of class k, y_i its reference class.
+CALIBRATION_DEFINITIONS = {
+    "ece": "Expected calibration error over 15 equal-width bins of the top-1 probability (bin b holds confidences in "
+           "(b/15, (b+1)/15], the first bin also 0): the sum over bins of the bin's share of examples times "
+           "|accuracy of its top-1 answers - their mean top-1 probability|. 0 is perfectly calibrated.",
+    "brier": "Sum over classes of (p[i, k] - 1[k == y_i])^2, averaged over examples; 0 best, 2 worst.",
+    "nll": "Mean of -ln p[i, y_i], with p clamped to at least 1e-12, so a reference given probability 0 costs "
+           "ln(1e12) = 27.6 instead of infinity.",
+    "per_class_auroc": "Per class, the area under the ROC curve of its probability separating its examples from all "
+                       "others (one-vs-rest; ties count one half, as scikit-learn's roc_auc_score); null for a class "
+                       "with no positives or no negatives among the references, where it is undefined.",
+    "auroc_macro": "Mean of per_class_auroc over the classes where it is defined (the classes present among the "
+                   "references, unless one class holds them all); null when it is defined for none.",
+    "reliability": "The 15 bins of ece: bounds, count, accuracy and mean top-1 probability (null when empty).",
+}
 
 _DESCRIPTION = """
 Single-label classification metrics for visual emotion recognition. Predictions and references are class indices in
@@ -30,6 +51,9 @@ Single-label classification metrics for visual emotion recognition. Predictions 
 - confusion_matrix: num_labels x num_labels counts, rows = references, columns = predictions.
 - invalid_per_class: per reference class, how many answers were invalid.
 - invalid_rate: fraction of invalid predictions.
+
+With `probabilities` (one row per example, a probability per class, rows summing to 1), also the calibration
+metrics (returned with these definitions, under `definitions`):
 """
 
 _KWARGS_DESCRIPTION = """
@@ -38,18 +62,23 @@ Args:
     references (`list[int]`): true class index per example.
     num_labels (`int`): number of classes.
     label_names (`list[str]`, *optional*): class names; when given, `per_class_accuracy` is keyed by name.
+    probabilities (`list[list[float]]`, *optional*): per example, the probability of each class (rows sum to 1).
 Returns:
     dict with `accuracy`, `macro_f1`, `per_class_accuracy`, `confusion_matrix`, `invalid_per_class`,
-    `invalid_rate`, `num_examples`.
+    `invalid_rate`, `num_examples`; with `probabilities` also `ece`, `brier`, `nll`, `auroc_macro`,
+    `per_class_auroc` (keyed by name when `label_names` are given), `reliability` and `definitions`.
 Example:
     >>> metric = evaluate.load("metrics/emotion_classification", keep_in_memory=True)
     >>> metric.compute(predictions=[0, 1, -1, 1], references=[0, 1, 1, 0], num_labels=2)["accuracy"]
     0.5
 """
 
+_DESCRIPTION += "".join(f"- {name}: {text}\n" for name, text in CALIBRATION_DEFINITIONS.items())
 _CITATION = ""
 
 INVALID = -1
+ECE_BINS = 15
+NLL_FLOOR = 1e-12  # nll clamps probabilities to this, so a class given probability 0 costs ln(1e12), not infinity
 
 
 class EmotionClassification(evaluate.Metric):
@@ -63,7 +92,7 @@ class EmotionClassification(evaluate.Metric):
             ),
         )
 
-    def _compute(self, predictions, references, num_labels=None, label_names=None):
+    def _compute(self, predictions, references, num_labels=None, label_names=None, probabilities=None):
         predictions = np.asarray(predictions, dtype=np.int64)
         references = np.asarray(references, dtype=np.int64)
         if label_names is not None:
@@ -107,7 +136,7 @@ class EmotionClassification(evaluate.Metric):
         per_class = [float(recall[k]) if support[k] > 0 else None for k in range(num_labels)]
         if label_names is not None:
             per_class = dict(zip(label_names, per_class))
-        return {
+        results = {
             "accuracy": float((predictions == references).mean()),
             "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
             "per_class_accuracy": per_class,
@@ -116,3 +145,85 @@ class EmotionClassification(evaluate.Metric):
             "invalid_rate": float(invalid.mean()),
             "num_examples": int(len(references)),
         }
+        if probabilities is not None:
+            results.update(calibration_metrics(np.asarray(probabilities, dtype=np.float64), references, num_labels,
+                                               label_names))
+        return results
+
+
+def calibration_metrics(probabilities: np.ndarray, references: np.ndarray, num_labels: int, label_names=None) -> dict:
+    """ECE, Brier score, NLL, per-class and macro AUROC and the reliability bins (`CALIBRATION_DEFINITIONS`).
+
+    probabilities: `(num_examples, num_labels)`, rows summing to 1; references: `(num_examples,)` class indices.
+    """
+    num_examples = len(references)
+    if probabilities.shape != (num_examples, num_labels):
+        raise ValueError(
+            f"probabilities has shape {probabilities.shape}; it needs one row per example and one column per class "
+            f"({num_examples} x {num_labels})."
+        )
+    bad = np.flatnonzero(~np.isfinite(probabilities).all(axis=1) | (probabilities < 0).any(axis=1)
+                         | (np.abs(probabilities.sum(axis=1) - 1.0) > 1e-3))
+    if bad.size:
+        raise ValueError(
+            f"probabilities row {int(bad[0])} is {probabilities[bad[0]].tolist()}; every row must hold finite "
+            f"probabilities >= 0 summing to 1 ({bad.size} rows do not)."
+        )
+    rows = np.arange(num_examples)
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == references
+
+    # Bin b holds (b/15, (b+1)/15]; a confidence of exactly 0 goes to the first bin.
+    bins = np.clip(np.ceil(confidence * ECE_BINS).astype(np.int64) - 1, 0, ECE_BINS - 1)
+    ece, reliability = 0.0, []
+    for b in range(ECE_BINS):
+        members = bins == b
+        count = int(members.sum())
+        accuracy = float(correct[members].mean()) if count else None
+        mean_confidence = float(confidence[members].mean()) if count else None
+        if count:
+            ece += count / num_examples * abs(accuracy - mean_confidence)
+        reliability.append({"lower": b / ECE_BINS, "upper": (b + 1) / ECE_BINS, "count": count,
+                            "accuracy": accuracy, "confidence": mean_confidence})
+
+    one_hot = np.zeros_like(probabilities)
+    one_hot[rows, references] = 1.0
+    brier = float(((probabilities - one_hot) ** 2).sum(axis=1).mean())
+    # + 0.0 turns the -0.0 of a perfectly confident, perfectly right run into 0.0.
+    nll = float(-np.log(np.maximum(probabilities[rows, references], NLL_FLOOR)).mean() + 0.0)
+
+    per_class_auroc = [one_vs_rest_auroc(probabilities[:, k], references == k) for k in range(num_labels)]
+    defined = [value for value in per_class_auroc if value is not None]
+    if label_names is not None:
+        per_class_auroc = dict(zip(label_names, per_class_auroc))
+    return {
+        "ece": float(ece),
+        "brier": brier,
+        "nll": nll,
+        "auroc_macro": float(np.mean(defined)) if defined else None,
+        "per_class_auroc": per_class_auroc,
+        "reliability": reliability,
+        "definitions": dict(CALIBRATION_DEFINITIONS),
+    }
+
+
+def one_vs_rest_auroc(scores: np.ndarray, positive: np.ndarray) -> float | None:
+    """The probability that a random positive scores above a random negative, ties counting one half (the
+    Mann-Whitney statistic, equal to the area under the ROC curve); None without positives or negatives."""
+    num_positive = int(positive.sum())
+    num_negative = len(positive) - num_positive
+    if num_positive == 0 or num_negative == 0:
+        return None
+    # Average ranks (1-based) give tied scores the same rank, which counts each tie as one half.
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    sorted_scores = scores[order]
+    start = 0
+    while start < len(scores):
+        end = start
+        while end + 1 < len(scores) and sorted_scores[end + 1] == sorted_scores[start]:
+            end += 1
+        ranks[order[start : end + 1]] = (start + end) / 2 + 1
+        start = end + 1
+    u = ranks[positive].sum() - num_positive * (num_positive + 1) / 2
+    return float(u / (num_positive * num_negative))

@@ -1,0 +1,118 @@
+"""Temperature scaling for `score` evaluation: fit one temperature on a split's negative log-likelihood, apply it,
+and store it in a saved model's config.json (`score_temperature`, which `classify(method="score")` applies).
+
+The probabilities follow the same rule as `classify` followed by the label map: softmax over the model labels of
+log-likelihood / T, then each dataset label gets the summed probability of the model labels mapping to it,
+renormalised over the labels the map keeps (`labels.map_scores`). The NLL is the metric module's (probabilities
+clamped to at least `NLL_FLOOR`), so the fitted temperature minimises exactly the `nll` metrics.json reports.
+"""
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from modeling_emovit.configuration_emovit import validate_temperature
+from modeling_emovit.io_utils import atomic_write_text
+
+
+logger = logging.getLogger(__name__)
+
+NLL_FLOOR = 1e-12  # as metrics/emotion_classification's nll
+# The search range of the temperature: wide enough for any sensible model (1/100 sharpens, 100 flattens to nearly
+# uniform), bounded so a split the model gets entirely right or wrong gives an edge value rather than 0 or infinity.
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 100.0
+
+
+def tempered_probabilities(log_likelihoods: np.ndarray, temperature: float, target_of: list[int | None],
+                           num_targets: int) -> np.ndarray:
+    """Dataset-label probabilities at `temperature`.
+
+    log_likelihoods: `(num_images, num_model_labels)`, each model label's answer log-likelihood; target_of: per model
+    label, its dataset label's index or None (dropped). Returns `(num_images, num_targets)`, rows summing to 1 (a
+    row whose kept labels all underflow stays 0, as `map_scores` leaves it).
+    """
+    scaled = np.asarray(log_likelihoods, dtype=np.float64) / temperature
+    scaled -= scaled.max(axis=1, keepdims=True)
+    probabilities = np.exp(scaled)
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    to_target = np.zeros((len(target_of), num_targets))
+    for k, target in enumerate(target_of):
+        if target is not None:
+            to_target[k, target] = 1.0
+    mapped = probabilities @ to_target
+    total = mapped.sum(axis=1, keepdims=True)
+    return mapped / np.where(total > 0, total, 1.0)
+
+
+def negative_log_likelihood(probabilities: np.ndarray, references: list[int]) -> float:
+    """Mean -ln p(reference), each p clamped to at least NLL_FLOOR."""
+    picked = probabilities[np.arange(len(references)), np.asarray(references)]
+    return float(-np.log(np.maximum(picked, NLL_FLOOR)).mean() + 0.0)  # 0.0, never -0.0
+
+
+def fit_temperature(log_likelihoods: np.ndarray, references: list[int], target_of: list[int | None],
+                    num_targets: int) -> float:
+    """The temperature in [MIN_TEMPERATURE, MAX_TEMPERATURE] that minimises the NLL of `references` (indices into
+    the dataset labels) under `tempered_probabilities`.
+
+    A grid of 81 points evenly spaced in log T picks the best neighbourhood (the NLL need not be convex in T once
+    a label map sums probabilities), then a golden-section search narrows it to 1e-6 in log T. Deterministic.
+    """
+    if len(references) == 0:
+        raise ValueError("No images to fit a temperature on.")
+
+    def loss(log_t: float) -> float:
+        return negative_log_likelihood(
+            tempered_probabilities(log_likelihoods, math.exp(log_t), target_of, num_targets), references)
+
+    grid = np.linspace(math.log(MIN_TEMPERATURE), math.log(MAX_TEMPERATURE), 81)
+    losses = [loss(x) for x in grid]
+    best = int(np.argmin(losses))
+    low, high = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
+    ratio = (math.sqrt(5) - 1) / 2
+    a, b = high - ratio * (high - low), low + ratio * (high - low)
+    loss_a, loss_b = loss(a), loss(b)
+    while high - low > 1e-6:
+        if loss_a <= loss_b:
+            high, b, loss_b = b, a, loss_a
+            a = high - ratio * (high - low)
+            loss_a = loss(a)
+        else:
+            low, a, loss_a = a, b, loss_b
+            b = low + ratio * (high - low)
+            loss_b = loss(b)
+    fitted = (low + high) / 2
+    # The grid point wins if the narrowed search did not improve on it (a flat NLL, e.g. at the range's edge).
+    temperature = min(max(math.exp(fitted if loss(fitted) <= losses[best] else grid[best]), MIN_TEMPERATURE),
+                      MAX_TEMPERATURE)
+    if temperature in (MIN_TEMPERATURE, MAX_TEMPERATURE):
+        logger.warning(
+            "The fitted temperature is %g, the end of the search range [%g, %g]: %s", temperature, MIN_TEMPERATURE,
+            MAX_TEMPERATURE, "the probabilities are worse than uniform on this split, so the fit flattens them "
+            "completely." if temperature == MAX_TEMPERATURE else "every image's top label is right, so sharper is "
+            "always better; fit on a larger or harder split.")
+    return float(temperature)
+
+
+def save_temperature(model_dir: str | Path, temperature: float) -> Path:
+    """Sets `score_temperature` in `model_dir/config.json`, rewriting only that file, whole or not at all."""
+    temperature = validate_temperature(temperature)
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise ValueError(
+            f"--save_temperature writes the temperature into the model folder's config.json, but {str(path)!r} does "
+            "not exist. Pass a local model folder as --model (a Hub id cannot be written to; download it with "
+            "`hf download` first)."
+        )
+    try:
+        config = json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({e}); it cannot take the temperature.") from e
+    config["score_temperature"] = temperature
+    # transformers' own layout of config.json: sorted keys, two-space indent, final newline.
+    atomic_write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    logger.info("stored score_temperature %.4f in %s", temperature, path)
+    return path

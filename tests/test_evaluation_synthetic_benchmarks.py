@@ -1,0 +1,29 @@
+"""emovit.evaluation.synthetic_benchmarks: the stand-ins read back through their readers with nothing skipped, the
+suite file covers every layout, and each image is drawn as the EmoSet emotion its preset maps to its label."""
+
+import yaml
+
+from emovit.evaluation.benchmarks import DATASET_FORMATS, load_benchmark
+from emovit.evaluation.synthetic_benchmarks import emoset_emotion_for, write_synthetic_benchmarks
+
+
+def test_emoset_emotion_for_inverts_the_preset():
+    assert emoset_emotion_for("joy", "emotion6") == "amusement"
+    assert emoset_emotion_for("surprise", "emotion6") == "awe"
+    assert emoset_emotion_for("love", "unbiasedemo") == "contentment"
+    assert emoset_emotion_for("negative", "twitter") == "anger"
+    assert emoset_emotion_for("sad", None) == "sadness" and emoset_emotion_for("awe", None) == "awe"
+
+
+def test_synthetic_benchmarks_read_back_in_every_layout(tmp_path):
+    suite = write_synthetic_benchmarks(tmp_path, images_per_class=3)
+    entries = yaml.safe_load(suite.read_text())["entries"]
+    assert {entry.get("dataset_format") for entry in entries} >= set(DATASET_FORMATS) - {"webemo25"}
+    counts = {}
+    for entry in entries:
+        data = load_benchmark(str(tmp_path / entry["dataset"]), entry.get("split", "test"),
+                              entry.get("dataset_format"))
+        assert not data.skipped
+        counts[entry["name"]] = len(data.ids)
+    assert counts["fi"] == counts["artphoto"] == counts["abstract"] == 24
+    assert counts["emotion6"] == 18 and counts["emotionroi"] == 6  # every third image is in testing.txt
