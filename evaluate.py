@@ -8,6 +8,9 @@
 
     python evaluate.py configs/eval_emoset.yaml   # the same arguments from one JSON or YAML file
 
+    python evaluate.py --model runs/emovit --dataset data/EmoSet-118K --split test --task reasoning \
+        --output_dir runs/eval-reasoning [--judge_model gpt-4o-mini --judge_max_cost 2 --judge_dry_run]
+
 Tried on CPU (2 cores) with the tiny random model (`python -m modeling_emovit.tiny`) and the synthetic EmoSet
 sample (`python -m dataset_builder synth`), in one process and in two
 (`ACCELERATE_USE_CPU=true torchrun --standalone --nproc_per_node 2 evaluate.py ...`, gloo); not yet on GPUs.
@@ -33,6 +36,11 @@ Calibration and the model card (README, Evaluation):
 
 fits a temperature on `val`, reports the test metrics before and after it, stores it in runs/emovit/config.json
 and adds the results to runs/emovit/README.md's model-index.
+
+--task reasoning explains each image (explain(), --explain_preset free by default) and writes metrics.json (emotion
+consistency, attribute grounding, brightness/colourfulness contradictions, the optional LLM judge, each with its
+definition) and predictions.jsonl (explanation, named emotions, grounded terms, contradictions, judge scores per
+image); the README's "Reasoning quality" section defines every number. The judge's key comes from OPENAI_API_KEY only.
 
 Zero-shot on other label sets (--label_map): the model always answers among its own labels (the instruction must
 name all of them); a label map then sends each model label to a dataset label or drops it (null). With `score` the
@@ -112,7 +120,9 @@ def main(argv=None) -> dict:
     metrics = evaluate_model(args)
 
     # ---- summary (the main process wrote the files)
-    if PartialState().is_main_process:
+    if PartialState().is_main_process and args.task == "reasoning":
+        print_reasoning_summary(metrics, Path(args.output_dir))
+    elif PartialState().is_main_process:
         print(f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
               f"invalid {metrics['invalid_rate']:.4f}, {metrics['images_per_second']:.1f} images/s "
               f"on {metrics['num_images']} images")
@@ -136,6 +146,31 @@ def main(argv=None) -> dict:
         if args.update_card is not None:
             print(f"added the results to the model-index of {Path(args.update_card) / 'README.md'}")
     return metrics
+
+
+def print_reasoning_summary(metrics: dict, output_dir: Path) -> None:
+    """The reasoning run's headline numbers (definitions in metrics.json), the judge's if asked, and the files."""
+    def show(value):
+        return "n/a" if value is None else f"{value:.4f}"
+
+    print(f"reasoning ({metrics['preset']}) on {metrics['num_images']} images: consistency "
+          f"{show(metrics['consistency'])}, first-named emotion is the label "
+          f"{show(metrics['first_mentioned_is_label'])}, "
+          f"grounding {show(metrics['grounding'])}, contradiction rate {show(metrics['contradiction_rate'])}, "
+          f"{metrics['images_per_second']:.2f} images/s")
+    judge = metrics["judge"]
+    if judge is not None and judge["dry_run"]:
+        print(f"judge dry run: {judge['to_send']} requests to send ({judge['cached']} cached), about "
+              f"{judge['estimated_prompt_tokens'] + judge['estimated_completion_tokens']} tokens, "
+              f"{judge['estimated_cost_usd']:.4f} USD")
+    elif judge is not None:
+        print(f"judge {judge['model']}: {judge['judged']} judged, grounding {show(judge['grounding'])}, plausibility "
+              f"{show(judge['plausibility'])}, specificity {show(judge['specificity'])}; {judge['malformed']} "
+              f"malformed, {judge['failed']} failed, {judge['not_run']} not sent; {judge['api_calls']} calls, "
+              f"{judge['cache_hits']} cached, {judge['cost_usd']:.4f} USD")
+    if metrics["skipped"]:
+        print(f"skipped {len(metrics['skipped'])} images (listed with reasons in metrics.json)")
+    print(f"wrote {output_dir / 'metrics.json'}, {output_dir / 'predictions.jsonl'}")
 
 
 if __name__ == "__main__":

@@ -120,6 +120,60 @@ def test_import_evaluate_from_repo_root_is_the_library(flags):
     assert "site-packages" in path and path.endswith(os.path.join("evaluate", "__init__.py")) and has_load == "True"
 
 
+# ----------------------------------------------------------------------------------------------------- reasoning
+
+
+def test_reasoning_under_two_processes_with_the_judge_keeps_the_key_out_of_every_file(tmp_path, tiny_dir,
+                                                                                      eval_emoset_dir, llmock):
+    """`--task reasoning` through the command line under torchrun with 2 CPU processes: each explains its share
+    (2 + 2 images), the main process alone judges (against llmock on loopback) and writes; explanations equal
+    `explain()`'s on the same batches, and the API key from the environment reaches no file or output."""
+    from llmock.scenarios import Reply
+
+    from emovit.evaluation.data import load_eval_data
+    from modeling_emovit import EmoVitForConditionalGeneration, EmoVitProcessor
+
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed next to this Python")
+    llmock.add(Reply(text='{"grounding": 2, "plausibility": 1, "specificity": 1, "rationale": "Noise."}', times=None))
+    out = tmp_path / "out"
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(REPO / "evaluate.py"), "--model",
+               str(tiny_dir), "--dataset", str(eval_emoset_dir), "--output_dir", str(out), "--task", "reasoning",
+               "--max_images", "4", "--batch_size", "2", "--max_new_tokens", "8", "--judge_model", "gpt-4o",
+               "--judge_base_url", llmock.base_url()]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "OPENAI_API_KEY": "sk-SECRET-in-env"}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("reasoning (free) on 4 images: consistency ") == 1
+    assert "judge gpt-4o: 4 judged, grounding 2.0000, plausibility 1.0000" in done.stdout
+    assert len([r for r in llmock.requests if r.path == "/v1/chat/completions"]) == 4  # judged once, not per process
+    assert sorted(os.listdir(out)) == ["judge_cache.jsonl", "metrics.json", "predictions.jsonl"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_processes"] == 2 and metrics["num_images"] == 4 and metrics["judge"]["judged"] == 4
+    lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert all(line["judge"]["grounding"] == 2 for line in lines)
+
+    data = load_eval_data(str(eval_emoset_dir), "test")
+    model = EmoVitForConditionalGeneration.from_pretrained(tiny_dir).eval()
+    processor = EmoVitProcessor.from_pretrained(tiny_dir)
+    # The processes ran single-threaded (OMP_NUM_THREADS=1); so does the comparison, so that sums add up in the
+    # same order and greedy decoding cannot tip on a rounding difference.
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        explained = [model.explain([data.image(i) for i in share], processor, preset="free", max_new_tokens=8,
+                                   batch_size=2) for share in ([0, 1], [2, 3])]
+    finally:
+        torch.set_num_threads(threads)
+    assert [line["id"] for line in lines] == data.ids[:4]
+    assert [line["explanation"] for line in lines] == [text for part in explained for text in part.explanations]
+
+    written = "".join(path.read_text() for path in out.iterdir()) + done.stdout + done.stderr
+    assert "SECRET" not in written
+
 # ----------------------------------------------------------------------------------------------------- suite
 
 

@@ -47,6 +47,42 @@ def test_parser_reads_the_flags():
     assert (args.method, args.label_map, args.max_images) == ("generate", "binary", 7)
 
 
+# ----------------------------------------------------------------------------------------------------- reasoning
+
+
+def test_reasoning_defaults_leave_classification_as_it_was():
+    args = arguments()
+    assert (args.task, args.explain_preset, args.max_new_tokens, args.judge_model) == ("classification", "free", 128,
+                                                                                        None)
+    (parsed,) = HfArgumentParser(EvalArguments).parse_args_into_dataclasses(
+        args=["--model", "m", "--dataset", "d", "--output_dir", "o", "--task", "reasoning", "--explain_preset", "label",
+              "--judge_model", "gpt-4o", "--judge_max_cost", "0.5", "--judge_dry_run", "--judge_price_per_mtok", "1,2"])
+    assert (parsed.task, parsed.explain_preset, parsed.judge_model, parsed.judge_max_cost, parsed.judge_dry_run,
+            parsed.judge_price_per_mtok) == ("reasoning", "label", "gpt-4o", 0.5, True, "1,2")
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"task": "captioning"}, r"--task is 'captioning'.*'classification', 'reasoning'"),
+        ({"task": "reasoning", "explain_preset": "poem"}, r"--explain_preset is 'poem'.*'label', 'free', 'humour'"),
+        ({"task": "reasoning", "max_new_tokens": 0}, r"--max_new_tokens is 0"),
+        ({"task": "reasoning", "label_map": "binary"}, r"--label_map is 'binary'.*model's own labels"),
+        ({"task": "reasoning", "prompt_variants": 2}, r"--prompt_variants is 2.*leave it at 1"),
+        ({"task": "reasoning", "calibrate_on": "val"}, r"--calibrate_on is 'val'.*--task classification"),
+        ({"judge_model": "gpt-4o"}, r"--judge_model judges explanations; it needs --task reasoning"),
+        ({"task": "reasoning", "judge_max_cost": 1.0}, r"--judge_max_cost is set but --judge_model is not"),
+        ({"task": "reasoning", "judge_dry_run": True}, r"--judge_dry_run is set but --judge_model is not"),
+        ({"task": "reasoning", "judge_model": "m", "judge_max_cost": -1.0}, r"--judge_max_cost is -1.0"),
+        ({"task": "reasoning", "judge_model": "m", "judge_price_per_mtok": "cheap"},
+         r"--judge_price_per_mtok is 'cheap'"),
+        ({"task": "reasoning", "judge_model": "m", "judge_concurrency": 0}, r"--judge_concurrency is 0"),
+    ],
+)
+def test_bad_reasoning_values_are_refused(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        arguments(**overrides)
+
 def test_dataset_format_is_checked_and_defaults_to_none():
     args = arguments()
     assert args.dataset_format is None and args.skip_uncovered_labels is False

@@ -24,6 +24,9 @@ class EvalData:
     table: datasets.Dataset | None = None  # a `datasets` split with an image column
     image_column: str = "image"
     skipped: list[dict] = field(default_factory=list)
+    # EmoSet's per-image annotation files (scene, objects, brightness, ...; None where an entry has none), for the
+    # reasoning evaluation's grounding checks. None for layouts without annotations.
+    annotation_paths: list[str | None] | None = None
     # Per image, the annotators' probability of each label (Emotion6's ground truth), or None without one.
     distributions: list[dict[str, float]] | None = None
 
@@ -84,6 +87,7 @@ def _load_image_files(path: Path, dataset: str, split: str) -> EvalData:
         labels=[normalise_label(item.emotion) for item in listing.items],
         paths=[item.image_path for item in listing.items],
         skipped=[{"id": skip.item, "reason": skip.reason} for skip in listing.skipped],
+        annotation_paths=[item.annotation_path for item in listing.items],
     )
 
 

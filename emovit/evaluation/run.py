@@ -35,6 +35,7 @@ from .calibration import fit_temperature, save_temperature, tempered_probabiliti
 from .card import eval_results_of
 from .data import EvalData
 from .labels import map_scores, reference_indices, resolve_label_map, target_indices
+from .reasoning import evaluate_reasoning
 from .report import prediction_line, write_report
 
 
@@ -60,7 +61,10 @@ def evaluate_model(args: EvalArguments) -> dict:
     with `args.update_card` it adds the results to that folder's model card.
 
     Returns metrics.json's content, on every process of a multi-process launch (each process must call it).
+    With `args.task == "reasoning"` the run is `emovit.evaluation.reasoning.evaluate_reasoning` instead.
     """
+    if args.task == "reasoning":
+        return evaluate_reasoning(args)
     accelerator = Accelerator()
 
     # ---- model and labels
