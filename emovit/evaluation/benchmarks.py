@@ -93,6 +93,20 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(path for path in folder.iterdir() if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS)
 
 
+def _listed_image(folder: Path, entry: str, where: str, skipped: list) -> Path | None:
+    """The image file a listing names (`entry`, relative to `folder`), or None after recording in `skipped`, under
+    `where`, why it cannot be used: a path leading outside `folder`, or a missing file."""
+    try:
+        path = resolve_inside_root(folder, entry)
+    except ValueError as e:
+        skipped.append({"id": where, "reason": str(e)})
+        return None
+    if not path.is_file():
+        skipped.append({"id": where, "reason": f"image file {path} is missing"})
+        return None
+    return path
+
+
 def _finish(name: str, ids: list, labels: list, paths: list, skipped: list, distributions=None) -> EvalData:
     if not ids:
         raise ValueError(f"{name}: no usable images ({len(skipped)} entries skipped, first: {skipped[:1]}). "
@@ -153,13 +167,8 @@ def read_abstract(root: Path) -> EvalData:
             skipped.append({"id": row[0], "reason": "no votes" if best <= 0 else
                             f"tie between {winners} ({best} votes each); no majority label"})
             continue
-        try:
-            path = resolve_inside_root(root, row[0])
-        except ValueError as e:
-            skipped.append({"id": row[0], "reason": str(e)})
-            continue
-        if not path.is_file():
-            skipped.append({"id": row[0], "reason": f"image file {path} is missing"})
+        path = _listed_image(root, row[0], row[0], skipped)
+        if path is None:
             continue
         ids.append(Path(row[0]).stem), labels.append(winners[0]), paths.append(str(path))
     return _finish(f"Abstract table {table}", ids, labels, paths, skipped)
@@ -207,13 +216,8 @@ def read_emotion6(root: Path) -> EvalData:
         if "/" not in name:
             skipped.append({"id": name, "reason": "no label folder in the file name (expected '<label>/<file>')"})
             continue
-        try:
-            path = resolve_inside_root(images, name)
-        except ValueError as e:
-            skipped.append({"id": name, "reason": str(e)})
-            continue
-        if not path.is_file():
-            skipped.append({"id": name, "reason": f"image file {path} is missing"})
+        path = _listed_image(images, name, name, skipped)
+        if path is None:
             continue
         ids.append(str(Path(name).with_suffix(""))), labels.append(normalise_label(name.split("/", 1)[0]))
         paths.append(str(path)), distributions.append(distribution)
@@ -241,13 +245,8 @@ def read_emotionroi(root: Path, split: str) -> EvalData:
             if len(parts) != 2 or not all(parts):
                 skipped.append({"id": where, "reason": "expected '<label>/<file>'"})
                 continue
-            try:
-                path = resolve_inside_root(images, entry)
-            except ValueError as e:
-                skipped.append({"id": where, "reason": str(e)})
-                continue
-            if not path.is_file():
-                skipped.append({"id": where, "reason": f"image file {path} is missing"})
+            path = _listed_image(images, entry, where, skipped)
+            if path is None:
                 continue
             ids.append(str(Path(entry).with_suffix(""))), labels.append(normalise_label(parts[0]))
             paths.append(str(path))
