@@ -44,6 +44,19 @@ class EvalData:
         return open_image(decoded, source=source)
 
 
+    def read_images(self, indices: list[int]) -> tuple[list[Image.Image], list[int], dict[int, str]]:
+        """Images `indices`, skipping those that cannot be read: (the images, their indices, {index: error} for the
+        others). One corrupt file costs its own image, not its batch."""
+        images, readable, errors = [], [], {}
+        for index in indices:
+            try:
+                images.append(self.image(index))
+                readable.append(index)
+            except ValueError as e:
+                errors[index] = str(e)
+        return images, readable, errors
+
+
 def is_saved_dataset(path: Path) -> bool:
     """Whether `path` is a folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`."""
     return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()

@@ -457,13 +457,8 @@ def explain_batch(model, processor, data: EvalData, indices: list[int], args: Ev
                   unreadable: list[dict]) -> list[dict]:
     """Explains and scores the images `indices`; one row per readable image (unreadable ones go to `unreadable`
     with their error, and are counted by the run)."""
-    images, batch = [], []
-    for index in indices:
-        try:
-            images.append(data.image(index))
-            batch.append(index)
-        except ValueError as e:  # a corrupt file is counted and reported; the others are explained
-            unreadable.append({"index": index, "reason": str(e)})
+    images, batch, errors = data.read_images(indices)  # a corrupt file is counted and reported; the others explained
+    unreadable += [{"index": index, "reason": reason} for index, reason in errors.items()]
     if not batch:
         return []
     with torch.inference_mode():

@@ -157,15 +157,9 @@ def classify_share(model, processor, data: EvalData, indices: list[int], instruc
     results = []
     for start in range(0, len(indices), args.batch_size):
         chunk = indices[start : start + args.batch_size]
-        images, batch = [], []
-        for index in chunk:
-            if index in unreadable:
-                continue
-            try:
-                images.append(data.image(index))
-                batch.append(index)
-            except ValueError as e:  # a corrupt file is counted and reported; the others are evaluated
-                unreadable[index] = str(e)
+        # a corrupt file is counted and reported; the others are evaluated
+        images, batch, errors = data.read_images([index for index in chunk if index not in unreadable])
+        unreadable.update(errors)
         progress.update(len(chunk))
         if batch:
             with torch.inference_mode():
