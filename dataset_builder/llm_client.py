@@ -397,12 +397,18 @@ class ChatClient:
 
     # ------------------------------------------------------------------ one HTTP call
 
-    async def _call(self, client: openai.AsyncOpenAI, request: ChatRequest) -> tuple[str, str, int, int]:
-        kwargs = dict(model=self.settings.model, messages=request.messages, temperature=self.settings.temperature)
+    def request_body(self, request: ChatRequest) -> dict:
+        """The chat completion's parameters for `request` (model, messages, sampling): what the online call sends,
+        and the `body` of the request's line in a batch file."""
+        body = dict(model=self.settings.model, messages=request.messages, temperature=self.settings.temperature)
         if self.settings.top_p is not None:
-            kwargs["top_p"] = self.settings.top_p
+            body["top_p"] = self.settings.top_p
         if request.max_tokens is not None:
-            kwargs["max_tokens"] = request.max_tokens
+            body["max_tokens"] = request.max_tokens
+        return body
+
+    async def _call(self, client: openai.AsyncOpenAI, request: ChatRequest) -> tuple[str, str, int, int]:
+        kwargs = self.request_body(request)
         try:
             async with asyncio.timeout(self.settings.timeout_s):
                 if not self.settings.stream:
