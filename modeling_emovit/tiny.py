@@ -20,6 +20,7 @@ The query tokens start as InstructBLIP training starts them, normal(0, 0.02), no
 
 import argparse
 import string
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -84,18 +85,20 @@ def build_lm_tokenizer(labels=EMOSET_EMOTIONS, vocab_size: int = 600) -> PreTrai
 
 
 def build_qformer_tokenizer(labels=EMOSET_EMOTIONS, vocab_size: int = 400) -> BertTokenizer:
-    """A lower-casing WordPiece tokenizer in BERT's format, as the Q-Former uses."""
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
-        initial_alphabet=list(string.printable.strip().lower()),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(_corpus(labels), trainer=trainer)
-    return BertTokenizer(vocab=tokenizer.get_vocab(), do_lower_case=True)
+    """A lower-casing WordPiece tokenizer in BERT's format, as the Q-Former uses: the special tokens, every printable
+    character alone and as a `##` continuation (so any ASCII text tokenises), then the corpus's most frequent words.
+
+    The vocabulary is counted here rather than trained with `tokenizers`' WordPiece trainer, which breaks ties
+    between equally frequent merges in hash order: its vocabulary, and so the tiny model's Q-Former token ids, would
+    change from one process to the next.
+    """
+    split = pre_tokenizers.BertPreTokenizer()
+    counts = Counter(word for line in _corpus(labels) for word, _ in split.pre_tokenize_str(line.lower()))
+    characters = sorted(set(string.printable.strip().lower()))
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + characters + [f"##{c}" for c in characters]
+    words = sorted((w for w in counts if w not in vocab), key=lambda w: (-counts[w], w))
+    vocab += words[: max(0, vocab_size - len(vocab))]
+    return BertTokenizer(vocab={token: index for index, token in enumerate(vocab)}, do_lower_case=True)
 
 
 def tiny_config(
