@@ -6,10 +6,11 @@
 For each concurrency it runs, in turn and `--repeats` times, the bare loop (one `AsyncOpenAI`, an
 `asyncio.Semaphore`, the replies' text collected) and `ChatClient.complete_all` (cache, retries, pacing,
 progress bookkeeping) on the same server, with the same streaming setting (the client's default: streamed,
-with usage in the last chunk). It prints each wall and CPU time (of this process: the client's side) and the median ratios
-client / bare: 1.00 means the client costs nothing over the bare loop, 1.05 that it is 5 % slower. CPU time
-varies less than wall time on a machine shared with other work. Then it reruns the last configuration on
-its warm cache and prints the rerun's request count (expected: 0). Not a test.
+with usage in the last chunk; --stream false compares both unstreamed). It prints each run's wall and CPU time
+(CPU of this process: the client's side) and the median over the pairs of runs of the ratio client / bare: 1.00
+means the client costs nothing over the bare loop, 1.05 that it is 5 % slower. CPU time varies less than wall
+time on a machine shared with other work. Then it reruns the last configuration on its warm cache and prints the
+rerun's request count (expected: 0). Not a test.
 
 The server runs in a process of its own, as a real one would, so the wall times measure the client's work and
 not the server's; --in_process_server runs it in a thread of this process instead (its work then shares the
@@ -143,10 +144,11 @@ def main(argv=None):
                           f"CPU ({served_bare} served), client {walls['client'][-1]:6.2f} s wall {cpus['client'][-1]:5.2f} s "
                           f"CPU ({server.served()} served, {failed} failed), "
                           f"wall ratio {walls['client'][-1] / walls['bare'][-1]:.3f}")
-                bare, ours = statistics.median(walls["bare"]), statistics.median(walls["client"])
-                cpu_ratio = statistics.median(cpus["client"]) / statistics.median(cpus["bare"])
-                print(f"concurrency {concurrency:>3}: median client/bare wall time {ours / bare:.3f} "
-                      f"(client speed {bare / ours:.2f}x the bare loop's; ideal "
+                # Ratios of runs made one after the other, whose load was alike; their median counts.
+                wall_ratio = statistics.median(c / b for c, b in zip(walls["client"], walls["bare"]))
+                cpu_ratio = statistics.median(c / b for c, b in zip(cpus["client"], cpus["bare"]))
+                print(f"concurrency {concurrency:>3}: median client/bare wall time {wall_ratio:.3f} "
+                      f"(client speed {1 / wall_ratio:.2f}x the bare loop's; ideal "
                       f"{args.requests * args.latency_ms / 1000 / concurrency:.2f} s); CPU time {cpu_ratio:.3f}")
             rerun = ChatClient(settings, ResponseCache(cache_path))
             start = time.perf_counter()
