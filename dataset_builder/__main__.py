@@ -133,6 +133,11 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--top_p", type=_finite_number(0, above=True, maximum=1), default=None,
                        help="nucleus sampling; unset leaves the server default")
     build.add_argument("--stream", type=_bool, default=True, help="stream replies (detects cut-off replies); false for servers without streaming")
+    build.add_argument("--response_format", choices=("text", "json_schema"), default="text",
+                       help="json_schema: ask for the Q/A pairs as JSON under a schema (structured outputs); falls back "
+                       "to text once for the whole run if the server refuses the field")
+    build.add_argument("--pace_from_headers", type=_bool, default=True,
+                       help="hold requests back while the server's x-ratelimit-* headers say its quota is spent")
     build.add_argument("--price_per_mtok", type=_prices, default=None,
                        help=f"PROMPT,COMPLETION USD per million tokens; known defaults: {DEFAULT_PRICES}")
     build.add_argument("--max_cost", type=_finite_number(0), default=None,
@@ -177,7 +182,8 @@ def _build(args) -> int:
                                  max_retries=args.max_retries, timeout_s=args.request_timeout,
                                  temperature=args.temperature, top_p=args.top_p, stream=args.stream,
                                  price_per_mtok=args.price_per_mtok, max_cost=args.max_cost,
-                                 max_retry_wait_s=args.max_retry_wait, fail_fast_after=args.fail_fast_after)
+                                 max_retry_wait_s=args.max_retry_wait, fail_fast_after=args.fail_fast_after,
+                                 response_format=args.response_format, pace_from_headers=args.pace_from_headers)
         except ValueError as e:  # e.g. a malformed OPENAI_BASE_URL, which no flag parser has seen
             raise SystemExit(f"error: {e}") from None
         if llm.prices() == (0.0, 0.0):

@@ -226,6 +226,7 @@ def _summarise(options: BuildOptions, root: Path, records: list[Record], kept: l
                 "max_retries": settings.max_retries, "timeout_s": settings.timeout_s, "temperature": settings.temperature,
                 "top_p": settings.top_p, "stream": settings.stream, "price_per_mtok": list(settings.prices()),
                 "max_cost": settings.max_cost, "max_retry_wait_s": settings.max_retry_wait_s,
-                "fail_fast_after": settings.fail_fast_after} if settings is not None and options.llm_backend == "openai" else {}),
+                "fail_fast_after": settings.fail_fast_after, "response_format": settings.response_format,
+                "pace_from_headers": settings.pace_from_headers} if settings is not None and options.llm_backend == "openai" else {}),
         },
     )

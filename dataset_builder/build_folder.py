@@ -39,6 +39,15 @@ class LlmUsage:
     cost_usd: float = 0.0
     # Everything the LLM cache records as spent, this run and earlier ones: what --max_cost limits.
     cost_usd_total: float = 0.0
+    # Requests held back because the server's x-ratelimit-* headers said its quota was spent.
+    held_by_rate_limit_headers: int = 0
+    # The --response_format asked for, the one used in the end ("text" after the server refused structured
+    # outputs), and the server's refusal.
+    response_format: str | None = None
+    response_format_used: str | None = None
+    response_format_fallback_reason: str | None = None
+    # Per LLM-written type: {"replies": parsed, second samples included; "malformed": how many; "rate"}.
+    malformed_per_type: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -4,17 +4,27 @@ Any OpenAI-compatible server works (OpenAI, vLLM, Ollama, ...) through the offic
 What this adds around it:
 
 - N requests in flight (asyncio workers), optional requests/min and tokens/min ceilings;
+- pacing from the server's own quota: when its replies carry `x-ratelimit-remaining-*` and
+  `x-ratelimit-reset-*` headers, a new request is held back while they say the quota left, less what
+  was sent since, will not cover it, until the quota has refilled (see `_HeaderPacer`). The first
+  `concurrency` requests go out before any header has been seen;
 - retries with exponential backoff and full jitter, waiting at least as long as the server's
   `Retry-After` (a 429 pauses every worker, not only the one that got it) but never longer than
   `max_retry_wait_s`; an unreadable `Retry-After` falls back to the backoff. No retry on 400, 401,
   403, 404 or 422, which would fail the same way again; a timeout per request;
 - failing fast: after `fail_fast_after` requests in a row end with the same refusal (401, 403, 404,
   or no connection after all retries) nothing more is sent; `stop_reason` says why;
+- structured outputs: a request may carry a `response_format` (a JSON schema), sent as is. When the
+  server refuses the field (a 400 or 422 naming it), `format_refusal` says why and no further request
+  carrying one is sent; the caller asks again without it;
 - an append-only JSONL cache keyed by the request's identity (its name, i.e. type and image, and
-  sample index) and content (prompt hash, model, messages, sampling parameters): a rerun or a resume
-  after a crash sends nothing already answered, and two images with the same prompt keep their own
-  answers. Each answer is flushed and fsynced as one line; a torn line, or one without a text, is
-  ignored and counted on load, so `kill -9` loses at most the requests in flight;
+  sample index) and content (prompt hash, model, messages, sampling parameters, response format): a
+  rerun or a resume after a crash sends nothing already answered, and two images with the same prompt
+  keep their own answers. Each answer goes to the file as one line in one `write` as soon as it
+  arrives, so `kill -9` loses at most the requests in flight; the file is fsynced in the background at
+  most `CACHE_SYNC_INTERVAL_S` apart and at the end of each run, so a power loss or kernel crash can
+  also lose the answers of the last interval (they are asked for again, and their cost is not
+  counted). A torn line, or one without a text, is ignored and counted on load;
 - token usage and cost from a price table, and a cost ceiling over everything the cache records as
   spent, this run and earlier ones, that stops sending new requests;
 - `estimate` for --dry_run, which counts what would be sent without opening a connection.
@@ -33,6 +43,7 @@ import logging
 import math
 import os
 import random
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -61,6 +72,11 @@ NO_RETRY_STATUSES = frozenset({400, 401, 403, 404, 422})
 REFUSING_STATUSES = frozenset({401, 403, 404})
 # A reply the server cut short: complete as HTTP, but not the whole answer.
 CUT_OFF_FINISH_REASONS = frozenset({"length", "content_filter"})
+RESPONSE_FORMATS = ("text", "json_schema")
+# A 400/422 whose message or `param` names one of these refuses the structured-output field, not the request.
+_FORMAT_REFUSAL = re.compile(r"response_format|json_schema|structured output|guided_json|guided decoding", re.IGNORECASE)
+# Answers are written at once; fsync (durability across a power loss) runs in the background this far apart.
+CACHE_SYNC_INTERVAL_S = 0.5
 
 
 def redact_url(url: str | None) -> str | None:
@@ -121,6 +137,8 @@ class ChatRequest:
     # A different sample index asks for a fresh reply to the same prompt (a different cache key).
     sample: int = 0
     expected_completion_tokens: int = 300
+    # The OpenAI `response_format` object (e.g. a JSON schema) to send, or None for free text.
+    response_format: dict | None = None
 
 
 @dataclass
@@ -135,6 +153,8 @@ class ChatResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    # The server refused the request's response_format (or refused it for an earlier request): ask without it.
+    format_refused: bool = False
 
 
 @dataclass
@@ -158,6 +178,10 @@ class ClientSettings:
     max_retry_wait_s: float = 120.0
     # This many requests in a row refused the same way (401, 403, 404, no connection) stop the run.
     fail_fast_after: int = 3
+    # "json_schema" asks the writer for JSON replies under a schema (structured outputs); "text" for labelled lines.
+    response_format: str = "text"
+    # Hold requests back while the server's x-ratelimit-* headers say its quota is spent.
+    pace_from_headers: bool = True
 
     def __post_init__(self):
         def require(name, ok, what):
@@ -187,6 +211,7 @@ class ClientSettings:
         require("price_per_mtok", self.price_per_mtok is None
                 or (len(self.price_per_mtok) == 2 and all(finite(p) and p >= 0 for p in self.price_per_mtok)),
                 "use two finite prices >= 0 (prompt, completion)")
+        require("response_format", self.response_format in RESPONSE_FORMATS, f"use one of {', '.join(RESPONSE_FORMATS)}")
         check_base_url(self.base_url)
 
     def prices(self) -> tuple[float, float]:
@@ -212,6 +237,8 @@ class UsageStats:
     stopped_by_max_cost: bool = False
     # Waits the server asked for that were longer than max_retry_wait_s and were cut to it.
     capped_retry_waits: int = 0
+    # Requests held back because the server's rate-limit headers said its quota was spent.
+    held_by_rate_limit_headers: int = 0
 
 
 def estimate_tokens(messages: list) -> int:
@@ -230,6 +257,8 @@ def cache_key(settings: ClientSettings, request: ChatRequest) -> str:
         "max_tokens": request.max_tokens,
         "sample": request.sample,
     }
+    if request.response_format is not None:  # absent for text requests, so their keys stay what they were
+        payload["response_format"] = request.response_format
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -250,12 +279,49 @@ def _is_cache_entry(entry) -> bool:
 class ResponseCache(JsonlCache):
     """The cache of replies: one `{"key", "text", "finish_reason", "prompt_tokens", "cost_usd", ...}` line each.
     Also the record of money spent: `spent_usd` sums every line's cost, and `uncosted_tokens` the tokens of lines
-    written without one."""
+    written without one.
+
+    Besides `append` (write + fsync at once), `write` puts one entry in the file with a single `os.write` on a
+    descriptor kept open, without waiting for the disk: once it returns, the line survives the process being
+    killed. `sync` (safe to call from another thread) and `close` fsync what was written, which makes it survive
+    a power loss too. The client writes every answer and syncs in the background.
+    """
 
     def __init__(self, path: str | os.PathLike):
         self.spent_usd = 0.0
         self.uncosted_tokens = [0, 0]
+        self._fd: int | None = None
+        self._written = self._synced = 0
         super().__init__(path, is_entry=_is_cache_entry)
+
+    def write(self, entry: dict) -> None:
+        """Appends `entry` as one line without fsync; see the class docstring."""
+        data = (json.dumps(entry, ensure_ascii=False) + "\n").encode()
+        if self._needs_newline:  # a torn last line from a crash: start on a fresh line
+            data = b"\n" + data
+            self._needs_newline = False
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        view = memoryview(data)
+        while view:  # a regular file takes it in one go; the loop only guards against a short write
+            view = view[os.write(self._fd, view):]
+        self._written += 1
+        self._add(entry)
+
+    def sync(self) -> None:
+        """Fsyncs the lines `write` has put in the file so far."""
+        fd, written = self._fd, self._written
+        if fd is not None and written > self._synced:
+            os.fsync(fd)
+            self._synced = written
+
+    def close(self) -> None:
+        """Fsyncs and closes the file `write` appends to; a later `write` opens it again."""
+        if self._fd is not None:
+            self.sync()
+            os.close(self._fd)
+            self._fd = None
 
     def _add(self, entry: dict) -> None:
         # Every line counts towards the money spent, also one whose key was answered before: it was paid for.
@@ -268,16 +334,20 @@ class ResponseCache(JsonlCache):
 
 
 class _TransientError(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None, no_connection: bool = False):
+    def __init__(self, reason: str, retry_after: float | None = None, no_connection: bool = False, headers=None):
         super().__init__(reason)
         self.retry_after = retry_after
         self.no_connection = no_connection
+        # The error response's headers (a 429 carries the rate-limit ones), or None.
+        self.headers = headers
 
 
 class _FatalError(Exception):
-    def __init__(self, reason: str, status: int):
+    def __init__(self, reason: str, status: int, format_refusal: bool = False):
         super().__init__(reason)
         self.status = status
+        # The server refused the structured-output field, not the request as such.
+        self.format_refusal = format_refusal
 
 
 def _seconds(text) -> float | None:
@@ -313,6 +383,145 @@ def parse_retry_after(headers) -> float | None:
         when = when.replace(tzinfo=timezone.utc)
     delay = when.timestamp() - time.time()
     return delay if delay >= 0 else None
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|us|µs|ns|h|m|s)")
+_DURATION_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+def parse_duration(text) -> float | None:
+    """Seconds in a rate-limit reset header: OpenAI's durations ("20ms", "1s", "6m0s", "1m30.5s", "2h0m0s") or a
+    plain number of seconds. None for anything else (empty, negative, unknown unit, stray text, not finite): the
+    header is then ignored."""
+    if text is None:
+        return None
+    text = str(text).strip()
+    seconds = _seconds(text)
+    if seconds is not None:
+        return seconds if math.isfinite(seconds) else None
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        return None
+    total = sum(float(number) * _DURATION_UNIT_S[unit] for number, unit in parts)
+    return total if math.isfinite(total) else None
+
+
+def _count(text) -> int | None:
+    """A whole number >= 0 from a header, else None."""
+    try:
+        value = int(str(text).strip())
+    except (TypeError, ValueError):
+        return None
+    return value if value >= 0 else None
+
+
+@dataclass
+class _ServerQuota:
+    """One of the server's limits (requests or tokens) as the headers of one reply described it."""
+
+    remaining: int
+    reset_s: float
+    limit: int | None
+    # How much of it this client had sent, up to and including the request the reply answered.
+    sent: float
+    seen_at: float
+
+
+class _HeaderPacer:
+    """Holds new requests back while the server's rate-limit headers say its quota will not cover them.
+
+    Every reply with `x-ratelimit-remaining-{requests,tokens}` and `x-ratelimit-reset-{requests,tokens}` (and,
+    when sent, `x-ratelimit-limit-*`) updates what is known of each quota; the newest one is the reply to the
+    request sent last. Before a request goes out, the quota left is taken as `remaining`, plus what has refilled
+    since the reply arrived, less everything the header may not have counted: the requests sent after that one,
+    and those sent before it but still in flight when it was answered (the server may have admitted them later).
+    When that is less than the request needs, the request waits for the refill: quotas refill steadily (OpenAI's
+    and most servers' behaviour), at the rate the headers imply, `(limit - remaining) / reset`, counted one short
+    to stay on the safe side; without a `limit` header nothing is assumed to refill until `reset` has passed. A
+    request waits at most `max_hold_s`, then goes anyway (a 429 then still gets the usual retry). Headers that do
+    not parse are ignored.
+    """
+
+    KINDS = ("requests", "tokens")
+    # A held request looks again this often: a newer reply may say there is room sooner.
+    POLL_S = 0.5
+
+    def __init__(self, max_hold_s: float):
+        self.max_hold_s = max_hold_s
+        self.sent = {"requests": 0.0, "tokens": 0.0}
+        self.quotas: dict[str, _ServerQuota] = {}
+        self.holds = 0
+        # Requests sent and not answered yet: their ticket's request number -> their tokens.
+        self.in_flight: dict[float, float] = {}
+
+    def observe(self, ticket: tuple[float, float], headers, now: float | None = None) -> None:
+        """Takes in the rate-limit headers of the reply to the request that `acquire` returned `ticket` for."""
+        if headers is None:
+            return
+        now = time.monotonic() if now is None else now
+        older = [tokens for number, tokens in self.in_flight.items() if number < ticket[0]]
+        # What the header surely counted: everything sent up to this request, less the older ones still in flight.
+        counted = (ticket[0] - len(older), ticket[1] - sum(older))
+        for kind, sent in zip(self.KINDS, counted):
+            remaining = _count(headers.get(f"x-ratelimit-remaining-{kind}"))
+            reset_s = parse_duration(headers.get(f"x-ratelimit-reset-{kind}"))
+            if remaining is None or reset_s is None:
+                continue
+            known = self.quotas.get(kind)
+            if known is not None and known.sent > sent:
+                continue  # a reply to an older request: what it says is out of date
+            limit = _count(headers.get(f"x-ratelimit-limit-{kind}"))
+            self.quotas[kind] = _ServerQuota(remaining, reset_s, limit if limit else None, sent, now)
+
+    def _wait_for(self, kind: str, amount: float, now: float) -> float:
+        """Seconds until the quota of `kind` should cover `amount` more; 0 when it does now."""
+        quota = self.quotas.get(kind)
+        if quota is None:
+            return 0.0
+        uncounted = self.sent[kind] - quota.sent
+        elapsed = now - quota.seen_at
+        if quota.limit is None:
+            if elapsed >= quota.reset_s:
+                return 0.0  # reset since; nothing more is known until the next reply
+            return 0.0 if quota.remaining - uncounted >= amount else quota.reset_s - elapsed
+        deficit = quota.limit - quota.remaining
+        rate = (deficit - 1) / quota.reset_s if quota.reset_s > 0 and deficit > 1 else 0.0
+        level = quota.limit if elapsed >= quota.reset_s else min(quota.limit, quota.remaining + rate * elapsed)
+        missing = amount - (level - uncounted)
+        if missing <= 0:
+            return 0.0
+        if rate > 0:
+            return missing / rate
+        return max(quota.reset_s - elapsed, self.POLL_S)
+
+    def wait_time(self, tokens: float, now: float) -> float:
+        return max(self._wait_for("requests", 1, now), self._wait_for("tokens", tokens, now))
+
+    async def acquire(self, tokens: float) -> tuple[float, float]:
+        """Waits until the known quotas cover one more request of `tokens` tokens (or `max_hold_s` has passed),
+        counts it as sent and in flight, and returns its ticket for `observe` and `done`."""
+        if self.quotas:
+            held_since = None
+            while True:
+                now = time.monotonic()
+                wait = self.wait_time(tokens, now)
+                if wait <= 0:
+                    break
+                if held_since is None:
+                    held_since = now
+                    self.holds += 1
+                left = held_since + self.max_hold_s - now
+                if left <= 0:
+                    break
+                await asyncio.sleep(min(wait, self.POLL_S, left))
+        self.sent["requests"] += 1
+        self.sent["tokens"] += tokens
+        self.in_flight[self.sent["requests"]] = tokens
+        return self.sent["requests"], self.sent["tokens"]
+
+    def done(self, ticket: tuple[float, float]) -> None:
+        """The request of `ticket` is answered (or failed): no longer in flight."""
+        self.in_flight.pop(ticket[0], None)
 
 
 class _RateLimiter:
@@ -352,8 +561,11 @@ class ChatClient:
         self.stop_reason: str | None = None
         self._refusal: str | None = None
         self._refusals_in_a_row = 0
+        # Set when the server refused the response_format field; requests carrying one are not sent after that.
+        self.format_refusal: str | None = None
         self._resume_at = 0.0
         self._reserved_cost = 0.0
+        self._pacer = _HeaderPacer(settings.max_retry_wait_s) if settings.pace_from_headers else None
         # Values too short to be keys would only mangle the text.
         self._secrets = sorted((s for s in {settings.api_key, *_url_secrets(settings.base_url)} if s and len(s) >= 3),
                                key=len, reverse=True)
@@ -398,21 +610,26 @@ class ChatClient:
     # ------------------------------------------------------------------ one HTTP call
 
     def request_body(self, request: ChatRequest) -> dict:
-        """The chat completion's parameters for `request` (model, messages, sampling): what the online call sends,
-        and the `body` of the request's line in a batch file."""
+        """The chat completion's parameters for `request` (model, messages, sampling, response format): what the
+        online call sends, and the `body` of the request's line in a batch file."""
         body = dict(model=self.settings.model, messages=request.messages, temperature=self.settings.temperature)
         if self.settings.top_p is not None:
             body["top_p"] = self.settings.top_p
         if request.max_tokens is not None:
             body["max_tokens"] = request.max_tokens
+        if request.response_format is not None:
+            body["response_format"] = request.response_format
         return body
 
-    async def _call(self, client: openai.AsyncOpenAI, request: ChatRequest) -> tuple[str, str, int, int]:
+    async def _call(self, client: openai.AsyncOpenAI, request: ChatRequest) -> tuple[str, str, int, int, object]:
+        """(text, finish reason, prompt tokens, completion tokens, response headers) of one request."""
         kwargs = self.request_body(request)
         try:
             async with asyncio.timeout(self.settings.timeout_s):
                 if not self.settings.stream:
-                    response = await client.chat.completions.create(**kwargs)
+                    raw = await client.chat.completions.with_raw_response.create(**kwargs)
+                    headers = raw.headers
+                    response = raw.parse()
                     if not response.choices:
                         raise _TransientError("reply had no choices")
                     text = response.choices[0].message.content or ""
@@ -420,6 +637,7 @@ class ChatClient:
                     finish = response.choices[0].finish_reason
                 else:
                     stream = await client.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True})
+                    headers = stream.response.headers
                     parts, finish, usage = [], None, None
                     async for chunk in stream:
                         if chunk.usage is not None:
@@ -435,8 +653,10 @@ class ChatClient:
         except openai.APIStatusError as e:
             reason = self._redact(f"HTTP {e.status_code}: {str(e.message)[:200]}")
             if e.status_code in NO_RETRY_STATUSES:
-                raise _FatalError(reason, e.status_code) from e
-            raise _TransientError(reason, parse_retry_after(e.response.headers)) from e
+                refuses_format = (request.response_format is not None and e.status_code in (400, 422)
+                                  and bool(_FORMAT_REFUSAL.search(f"{e.message} {getattr(e, 'param', '')}")))
+                raise _FatalError(reason, e.status_code, refuses_format) from e
+            raise _TransientError(reason, parse_retry_after(e.response.headers), headers=e.response.headers) from e
         except (openai.APIError, OSError, ValueError) as e:
             # Connection refused or dropped and streams cut mid-way arrive as openai.APIConnectionError; a chunk
             # that is not JSON as a ValueError.
@@ -447,7 +667,7 @@ class ChatClient:
             raise _TransientError("reply ended without a finish reason (truncated stream)")
         prompt_tokens = usage.prompt_tokens if usage else estimate_tokens(request.messages)
         completion_tokens = usage.completion_tokens if usage else max(1, len(text) // 4)
-        return text, finish, prompt_tokens, completion_tokens
+        return text, finish, prompt_tokens, completion_tokens, headers
 
     def _backoff(self, request: ChatRequest, attempt: int, retry_after: float | None) -> float:
         # Full jitter keeps many workers that failed together from retrying together.
@@ -465,10 +685,12 @@ class ChatClient:
         self.stats.not_run += 1
         return ChatResult(request, error=f"not sent: {reason}", not_run=True)
 
-    async def _complete(self, client, limiter: _RateLimiter, request: ChatRequest) -> ChatResult:
+    async def _complete(self, client, limiter: _RateLimiter, request: ChatRequest, key: str) -> ChatResult:
         settings = self.settings
         if self.stop_reason is not None:
             return self._not_sent(request, self.stop_reason)
+        if request.response_format is not None and self.format_refusal is not None:
+            return ChatResult(request, error=f"not sent: {self.format_refusal}", format_refused=True)
         estimate = self._estimated_cost(request)
         spent = self.stats.spent_before_usd + self.stats.cost_usd
         if settings.max_cost is not None and spent + self._reserved_cost + estimate > settings.max_cost:
@@ -484,14 +706,32 @@ class ChatClient:
                     await asyncio.sleep(wait)
                 if self.stop_reason is not None:
                     return self._not_sent(request, self.stop_reason)
-                await limiter.acquire(estimate_tokens(request.messages) + request.expected_completion_tokens)
+                prompt_estimate = estimate_tokens(request.messages)
+                await limiter.acquire(prompt_estimate + request.expected_completion_tokens)
+                ticket = None
+                if self._pacer is not None:
+                    # Servers count a request's max_tokens against the token quota, not what it will use.
+                    ticket = await self._pacer.acquire(prompt_estimate + (request.max_tokens or request.expected_completion_tokens))
                 self.stats.api_calls += 1
                 try:
-                    text, finish, prompt_tokens, completion_tokens = await self._call(client, request)
+                    try:
+                        text, finish, prompt_tokens, completion_tokens, headers = await self._call(client, request)
+                        if ticket is not None:
+                            self._pacer.observe(ticket, headers)
+                    finally:
+                        if ticket is not None:
+                            self._pacer.done(ticket)
                 except _FatalError as e:
                     self._note_outcome(f"HTTP {e.status}" if e.status in REFUSING_STATUSES else None, str(e))
+                    if e.format_refusal:
+                        if self.format_refusal is None:
+                            self.format_refusal = f"the server refused the response_format field ({e})"
+                            logger.warning("%s; no more requests with a response_format are sent", self.format_refusal)
+                        return ChatResult(request, error=str(e), format_refused=True)
                     return ChatResult(request, error=str(e))
                 except _TransientError as e:
+                    if ticket is not None:
+                        self._pacer.observe(ticket, e.headers)
                     last_error, no_connection = str(e), e.no_connection
                     if attempt == settings.max_retries:
                         break
@@ -507,9 +747,9 @@ class ChatClient:
                 self.stats.prompt_tokens += prompt_tokens
                 self.stats.completion_tokens += completion_tokens
                 self.stats.cost_usd += cost
-                self.cache.append({"key": cache_key(settings, request), "name": request.name, "model": settings.model,
-                                   "text": text, "finish_reason": finish, "prompt_tokens": prompt_tokens,
-                                   "completion_tokens": completion_tokens, "cost_usd": cost})
+                self.cache.write({"key": key, "name": request.name, "model": settings.model, "text": text,
+                                  "finish_reason": finish, "prompt_tokens": prompt_tokens,
+                                  "completion_tokens": completion_tokens, "cost_usd": cost})
                 return ChatResult(request, text=text, finish_reason=finish, prompt_tokens=prompt_tokens,
                                   completion_tokens=completion_tokens, cost_usd=cost)
             reason = f"gave up after {settings.max_retries + 1} attempts; last error: {last_error}"
@@ -520,7 +760,8 @@ class ChatClient:
 
     # ------------------------------------------------------------------ many calls
 
-    async def _run(self, requests: list[ChatRequest], results: list, pending: list[int], progress) -> None:
+    async def _run(self, requests: list[ChatRequest], keys: list[str], results: list, pending: list[int],
+                   progress) -> None:
         settings = self.settings
         base_url, query = _split_query(settings.base_url)
         client = openai.AsyncOpenAI(api_key=settings.api_key or "not-needed", base_url=base_url, default_query=query,
@@ -536,25 +777,45 @@ class ChatClient:
                     index = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                result = await self._complete(client, limiter, requests[index])
+                result = await self._complete(client, limiter, requests[index], keys[index])
                 results[index] = result
-                if result.error and not result.not_run:
+                if result.error and not result.not_run and not result.format_refused:
                     self.stats.failed += 1
                     logger.warning("%s failed: %s", result.request.name, result.error)
-                progress.update(1)
-                progress.set_postfix(done=progress.n, failed=self.stats.failed, cost=f"${self.stats.cost_usd:.4f}")
+                if not progress.disable:
+                    # The bar redraws at its own pace (update); forcing a redraw per request costs more than the request.
+                    progress.set_postfix(failed=self.stats.failed, cost=f"${self.stats.cost_usd:.4f}", refresh=False)
+                    progress.update(1)
 
+        finished = asyncio.Event()
+
+        async def sync_cache():
+            # fsync off the event loop, a group of answers at a time: the loop never waits for the disk.
+            while not finished.is_set():
+                try:
+                    await asyncio.wait_for(finished.wait(), CACHE_SYNC_INTERVAL_S)
+                except TimeoutError:
+                    pass
+                await asyncio.to_thread(self.cache.sync)
+
+        syncer = asyncio.create_task(sync_cache())
         try:
             await asyncio.gather(*(worker() for _ in range(min(settings.concurrency, max(1, len(pending))))))
         finally:
+            finished.set()
+            await syncer
+            self.cache.close()
             await client.close()
+            if self._pacer is not None:
+                self.stats.held_by_rate_limit_headers = self._pacer.holds
 
     def complete_all(self, requests: list[ChatRequest], desc: str = "LLM requests", show_progress: bool = True) -> list[ChatResult]:
         """Results in the order of `requests`; cached answers are returned without a request."""
         results: list[ChatResult | None] = [None] * len(requests)
+        keys = [cache_key(self.settings, request) for request in requests]
         pending = []
         for index, request in enumerate(requests):
-            entry = self.cache.get(cache_key(self.settings, request))
+            entry = self.cache.get(keys[index])
             if entry is not None:
                 results[index] = self._result_from_cache(request, entry)
                 self.stats.cache_hits += 1
@@ -562,7 +823,7 @@ class ChatClient:
                 pending.append(index)
         with tqdm(total=len(requests), initial=len(requests) - len(pending), desc=desc, disable=not show_progress) as progress:
             if pending:
-                asyncio.run(self._run(requests, results, pending, progress))
+                asyncio.run(self._run(requests, keys, results, pending, progress))
         return results  # type: ignore[return-value]
 
 

@@ -5,10 +5,15 @@ question:", markdown emphasis (`**Question:**`), "Q:"/"A:", blank lines, and cha
 the pairs. The parser accepts all of these; anything it cannot read as pairs makes the reply invalid
 with a reason, which the caller records. So does a tokenizer control symbol such as `<image>` or `</s>`
 anywhere in the reply: as training text it would be read as a token, not as words.
+
+Replies asked for as structured output (`pairs_schema`) are JSON instead; they are read strictly (a
+reply that is not JSON, or not shaped like the schema, is invalid with a reason) and then pass the same
+checks as text replies.
 """
 
 from __future__ import annotations
 
+import json
 import re
 
 EXPECTED_PAIRS = {"conversation": 3, "reasoning": 1}
@@ -97,11 +102,48 @@ def validate_pairs(pairs: list[tuple[str, str]], kind: str) -> str | None:
     return None
 
 
-def parse_reply(text: str, kind: str) -> tuple[list[tuple[str, str]], str | None]:
-    """(pairs, None) for a usable reply, ([], reason) otherwise."""
-    special = _SPECIAL_TOKEN.search(text or "")
+def pairs_schema(kind: str) -> dict:
+    """The JSON schema of a structured reply for `kind`: `{"pairs": [{"question": ..., "answer": ...}, ...]}` with
+    exactly EXPECTED_PAIRS[kind] pairs, written to what strict structured outputs accept (every property required,
+    no additional properties)."""
+    count = EXPECTED_PAIRS[kind]
+    pair = {"type": "object", "properties": {"question": {"type": "string"}, "answer": {"type": "string"}},
+            "required": ["question", "answer"], "additionalProperties": False}
+    return {"type": "object", "properties": {"pairs": {"type": "array", "items": pair, "minItems": count,
+                                                        "maxItems": count}},
+            "required": ["pairs"], "additionalProperties": False}
+
+
+def parse_json_pairs(text: str) -> tuple[list[tuple[str, str]], str | None]:
+    """The (question, answer) pairs of a reply shaped like `pairs_schema`, or ([], reason) when it is not JSON or
+    not of that shape. The number of pairs is left to `validate_pairs`."""
+    try:
+        data = json.loads(text or "")
+    except ValueError as e:
+        return [], f"reply is not valid JSON ({e})"
+    if not isinstance(data, dict) or not isinstance(data.get("pairs"), list):
+        return [], "reply does not follow the schema: expected an object with a 'pairs' list"
+    pairs = []
+    for number, item in enumerate(data["pairs"], start=1):
+        if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in ("question", "answer")):
+            return [], f"reply does not follow the schema: pair {number} is not an object with string 'question' and 'answer'"
+        pairs.append((item["question"].strip(), item["answer"].strip()))
+    return pairs, None
+
+
+def parse_reply(text: str, kind: str, response_format: str = "text") -> tuple[list[tuple[str, str]], str | None]:
+    """(pairs, None) for a usable reply, ([], reason) otherwise. `response_format` is how the reply was asked
+    for: "text" (labelled lines) or "json_schema" (JSON under `pairs_schema`)."""
+    if response_format == "json_schema":
+        pairs, reason = parse_json_pairs(text)
+        if reason is not None:
+            return [], reason
+        # Looked for in the decoded strings: JSON may spell `<` as `\u003c`.
+        special = _SPECIAL_TOKEN.search("\n".join(part for pair in pairs for part in pair))
+    else:
+        special = _SPECIAL_TOKEN.search(text or "")
+        pairs = [] if special else parse_qa_pairs(text)
     if special:
         return [], f"reply contains the special token {special.group(0)!r}, which would be read as a control symbol"
-    pairs = parse_qa_pairs(text)
     reason = validate_pairs(pairs, kind)
     return (pairs, None) if reason is None else ([], reason)

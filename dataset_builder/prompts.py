@@ -4,6 +4,10 @@ The design follows the EmoVIT paper: the model never sees the image, only its ca
 and is asked to write as if it were looking at the picture. The wording here is ours. Each prompt is
 identified by a short hash of its full text (system prompt + few-shot examples + user template), stored
 in every record, so that data written with different prompts can always be told apart.
+
+Each prompt comes in two response formats: "text" asks for `Question:` / `Answer:` lines, "json_schema"
+(structured outputs) for a JSON object under `parsing.pairs_schema`, sent as the request's `response_format`.
+The task is worded the same in both; only the closing format instruction and the few-shot replies differ.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import json
 
 from modeling_emovit.processing_emovit import CATEGORICAL_INSTRUCTION
 
-CONVERSATION_SYSTEM = """\
+from .parsing import pairs_schema
+
+_CONVERSATION_TASK = """\
 You are a visual assistant looking at a single photograph. You cannot see it directly; instead you are \
 given a short description of it and a list of its visual attributes. Write as though you see the photo \
 yourself: never mention that you were given a description or attributes.
@@ -25,13 +31,18 @@ Write exactly three question/answer pairs between a curious person and you:
 1. a question about something plainly visible (objects, people, setting, colours, light);
 2. another question about different visible content;
 3. a complex question that needs careful thought about the scene and why it feels the way it does.
-Only ask about things that can be answered with confidence from the photo.
+Only ask about things that can be answered with confidence from the photo."""
+CONVERSATION_SYSTEM = _CONVERSATION_TASK + """
 
 Format every pair as two lines and nothing else:
 Question: <question>
 Answer: <answer>"""
+CONVERSATION_SYSTEM_JSON = _CONVERSATION_TASK + """
 
-REASONING_SYSTEM = """\
+Reply with a JSON object only: its "pairs" list holds the three pairs in the order above, each an object with \
+a "question" and an "answer"."""
+
+_REASONING_TASK = """\
 You are an expert in how images make people feel. You are given a short description of a photograph and \
 its visual attributes (brightness from 0, darkest, to 1, brightest; colorfulness from 0, black and white, \
 to 1, most colorful) together with the emotion it evokes. Write as though you are looking at the photo \
@@ -39,11 +50,15 @@ itself; never mention a description, a caption or attributes.
 
 Write one complex question whose answer needs two steps: first understanding what is in the scene, then \
 reasoning about why those details evoke the emotion. Then answer it in detail, in one or two paragraphs, \
-pointing to concrete visual evidence.
+pointing to concrete visual evidence."""
+REASONING_SYSTEM = _REASONING_TASK + """
 
 Format:
 Question: <question>
 Answer: <answer>"""
+REASONING_SYSTEM_JSON = _REASONING_TASK + """
+
+Reply with a JSON object only: its "pairs" list holds one object with the "question" and its "answer"."""
 
 # Few-shot examples for the reasoning prompt: (description + attributes, expected reply). Written for this
 # project; they show the expected depth and the rule of never naming the description.
@@ -86,41 +101,66 @@ def _hash(payload) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def prompt_hash(kind: str) -> str:
-    """Content hash of everything that shapes the reply for instruction type `kind`."""
+def _json_example(reply: str) -> str:
+    """A few-shot reply of REASONING_EXAMPLES as the JSON a structured reply is."""
+    question, answer = reply.removeprefix("Question: ").split("\nAnswer: ")
+    return json.dumps({"pairs": [{"question": question, "answer": answer}]})
+
+
+def response_format_field(kind: str) -> dict:
+    """The OpenAI `response_format` of a structured request for `kind` (strict JSON schema)."""
+    return {"type": "json_schema", "json_schema": {"name": f"emovit_{kind}_pairs", "strict": True,
+                                                   "schema": pairs_schema(kind)}}
+
+
+def prompt_hash(kind: str, response_format: str = "text") -> str:
+    """Content hash of everything that shapes the reply for instruction type `kind` in `response_format`."""
     if kind == "categorical":
         return _hash({"categorical": CATEGORICAL_INSTRUCTION})
+    if kind not in ("conversation", "reasoning"):
+        raise ValueError(f"unknown instruction type {kind!r}; expected categorical, conversation or reasoning")
+    if response_format == "json_schema":
+        system = CONVERSATION_SYSTEM_JSON if kind == "conversation" else REASONING_SYSTEM_JSON
+        examples = [] if kind == "conversation" else [[inp, _json_example(out)] for inp, out in REASONING_EXAMPLES]
+        return _hash({"system": system, "examples": examples, "user": USER_TEMPLATE,
+                      "response_format": response_format_field(kind)})
     if kind == "conversation":
         return _hash({"system": CONVERSATION_SYSTEM, "user": USER_TEMPLATE})
-    if kind == "reasoning":
-        return _hash({"system": REASONING_SYSTEM, "examples": REASONING_EXAMPLES, "user": USER_TEMPLATE})
-    raise ValueError(f"unknown instruction type {kind!r}; expected categorical, conversation or reasoning")
+    return _hash({"system": REASONING_SYSTEM, "examples": REASONING_EXAMPLES, "user": USER_TEMPLATE})
 
 
 def template_hash() -> str:
     return _hash({"template": TEMPLATE_BACKEND_VERSION})
 
 
-def build_messages(kind: str, caption: str, attributes_text: str) -> list[dict]:
-    """OpenAI chat messages asking for `kind` ("conversation" or "reasoning") data about one image."""
+def build_messages(kind: str, caption: str, attributes_text: str, response_format: str = "text") -> list[dict]:
+    """OpenAI chat messages asking for `kind` ("conversation" or "reasoning") data about one image, with the
+    reply in `response_format` ("text" or "json_schema")."""
     user = USER_TEMPLATE.format(caption=caption.strip() or NO_CAPTION, attributes=attributes_text)
+    structured = response_format == "json_schema"
     if kind == "conversation":
-        return [{"role": "system", "content": CONVERSATION_SYSTEM}, {"role": "user", "content": user}]
+        system = CONVERSATION_SYSTEM_JSON if structured else CONVERSATION_SYSTEM
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
     if kind == "reasoning":
-        messages = [{"role": "system", "content": REASONING_SYSTEM}]
+        messages = [{"role": "system", "content": REASONING_SYSTEM_JSON if structured else REASONING_SYSTEM}]
         for example_input, example_reply in REASONING_EXAMPLES:
             messages.append({"role": "user", "content": example_input})
-            messages.append({"role": "assistant", "content": example_reply})
+            messages.append({"role": "assistant", "content": _json_example(example_reply) if structured else example_reply})
         messages.append({"role": "user", "content": user})
         return messages
     raise ValueError(f"instruction type {kind!r} is not written by an LLM; expected conversation or reasoning")
 
 
-def prompt_texts() -> dict[str, str]:
-    """The prompts as text, for the dataset card."""
-    examples = "\n\n".join(f"{inp}\n---\n{out}" for inp, out in REASONING_EXAMPLES)
+def prompt_texts(response_format: str = "text") -> dict[str, str]:
+    """The prompts as text in `response_format`, for the dataset card."""
+    structured = response_format == "json_schema"
+    examples = "\n\n".join(f"{inp}\n---\n{_json_example(out) if structured else out}" for inp, out in REASONING_EXAMPLES)
+    schema = {kind: "\n\n[response_format]\n" + json.dumps(response_format_field(kind)) if structured else ""
+              for kind in ("conversation", "reasoning")}
     return {
         "categorical": CATEGORICAL_INSTRUCTION,
-        "conversation": CONVERSATION_SYSTEM + "\n\n[user]\n" + USER_TEMPLATE,
-        "reasoning": REASONING_SYSTEM + "\n\n[few-shot examples]\n" + examples + "\n\n[user]\n" + USER_TEMPLATE,
+        "conversation": (CONVERSATION_SYSTEM_JSON if structured else CONVERSATION_SYSTEM) + "\n\n[user]\n"
+        + USER_TEMPLATE + schema["conversation"],
+        "reasoning": (REASONING_SYSTEM_JSON if structured else REASONING_SYSTEM) + "\n\n[few-shot examples]\n"
+        + examples + "\n\n[user]\n" + USER_TEMPLATE + schema["reasoning"],
     }

@@ -41,7 +41,7 @@ def _card(summary: dict, counts: dict[str, int]) -> tuple[dict, str]:
                 **({"default": True} if name == "all" else {})} for name in counts]
     metadata = {"license": "other", "task_categories": ["image-text-to-text", "image-classification"],
                 "language": ["en"], "pretty_name": "EmoVIT emotion instructions", "configs": configs}
-    prompts = prompt_texts()
+    prompts = prompt_texts(summary.get("response_format_used") or "text")
     hashes = summary.get("prompt_hashes", {})
     rows = "\n".join(f"| {name} | {counts[name]} |" for name in counts)
     generators = "\n".join(f"- {kind}: `{gen}`" for kind, gen in summary.get("generator", {}).items())

@@ -11,15 +11,26 @@ Categorical records need no writer: their question and answer are fixed (`catego
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from pathlib import Path
 
 from .attributes import PreparedImage, render_attributes
 from .build_folder import LlmUsage
 from .llm_client import CUT_OFF_FINISH_REASONS, ChatClient, ChatRequest, ClientSettings, ResponseCache, estimate
 from .parsing import parse_reply
-from .prompts import EXPECTED_COMPLETION_TOKENS, MAX_COMPLETION_TOKENS, build_messages, prompt_hash, template_hash
+from .prompts import (
+    EXPECTED_COMPLETION_TOKENS,
+    MAX_COMPLETION_TOKENS,
+    build_messages,
+    prompt_hash,
+    response_format_field,
+    template_hash,
+)
 from .records import Record, categorical_pair, question_and_answer
 from .template_backend import write_conversation, write_reasoning
+
+logger = logging.getLogger(__name__)
 
 # A malformed reply is asked for once more with a fresh sample, then recorded as failed.
 SAMPLES_PER_PROMPT = 2
@@ -82,6 +93,11 @@ class LlmWriter:
 
     Images whose reply failed, or that were never asked because --max_cost was reached or the server kept
     refusing, collect in `failed` and `not_run` (`{"image_id", "type", "reason"}` each).
+
+    With `settings.response_format == "json_schema"` the pairs are asked for as JSON under a schema. When the
+    server refuses that field, the writer falls back to text prompts for the rest of its run, once: the refused
+    requests are asked again as text, every later one is text from the start, and `usage()` says so. A rerun
+    starts with structured outputs again (one refused request, then text replies from the cache).
     """
 
     def __init__(self, settings: ClientSettings, cache_path: Path, show_progress: bool = True):
@@ -90,6 +106,13 @@ class LlmWriter:
         self.show_progress = show_progress
         self.failed: list[dict] = []
         self.not_run: list[dict] = []
+        # The format requests are made in now: settings.response_format, or "text" after a refusal.
+        self.response_format = settings.response_format
+        self.response_format_fallback_reason: str | None = None
+        # Per type: replies parsed (second samples included) and how many of them were malformed.
+        self.replies_parsed: Counter[str] = Counter()
+        self.replies_malformed: Counter[str] = Counter()
+        self._hashes_used: dict[str, set[str]] = {}
 
     @property
     def stop_reason(self) -> str | None:
@@ -99,16 +122,42 @@ class LlmWriter:
         return f"openai-compatible:{self.settings.model}"
 
     def prompt_hash(self, kind: str) -> str:
-        return prompt_hash(kind)
+        """The hash of the prompt `kind`'s records were written with; comma-joined when a fallback to text left
+        records of both formats (each record names its own)."""
+        used = self._hashes_used.get(kind)
+        return ",".join(sorted(used)) if used else prompt_hash(kind, self.response_format)
 
-    def _requests(self, kind: str, images: list[PreparedImage], captions: dict[str, str], sample: int) -> list[ChatRequest]:
+    def _requests(self, kind: str, images: list[PreparedImage], captions: dict[str, str], sample: int,
+                  response_format: str | None = None) -> list[ChatRequest]:
+        response_format = response_format or self.response_format
+        structured = response_format_field(kind) if response_format == "json_schema" else None
+        hash_ = prompt_hash(kind, response_format)
         requests = []
         for image in images:
             messages = build_messages(kind, captions.get(image.item.image_path, ""),
-                                      render_attributes(image.attributes, image.item.emotion))
-            requests.append(ChatRequest(f"{kind}/{image.item.image_id}", messages, prompt_hash(kind),
-                                        MAX_COMPLETION_TOKENS[kind], sample, EXPECTED_COMPLETION_TOKENS[kind]))
+                                      render_attributes(image.attributes, image.item.emotion), response_format)
+            requests.append(ChatRequest(f"{kind}/{image.item.image_id}", messages, hash_, MAX_COMPLETION_TOKENS[kind],
+                                        sample, EXPECTED_COMPLETION_TOKENS[kind], structured))
         return requests
+
+    def _ask(self, kind: str, images: list[PreparedImage], captions: dict[str, str], sample: int) -> list:
+        """The client's results for `kind` about `images`; requests whose response format the server refused are
+        asked again as text, and every later request of the run is text."""
+        desc = f"{kind} (sample {sample + 1})"
+        results = self.client.complete_all(self._requests(kind, images, captions, sample), desc=desc,
+                                           show_progress=self.show_progress)
+        refused = [index for index, result in enumerate(results) if result.format_refused]
+        if refused:
+            if self.response_format != "text":
+                self.response_format = "text"
+                self.response_format_fallback_reason = self.client.format_refusal
+                logger.warning("%s; asking for text replies (Question:/Answer: lines) for the rest of this run",
+                               self.client.format_refusal)
+            again = self.client.complete_all(self._requests(kind, [images[i] for i in refused], captions, sample, "text"),
+                                             desc=f"{desc}, as text", show_progress=self.show_progress)
+            for index, result in zip(refused, again):
+                results[index] = result
+        return results
 
     def write(self, kind: str, images: list[PreparedImage], captions: dict[str, str]) -> list[Record]:
         """Asks for `kind` pairs for each image; a malformed or cut-off reply gets one fresh sample."""
@@ -116,8 +165,7 @@ class LlmWriter:
         records, todo = [], images
         reasons: dict[str, str] = {}
         for sample in range(SAMPLES_PER_PROMPT):
-            results = self.client.complete_all(self._requests(kind, todo, captions, sample),
-                                               desc=f"{kind} (sample {sample + 1})", show_progress=self.show_progress)
+            results = self._ask(kind, todo, captions, sample)
             retry = []
             for image, result in zip(todo, results):
                 image_id = image.item.image_id
@@ -126,18 +174,23 @@ class LlmWriter:
                     (self.not_run if result.not_run else self.failed).append(
                         {"image_id": image_id, "type": kind, "reason": result.error})
                     continue
+                request = result.request
                 if result.finish_reason in CUT_OFF_FINISH_REASONS:
                     pairs, reason = [], f"cut off by the server (finish_reason {result.finish_reason})"
                 else:
-                    pairs, reason = parse_reply(result.text, kind)
+                    pairs, reason = parse_reply(result.text, kind,
+                                                "json_schema" if request.response_format is not None else "text")
+                self.replies_parsed[kind] += 1
                 if reason is not None:
+                    self.replies_malformed[kind] += 1
                     reasons[image_id] = f"malformed reply: {reason}"
                     retry.append(image)
                     continue
+                self._hashes_used.setdefault(kind, set()).add(request.prompt_hash)
                 caption = captions.get(image.item.image_path, "")
                 for index, (question, answer) in enumerate(pairs):
                     records.append(image_record(kind, image, index, question, answer, caption, generator,
-                                                prompt_hash(kind)))
+                                                request.prompt_hash))
             todo = retry
             if not todo:
                 break
@@ -158,4 +211,10 @@ class LlmWriter:
             cache_hits=stats.cache_hits, cache_lines_ignored=self.client.cache.torn_lines,
             prompt_tokens=stats.prompt_tokens, completion_tokens=stats.completion_tokens,
             cost_usd=round(stats.cost_usd, 6), cost_usd_total=round(stats.spent_before_usd + stats.cost_usd, 6),
+            held_by_rate_limit_headers=stats.held_by_rate_limit_headers,
+            response_format=self.settings.response_format, response_format_used=self.response_format,
+            response_format_fallback_reason=self.response_format_fallback_reason,
+            malformed_per_type={kind: {"replies": parsed, "malformed": self.replies_malformed[kind],
+                                       "rate": round(self.replies_malformed[kind] / parsed, 4)}
+                                for kind, parsed in self.replies_parsed.items()},
         )

@@ -378,3 +378,21 @@ def test_server_refusing_stops_the_build_keeping_what_was_answered(synthetic_roo
     assert summary["records_per_type"] == {"conversation": 24} and "HTTP 401" in summary["stopped_by_server_error"]
     assert len(summary["not_run"]) == 16 - 8 - 3 and len(summary["failed"]) == 3
     assert len((out / "llm_cache.jsonl").read_text().splitlines()) == 8
+
+
+def test_structured_output_build_reports_format_and_malformed_rate(synthetic_root, tmp_path, llmock, monkeypatch):
+    # llmock answers json_schema requests with JSON valid under the schema: conversation pairs that pass the checks,
+    # reasoning answers too short to (malformed on both samples).
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    out = tmp_path / "out"
+    assert main(["build", "--emoset_root", str(synthetic_root), "--output_dir", str(out), "--llm_backend", "openai",
+                 "--base_url", llmock.base_url(), "--types", "conversation,reasoning", "--no_progress",
+                 "--per_class", "conversation=1,reasoning=1", "--response_format", "json_schema"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["response_format"] == summary["response_format_used"] == summary["args"]["response_format"] \
+        == "json_schema"
+    assert summary["response_format_fallback_reason"] is None
+    assert summary["malformed_per_type"] == {"conversation": {"replies": 8, "malformed": 0, "rate": 0.0},
+                                             "reasoning": {"replies": 16, "malformed": 16, "rate": 1.0}}
+    assert summary["records_per_type"] == {"conversation": 24, "reasoning": 0}
+    assert all("response_format" in r.body for r in served(llmock))

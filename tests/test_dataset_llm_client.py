@@ -3,6 +3,7 @@
 Requests are counted at the server (llmock's journal), never by patching the openai client.
 """
 
+import asyncio
 import json
 import time
 
@@ -14,8 +15,10 @@ from dataset_builder.llm_client import (
     ChatRequest,
     ClientSettings,
     ResponseCache,
+    _HeaderPacer,
     cache_key,
     estimate,
+    parse_duration,
     parse_retry_after,
 )
 
@@ -430,3 +433,123 @@ def test_key_in_base_url_query_is_sent_but_never_shown(llmock, tmp_path, caplog)
     assert first.path == CHAT_PATH
     shown = caplog.text + client.stop_reason + "".join(r.error for r in results) + repr(client.settings)
     assert "QUERYSECRET" not in shown and "FRAGSECRET" not in shown and "sk-test-SECRET" not in shown
+
+
+# ---------------------------------------------------------------- pacing from rate-limit headers
+
+@pytest.mark.parametrize("text, seconds", [
+    ("1s", 1.0), ("20ms", 0.02), ("6m0s", 360.0), ("1m30.5s", 90.5), ("2h0m1s", 7201.0), ("0s", 0.0),
+    ("250us", 0.00025), (" 0.5 ", 0.5), ("3", 3.0), (".5s", 0.5),
+    # malformed ones are ignored, not guessed at
+    ("", None), ("soon", None), ("-1s", None), ("1x", None), ("1s garbage", None), ("s", None), ("1..2s", None),
+    ("nan", None), ("inf", None), (None, None), ("1m-2s", None),
+])
+def test_reset_durations_are_parsed_or_ignored(text, seconds):
+    assert parse_duration(text) == (pytest.approx(seconds) if seconds is not None else None)
+
+
+def test_pacer_holds_requests_the_headers_say_will_not_fit():
+    pacer = _HeaderPacer(max_hold_s=120.0)
+    tickets = [asyncio.run(pacer.acquire(100)) for _ in range(3)]
+    # The reply to the first request: 2 requests left, quota full again in 10 s, 10 per window.
+    pacer.observe(tickets[0], {"x-ratelimit-remaining-requests": "2", "x-ratelimit-reset-requests": "10s",
+                               "x-ratelimit-limit-requests": "10"}, now=100.0)
+    # Two more were sent after it, so nothing is left: wait for one request's refill, (10 - 2 - 1) / 10 s each.
+    assert pacer.wait_time(100, now=100.0) == pytest.approx(10 / 7)
+    assert pacer.wait_time(100, now=102.0) == 0.0
+    # A reply to an older request says nothing new; malformed headers are ignored.
+    pacer.observe((0, 0), {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1m"}, now=100.0)
+    pacer.observe(tickets[2], {"x-ratelimit-remaining-requests": "lots", "x-ratelimit-reset-requests": "1s",
+                               "x-ratelimit-remaining-tokens": "5", "x-ratelimit-reset-tokens": "later"}, now=100.0)
+    assert pacer.quotas["requests"].remaining == 2 and "tokens" not in pacer.quotas
+    # Without a limit header nothing is assumed to refill before the reset.
+    pacer.observe(tickets[2], {"x-ratelimit-remaining-tokens": "50", "x-ratelimit-reset-tokens": "2s"}, now=100.0)
+    assert pacer.wait_time(100, now=100.5) == pytest.approx(max(10 / 7 - 0.5, 1.5))
+    assert pacer.wait_time(100, now=102.1) == 0.0
+
+
+def test_pacing_from_headers_avoids_429s(llmock, tmp_path):
+    # Two clients at once, each with its own key (so its own quota at the server) and model name (to tell their
+    # requests apart in the server's journal), send 10 % more requests than the requests-per-minute quota.
+    from concurrent.futures import ThreadPoolExecutor
+
+    llmock.limits(rpm=120)
+
+    def run(pace):
+        client = make_client(llmock, tmp_path / str(pace), model=f"model-paced-{pace}", api_key=f"key-{pace}",
+                             concurrency=8, stream=False, pace_from_headers=pace, max_retry_wait_s=5.0, max_retries=30)
+        results = client.complete_all(make_requests(132), show_progress=False)
+        assert all(r.error is None for r in results)
+        return client
+
+    with ThreadPoolExecutor(2) as pool:
+        unpaced, paced = pool.map(run, [False, True])
+    refused = {pace: sum(r.status == 429 and r.model == f"model-paced-{pace}" for r in chat_requests(llmock))
+               for pace in (False, True)}
+    assert refused[False] >= 4 and refused[True] <= refused[False] // 4, refused
+    assert paced.stats.held_by_rate_limit_headers > 0 and unpaced.stats.held_by_rate_limit_headers == 0
+
+
+# ---------------------------------------------------------------- structured outputs
+
+SCHEMA_FORMAT = {"type": "json_schema", "json_schema": {"name": "pairs", "strict": True, "schema": {
+    "type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"], "additionalProperties": False}}}
+
+
+def test_response_format_is_sent_and_keys_the_cache(llmock, tmp_path):
+    text_request = make_requests(1)[0]
+    structured = ChatRequest(text_request.name, text_request.messages, "hash", 100, 0, 50, SCHEMA_FORMAT)
+    client = make_client(llmock, tmp_path)
+    assert client.request_body(structured)["response_format"] == SCHEMA_FORMAT
+    assert "response_format" not in client.request_body(text_request)
+    assert cache_key(client.settings, structured) != cache_key(client.settings, text_request)
+    [text_result] = client.complete_all([text_request], show_progress=False)
+    # A reply cached for the text request is not served to the structured one: it is asked for.
+    [result] = make_client(llmock, tmp_path).complete_all([structured], show_progress=False)
+    first, second = chat_requests(llmock)
+    assert "response_format" not in first.body and second.body["response_format"] == SCHEMA_FORMAT
+    assert not result.from_cache and json.loads(result.text) == {"answer": "mock-answer"}
+
+
+@pytest.mark.parametrize("message", [
+    "Invalid parameter: 'response_format' of type 'json_schema' is not supported with this model.",
+    "This server does not support structured outputs",
+])
+def test_refused_response_format_stops_structured_requests_once(llmock, tmp_path, message):
+    llmock.add(Fail(400, message=message, times=1), Reply(text="fine", times=None))
+    client = make_client(llmock, tmp_path, concurrency=1)
+    requests = [ChatRequest(f"img{i}", [{"role": "user", "content": f"image {i}"}], "hash", 100, 0, 50, SCHEMA_FORMAT)
+                for i in range(3)]
+    results = client.complete_all(requests + make_requests(1), show_progress=False)
+    assert [r.format_refused for r in results] == [True, True, True, False]
+    assert client.format_refusal is not None and "HTTP 400" in client.format_refusal
+    # Only the first structured request reached the server; the text one was answered; none count as failed.
+    assert [("response_format" in r.body, r.status) for r in chat_requests(llmock)] == [(True, 400), (False, 200)]
+    assert results[3].text == "fine" and client.stats.failed == 0 and client.stop_reason is None
+
+
+def test_other_400s_are_not_taken_for_a_refused_format(llmock, tmp_path):
+    llmock.add(Fail(400, message="messages must not be empty", times=1), Reply(text="fine", times=None))
+    client = make_client(llmock, tmp_path, concurrency=1)
+    request = ChatRequest("img0", [{"role": "user", "content": "x"}], "hash", 100, 0, 50, SCHEMA_FORMAT)
+    [result] = client.complete_all([request], show_progress=False)
+    assert not result.format_refused and client.format_refusal is None and client.stats.failed == 1
+
+
+# ---------------------------------------------------------------- cache writes
+
+def test_written_answers_are_in_the_file_before_any_sync(tmp_path):
+    # What a process killed right after `write` leaves: the line is in the file (the kernel has it), not in a buffer.
+    cache = ResponseCache(tmp_path / "cache.jsonl")
+    cache.write({"key": "a", "text": "first"})
+    cache.write({"key": "b", "text": "second", "cost_usd": 0.5})
+    reread = ResponseCache(tmp_path / "cache.jsonl")
+    assert [reread.get(k)["text"] for k in "ab"] == ["first", "second"] and reread.spent_usd == 0.5
+    cache.close()
+    with open(tmp_path / "cache.jsonl", "a") as f:
+        f.write('{"key": "c", "te')  # torn by a crash
+    torn = ResponseCache(tmp_path / "cache.jsonl")
+    torn.write({"key": "d", "text": "after the tear"})
+    torn.close()
+    again = ResponseCache(tmp_path / "cache.jsonl")
+    assert len(again) == 3 and again.torn_lines == 1 and again.get("d")["text"] == "after the tear"

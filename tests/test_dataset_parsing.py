@@ -1,7 +1,9 @@
+import json
+
 import pytest
 from conftest import CONVERSATION_REPLY, MALFORMED_REPLY, REASONING_REPLY
 
-from dataset_builder.parsing import parse_qa_pairs, parse_reply, validate_pairs
+from dataset_builder.parsing import EXPECTED_PAIRS, pairs_schema, parse_qa_pairs, parse_reply, validate_pairs
 
 LONG = "The saturated colours and bold round form feel playful and light, so a viewer smiles at the scene."
 
@@ -86,3 +88,51 @@ def test_reply_with_a_special_token_is_malformed(token):
 def test_angle_brackets_in_ordinary_text_are_fine():
     reply = "Question: Is the left side brighter than the right?\nAnswer: Yes, left > right, and 3 < 4 shapes show."
     assert parse_reply(reply + "\n" + reply + "\n" + reply, "conversation")[1] is None
+
+
+# ---------------------------------------------------------------- structured (JSON) replies
+
+def json_reply(*pairs):
+    return json.dumps({"pairs": [{"question": q, "answer": a} for q, a in pairs]})
+
+
+def test_json_reply_gives_the_same_pairs_as_text():
+    pairs = [("What colour is the ball?", "It is a bright red."), ("Is anyone playing?", "No, the lawn is empty."),
+             ("Why does the scene feel calm?", "The soft light and open space make it feel unhurried.")]
+    assert parse_reply(json_reply(*pairs), "conversation", "json_schema") == (pairs, None)
+    text = "\n".join(f"Question: {q}\nAnswer: {a}" for q, a in pairs)
+    assert parse_reply(text, "conversation") == (pairs, None)
+
+
+@pytest.mark.parametrize("reply, reason", [
+    ("Question: What is shown?\nAnswer: A ball.", "not valid JSON"),
+    ('{"pairs": [{"question": "What is shown?", "answer": "A ball."}', "not valid JSON"),
+    ('[{"question": "What is shown?", "answer": "A ball."}]', "expected an object with a 'pairs' list"),
+    ('{"pairs": [{"question": "What is shown here?", "answer": 3}]}', "pair 1 is not an object"),
+    ('{"pairs": ["What is shown here?"]}', "pair 1 is not an object"),
+    (json_reply(("What is shown in the picture?", "A ball.")), "expected 3 question/answer pair(s), found 1"),
+    (json_reply(("What does \u003cimage\u003e show?", "A ball."), ("Any people?", "No."), ("Why calm?", "Light.")),
+     "special token '<image>'"),
+])
+def test_malformed_json_replies_have_reasons(reply, reason):
+    pairs, why = parse_reply(reply, "conversation", "json_schema")
+    assert pairs == [] and reason in why
+
+
+def test_json_replies_pass_the_same_checks():
+    leak = json_reply(("What does the caption say about the picture?", "It says a ball."),
+                      ("Is anyone playing?", "No."), ("Why does the scene feel calm?", "Soft light."))
+    assert "instead of the image" in parse_reply(leak, "conversation", "json_schema")[1]
+    short = json_reply(("Why does this picture feel joyful?", "Bright."))
+    assert "answer length" in parse_reply(short, "reasoning", "json_schema")[1]
+    # JSON may escape "<"; the check reads the decoded text.
+    escaped = json.dumps({"pairs": [{"question": "Why is it <image> here?", "answer": LONG}]}).replace("<", "\\u003c")
+    assert "<" not in escaped
+    assert "special token" in parse_reply(escaped, "reasoning", "json_schema")[1]
+
+
+def test_schema_asks_for_the_expected_number_of_pairs():
+    for kind, count in EXPECTED_PAIRS.items():
+        schema = pairs_schema(kind)["properties"]["pairs"]
+        assert schema["minItems"] == schema["maxItems"] == count
+        assert schema["items"]["required"] == ["question", "answer"]
