@@ -39,6 +39,8 @@ class LlmUsage:
     cost_usd: float = 0.0
     # Everything the LLM cache records as spent, this run and earlier ones: what --max_cost limits.
     cost_usd_total: float = 0.0
+    # Batch mode only: uploads, batches created and resumed, polls, downloads and lines of this run; else None.
+    batch_api: dict | None = None
 
 
 @dataclass

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .attributes import PreparedImage, render_attributes
 from .build_folder import LlmUsage
+from .llm_batch import BATCH_STATE_FILE, BatchClient, BatchSettings
 from .llm_client import CUT_OFF_FINISH_REASONS, ChatClient, ChatRequest, ClientSettings, ResponseCache, estimate
 from .parsing import parse_reply
 from .prompts import EXPECTED_COMPLETION_TOKENS, MAX_COMPLETION_TOKENS, build_messages, prompt_hash, template_hash
@@ -84,9 +85,15 @@ class LlmWriter:
     refusing, collect in `failed` and `not_run` (`{"image_id", "type", "reason"}` each).
     """
 
-    def __init__(self, settings: ClientSettings, cache_path: Path, show_progress: bool = True):
+    def __init__(self, settings: ClientSettings, cache_path: Path, show_progress: bool = True,
+                 batch: BatchSettings | None = None):
         self.settings = settings
-        self.client = ChatClient(settings, ResponseCache(cache_path))
+        # Batch mode (`batch` given) changes only how the requests travel: same cache, results, parsing and retries.
+        if batch is None:
+            self.client = ChatClient(settings, ResponseCache(cache_path))
+        else:
+            self.client = BatchClient(settings, batch, ResponseCache(cache_path),
+                                      Path(cache_path).with_name(BATCH_STATE_FILE))
         self.show_progress = show_progress
         self.failed: list[dict] = []
         self.not_run: list[dict] = []
@@ -148,7 +155,10 @@ class LlmWriter:
 
     def estimate(self, kind: str, images: list[PreparedImage], captions: dict[str, str]) -> dict | None:
         """Requests to send (not in the cache), estimated tokens and cost of writing `kind` for the images."""
-        return estimate(self._requests(kind, images, captions, 0), self.settings, self.client.cache)
+        requests = self._requests(kind, images, captions, 0)
+        if isinstance(self.client, BatchClient):
+            return self.client.estimate(requests)
+        return estimate(requests, self.settings, self.client.cache)
 
     def usage(self) -> LlmUsage:
         stats = self.client.stats
@@ -158,4 +168,5 @@ class LlmWriter:
             cache_hits=stats.cache_hits, cache_lines_ignored=self.client.cache.torn_lines,
             prompt_tokens=stats.prompt_tokens, completion_tokens=stats.completion_tokens,
             cost_usd=round(stats.cost_usd, 6), cost_usd_total=round(stats.spent_before_usd + stats.cost_usd, 6),
+            batch_api=vars(self.client.counts).copy() if isinstance(self.client, BatchClient) else None,
         )
