@@ -272,13 +272,14 @@ class BatchClient:
                 return None
         return None
 
-    def _create_batch(self, entry: dict, state: BatchState, look_first: bool) -> None:
+    def _create_batch(self, entry: dict, state: BatchState) -> None:
         """Turns the uploaded file of `entry` into a batch and records its id. Never creates a second batch from
-        one file: the create is not retried blindly, the server's list is checked first."""
+        one file: a create whose reply was lost may have happened, so before trying again the server's list is
+        checked for it."""
         client = self._openai().with_options(max_retries=0)
         last_error: Exception | None = None
         for attempt in range(self.settings.max_retries + 1):
-            if look_first or attempt > 0:
+            if attempt > 0:
                 found = self._find_batch(entry["input_file_id"], entry["uploaded_at"])
                 if found is not None:
                     entry["batch_id"] = found.id
@@ -286,8 +287,7 @@ class BatchClient:
                     self.counts.batches_resumed += 1
                     logger.info("found batch %s of %s on the server; polling it", found.id, entry["input_file_id"])
                     return
-                if attempt > 0:
-                    time.sleep(min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2 ** attempt))
+                time.sleep(min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2 ** attempt))
             try:
                 created = client.batches.create(input_file_id=entry["input_file_id"], endpoint=CHAT_ENDPOINT,
                                                 completion_window=self.batch.completion_window,
@@ -323,7 +323,7 @@ class BatchClient:
         state.entries.append(entry)
         state.save()
         try:
-            self._create_batch(entry, state, look_first=False)
+            self._create_batch(entry, state)
         except openai.APIStatusError as e:
             if e.status_code in (400, 422):  # the server refused this file: no batch exists, none will
                 entry.update(status="refused", collected=True)
@@ -427,8 +427,9 @@ class BatchClient:
         failures_in_a_row = 0
         ended_lines = 0
         while active:
-            done_lines, statuses = 0, []
-            still = []
+            # Lines of the batches still running, as the server counts them.
+            running_completed = running_failed = 0
+            statuses, still = [], []
             for entry in active:
                 try:
                     batch = self._openai().batches.retrieve(entry["batch_id"])
@@ -450,14 +451,16 @@ class BatchClient:
                 if entry.get("status") != batch.status:
                     entry["status"] = batch.status
                     state.save()
-                counts = batch.request_counts
-                done_lines += (counts.completed + counts.failed) if counts is not None else 0
+                if batch.request_counts is not None:
+                    running_completed += batch.request_counts.completed
+                    running_failed += batch.request_counts.failed
                 statuses.append(batch.status)
                 still.append(entry)
             answered = sum(isinstance(o, ChatResult) for o in outcome.values())
-            progress.n = min(progress.total, base + ended_lines + done_lines)
+            progress.n = min(progress.total, base + ended_lines + running_completed + running_failed)
             progress.set_postfix(batches=f"{len(entries) - len(still)}/{len(entries)} ended",
-                                 completed=answered, failed=len(outcome) - answered,
+                                 completed=answered + running_completed,
+                                 failed=len(outcome) - answered + running_failed,
                                  status=",".join(sorted(set(statuses))))
             progress.refresh()
             active = still
