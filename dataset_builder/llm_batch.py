@@ -190,6 +190,8 @@ class BatchClient:
         self.counts = BatchCounts()
         self.stop_reason: str | None = None
         self._client: openai.OpenAI | None = None
+        # The request name of each custom id of this round, for the cache lines.
+        self._names: dict[str, str] = {}
 
     # ------------------------------------------------------------------ accounting
 
@@ -284,7 +286,7 @@ class BatchClient:
                 if found is not None:
                     entry["batch_id"] = found.id
                     state.save()
-                    self.counts.batches_resumed += 1
+                    self.counts.batches_created += 1  # by the try whose reply was lost
                     logger.info("found batch %s of %s on the server; polling it", found.id, entry["input_file_id"])
                     return
                 time.sleep(min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2 ** attempt))
@@ -392,8 +394,8 @@ class BatchClient:
                                             prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                                             cost_usd=cost)
             if custom_id not in self.cache:
-                fresh.append({"key": custom_id, "model": self.settings.model, "text": text,
-                              "finish_reason": finish if isinstance(finish, str) else None,
+                fresh.append({"key": custom_id, "name": self._names.get(custom_id), "model": self.settings.model,
+                              "text": text, "finish_reason": finish if isinstance(finish, str) else None,
                               "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                               "cost_usd": cost, "batch_id": batch.id})
                 self.stats.prompt_tokens += prompt_tokens
@@ -495,6 +497,7 @@ class BatchClient:
 
     def _round(self, requests, pending: dict[str, list[int]], results: list, progress) -> None:
         state = BatchState(self.state_path)
+        self._names = {key: requests[indices[0]].name for key, indices in pending.items()}
 
         def settle(key: str, outcome: ChatResult | str, not_run: bool = False) -> None:
             for index in pending.get(key, []):
