@@ -18,6 +18,7 @@ import sys
 from urllib.parse import urlsplit
 
 from .build import DEFAULT_PER_CLASS, BuildOptions, BuildStopped, FolderLockedError, run_build
+from .llm_batch import BatchSettings
 from .llm_client import DEFAULT_PRICES, ClientSettings, check_base_url
 from .records import INSTRUCTION_TYPES, parse_per_class, parse_types
 
@@ -142,6 +143,14 @@ def make_parser() -> argparse.ArgumentParser:
                        help=f"PROMPT,COMPLETION USD per million tokens; known defaults: {DEFAULT_PRICES}")
     build.add_argument("--max_cost", type=_finite_number(0), default=None,
                        help="USD ceiling for the folder's LLM cache: money spent by earlier runs counts; no new requests past it")
+    build.add_argument("--llm_mode", choices=("online", "batch"), default="online",
+                       help="online: one request per prompt; batch: the OpenAI Batch API (half price, answers within "
+                       "--batch_completion_window; a killed build resumes polling its batches)")
+    build.add_argument("--batch_poll_seconds", type=_finite_number(0, above=True), default=60.0,
+                       help="batch mode: seconds between two looks at a pending batch")
+    build.add_argument("--batch_completion_window", default="24h", help="batch mode: the batches' completion window")
+    build.add_argument("--batch_price_per_mtok", type=_prices, default=None,
+                       help="batch mode: PROMPT,COMPLETION USD per million tokens (default: half the online price)")
     build.add_argument("--captioner", default="none", help="image-to-text model id or folder (e.g. Salesforce/blip2-opt-2.7b), or none")
     build.add_argument("--caption_batch_size", type=_whole_number(1), default=16, help="images per captioning batch")
     build.add_argument("--cache_dir", default=None, help="where the LLM and caption caches live (default: --output_dir)")
@@ -165,7 +174,9 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def _build(args) -> int:
-    llm = None
+    llm = batch = None
+    if args.llm_mode == "batch" and args.llm_backend != "openai":
+        raise SystemExit("--llm_mode batch needs --llm_backend openai (the template backend sends no requests).")
     if args.llm_backend == "openai":
         api_key = os.environ.get("OPENAI_API_KEY")
         base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")
@@ -184,6 +195,10 @@ def _build(args) -> int:
                                  price_per_mtok=args.price_per_mtok, max_cost=args.max_cost,
                                  max_retry_wait_s=args.max_retry_wait, fail_fast_after=args.fail_fast_after,
                                  response_format=args.response_format, pace_from_headers=args.pace_from_headers)
+            if args.llm_mode == "batch":
+                batch = BatchSettings(poll_seconds=args.batch_poll_seconds,
+                                      completion_window=args.batch_completion_window,
+                                      price_per_mtok=args.batch_price_per_mtok)
         except ValueError as e:  # e.g. a malformed OPENAI_BASE_URL, which no flag parser has seen
             raise SystemExit(f"error: {e}") from None
         if llm.prices() == (0.0, 0.0):
@@ -192,7 +207,8 @@ def _build(args) -> int:
     options = BuildOptions(emoset_root=args.emoset_root, output_dir=args.output_dir, types=args.types,
                            per_class=args.per_class, llm_backend=args.llm_backend, captioner=args.captioner,
                            caption_batch_size=args.caption_batch_size, split=args.split, seed=args.seed,
-                           dry_run=args.dry_run, cache_dir=args.cache_dir, show_progress=not args.no_progress, llm=llm)
+                           dry_run=args.dry_run, cache_dir=args.cache_dir, show_progress=not args.no_progress, llm=llm,
+                           batch=batch)
     try:
         summary = run_build(options)
     except (FolderLockedError, BuildStopped) as e:
@@ -203,6 +219,8 @@ def _build(args) -> int:
         return 0
     print(json.dumps({k: summary[k] for k in ("records_per_type", "api_calls", "cache_hits", "prompt_tokens",
                                              "completion_tokens", "cost_usd", "stopped_by_max_cost")}, indent=2))
+    if summary.get("batch_api"):
+        print(json.dumps({"batch_api": summary["batch_api"]}))
     print(f"failed: {len(summary['failed'])}, not run (max_cost): {len(summary['not_run'])}, "
           f"skipped inputs: {len(summary['skipped'])}; see {args.output_dir}/summary.json")
     if summary["kept_from_earlier_builds"]:

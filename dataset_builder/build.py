@@ -18,6 +18,7 @@ from pathlib import Path
 from .attributes import prepare_images
 from .build_folder import SUMMARY_FILE, BuildSummary, read_summary, read_written_records, write_outputs
 from .emoset import read_split, sample_per_class
+from .llm_batch import BatchSettings
 from .llm_client import ClientSettings, redact_url
 from .prompts import prompt_hash
 from .records import INSTRUCTION_TYPES, Record
@@ -80,6 +81,8 @@ class BuildOptions:
     cache_dir: str | None = None
     show_progress: bool = True
     llm: ClientSettings | None = None
+    # Batch API mode of the LLM writer (--llm_mode batch); None sends online requests.
+    batch: BatchSettings | None = None
 
 
 def _earlier_records(output_dir: Path, types: tuple[str, ...], root: Path) -> tuple[list[Record], dict]:
@@ -153,7 +156,7 @@ def _run_build(options: BuildOptions) -> dict:
 
     # Instructions, one type at a time (categorical ones are fixed; the others come from the writer)
     if options.llm_backend == "openai" and any(t in options.types for t in ("conversation", "reasoning")):
-        writer = LlmWriter(options.llm, cache_dir / LLM_CACHE_FILE, options.show_progress)
+        writer = LlmWriter(options.llm, cache_dir / LLM_CACHE_FILE, options.show_progress, options.batch)
     else:
         writer = TemplateWriter()
     records: list[Record] = []
@@ -228,5 +231,9 @@ def _summarise(options: BuildOptions, root: Path, records: list[Record], kept: l
                 "max_cost": settings.max_cost, "max_retry_wait_s": settings.max_retry_wait_s,
                 "fail_fast_after": settings.fail_fast_after, "response_format": settings.response_format,
                 "pace_from_headers": settings.pace_from_headers} if settings is not None and options.llm_backend == "openai" else {}),
+            **({"llm_mode": "batch", "batch_poll_seconds": options.batch.poll_seconds,
+                "batch_completion_window": options.batch.completion_window,
+                "batch_price_per_mtok": list(options.batch.prices(settings))}
+               if options.batch is not None and settings is not None and options.llm_backend == "openai" else {}),
         },
     )

@@ -48,6 +48,8 @@ class LlmUsage:
     response_format_fallback_reason: str | None = None
     # Per LLM-written type: {"replies": parsed, second samples included; "malformed": how many; "rate"}.
     malformed_per_type: dict = field(default_factory=dict)
+    # Batch mode only: uploads, batches created and resumed, polls, downloads and lines of this run; else None.
+    batch_api: dict | None = None
 
 
 @dataclass

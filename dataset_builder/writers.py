@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .attributes import PreparedImage, render_attributes
 from .build_folder import LlmUsage
+from .llm_batch import BATCH_STATE_FILE, BatchClient, BatchSettings
 from .llm_client import CUT_OFF_FINISH_REASONS, ChatClient, ChatRequest, ClientSettings, ResponseCache, estimate
 from .parsing import parse_reply
 from .prompts import (
@@ -100,9 +101,15 @@ class LlmWriter:
     starts with structured outputs again (one refused request, then text replies from the cache).
     """
 
-    def __init__(self, settings: ClientSettings, cache_path: Path, show_progress: bool = True):
+    def __init__(self, settings: ClientSettings, cache_path: Path, show_progress: bool = True,
+                 batch: BatchSettings | None = None):
         self.settings = settings
-        self.client = ChatClient(settings, ResponseCache(cache_path))
+        # Batch mode (`batch` given) changes only how the requests travel: same cache, results, parsing and retries.
+        if batch is None:
+            self.client = ChatClient(settings, ResponseCache(cache_path))
+        else:
+            self.client = BatchClient(settings, batch, ResponseCache(cache_path),
+                                      Path(cache_path).with_name(BATCH_STATE_FILE))
         self.show_progress = show_progress
         self.failed: list[dict] = []
         self.not_run: list[dict] = []
@@ -201,7 +208,10 @@ class LlmWriter:
 
     def estimate(self, kind: str, images: list[PreparedImage], captions: dict[str, str]) -> dict | None:
         """Requests to send (not in the cache), estimated tokens and cost of writing `kind` for the images."""
-        return estimate(self._requests(kind, images, captions, 0), self.settings, self.client.cache)
+        requests = self._requests(kind, images, captions, 0)
+        if isinstance(self.client, BatchClient):
+            return self.client.estimate(requests)
+        return estimate(requests, self.settings, self.client.cache)
 
     def usage(self) -> LlmUsage:
         stats = self.client.stats
@@ -217,4 +227,5 @@ class LlmWriter:
             malformed_per_type={kind: {"replies": parsed, "malformed": self.replies_malformed[kind],
                                        "rate": round(self.replies_malformed[kind] / parsed, 4)}
                                 for kind, parsed in self.replies_parsed.items()},
+            batch_api=vars(self.client.counts).copy() if isinstance(self.client, BatchClient) else None,
         )
