@@ -61,6 +61,8 @@ class BuildSummary:
     prompt_hashes: dict[str, str] = field(default_factory=dict)
     captioner: str = "none"
     args: dict = field(default_factory=dict)
+    # The quality report (dataset_builder.quality.quality_report); empty for folders made without one.
+    quality: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         summary = {}

@@ -90,6 +90,8 @@ class LlmWriter:
         self.show_progress = show_progress
         self.failed: list[dict] = []
         self.not_run: list[dict] = []
+        # Every malformed reply refused, retried ones included (`{"image_id", "type", "sample", "reason"}`).
+        self.rejected: list[dict] = []
 
     @property
     def stop_reason(self) -> str | None:
@@ -132,6 +134,7 @@ class LlmWriter:
                     pairs, reason = parse_reply(result.text, kind)
                 if reason is not None:
                     reasons[image_id] = f"malformed reply: {reason}"
+                    self.rejected.append({"image_id": image_id, "type": kind, "sample": sample, "reason": reason})
                     retry.append(image)
                     continue
                 caption = captions.get(image.item.image_path, "")
