@@ -236,8 +236,11 @@ def _caption(args) -> int:
     try:
         result = caption_images_sharded(paths, args.captioner, cache_dir / CAPTION_CACHE_FILE, args.caption_batch_size,
                                         show_progress=not args.no_progress, folder_lock=hold_folder_lock(cache_dir.resolve()))
-    except FolderLockedError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except FolderLockedError as e:  # raised on every process; one says it
+        from accelerate import PartialState
+
+        if PartialState().is_main_process:
+            print(f"error: {e}", file=sys.stderr)
         return 1
     finally:
         from accelerate import PartialState

@@ -2,6 +2,7 @@
 sharded over two (torchrun, gloo on the CPU)."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -108,9 +109,9 @@ def test_captioner_reads_images_with_the_shared_opener(tiny_blip2, tmp_path):
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_caption(root, out, model, processes=1, batch_size=3):
+def caption_command(root, out, model, processes=1, batch_size=3):
     """`dataset_builder caption` over the 32 train images of `root` (4 per emotion), in one process or under torchrun;
-    returns the printed JSON report."""
+    returns the finished process."""
     arguments = ["-m", "dataset_builder", "--log_level", "WARNING", "caption", "--emoset_root", str(root), "--output_dir",
                  str(out), "--captioner", str(model), "--per_class", "categorical=4,conversation=0,reasoning=0",
                  "--caption_batch_size", str(batch_size), "--no_progress"]
@@ -121,8 +122,13 @@ def run_caption(root, out, model, processes=1, batch_size=3):
         if not torchrun.exists():
             pytest.skip("torchrun is not installed next to this Python")
         command = [str(torchrun), "--standalone", "--nproc_per_node", str(processes), *arguments]
-    done = subprocess.run(command, cwd=REPO, env=subprocess_env(HF_HUB_OFFLINE="1"), capture_output=True, text=True,
+    return subprocess.run(command, cwd=REPO, env=subprocess_env(HF_HUB_OFFLINE="1"), capture_output=True, text=True,
                           timeout=300)
+
+
+def run_caption(root, out, model, processes=1, batch_size=3):
+    """The printed JSON report of a `caption_command` that succeeded."""
+    done = caption_command(root, out, model, processes, batch_size)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count('"processes"') == 1  # only the main process reports
     return json.loads(done.stdout[done.stdout.index("{") : done.stdout.index("}") + 1])
@@ -224,6 +230,19 @@ def test_sharded_run_refuses_a_folder_another_build_holds(tiny_blip2, tmp_path):
     with hold_folder_lock(out):
         with pytest.raises(FolderLockedError, match="in use by another build"):
             caption_images_sharded([], str(tiny_blip2), out / "captions.jsonl", folder_lock=hold_folder_lock(out))
+
+
+def test_two_processes_stop_together_on_a_folder_another_build_holds(tiny_blip2, synthetic_root, tmp_path):
+    """The main process fails to take the lock and tells the other one: both exit, one error line, no shard."""
+    out = tmp_path / "out"
+    with hold_folder_lock(out):
+        done = caption_command(synthetic_root, out, tiny_blip2, processes=2)
+    assert done.returncode != 0
+    assert [line for line in done.stderr.splitlines() if line.startswith("error:")] == [
+        f"error: {out} is in use by another build (process {os.getpid()}; lock file {out / '.build.lock'})."
+        " Two builds into one folder would pay for every request twice: wait for that one to finish, or build into "
+        "another --output_dir."]
+    assert sorted(p.name for p in out.iterdir()) == [".build.lock"]
 
 
 def test_merging_shards_twice_adds_nothing_twice(tmp_path):
