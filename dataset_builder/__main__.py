@@ -1,10 +1,12 @@
-"""Command line: `python -m dataset_builder {synth,build,push,import_official} ...`.
+"""Command line: `python -m dataset_builder {synth,caption,build,push,import_official} ...`.
 
     python -m dataset_builder synth --output_dir data/synth --images_per_class 60
     python -m dataset_builder build --emoset_root data/synth --output_dir out/synth --llm_backend template
     OPENAI_API_KEY=... python -m dataset_builder build --emoset_root EmoSet-118K --output_dir out/emovit \\
         --llm_backend openai --llm_model gpt-4o --concurrency 16 --max_cost 50 --captioner Salesforce/blip2-opt-2.7b
     python -m dataset_builder push --dataset_dir out/emovit --repo_id me/emovit-instructions
+    accelerate launch --num_processes 2 -m dataset_builder caption --emoset_root EmoSet-118K --output_dir out/emovit \
+        --captioner Salesforce/blip2-opt-2.7b      # the captions `build --captioner` then reads from the cache
 """
 
 from __future__ import annotations
@@ -157,6 +159,21 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--dry_run", action="store_true", help="count requests, tokens and cost; send nothing, write nothing")
     build.add_argument("--no_progress", action="store_true", help="hide progress bars")
 
+    caption = commands.add_parser("caption", help="caption the images a build draws, sharded over the processes of "
+                                  "`accelerate launch`, into the build folder's caption cache",
+                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    caption.add_argument("--emoset_root", required=True, help="EmoSet root or ImageFolder, as for build")
+    caption.add_argument("--output_dir", required=True, help="the build folder whose caption cache is filled")
+    caption.add_argument("--captioner", required=True, help="image-to-text model id or folder (e.g. Salesforce/blip2-opt-2.7b)")
+    caption.add_argument("--types", type=_types, default=INSTRUCTION_TYPES, help="the draw of build: types")
+    caption.add_argument("--per_class", type=_per_class, default=dict(DEFAULT_PER_CLASS),
+                         help="the draw of build: train images per emotion and type")
+    caption.add_argument("--split", default="train", help="the draw of build: split")
+    caption.add_argument("--seed", type=int, default=42, help="the draw of build: seed")
+    caption.add_argument("--caption_batch_size", type=_whole_number(1), default=16, help="images per captioning batch")
+    caption.add_argument("--cache_dir", default=None, help="where the caption cache lives (default: --output_dir)")
+    caption.add_argument("--no_progress", action="store_true", help="hide progress bars")
+
     push = commands.add_parser("push", help="export a build folder as Parquet + dataset card, check it loads, upload it")
     push.add_argument("--dataset_dir", required=True, help="a folder written by `build` (or `import_official`)")
     push.add_argument("--repo_id", default=None, help="Hub dataset repo, e.g. me/emovit-instructions; omit to only export")
@@ -228,6 +245,41 @@ def _build(args) -> int:
     return 0
 
 
+def _caption(args) -> int:
+    from pathlib import Path
+
+    from .build import CAPTION_CACHE_FILE, hold_folder_lock
+    from .captions import caption_images_sharded
+    from .emoset import read_split, sample_per_class
+
+    root = Path(args.emoset_root).resolve()
+    cache_dir = Path(args.cache_dir or args.output_dir)
+    listing = read_split(root, args.split)
+    drawn = sample_per_class(listing.items, {t: args.per_class[t] for t in args.types}, args.seed)
+    paths = [item.image_path for items in drawn.values() for item in items]
+    try:
+        result = caption_images_sharded(paths, args.captioner, cache_dir / CAPTION_CACHE_FILE, args.caption_batch_size,
+                                        show_progress=not args.no_progress, folder_lock=hold_folder_lock(cache_dir.resolve()))
+    except FolderLockedError as e:  # raised on every process; one says it
+        from accelerate import PartialState
+
+        if PartialState().is_main_process:
+            print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        from accelerate import PartialState
+
+        PartialState().destroy_process_group()  # a launch ends cleanly, its processes leave together
+    if result is None:  # not the main process
+        return 0
+    print(json.dumps({"images": len(set(paths)), "cached": result.cached, "captioned": result.captioned,
+                      "skipped": len(result.skipped), "processes": result.processes, "seconds": result.seconds}, indent=2))
+    for skip in result.skipped + [vars(s) for s in listing.skipped]:
+        print(f"skipped: {skip}")
+    print(f"captions of {len(result.captions)} images in {cache_dir / CAPTION_CACHE_FILE}")
+    return 0
+
+
 def _push(args) -> None:
     from pathlib import Path
 
@@ -263,6 +315,8 @@ def main(argv=None) -> int:
 
         counts = write_synthetic_emoset(args.output_dir, args.images_per_class, args.seed)
         print(f"wrote {args.output_dir}: {counts}")
+    elif args.command == "caption":
+        return _caption(args)
     elif args.command == "build":
         return _build(args)
     elif args.command == "push":

@@ -21,6 +21,7 @@ from .emoset import read_split, sample_per_class
 from .llm_batch import BatchSettings
 from .llm_client import ClientSettings, redact_url
 from .prompts import prompt_hash
+from .quality import carry_over, plot_quality, quality_report, remove_duplicates
 from .records import INSTRUCTION_TYPES, Record
 from .writers import LlmWriter, TemplateWriter, categorical_records
 
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_PER_CLASS = {"categorical": 4600, "conversation": 1000, "reasoning": 100}
 LLM_CACHE_FILE = "llm_cache.jsonl"
 CAPTION_CACHE_FILE = "captions.jsonl"
+QUALITY_PLOT_FILE = "quality.png"
 LOCK_FILE = ".build.lock"
 
 
@@ -161,6 +163,8 @@ def _run_build(options: BuildOptions) -> dict:
         writer = TemplateWriter()
     records: list[Record] = []
     estimates: dict[str, dict] = {}
+    duplicates: list[dict] = []  # pairs removed as duplicates of another pair about the same image
+    parsed: dict[str, int] = {}  # LLM replies parsed per type, malformed ones included
     for kind in options.types:
         images = [prepared[item.image_id] for item in drawn[kind] if item.image_id in prepared]
         if kind == "categorical":
@@ -170,7 +174,12 @@ def _run_build(options: BuildOptions) -> dict:
             if report is not None:
                 estimates[kind] = report
         else:
-            records += writer.write(kind, images, captions)
+            written = writer.write(kind, images, captions)
+            if isinstance(writer, LlmWriter):
+                parsed[kind] = writer.replies_parsed[kind]
+            written, removed = remove_duplicates(written)
+            duplicates += removed
+            records += written
     if options.dry_run:
         return {"dry_run": True, "llm_backend": options.llm_backend, "images": len(prepared),
                 "skipped": [vars(s) for s in skipped], "estimate": estimates}
@@ -181,7 +190,13 @@ def _run_build(options: BuildOptions) -> dict:
                     dict(Counter(r.type for r in kept)))
     records = kept + records
     summary = _summarise(options, root, records, kept, earlier_summary, skipped, writer)
+    summary.quality = carry_over(quality_report(records, duplicates, getattr(writer, "rejected", []), parsed),
+                                 earlier_summary.get("quality", {}), [k for k in INSTRUCTION_TYPES if k not in options.types])
+    if duplicates:
+        logger.info("removed %d duplicate pair(s) (same image, %s); see quality.duplicates_removed in %s",
+                    len(duplicates), dict(Counter(m["type"] for m in duplicates)), SUMMARY_FILE)
     write_outputs(output_dir, records, summary, options.seed)
+    plot_quality(summary.quality, output_dir / QUALITY_PLOT_FILE)
     logger.info("wrote %d records to %s (%s); %d failed, %d skipped", len(records), output_dir,
                 summary.records_per_type, len(writer.failed), len(skipped))
     if writer.stop_reason is not None:

@@ -46,8 +46,6 @@ class LlmUsage:
     response_format: str | None = None
     response_format_used: str | None = None
     response_format_fallback_reason: str | None = None
-    # Per LLM-written type: {"replies": parsed, second samples included; "malformed": how many; "rate"}.
-    malformed_per_type: dict = field(default_factory=dict)
     # Batch mode only: uploads, batches created and resumed, polls, downloads and lines of this run; else None.
     batch_api: dict | None = None
 
@@ -72,6 +70,8 @@ class BuildSummary:
     prompt_hashes: dict[str, str] = field(default_factory=dict)
     captioner: str = "none"
     args: dict = field(default_factory=dict)
+    # The quality report (dataset_builder.quality.quality_report); empty for folders made without one.
+    quality: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         summary = {}

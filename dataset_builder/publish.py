@@ -23,6 +23,9 @@ from modeling_emovit.io_utils import atomic_write_text
 from .emovit_instructions import CONFIG_NAMES, EmovitInstructions
 from .prompts import prompt_texts
 from .build_folder import read_summary
+from .quality import plot_quality
+
+QUALITY_PLOT_FILE = "quality.png"
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +53,7 @@ def _card(summary: dict, counts: dict[str, int]) -> tuple[dict, str]:
     )
     failed = len(summary.get("failed", []))
     skipped = len(summary.get("skipped", []))
+    quality = _quality_section(summary.get("quality") or {})
     return metadata, f"""# EmoVIT emotion instructions
 
 Visual instruction data for emotion understanding, built from EmoSet with `python -m dataset_builder build`
@@ -69,7 +73,7 @@ reasoning = load_dataset("<this repo>", "reasoning", split="train")
 
 Failed LLM requests or replies: {failed}. Skipped input images: {skipped}. Details are in the build's
 summary.json.
-
+{quality}
 ## Generators
 
 {generators}
@@ -95,6 +99,38 @@ Each record's `prompt_hash` names the prompt that produced it.
 """
 
 
+def _quality_section(report: dict) -> str:
+    """The card's quality section (a table per type and the plot), or nothing for a folder without a report."""
+    if not report:
+        return ""
+    rows = []
+    for kind, per_emotion in report["records_per_type_and_emotion"].items():
+        words = report["answer_words"][kind]
+        distinct = report["question_distinct_n"][kind]
+        removed = report["duplicates_removed"].get(kind)
+        replies = report["replies"].get(kind)
+        rows.append(" | ".join([
+            f"| {kind}", str(sum(per_emotion.values())), f"{words['min']} / {words['median']:g} / {words['p90']} / {words['max']}",
+            " / ".join("-" if distinct[f"distinct_{n}"] is None else f"{distinct[f'distinct_{n}']:.3f}" for n in (1, 2, 3)),
+            f"{removed['exact']} / {removed['near']}" if removed else "-",
+            f"{replies['malformed_rate']:.1%} of {replies['replies']}" if replies else "-",
+            f"{replies['leak_filter_hits']}" if replies else "-"]) + " |")
+    table = "\n".join(rows)
+    return f"""
+## Quality
+
+| type | records | answer words (min / median / p90 / max) | question distinct-1 / 2 / 3 | duplicates removed (exact / near) | malformed replies | leak filter hits |
+|---|---|---|---|---|---|---|
+{table}
+
+Duplicates: {report["dedup_rule"]}. Records per emotion, all numbers and examples of the removed pairs are under
+`quality` in summary.json. Malformed replies were asked again once; the leak filter refuses replies that talk about
+the caption or attributes instead of the image.
+
+![Quality report]({QUALITY_PLOT_FILE})
+"""
+
+
 def export_parquet_folder(dataset_dir: str | os.PathLike, export_dir: str | os.PathLike,
                           cache_dir: str | None = None) -> dict[str, int]:
     """Writes the Hub folder; returns rows per config. Replaces `export_dir` only once it is complete."""
@@ -116,6 +152,8 @@ def export_parquet_folder(dataset_dir: str | os.PathLike, export_dir: str | os.P
                 dataset.with_format(None).to_parquet(str(staging / name / "train-00000-of-00001.parquet"))
                 counts[name] = len(dataset)
         write_card(staging, *_card(summary, counts))
+        if summary.get("quality"):
+            plot_quality(summary["quality"], staging / QUALITY_PLOT_FILE)
         public_summary = {k: v for k, v in summary.items() if k not in ("emoset_root",)}
         public_summary["args"] = {k: v for k, v in summary.get("args", {}).items() if k not in ("emoset_root", "output_dir")}
         atomic_write_text(staging / "summary.json", json.dumps(public_summary, indent=2))

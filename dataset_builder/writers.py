@@ -116,10 +116,11 @@ class LlmWriter:
         # The format requests are made in now: settings.response_format, or "text" after a refusal.
         self.response_format = settings.response_format
         self.response_format_fallback_reason: str | None = None
-        # Per type: replies parsed (second samples included) and how many of them were malformed.
+        # Replies parsed per type, second samples included; the malformed ones among them are in `rejected`.
         self.replies_parsed: Counter[str] = Counter()
-        self.replies_malformed: Counter[str] = Counter()
         self._hashes_used: dict[str, set[str]] = {}
+        # Every malformed reply refused, retried ones included (`{"image_id", "type", "sample", "reason"}`).
+        self.rejected: list[dict] = []
 
     @property
     def stop_reason(self) -> str | None:
@@ -189,8 +190,8 @@ class LlmWriter:
                                                 "json_schema" if request.response_format is not None else "text")
                 self.replies_parsed[kind] += 1
                 if reason is not None:
-                    self.replies_malformed[kind] += 1
                     reasons[image_id] = f"malformed reply: {reason}"
+                    self.rejected.append({"image_id": image_id, "type": kind, "sample": sample, "reason": reason})
                     retry.append(image)
                     continue
                 self._hashes_used.setdefault(kind, set()).add(request.prompt_hash)
@@ -224,8 +225,5 @@ class LlmWriter:
             held_by_rate_limit_headers=stats.held_by_rate_limit_headers,
             response_format=self.settings.response_format, response_format_used=self.response_format,
             response_format_fallback_reason=self.response_format_fallback_reason,
-            malformed_per_type={kind: {"replies": parsed, "malformed": self.replies_malformed[kind],
-                                       "rate": round(self.replies_malformed[kind] / parsed, 4)}
-                                for kind, parsed in self.replies_parsed.items()},
             batch_api=vars(self.client.counts).copy() if isinstance(self.client, BatchClient) else None,
         )

@@ -136,7 +136,7 @@ def test_secrets_stay_out_of_summary_and_logs(synthetic_root, tmp_path, llmock, 
     with caplog.at_level("DEBUG"):
         main(args + [llmock.base_url()])
     assert len(served(llmock)) == 8
-    text = "".join(p.read_text() for p in (tmp_path / "out").iterdir())
+    text = "".join(p.read_bytes().decode(errors="replace") for p in (tmp_path / "out").iterdir())
     assert "SECRET" not in text and "SECRET" not in caplog.text
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["args"]["base_url"] == llmock.base_url()
 
@@ -311,7 +311,7 @@ def test_credentials_in_base_url_never_reach_outputs_or_logs(synthetic_root, tmp
     with caplog.at_level("DEBUG"):
         summary = run_build(llm_options(synthetic_root, tmp_path / "out", llmock, base_url=url))
     assert summary["records_per_type"] == {"conversation": 24}
-    text = "".join(p.read_text() for p in (tmp_path / "out").iterdir() if p.is_file())
+    text = "".join(p.read_bytes().decode(errors="replace") for p in (tmp_path / "out").iterdir() if p.is_file())
     for secret in ("USERSECRET", "QUERYSECRET", "FRAGSECRET"):
         assert secret not in text and secret not in caplog.text
     assert summary["args"]["base_url"] == llmock.base_url()
@@ -392,7 +392,68 @@ def test_structured_output_build_reports_format_and_malformed_rate(synthetic_roo
     assert summary["response_format"] == summary["response_format_used"] == summary["args"]["response_format"] \
         == "json_schema"
     assert summary["response_format_fallback_reason"] is None
-    assert summary["malformed_per_type"] == {"conversation": {"replies": 8, "malformed": 0, "rate": 0.0},
-                                             "reasoning": {"replies": 16, "malformed": 16, "rate": 1.0}}
-    assert summary["records_per_type"] == {"conversation": 24, "reasoning": 0}
+    assert summary["quality"]["replies"] == {
+        "conversation": {"replies": 8, "malformed": 0, "malformed_rate": 0.0, "leak_filter_hits": 0},
+        "reasoning": {"replies": 16, "malformed": 16, "malformed_rate": 1.0, "leak_filter_hits": 0}}
+    # llmock's schema replies repeat one pair three times: the duplicate step keeps one pair per image.
+    assert summary["records_per_type"] == {"conversation": 8, "reasoning": 0}
+    removed = summary["quality"]["duplicates_removed"]["conversation"]
+    assert removed["exact"] + removed["near"] == 16
     assert all("response_format" in r.body for r in served(llmock))
+
+
+LEAK_REPLY = CONVERSATION_REPLY.replace("The background is mostly", "The caption says the background is mostly")
+DUPLICATE_REPLY = """Question: Which colour fills most of the frame?
+Answer: Mostly a deep blue.
+question: which colour fills most of the frame
+answer: mostly a deep BLUE!
+Question: Why could this calm scene make someone feel at peace?
+Answer: The even light and the cool, quiet colours slow the eye down, which feels restful.
+"""
+NEAR_DUPLICATE_REPLY = """Question: What stands in the middle of the picture?
+Answer: A tall green tree stands in the middle of an open field.
+Question: What stands in the middle of the picture?
+Answer: A tall green tree stands in the middle of an open meadow.
+Question: How might the open space change the mood of the picture?
+Answer: All that empty room around the tree makes it look lonely, which can feel a little sad.
+"""
+
+
+def test_build_removes_duplicate_pairs_and_reports_refused_replies(synthetic_root, tmp_path, llmock):
+    """One request at a time, so the replies go in order to the 8 images: a reply the leak filter refuses (its retry
+    comes last and is well formed), one with an exact and one with a near duplicate pair, five ordinary ones."""
+    llmock.add(Reply(text=LEAK_REPLY, times=1), Reply(text=DUPLICATE_REPLY, times=1),
+               Reply(text=NEAR_DUPLICATE_REPLY, times=1), Reply(text=CONVERSATION_REPLY, times=None))
+    out = tmp_path / "out"
+    summary = run_build(llm_options(synthetic_root, out, llmock))
+    assert len(served(llmock)) == 9 and summary["failed"] == []
+    assert summary["records_per_type"] == {"conversation": 22}
+    quality = summary["quality"]
+    removed = quality["duplicates_removed"]["conversation"]
+    assert (removed["exact"], removed["near"]) == (1, 1)
+    assert [(e["id"].split("/")[2], e["duplicate_of"].split("/")[2], e["match"]) for e in removed["examples"]] == [
+        ("1", "0", "exact"), ("1", "0", "near")]
+    ids = {r["id"] for r in load_records(out)}
+    assert all(e["id"] not in ids and e["duplicate_of"] in ids for e in removed["examples"])
+    assert quality["replies"] == {"conversation": {"replies": 9, "malformed": 1, "malformed_rate": round(1 / 9, 4),
+                                                   "leak_filter_hits": 1}}
+    # The six images answered with the same reply share 3 pairs, each repeated on 5 other images: kept, counted.
+    assert quality["cross_image_duplicate_pairs"] == {"conversation": 15}
+    assert json.loads((out / "summary.json").read_text())["quality"] == quality
+
+
+def test_template_build_writes_the_quality_report_and_its_plot(instructions_dir):
+    from PIL import Image
+
+    summary = json.loads((instructions_dir / "summary.json").read_text())
+    quality = summary["quality"]
+    assert quality["records_per_type_and_emotion"]["conversation"] == {
+        e: 9 for e in ("amusement", "anger", "awe", "contentment", "disgust", "excitement", "fear", "sadness")}
+    assert sum(quality["records_per_type_and_emotion"]["categorical"].values()) == 24
+    assert quality["answer_words"]["categorical"] == {"min": 3, "median": 3, "p90": 3, "max": 3, "mean": 3.0}
+    assert set(quality["question_distinct_n"]) == {"categorical", "conversation", "reasoning"}
+    assert quality["duplicates_removed"] == {k: {"exact": 0, "near": 0, "examples": []}
+                                             for k in ("conversation", "reasoning")}
+    assert quality["replies"] == {}  # templates send no requests
+    with Image.open(instructions_dir / "quality.png") as image:
+        assert image.format == "PNG" and image.size == (1200, 800)

@@ -293,8 +293,8 @@ def test_build_in_batch_mode_writes_records_and_a_malformed_reply_gets_a_follow_
     assert summary["batch_api"]["uploads"] == 3 and summary["batch_api"]["batches_created"] == 3
     assert summary["args"]["llm_mode"] == "batch"
     assert summary["args"]["batch_price_per_mtok"] == [1.25, 5.0]
-    written = "".join(p.read_text() for p in out.iterdir() if p.is_file())
-    assert KEY not in written and KEY not in caplog.text
+    written = b"".join(p.read_bytes() for p in out.iterdir() if p.is_file())  # quality.png is binary
+    assert KEY.encode() not in written and KEY not in caplog.text
 
     calls = len(batch_api.calls)
     again = run_build(batch_options(synthetic_root, out, batch_api.base_url()))
@@ -364,7 +364,8 @@ def test_killed_while_a_batch_is_pending_the_rerun_polls_the_same_batch(syntheti
     summary = json.loads((out / "summary.json").read_text())
     assert summary["records_per_type"] == {"conversation": 24} and summary["failed"] == []
     assert summary["batch_api"]["batches_resumed"] == 1 and summary["batch_api"]["uploads"] == 0
-    assert "SECRET" not in "".join(p.read_text() for p in out.iterdir() if p.is_file()) + result.stderr
+    assert b"SECRET" not in b"".join(p.read_bytes() for p in out.iterdir() if p.is_file())
+    assert "SECRET" not in result.stderr
 
     # After completion a rerun sends nothing: every answer is in the cache.
     calls = len(batch_api.calls)

@@ -51,6 +51,22 @@ def test_card_has_counts_prompts_generator_and_licence(exported):
     assert "emoset_root" not in summary and "emoset_root" not in summary["args"]
 
 
+def test_card_has_the_quality_report_and_its_plot(exported):
+    from PIL import Image
+
+    hub, _ = exported
+    card = (hub / "README.md").read_text()
+    quality = card.split("## Quality")[1].split("\n## ")[0]
+    # 8 images x 3 template pairs; categorical answers of 3 words; the template writer removed nothing, sent nothing
+    assert "| conversation | 24 |" in quality and "| categorical | 16 | 3 / 3 / 3 / 3 |" in quality
+    assert "| 0 / 0 | - | - |" in quality and "Jaccard >= 0.7" in quality
+    assert "![Quality report](quality.png)" in quality
+    with Image.open(hub / "quality.png") as image:
+        assert image.format == "PNG"
+    summary = json.loads((hub / "summary.json").read_text())
+    assert summary["quality"]["records_per_type_and_emotion"]["reasoning"]["awe"] == 1
+
+
 class RecordingHfApi:
     """Stands in for huggingface_hub.HfApi: records calls and copies the folder to a local 'remote'."""
 

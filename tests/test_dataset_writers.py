@@ -103,8 +103,8 @@ def test_structured_writer_asks_for_json_under_the_schema(prepared_images, llmoc
         != {prompt_hash("conversation")}
     usage = writer.usage()
     assert usage.response_format == usage.response_format_used == "json_schema"
-    assert usage.malformed_per_type == {"conversation": {"replies": 2, "malformed": 0, "rate": 0.0},
-                                        "reasoning": {"replies": 2, "malformed": 2, "rate": 1.0}}
+    assert writer.replies_parsed == {"conversation": 2, "reasoning": 2}
+    assert [r["type"] for r in writer.rejected] == ["reasoning", "reasoning"]
     assert "answer length" in writer.failed[0]["reason"]
 
 
@@ -117,7 +117,7 @@ def test_scripted_json_reply_becomes_records(prepared_images, llmock, tmp_path):
     records = writer.write("conversation", prepared_images[:1], {})
     assert [r.conversations[1]["value"] for r in records] == [p["answer"] for p in pairs]
     # The malformed first reply counts, and so does the second sample that succeeded.
-    assert writer.usage().malformed_per_type == {"conversation": {"replies": 2, "malformed": 1, "rate": 0.5}}
+    assert writer.replies_parsed == {"conversation": 2} and [r["sample"] for r in writer.rejected] == [0]
 
 
 def test_refused_structured_outputs_fall_back_to_text_once(prepared_images, llmock, tmp_path, caplog):
