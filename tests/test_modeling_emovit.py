@@ -561,7 +561,7 @@ def test_an_explanation_naming_another_emotion_is_flagged(tiny_model, tiny_proce
     batch = tiny_processor.training_features([tiny_processor.categorical_instruction, question],
                                              ["Predict emotion: fear", "the rain makes it sad"], images=images[:1] * 2)
     tiny_model.train()
-    for _ in range(80):
+    for _ in range(200):
         optimizer.zero_grad()
         tiny_model(**batch).loss.backward()
         optimizer.step()
