@@ -164,7 +164,8 @@ def plot_quality(report: dict, path: str | os.PathLike) -> None:
                    label=kind)
     counts.set_xticks([i + width * (len(types) - 1) / 2 for i in range(len(emotions))], emotions, rotation=30)
     counts.set_title("records per emotion")
-    counts.legend()
+    if types:  # a build whose every record failed has nothing to name
+        counts.legend()
 
     stats = [report["answer_words"][kind] for kind in types]
     lengths.bar(types, [s["median"] for s in stats], color="tab:blue", label="median")
