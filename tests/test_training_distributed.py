@@ -133,6 +133,7 @@ def test_several_processes_without_a_gpu_ask_for_cpu_training(monkeypatch):
     monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
     assert launched_world_size() == 2
     use_cpu_without_accelerator()
     assert os.environ["ACCELERATE_USE_CPU"] == "true"

@@ -12,6 +12,12 @@ def launched_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def has_accelerator() -> bool:
+    """True when torch sees a GPU or another accelerator (torch.accelerator exists from torch 2.6)."""
+    accelerator = getattr(torch, "accelerator", None)
+    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+
+
 def use_cpu_without_accelerator() -> None:
     """With several processes and no GPU, asks accelerate for CPU training (gloo).
 
@@ -20,7 +26,7 @@ def use_cpu_without_accelerator() -> None:
     process) although all of them are running. Every process then draws the offline default's sample and builds the
     vision cache at once, and each trains unsharded on all the data. Must run before the arguments are parsed (the
     Trainer's state is built then)."""
-    if launched_world_size() > 1 and not torch.cuda.is_available():
+    if launched_world_size() > 1 and not has_accelerator():
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
 
 
