@@ -37,6 +37,7 @@ from emovit.training.card import plot_loss, push_training_folder, write_training
 from emovit.training.collator import EmoVitCollator
 from emovit.training.data import (InstructionDataset, categorical_eval_examples, check_emotions, count_types,
                                   load_eval_images, load_examples)
+from emovit.training.distributed import check_world_size, use_cpu_without_accelerator
 from emovit.training.offline import build_offline_default
 from emovit.training.sampling import parse_curriculum
 from emovit.training.trainer import EmoVitTrainer
@@ -52,6 +53,8 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Em
     if training_args.gradient_checkpointing and training_args.gradient_checkpointing_kwargs is None:
         training_args.gradient_checkpointing_kwargs = {"use_reentrant": False}
     set_seed(training_args.seed)
+    # ---- processes: the Trainer must see every launched process, or the work below that runs once runs in each
+    check_world_size(training_args)
     output_dir = Path(training_args.output_dir)
     if is_offline(model_args, data_args):
         with training_args.main_process_first(desc="offline default data"):
@@ -112,6 +115,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Em
         emotion_processor=processor,
         augment=data_args.augment,
     )
+    print(f"processes: {training_args.world_size} ({trainer.accelerator.distributed_type.value})")
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
 
     # ---- save: a complete from_pretrained folder, its training log, held-out metrics, card, upload
@@ -148,6 +152,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Em
 if __name__ == "__main__":
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
                         handlers=[logging.StreamHandler(sys.stdout)])
+    use_cpu_without_accelerator()  # before parsing: the arguments build the distributed state
     parser = HfArgumentParser((ModelArguments, DataArguments, EmoVitTrainingArguments))
     if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
         main(*parser.parse_json_file(os.path.abspath(sys.argv[1])))

@@ -19,3 +19,16 @@ def test_offline_default_builds_data_and_model_once(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="emovit.training.offline"):
         assert build_offline_default(tmp_path, images_per_class=3, seed=0) == (dataset, model)
     assert caplog.text == "" and (tmp_path / "tiny-base" / "config.json").stat().st_mtime_ns == written
+
+
+def test_offline_default_replaces_a_half_written_folder(tmp_path):
+    """A folder without its completion file (left by a build that was killed) is built again, and no temporary
+    folder is left beside the outputs."""
+    (tmp_path / "tiny-base").mkdir(parents=True)
+    (tmp_path / "tiny-base" / "model.safetensors").write_bytes(b"truncated")
+    _, model = build_offline_default(tmp_path, images_per_class=3, seed=0)
+    assert (tmp_path / "tiny-base" / "config.json").is_file()
+    assert (tmp_path / "tiny-base" / "model.safetensors").stat().st_size > 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emoset-synthetic", "instructions", "tiny-base"]
+    summary = json.loads((tmp_path / "instructions" / "summary.json").read_text())
+    assert summary["args"]["output_dir"] == str(tmp_path / "instructions")  # not the temporary folder's name

@@ -1,28 +1,63 @@
 """The offline default: what train.py trains when it is given neither a model nor a dataset."""
 
+import json
 import logging
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 
+def _build_into(target: Path, marker: str, build) -> None:
+    """Runs `build(folder)` into a temporary folder beside `target` and renames it into place, so that a reader (or
+    another process) finds the whole folder or none. A `target` without its `marker` file is the remnant of an
+    interrupted build and is replaced."""
+    if (target / marker).is_file():
+        return
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-building-"))
+    try:
+        build(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def build_offline_default(work_dir: Path, images_per_class: int, seed: int) -> tuple[str, str]:
     """Synthetic EmoSet sample -> template instruction data -> tiny EmoVIT; returns (dataset, model) paths.
-    Each step is skipped when its output exists, so a rerun starts training at once."""
+    Each step is skipped when its output exists, so a rerun starts training at once. Each output is written whole
+    (temporary folder, then one rename); with several processes, train.py runs this on the main process first."""
     from dataset_builder.build import BuildOptions, run_build
     from dataset_builder.synthetic import write_synthetic_emoset
 
+    from modeling_emovit.io_utils import atomic_write_text
     from modeling_emovit.tiny import save_tiny_emovit
 
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
     emoset, instructions, base = work_dir / "emoset-synthetic", work_dir / "instructions", work_dir / "tiny-base"
-    if not (emoset / "info.json").is_file():
+
+    def draw_sample(folder):
         logger.info(f"[offline default] drawing a synthetic EmoSet sample into {emoset}")
-        write_synthetic_emoset(emoset, images_per_class=images_per_class, seed=seed)
-    if not (instructions / "summary.json").is_file():
+        write_synthetic_emoset(folder, images_per_class=images_per_class, seed=seed)
+
+    def write_instructions(folder):
         logger.info(f"[offline default] writing template instruction data into {instructions}")
-        run_build(BuildOptions(emoset_root=str(emoset), output_dir=str(instructions), llm_backend="template",
+        run_build(BuildOptions(emoset_root=str(emoset), output_dir=str(folder), llm_backend="template",
                                captioner="none", seed=seed, show_progress=False))
-    if not (base / "config.json").is_file():
+        summary = json.loads((folder / "summary.json").read_text())
+        summary["args"]["output_dir"] = str(instructions)  # the folder it is renamed to, not the temporary one
+        atomic_write_text(folder / "summary.json", json.dumps(summary, ensure_ascii=False, indent=2))
+
+    def build_base(folder):
         logger.info(f"[offline default] building the tiny EmoVIT base model in {base}")
-        save_tiny_emovit(base, seed=seed)
+        save_tiny_emovit(folder, seed=seed)
+
+    _build_into(emoset, "info.json", draw_sample)
+    _build_into(instructions, "summary.json", write_instructions)
+    _build_into(base, "config.json", build_base)
     return str(instructions), str(base)

@@ -1,0 +1,203 @@
+"""emovit.training.distributed, and train.py launched on two CPU processes (gloo) with configs/fsdp_cpu.yaml and with
+--multi_gpu: both train the same weights as one process with the same global batch, and the offline default's shared
+inputs are built once, whatever the launch."""
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from emovit.training.distributed import check_world_size, launched_world_size, use_cpu_without_accelerator
+from modeling_emovit import EmoVitForConditionalGeneration, EmoVitProcessor
+
+REPO = Path(__file__).resolve().parents[1]
+
+# float32 on CPU: the two-process runs sum the same per-token losses in another order (two halves of the batch, then
+# an all-reduce), which moves a weight by a few float32 rounding steps per optimiser step, not more. An unequal
+# batch, a lost shard or a doubled gradient moves the weights by at least the learning rate (1e-3) times Adam's
+# unit-sized step, far above this.
+TOLERANCE = 1e-5
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(command, env=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return done
+
+
+def accelerate(*launch_flags):
+    return [sys.executable, "-m", "accelerate.commands.launch", *launch_flags, "--main_process_port",
+            str(free_port()), "train.py"]
+
+
+def fsdp_cpu():
+    return accelerate("--config_file", "configs/fsdp_cpu.yaml")
+
+
+def ddp_cpu():
+    return accelerate("--multi_gpu", "--num_processes", "2")
+
+
+@pytest.fixture(scope="module")
+def tiny_without_dropout(tiny_dir, tmp_path_factory):
+    """The tiny EmoVIT with the Q-Former's dropout off: each process would draw its own dropout masks."""
+    model = EmoVitForConditionalGeneration.from_pretrained(tiny_dir)
+    model.config.qformer_config.hidden_dropout_prob = 0.0
+    model.config.qformer_config.attention_probs_dropout_prob = 0.0
+    folder = tmp_path_factory.mktemp("tiny-no-dropout")
+    model.save_pretrained(folder)
+    EmoVitProcessor.from_pretrained(tiny_dir).save_pretrained(folder)
+    return folder
+
+
+def train_flags(model, instructions_dir, output_dir, per_device_batch):
+    # 24 categorical examples: a global batch of 24 is the whole data set at every step, whichever process holds
+    # which half, so one process with batch 24 and two with 12 see the same examples at each step.
+    return ["--model_name_or_path", str(model), "--dataset", str(instructions_dir), "--output_dir", str(output_dir),
+            "--types", "categorical", "--per_device_train_batch_size", str(per_device_batch), "--max_steps", "3",
+            "--learning_rate", "1e-3", "--lr_scheduler_type", "constant", "--warmup_ratio", "0",
+            "--weight_decay", "0.0", "--logging_steps", "1", "--eval_strategy", "no", "--test_split", "none",
+            "--save_strategy", "no", "--seed", "0", "--dataloader_num_workers", "0", "--report_to", "none"]
+
+
+def trainable_weights(folder):
+    model = EmoVitForConditionalGeneration.from_pretrained(folder)
+    model.freeze_for_instruction_tuning(freeze_unused=True)
+    weights = load_file(Path(folder) / "model.safetensors")
+    return {name: weights[name] for name, p in model.named_parameters() if p.requires_grad}
+
+
+def max_difference(a, b):
+    assert set(a) == set(b)
+    return max((a[name] - b[name]).abs().max().item() for name in a)
+
+
+@pytest.fixture(scope="module")
+def single_process_run(tiny_without_dropout, instructions_dir, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("single") / "run"
+    done = run([sys.executable, "train.py", *train_flags(tiny_without_dropout, instructions_dir, output_dir, 24)])
+    assert "processes: 1 (NO)" in done.stdout
+    return output_dir
+
+
+# accelerate applies FSDP only over GPUs (and other accelerators): on CPU it runs configs/fsdp_cpu.yaml's two processes
+# as data parallel over gloo, which the Trainer reports as MULTI_CPU. The launch path (torchrun, FSDP settings in the
+# environment) is the GPU one; the sharding itself is checked on GPUs only.
+@pytest.mark.parametrize("launch, kind", [(fsdp_cpu, "MULTI_CPU"), (ddp_cpu, "MULTI_CPU")], ids=["fsdp2", "ddp"])
+def test_two_cpu_processes_train_the_weights_of_one(launch, kind, single_process_run, tiny_without_dropout,
+                                                    instructions_dir, tmp_path):
+    done = run([*launch(), *train_flags(tiny_without_dropout, instructions_dir, tmp_path / "run", 12)])
+    assert done.stdout.count(f"processes: 2 ({kind})") == 2  # both processes, and the Trainer sees both
+    single, sharded = trainable_weights(single_process_run), trainable_weights(tmp_path / "run")
+    base = trainable_weights(tiny_without_dropout)
+    assert max_difference(single, base) > 1e-4  # the runs trained: the comparison below could fail
+    difference = max_difference(single, sharded)
+    print(f"{kind}: max |trainable weight difference| to one process after 3 steps = {difference:.3g}")
+    assert difference < TOLERANCE
+    log = json.loads((tmp_path / "run" / "training_log.json").read_text())
+    assert [entry["step"] for entry in log if "loss" in entry] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("launch", [fsdp_cpu, ddp_cpu], ids=["fsdp2", "ddp"])
+def test_offline_default_builds_its_inputs_once_under_two_processes(launch, tmp_path):
+    """No flags but a smaller sample and 1 step: the main process draws the sample, writes the instruction data,
+    the tiny model and the vision cache while the other waits; both then train on them."""
+    output_dir = tmp_path / "offline"
+    done = run([*launch(), "--max_steps", "1", "--offline_images_per_class", "3", "--output_dir", str(output_dir),
+                "--eval_strategy", "no", "--test_split", "none"])
+    assert done.stdout.count("processes: 2 (") == 2
+    log = done.stdout + done.stderr
+    for step in ("drawing a synthetic EmoSet sample", "writing template instruction data", "building the tiny EmoVIT"):
+        assert log.count(step) == 1, step
+    assert sorted(p.name for p in (output_dir / "offline-inputs").iterdir()) == [
+        "emoset-synthetic", "instructions", "tiny-base"]  # no temporary folder left behind
+    assert len(list((output_dir / "vision_cache").iterdir())) == 1
+    assert (output_dir / "model.safetensors").is_file()
+
+
+def test_several_processes_without_a_gpu_ask_for_cpu_training(monkeypatch):
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+    assert launched_world_size() == 2
+    use_cpu_without_accelerator()
+    assert os.environ["ACCELERATE_USE_CPU"] == "true"
+    monkeypatch.delenv("ACCELERATE_USE_CPU")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    use_cpu_without_accelerator()
+    assert "ACCELERATE_USE_CPU" not in os.environ
+
+
+def test_a_trainer_that_sees_fewer_processes_than_launched_is_an_error(monkeypatch):
+    from types import SimpleNamespace
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match=r"2 processes were launched \(WORLD_SIZE=2\) but the Trainer sees 1.*--use_cpu"):
+        check_world_size(SimpleNamespace(world_size=1, distributed_state=None))
+    check_world_size(SimpleNamespace(world_size=2, distributed_state=None))
+
+
+# ---- DeepSpeed: the ZeRO-2 config runs on GPUs only; here its settings are checked against train.py's flags
+
+# What the Trainer fills from train.py's arguments when the DeepSpeed JSON says "auto" (and checks when it does not):
+# a fixed value here could disagree with the flags and stop a run at start, or train with another precision.
+TRAINER_FILLED = ("train_micro_batch_size_per_gpu", "train_batch_size", "gradient_accumulation_steps",
+                  "gradient_clipping", "fp16.enabled", "bf16.enabled")
+# accelerate refuses these beside a DeepSpeed JSON (they would be ignored).
+ACCELERATE_REFUSED = {"gradient_accumulation_steps", "gradient_clipping", "zero_stage", "offload_optimizer_device",
+                      "offload_param_device", "offload_param_nvme_path", "offload_optimizer_nvme_path",
+                      "zero3_save_16bit_model"}
+
+
+def deepspeed_configs():
+    import yaml
+
+    launch = yaml.safe_load((REPO / "configs" / "deepspeed_zero2.yaml").read_text())
+    return launch, json.loads((REPO / launch["deepspeed_config"]["deepspeed_config_file"]).read_text())
+
+
+def test_deepspeed_zero2_config_cannot_disagree_with_train_flags():
+    launch, config = deepspeed_configs()
+    assert launch["distributed_type"] == "DEEPSPEED" and launch["deepspeed_config"]["zero3_init_flag"] is False
+    assert "mixed_precision" not in launch  # precision follows --bf16/--fp16 through bf16/fp16.enabled "auto"
+    assert not ACCELERATE_REFUSED & set(launch["deepspeed_config"])
+    assert config["zero_optimization"]["stage"] == 2
+    for key in TRAINER_FILLED:
+        value = config
+        for part in key.split("."):
+            value = value[part]
+        assert value == "auto", key
+    # no optimizer or scheduler of DeepSpeed's own: train.py's AdamW and cosine schedule, with its flags, are used
+    assert "optimizer" not in config and "scheduler" not in config
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed (pip install -e .[deepspeed])")
+def test_deepspeed_zero2_config_takes_the_shipped_training_yaml():
+    from transformers import HfArgumentParser
+    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
+
+    from emovit.training.arguments import DataArguments, EmoVitTrainingArguments, ModelArguments
+
+    _, config = deepspeed_configs()
+    *_, args = HfArgumentParser((ModelArguments, DataArguments, EmoVitTrainingArguments)).parse_yaml_file(
+        str(REPO / "configs" / "emovit_vicuna7b.yaml"))
+    filled = HfTrainerDeepSpeedConfig(config)
+    filled.trainer_config_process(args)
+    assert filled.config["train_micro_batch_size_per_gpu"] == args.per_device_train_batch_size
+    assert filled.config["gradient_clipping"] == args.max_grad_norm
+    assert filled.config["bf16"]["enabled"] is True and filled.config["fp16"]["enabled"] is False
