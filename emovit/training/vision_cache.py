@@ -184,15 +184,21 @@ class VisionCache:
                 if entry.exists():
                     shutil.rmtree(entry)  # an entry without a matching key.json: left by an interrupted removal
                 os.replace(tmp, entry)
-            except BaseException:
+            except BaseException as e:
                 shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            for stale in folder.iterdir():
-                if stale != entry and stale.is_dir():
-                    shutil.rmtree(stale, ignore_errors=True)  # other fingerprints and killed builds' leftovers
-            logger.info("vision features of %d images cached in %s by %d process(es)", len(keys), entry,
-                        state.num_processes)
-        state.wait_for_everyone()
+                own_error = e
+            else:
+                for stale in folder.iterdir():
+                    if stale != entry and stale.is_dir():
+                        shutil.rmtree(stale, ignore_errors=True)  # other fingerprints and killed builds' leftovers
+                logger.info("vision features of %d images cached in %s by %d process(es)", len(keys), entry,
+                            state.num_processes)
+        problem = _from_main(state, None if own_error is None else f"process 0: {type(own_error).__name__}: "
+                                                                   f"{own_error}")  # also the barrier before reading
+        if own_error is not None:
+            raise own_error
+        if problem is not None:
+            raise RuntimeError(f"finishing the vision-feature cache in {folder} failed: {problem}")
         return cls(entry, keys, encoded)
 
     @staticmethod
