@@ -3,6 +3,7 @@ processes (each encodes its share; the same features as one process; a killed pr
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -127,8 +128,9 @@ def test_two_processes_each_encode_their_share_and_match_one_process(tiny_dir, t
     paths = _synthetic_image_files(tmp_path / "images", 9)
     done = _launch_build(tmp_path, tiny_dir, tmp_path / "sharded", tmp_path / "images")
     assert done.returncode == 0, done.stderr[-3000:]
-    reports = sorted((json.loads(line[len("REPORT "):]) for line in done.stdout.splitlines()
-                      if line.startswith("REPORT ")), key=lambda r: r["rank"])
+    # the two processes share one stdout, so one's line may run into the other's: find each report by its braces
+    reports = sorted((json.loads(found) for found in re.findall(r"REPORT (\{[^}]*\})", done.stdout)),
+                     key=lambda r: r["rank"])
     assert [r["world"] for r in reports] == [2, 2]  # really two processes, not two lone ones
     # 9 distinct images (2 repeated examples are not encoded twice): rows 0-3 on process 0, rows 4-8 on process 1
     assert [r["encoded"] for r in reports] == [r["reported"] for r in reports] == [4, 5]
