@@ -86,8 +86,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Em
     cache = None
     if data_args.cache_vision_features:
         output_dir.mkdir(parents=True, exist_ok=True)
-        with training_args.main_process_first(desc="vision feature cache"):
-            cache = VisionCache.build(model, processor, examples, output_dir / "vision_cache")
+        cache = VisionCache.build(model, processor, examples, output_dir / "vision_cache")  # each process its share
     collator = EmoVitCollator(processor, data_args.max_instruction_length, data_args.max_answer_length,
                               data_args.augment, cache, seed=training_args.seed)
     eval_root = data_args.eval_dataset or emoset_root

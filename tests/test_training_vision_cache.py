@@ -1,15 +1,25 @@
-"""emovit.training.vision_cache: what the cache key covers, and rebuilding half-written entries."""
+"""emovit.training.vision_cache: what the cache key covers, rebuilding half-written entries, and a build shared by 2
+processes (each encodes its share; the same features as one process; a killed process leaves no entry)."""
 
+import json
 import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
+from PIL import Image
+
+from conftest import random_images, subprocess_env
 
 from emovit.training.arguments import DataArguments
 from emovit.training.data import load_examples
 from emovit.training.vision_cache import VisionCache
+from modeling_emovit import EmoVitForConditionalGeneration
 
 
 def test_vision_cache_key_covers_dtype_image_files_and_half_written_entries(tiny_model, tiny_processor,
@@ -59,3 +69,95 @@ def test_cached_rows_are_the_vision_towers_output(tiny_model, tiny_processor, im
         expected = tiny_model.encode_vision(tiny_processor.preprocess_images(images))
     for i in range(len(images)):
         assert torch.allclose(cache[f"img{i}"], expected[i], atol=1e-6)
+
+
+# ---- under a launch of 2 processes (torchrun, gloo on the CPU): each encodes its share of the images
+
+BUILD_SCRIPT = """
+import json, os, signal, sys
+from pathlib import Path
+from accelerate import PartialState
+from emovit.training.vision_cache import VisionCache
+from modeling_emovit import EmoVitForConditionalGeneration, EmoVitProcessor
+
+model_dir, folder, kill_rank = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+images = sorted(str(p) for p in Path(sys.argv[4]).glob("*.png"))
+model = EmoVitForConditionalGeneration.from_pretrained(model_dir).eval()
+processor = EmoVitProcessor.from_pretrained(model_dir)
+state = PartialState(cpu=True)
+seen = []
+encode = model.encode_vision
+def counting(pixel_values):
+    if state.process_index == kill_rank:
+        os.kill(os.getpid(), signal.SIGKILL)  # a process dies in the middle of the build
+    seen.append(len(pixel_values))
+    return encode(pixel_values)
+model.encode_vision = counting
+examples = [{"image": p, "image_key": Path(p).name} for p in images]
+cache = VisionCache.build(model, processor, examples + examples[:2], folder, batch_size=2)
+again = VisionCache.build(model, processor, examples, folder, batch_size=2)
+print("REPORT " + json.dumps({"rank": state.process_index, "world": state.num_processes, "encoded": sum(seen),
+                              "reported": cache.encoded, "reused_encoded": again.encoded}), flush=True)
+state.destroy_process_group()
+"""
+
+
+def _synthetic_image_files(folder: Path, count: int) -> list[str]:
+    folder.mkdir()
+    for i, image in enumerate(random_images(count, seed=3)):
+        image.save(folder / f"img{i:02d}.png")
+    return sorted(str(p) for p in folder.glob("*.png"))
+
+
+def _launch_build(tmp_path, tiny_dir, folder, image_dir, kill_rank=-1):
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed next to this Python")
+    (tmp_path / "build.py").write_text(BUILD_SCRIPT)
+    env = subprocess_env(ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
+    return subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(tmp_path / "build.py"),
+                           str(tiny_dir), str(folder), str(kill_rank), str(image_dir)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _entries(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def test_two_processes_each_encode_their_share_and_match_one_process(tiny_dir, tiny_processor, tmp_path):
+    paths = _synthetic_image_files(tmp_path / "images", 9)
+    done = _launch_build(tmp_path, tiny_dir, tmp_path / "sharded", tmp_path / "images")
+    assert done.returncode == 0, done.stderr[-3000:]
+    # the two processes share one stdout, so one's line may run into the other's: find each report by its braces
+    reports = sorted((json.loads(found) for found in re.findall(r"REPORT (\{[^}]*\})", done.stdout)),
+                     key=lambda r: r["rank"])
+    assert [r["world"] for r in reports] == [2, 2]  # really two processes, not two lone ones
+    # 9 distinct images (2 repeated examples are not encoded twice): rows 0-3 on process 0, rows 4-8 on process 1
+    assert [r["encoded"] for r in reports] == [r["reported"] for r in reports] == [4, 5]
+    assert [r["reused_encoded"] for r in reports] == [0, 0]  # the second build reuses the entry
+    (entry,) = _entries(tmp_path / "sharded")
+    assert not [p for p in (tmp_path / "sharded").iterdir() if p.name.startswith(".building-")]
+    model = EmoVitForConditionalGeneration.from_pretrained(tiny_dir).eval()
+    examples = [{"image": p, "image_key": Path(p).name} for p in paths]
+    single = VisionCache.build(model, tiny_processor, examples, tmp_path / "single")
+    assert single.encoded == 9 and entry.name == _entries(tmp_path / "single")[0].name  # the same fingerprint
+    sharded = np.load(entry / "features.npy")
+    assert sharded.shape == single.array.shape and np.abs(sharded - single.array).max() <= 1e-6
+
+
+def test_a_process_killed_mid_build_leaves_no_entry_and_the_next_build_replaces_its_leftovers(tiny_dir, tiny_processor,
+                                                                                             tmp_path):
+    paths = _synthetic_image_files(tmp_path / "images", 6)
+    folder = tmp_path / "cache"
+    done = _launch_build(tmp_path, tiny_dir, folder, tmp_path / "images", kill_rank=1)
+    assert done.returncode != 0
+    assert _entries(folder) == []  # nothing a later run could take for a finished entry
+    assert [p for p in folder.iterdir() if p.name.startswith(".building-")]  # only the killed build's temp folder
+    model = EmoVitForConditionalGeneration.from_pretrained(tiny_dir).eval()
+    examples = [{"image": p, "image_key": Path(p).name} for p in paths]
+    cache = VisionCache.build(model, tiny_processor, examples, folder)
+    assert cache.encoded == 6 and [p.name for p in folder.iterdir()] == [_entries(folder)[0].name]
+    with torch.no_grad():
+        expected = model.encode_vision(tiny_processor.preprocess_images(
+            [Image.open(p).convert("RGB") for p in paths]))
+    assert torch.allclose(torch.from_numpy(np.array(cache.array)), expected, atol=1e-6)

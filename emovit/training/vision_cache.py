@@ -1,7 +1,9 @@
-"""A memory-mapped cache of the frozen ViT's features, keyed by everything they depend on."""
+"""A memory-mapped cache of the frozen ViT's features, keyed by everything they depend on, built by every process of
+a launch together: each encodes its own share of the images."""
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -12,6 +14,40 @@ import torch
 
 from modeling_emovit.io_utils import open_image
 
+logger = logging.getLogger(__name__)
+
+
+def _launch_state():
+    """accelerate's process state: the launch's when started by accelerate/torchrun, a lone process otherwise."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    # Without cpu=True a launch on a machine without CUDA would run every process as a lone one (gloo needs it).
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+
+
+def _gather(state, value) -> list:
+    """`value` from every process, in process order, on every process."""
+    if state.num_processes == 1:
+        return [value]
+    from accelerate.utils import gather_object
+
+    return gather_object([value])
+
+
+def _from_main(state, value):
+    """The main process's `value`, on every process."""
+    if state.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value])[0]
+
+
+def share_of(count: int, process_index: int, num_processes: int) -> range:
+    """The contiguous rows process `process_index` of `num_processes` encodes: sizes differ by at most one."""
+    return range(count * process_index // num_processes, count * (process_index + 1) // num_processes)
+
 
 class VisionCache:
     """The frozen ViT's output before its (trained) post-LayerNorm, one row per image, in a .npy file that is
@@ -21,14 +57,22 @@ class VisionCache:
     depend on (`cache_key`): the vision tower's weights and configuration, their dtype, the image processor's
     settings (size, normalisation) and each image's identity (file size and modification time, or the pixels of an
     already decoded image). An entry is `<folder>/<fingerprint>/` with `features.npy` and `key.json`; it is written
-    into a temporary folder and renamed into place in one step, so a reader finds a whole entry or none, and a run
-    with another base model, dtype, image size or changed image files builds a new one instead of reusing stale
-    features. Entries with other fingerprints are removed once a new one is built (each can be very large).
+    into a temporary `.building-*` folder and renamed into place in one step, so a reader finds a whole entry or none
+    (a build killed midway leaves only a `.building-*` folder, which no lookup reads), and a run with another base
+    model, dtype, image size or changed image files builds a new one instead of reusing stale features. Entries with
+    other fingerprints, and `.building-*` folders left by killed builds, are removed once a new entry is built (each
+    can be very large).
+
+    Under a launch of N processes, every process calls `build`: the main process creates the temporary folder and
+    the whole `features.npy`, each process encodes a contiguous 1/N of the distinct images into its own rows, and
+    the main process renames the finished folder into place while the others wait. The folder must therefore be one
+    that every process sees (on several nodes: a shared filesystem).
     """
 
-    def __init__(self, entry: Path, keys: list[str]):
+    def __init__(self, entry: Path, keys: list[str], encoded: int = 0):
         self.index = {key: row for row, key in enumerate(keys)}
         self.array = np.load(entry / "features.npy", mmap_mode="r")
+        self.encoded = encoded  # images this process ran through the vision tower for this cache (0: reused)
 
     def __getitem__(self, key) -> torch.Tensor:
         return torch.from_numpy(np.array(self.array[self.index[key]]))
@@ -60,49 +104,120 @@ class VisionCache:
         }
 
     @classmethod
+    def _open_finished(cls, entry: Path, key: dict, keys: list[str]):
+        """The entry if it is whole and was built from `key`, else None."""
+        try:
+            if json.loads((entry / "key.json").read_text()) == key:
+                cache = cls(entry, keys)
+                if cache.array.shape[0] == len(keys):
+                    return cache
+        except (OSError, ValueError):
+            pass  # no entry yet, or a damaged one
+        return None
+
+    @classmethod
     def build(cls, model, processor, examples, folder: Path, batch_size: int = 64):
+        """The cache of `examples`' distinct images under `folder`, reused when an earlier run built the same one.
+        Every process of a launch must call it with the same examples and the same vision weights."""
+        state = _launch_state()
         images = {}
         for example in examples:
             images.setdefault(example["image_key"], example["image"])
         keys = list(images)
         key = json.loads(json.dumps(cls.cache_key(model, processor, images)))  # as it reads back from key.json
         fingerprint = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        fingerprints = _gather(state, fingerprint)
+        if len(set(fingerprints)) > 1:
+            differing = [k for k, f in enumerate(fingerprints) if f != fingerprints[0]]
+            raise ValueError(
+                f"the vision-feature cache key differs between processes (fingerprints {fingerprints}; processes "
+                f"{differing} differ from the main process): every process must load the same vision weights in the "
+                "same dtype and see the same image files. Load the model from one saved checkpoint on every process.")
         folder = Path(folder)
         entry = folder / fingerprint
-        try:
-            if json.loads((entry / "key.json").read_text()) == key:
-                cache = cls(entry, keys)  # computed by an earlier run or by the main process
-                if cache.array.shape[0] == len(keys):
-                    return cache
-        except (OSError, ValueError):
-            pass  # no entry yet, or a damaged one: build it
+
+        # ---- an entry built earlier: the main process decides, so that every process takes the same path
+        cache = cls._open_finished(entry, key, keys) if state.is_main_process else None
+        if _from_main(state, cache is not None):
+            return cache if cache is not None else cls(entry, keys)
+
+        # ---- the temporary folder and the whole array, made by the main process before anyone writes a row
+        vision = model.config.vision_config
+        size = tuple(vision.image_size) if isinstance(vision.image_size, (list, tuple)) else (vision.image_size,) * 2
+        row_shape = ((size[0] // vision.patch_size) * (size[1] // vision.patch_size) + 1, vision.hidden_size)
+        tmp, problem = None, None
+        if state.is_main_process:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                tmp = Path(tempfile.mkdtemp(dir=folder, prefix=f".building-{fingerprint}-"))
+                store = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=np.float32,
+                                                  shape=(len(keys), *row_shape))
+                del store
+            except OSError as e:
+                problem = f"process 0 could not create the vision-feature cache in {folder}: {e}"
+        tmp, problem = _from_main(state, (tmp, problem))
+        if problem is None and not (tmp / "features.npy").is_file():
+            problem = (f"process {state.process_index} does not see {tmp}, which the main process created: the "
+                       f"vision-feature cache folder {folder} must be on a filesystem every process shares "
+                       "(put --output_dir there)")
+        mine = share_of(len(keys), state.process_index, state.num_processes)
+        encoded, own_error = 0, None
+        if problem is None:
+            try:
+                encoded = cls._encode_rows(model, processor, images, keys, mine, tmp / "features.npy", batch_size,
+                                           row_shape, state)
+            except Exception as e:  # noqa: BLE001 - reported on every process below, so none waits forever
+                problem = f"process {state.process_index}: {type(e).__name__}: {e}"
+                own_error = e
+        problems = [p for p in _gather(state, problem) if p is not None]  # also the barrier after the last row
+        if problems:
+            if state.is_main_process and tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if own_error is not None:
+                raise own_error
+            raise RuntimeError("building the vision-feature cache failed: " + "; ".join(problems))
+
+        # ---- the finished folder renamed into place once, then opened by everyone
+        if state.is_main_process:
+            try:
+                (tmp / "key.json").write_text(json.dumps(key))
+                if entry.exists():
+                    shutil.rmtree(entry)  # an entry without a matching key.json: left by an interrupted removal
+                os.replace(tmp, entry)
+            except BaseException as e:
+                shutil.rmtree(tmp, ignore_errors=True)
+                own_error = e
+            else:
+                for stale in folder.iterdir():
+                    if stale != entry and stale.is_dir():
+                        shutil.rmtree(stale, ignore_errors=True)  # other fingerprints and killed builds' leftovers
+                logger.info("vision features of %d images cached in %s by %d process(es)", len(keys), entry,
+                            state.num_processes)
+        problem = _from_main(state, None if own_error is None else f"process 0: {type(own_error).__name__}: "
+                                                                   f"{own_error}")  # also the barrier before reading
+        if own_error is not None:
+            raise own_error
+        if problem is not None:
+            raise RuntimeError(f"finishing the vision-feature cache in {folder} failed: {problem}")
+        return cls(entry, keys, encoded)
+
+    @staticmethod
+    def _encode_rows(model, processor, images, keys, rows: range, path: Path, batch_size: int, row_shape, state) -> int:
+        """Runs the vision tower over the images of `rows` and writes their features into those rows of `path`."""
+        from tqdm.auto import tqdm
+
         model.eval()
         dtype = model.vision_model.embeddings.patch_embedding.weight.dtype
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".building-"))
-        try:
-            store = None
-            from tqdm.auto import tqdm
-
-            with torch.inference_mode():
-                for start in tqdm(range(0, len(keys), batch_size), desc="caching vision features"):
-                    batch = [open_image(images[k], source=k) for k in keys[start : start + batch_size]]
-                    pixels = processor.preprocess_images(batch).to(model.device, dtype)
-                    hidden = model.encode_vision(pixels).float().cpu().numpy()
-                    if store is None:
-                        store = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=np.float32,
-                                                          shape=(len(keys), *hidden.shape[1:]))
-                    store[start : start + len(batch)] = hidden
-            store.flush()
-            del store
-            (tmp / "key.json").write_text(json.dumps(key))
-            if entry.exists():
-                shutil.rmtree(entry)  # an entry without a matching key.json: left by an interrupted removal
-            os.replace(tmp, entry)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        for stale in folder.iterdir():
-            if stale != entry and stale.is_dir() and not stale.name.startswith(".building-"):
-                shutil.rmtree(stale, ignore_errors=True)
-        return cls(entry, keys)
+        store = np.load(path, mmap_mode="r+")
+        with torch.inference_mode():
+            for start in tqdm(range(rows.start, rows.stop, batch_size), disable=not state.is_local_main_process,
+                              desc=f"caching vision features ({len(rows)} of {len(keys)} on this process)"):
+                batch_keys = keys[start : min(start + batch_size, rows.stop)]
+                batch = [open_image(images[k], source=k) for k in batch_keys]
+                pixels = processor.preprocess_images(batch).to(model.device, dtype)
+                hidden = model.encode_vision(pixels).float().cpu().numpy()
+                assert hidden.shape[1:] == row_shape, (hidden.shape, row_shape)
+                store[start : start + len(batch)] = hidden
+        store.flush()
+        del store
+        return len(rows)
