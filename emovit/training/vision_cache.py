@@ -150,9 +150,9 @@ class VisionCache:
             try:
                 folder.mkdir(parents=True, exist_ok=True)
                 tmp = Path(tempfile.mkdtemp(dir=folder, prefix=f".building-{fingerprint}-"))
-                store = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=np.float32,
-                                                  shape=(len(keys), *row_shape))
-                del store
+                # The whole file, sized once: each process then writes its own rows into it.
+                np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=np.float32,
+                                          shape=(len(keys), *row_shape)).flush()
             except OSError as e:
                 problem = f"process 0 could not create the vision-feature cache in {folder}: {e}"
         tmp, problem = _from_main(state, (tmp, problem))
@@ -208,16 +208,23 @@ class VisionCache:
 
         model.eval()
         dtype = model.vision_model.embeddings.patch_embedding.weight.dtype
+        # train.py builds the cache before the Trainer moves the model to its device: the tower goes to this
+        # process's accelerator for the encoding (the ViT is most of the work) and back to where it was.
+        home = model.vision_model.embeddings.patch_embedding.weight.device
+        model.vision_model.to(state.device)
         store = np.load(path, mmap_mode="r+")
-        with torch.inference_mode():
-            for start in tqdm(range(rows.start, rows.stop, batch_size), disable=not state.is_local_main_process,
-                              desc=f"caching vision features ({len(rows)} of {len(keys)} on this process)"):
-                batch_keys = keys[start : min(start + batch_size, rows.stop)]
-                batch = [open_image(images[k], source=k) for k in batch_keys]
-                pixels = processor.preprocess_images(batch).to(model.device, dtype)
-                hidden = model.encode_vision(pixels).float().cpu().numpy()
-                assert hidden.shape[1:] == row_shape, (hidden.shape, row_shape)
-                store[start : start + len(batch)] = hidden
-        store.flush()
-        del store
+        try:
+            with torch.inference_mode():
+                for start in tqdm(range(rows.start, rows.stop, batch_size), disable=not state.is_local_main_process,
+                                  desc=f"caching vision features ({len(rows)} of {len(keys)} on this process)"):
+                    batch_keys = keys[start : min(start + batch_size, rows.stop)]
+                    batch = [open_image(images[k], source=k) for k in batch_keys]
+                    pixels = processor.preprocess_images(batch).to(state.device, dtype)
+                    hidden = model.encode_vision(pixels).float().cpu().numpy()
+                    assert hidden.shape[1:] == row_shape, (hidden.shape, row_shape)
+                    store[start : start + len(batch)] = hidden
+            store.flush()
+        finally:
+            del store
+            model.vision_model.to(home)
         return len(rows)
