@@ -4,11 +4,20 @@ gradient checkpointing, and evaluation (score / generate) throughput. Random wei
     python bench/gpu_bench.py --output gpu_bench.json          # EVA ViT-g + Q-Former + 7B Llama (needs ~40 GB)
     python bench/gpu_bench.py --tiny --output /tmp/tiny.json   # the same code path on CPU, in seconds
 
-Run by bench/gpu_check.sh on a GPU. Numbers go to the JSON file and stdout.
+With --distributed, the training step on every GPU of the machine, data parallel (ddp: each GPU holds the model) or
+sharded (fsdp: FSDP-2 `fully_shard` per ViT and Llama layer, then the whole model); per-GPU batch --batch_sizes'
+first entry, with gradient checkpointing:
+
+    torchrun --nproc_per_node 8 bench/gpu_bench.py --distributed fsdp --batch_sizes 8 --output fsdp.json
+    torchrun --nproc_per_node 2 bench/gpu_bench.py --distributed ddp --tiny --output /tmp/ddp.json   # CPU, gloo
+
+Run by bench/gpu_check.sh on a GPU. Numbers go to the JSON file (rewritten after every measurement, so a run cut
+short keeps what it measured) and stdout.
 """
 
 import argparse
 import json
+import os
 import time
 
 import torch
@@ -72,25 +81,114 @@ def peak_mb(device):
     return round(torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else None
 
 
+def save(results: dict, path: str) -> None:
+    """Writes the results whole (temporary file + rename): a run stopped by a timeout leaves the last complete file."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(results, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def build_model(config, device):
+    """The random model on `device`: frozen towers in bf16; the Q-Former side stays fp32 and runs under autocast,
+    as train.py does. Returns (model, parameter counts)."""
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = EmoVitForConditionalGeneration(config)
+    model.vision_model.embeddings.to(torch.bfloat16)
+    model.vision_model.encoder.to(torch.bfloat16)
+    model.language_model.to(torch.bfloat16)
+    counts = model.freeze_for_instruction_tuning(freeze_unused=True)
+    return model, counts
+
+
+def distributed_step(args, config) -> None:
+    """One training setting on every process of a torchrun launch: mean step time, samples/s over all processes,
+    and the largest peak memory of any process. Only rank 0 writes."""
+    import torch.distributed as dist
+
+    if "LOCAL_RANK" not in os.environ:
+        raise SystemExit("--distributed needs a launcher: torchrun --nproc_per_node N bench/gpu_bench.py ...")
+    local_rank = int(os.environ["LOCAL_RANK"])
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    start = time.perf_counter()
+    model, counts = build_model(config, device)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if args.distributed == "ddp":
+        # Every trainable tensor gets a gradient (freeze_unused), so no find_unused_parameters.
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda"
+                                                          else None)
+    else:
+        from torch.distributed.fsdp import fully_shard
+
+        # One unit per ViT and Llama layer (the bulk of the frozen weights), then the rest; the trainable tensors
+        # are all fp32, which FSDP requires of the trainable tensors within a unit.
+        for layer in [*model.vision_model.encoder.layers, *model.language_model.model.layers]:
+            fully_shard(layer)
+        fully_shard(model)
+    size = int(args.batch_sizes.split(",")[0])
+    entry = {"mode": args.distributed, "world_size": world_size, "per_device_batch_size": size,
+             "gradient_checkpointing": True, "build_s": round(time.perf_counter() - start, 1)}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    torch.manual_seed(rank)  # each process its own batch, as a sharded sampler gives
+    inputs = batch(config, size, device)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    model.train()
+    try:
+        for step in range(args.steps + 2):
+            if step == 2:
+                sync(device)
+                dist.barrier()
+                timer = time.perf_counter()
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                loss = model(**inputs).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        sync(device)
+        dist.barrier()
+        elapsed = time.perf_counter() - timer
+        peak = torch.tensor([peak_mb(device) or 0], device=device)
+        dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+        entry.update(step_s=round(elapsed / args.steps, 4),
+                     samples_per_s=round(size * world_size * args.steps / elapsed, 2),
+                     peak_mb_max=int(peak.item()) if device.type == "cuda" else None, loss=round(loss.item(), 4))
+    except torch.OutOfMemoryError:
+        entry["error"] = "out of memory"
+    results = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+               "geometry": "tiny" if args.tiny else "EVA ViT-g + Q-Former + Llama-7B",
+               "trainable": counts["trainable"], "total": counts["total"], "distributed": entry}
+    if rank == 0:
+        save(results, args.output)
+        print(json.dumps(entry), flush=True)
+        print(f"wrote {args.output}")
+    dist.destroy_process_group()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", required=True)
     parser.add_argument("--tiny", action="store_true", help="tiny geometry (checks the script on CPU)")
     parser.add_argument("--batch_sizes", default="1,8,16")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per setting (after 2 warm-up steps)")
+    parser.add_argument("--distributed", choices=("ddp", "fsdp"), default=None,
+                        help="under torchrun: one training setting on every process (see above)")
     args = parser.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     config = tiny_config() if args.tiny else full_size_config()
+    if args.distributed:
+        distributed_step(args, config)
+        return
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     start = time.perf_counter()
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = EmoVitForConditionalGeneration(config)
-    # Frozen towers in bf16; the Q-Former side stays fp32 and runs under autocast, as train.py does.
-    model.vision_model.embeddings.to(torch.bfloat16)
-    model.vision_model.encoder.to(torch.bfloat16)
-    model.language_model.to(torch.bfloat16)
-    counts = model.freeze_for_instruction_tuning(freeze_unused=True)
+    model, counts = build_model(config, device)
     results = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                "geometry": "tiny" if args.tiny else "EVA ViT-g + Q-Former + Llama-7B", "trainable": counts["trainable"],
                "total": counts["total"], "build_s": round(time.perf_counter() - start, 1), "train": [], "eval": []}
@@ -128,6 +226,7 @@ def main():
                 entry["error"] = "out of memory"
                 optimizer.zero_grad(set_to_none=True)
             results["train"].append(entry)
+            save(results, args.output)
             print(json.dumps(entry), flush=True)
 
     model.gradient_checkpointing_disable()
@@ -154,10 +253,8 @@ def main():
         entry = {"method": method, "batch_size": size,
                  "images_per_s": round(size * 3 / (time.perf_counter() - timer), 2)}
         results["eval"].append(entry)
+        save(results, args.output)
         print(json.dumps(entry), flush=True)
-
-    with open(args.output, "w") as f:
-        json.dump(results, f, indent=1)
     print(f"wrote {args.output}")
 
 

@@ -62,6 +62,31 @@ def test_two_processes_from_a_json_file_split_gather_and_write_once(tmp_path, ev
     assert metrics["accuracy"] == pytest.approx(accuracy_of(lines))
 
 
+def test_more_processes_than_images_gather_each_image_once(tmp_path, eval_score_run, tiny_dir, eval_emoset_dir):
+    """torchrun with 3 CPU processes on 2 images: the shares are 1, 1 and 0 images; the process without a share
+    still joins every gather, and the outputs hold each image once, in dataset order, written once."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed next to this Python")
+    out = tmp_path / "out"
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "3", str(REPO / "evaluate.py"), "--model",
+               str(tiny_dir), "--dataset", str(eval_emoset_dir), "--output_dir", str(out), "--max_images", "2",
+               "--batch_size", "2"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("wrote ") == 1 and done.stdout.count("accuracy ") == 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_processes"] == 3 and metrics["num_images"] == 2 and metrics["num_skipped"] == 0
+    lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    _, expected, _ = eval_score_run
+    assert [line["id"] for line in lines] == [line["id"] for line in expected[:2]]
+    for line, single in zip(lines, expected[:2]):
+        assert line["prediction"] == single["prediction"]
+        assert line["scores"] == pytest.approx(single["scores"], abs=1e-6)
+    assert sum(map(sum, metrics["confusion_matrix"])) == 2  # each image counted once in the metrics
+
+
 # ----------------------------------------------------------------------------------- calibration and the card
 
 

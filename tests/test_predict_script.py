@@ -103,6 +103,36 @@ def test_two_processes_write_the_same_file_as_one(tmp_path, one_process_run, tin
     assert sorted(os.listdir(tmp_path)) == ["predict.json", "preds.jsonl"]
 
 
+def test_more_processes_than_images_leave_one_process_without_a_share(tmp_path, one_process_run, tiny_dir,
+                                                                    photo_folder):
+    """torchrun with 3 CPU processes on 2 images (one readable, one unreadable): the shares are 1, 1 and 0 files; the
+    process without a share still joins the gather, and the one file holds each image once, in order, as one
+    process writes it."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed next to this Python")
+    root, expected = photo_folder
+    paths = [expected["readable"][0], str(root / "bad" / "text.jpg")]
+    out = tmp_path / "preds.jsonl"
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "3", str(REPO / "predict.py"), "--model",
+               str(tiny_dir), "--top_k", "3", "--output", str(out), *paths]
+    done = subprocess.run(command, cwd=tmp_path, env={**ENV, "ACCELERATE_USE_CPU": "true"}, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("wrote ") == 1 and "predicted 1 of 2 images (1 skipped)" in done.stdout
+    assert "on 3 process(es)" in done.stdout
+    lines = read_lines(out)
+    single = {line["path"]: line for line in read_lines(one_process_run[1])}
+    assert [line["path"] for line in lines] == sorted(paths)
+    for line in lines:
+        one = single[line["path"]]
+        assert {**line, "scores": None} == {**one, "scores": None}
+        if "scores" in line:
+            assert [s["score"] for s in line["scores"]] == pytest.approx([s["score"] for s in one["scores"]],
+                                                                         abs=1e-6)
+    assert sorted(os.listdir(tmp_path)) == ["preds.jsonl"]
+
+
 def test_explain_before_the_paths_prints_lines_to_stdout(tiny_dir, photo_folder, tmp_path):
     """A bare --explain followed by a PATH (the flag does not swallow it); `--output -` puts the lines on stdout and
     the summary on stderr."""

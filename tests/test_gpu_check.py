@@ -1,0 +1,66 @@
+"""bench/gpu_check.sh, the script a lent GPU machine runs, checked on CPU: its bash parses, and on the tiny geometry
+(GPU_CHECK_TINY=1) it writes one JSON named after the device with every part's outcome: the one-device benchmark,
+the DDP and FSDP-2 step on two processes standing in for two GPUs (GPU_CHECK_NPROC=2, gloo) or the reason it was
+skipped, and DeepSpeed's step or the reason it was skipped. The numbers themselves come from a GPU."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "bench" / "gpu_check.sh"
+
+
+def run_check(tmp_path, processes):
+    results, out = tmp_path / "results", tmp_path / "out"
+    env = {**os.environ, "GPU_CHECK_TINY": "1", "GPU_CHECK_NPROC": str(processes), "GPU_CHECK_RESULTS": str(results),
+           "OUT": str(out), "OMP_NUM_THREADS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["bash", str(SCRIPT)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    (report_path,) = results.glob("gpu_check-*.json")
+    assert re.fullmatch(r"gpu_check-cpu-\d{8}-\d{4}\.json", report_path.name), report_path.name
+    assert (out / report_path.name).read_text() == report_path.read_text()  # the copy for the device tool
+    assert f"wrote {report_path}" in done.stdout
+    return json.loads(report_path.read_text())
+
+
+def test_the_script_parses():
+    done = subprocess.run(["bash", "-n", str(SCRIPT)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.slow  # two torchrun launches and the one-device run: a minute on 2 free cores, several when shared
+def test_two_processes_run_the_ddp_and_fsdp_step_and_every_part_is_in_one_file(tmp_path):
+    report = run_check(tmp_path, 2)
+    assert report["device"] == "cpu" and report["gpu_count"] == 2
+    single = report["single_gpu"]
+    assert single["passed"] and single["results"]["geometry"] == "tiny"
+    assert [e["batch_size"] for e in single["results"]["train"]] == [1, 8, 16, 1, 8, 16]
+    assert all(e["samples_per_s"] > 0 and e["loss"] > 0 for e in single["results"]["train"])
+    assert [e["method"] for e in single["results"]["eval"]] == ["score", "generate"]
+    losses = []
+    for mode in ("ddp", "fsdp"):
+        part = report["multi_gpu"][mode]
+        assert part["passed"] and part["exit_status"] == 0 and part["seconds"] <= part["limit_s"], part
+        step = part["results"]["distributed"]
+        assert step["mode"] == mode and step["world_size"] == 2 and step["per_device_batch_size"] == 8
+        assert step["step_s"] > 0 and step["samples_per_s"] > 0
+        losses.append(step["loss"])
+    # Same seeds, same batches, gradients averaged over the two processes either way: the same training.
+    assert losses[0] == pytest.approx(losses[1], rel=1e-3)
+    deepspeed = report["deepspeed_zero2"]
+    assert "skipped" in deepspeed or "passed" in deepspeed
+    if "skipped" in deepspeed:
+        assert deepspeed["skipped"].startswith("deepspeed does not import")
+
+
+def test_one_device_skips_the_multi_gpu_step_and_says_why(tmp_path):
+    report = run_check(tmp_path, 1)
+    assert report["single_gpu"]["passed"]
+    assert report["multi_gpu"] == {"skipped": "1 GPU(s) on this machine; the DDP/FSDP step needs at least 2"}
