@@ -122,19 +122,25 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Em
                "train_runtime_s": round(train_result.metrics.get("train_runtime", 0.0), 1)}
     if eval_images:
         results.update({k: round(v, 4) for k, v in trainer.evaluate().items() if k.endswith("accuracy")})
-    if not trainer.is_world_process_zero():
-        return results
-    if model_args.lora_r > 0:
-        model.merge_lora()  # the saved folder is a plain EmoVIT
-    model.save_pretrained(output_dir)
-    processor.save_pretrained(output_dir)
-    atomic_write_text(output_dir / "training_log.json", json.dumps(trainer.state.log_history, indent=1))
-    plot_loss(trainer.state.log_history, output_dir / "loss_curve.png")
+    main_process = trainer.is_world_process_zero()
+    if main_process:
+        if model_args.lora_r > 0:
+            model.merge_lora()  # the saved folder is a plain EmoVIT
+        model.save_pretrained(output_dir)
+        processor.save_pretrained(output_dir)
+        atomic_write_text(output_dir / "training_log.json", json.dumps(trainer.state.log_history, indent=1))
+        plot_loss(trainer.state.log_history, output_dir / "loss_curve.png")
     tested = data_args.test_split not in (None, "", "none") and eval_root is not None
     if tested:
+        # Every process of the launch takes its share of the held-out images (the evaluation gathers them), once the
+        # main process has saved the folder they all load.
+        trainer.accelerator.wait_for_everyone()
         metrics = evaluate_held_out(output_dir, eval_root, data_args.test_split)
-        print("held-out " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        if main_process:
+            print("held-out " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         results.update({f"test_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
+    if not main_process:
+        return results
     evaluations = [json.loads((output_dir / folder / "metrics.json").read_text())
                    for folder in ("eval", "eval-generate")] if tested else []
     write_training_card(output_dir, model, model_args, data_args, training_args, counts, type_counts, results,

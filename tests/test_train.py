@@ -145,10 +145,11 @@ def test_augment_and_cache_exclude_each_other(tiny_dir, instructions_dir, tmp_pa
 
 
 def test_ddp_two_processes_on_cpu(tiny_dir, instructions_dir, tmp_path):
-    """torchrun with 2 CPU processes (gloo): DDP without find_unused_parameters trains and writes one folder."""
+    """torchrun with 2 CPU processes (gloo): DDP without find_unused_parameters trains and writes one folder, and the
+    held-out evaluation at the end takes every process (the main process alone would wait for the others)."""
     args = ["--model_name_or_path", str(tiny_dir), "--dataset", str(instructions_dir), "--output_dir",
             str(tmp_path / "ddp"), "--types", "categorical", "--per_device_train_batch_size", "4", "--max_steps", "2",
-            "--eval_strategy", "no", "--test_split", "none", "--report_to", "none", "--save_strategy", "no",
+            "--eval_strategy", "no", "--report_to", "none", "--save_strategy", "no",
             "--logging_steps", "1", "--use_cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -156,3 +157,6 @@ def test_ddp_two_processes_on_cpu(tiny_dir, instructions_dir, tmp_path):
     assert done.returncode == 0, done.stderr[-4000:]
     assert (tmp_path / "ddp" / "model.safetensors").exists()
     assert [e["step"] for e in history(tmp_path / "ddp") if "loss" in e] == [1, 2]
+    metrics = json.loads((tmp_path / "ddp" / "eval" / "metrics.json").read_text())
+    assert metrics["num_processes"] == 2 and metrics["num_images"] > 0
+    assert done.stdout.count("held-out ") == 1
