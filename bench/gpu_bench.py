@@ -81,6 +81,24 @@ def peak_mb(device):
     return round(torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else None
 
 
+def timed_steps(model, inputs, optimizer, device, steps: int, barrier=lambda: None):
+    """Two warm-up training steps, then `steps` timed ones; returns the last loss and the timed seconds. `barrier`
+    lines the processes of a distributed run up at both ends of the timing."""
+    for step in range(steps + 2):
+        if step == 2:
+            sync(device)
+            barrier()
+            timer = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            loss = model(**inputs).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    sync(device)
+    barrier()
+    return loss, time.perf_counter() - timer
+
+
 def save(results: dict, path: str) -> None:
     """Writes the results whole (temporary file + rename): a run stopped by a timeout leaves the last complete file."""
     with open(path + ".tmp", "w") as f:
@@ -142,19 +160,7 @@ def distributed_step(args, config) -> None:
         torch.cuda.reset_peak_memory_stats()
     model.train()
     try:
-        for step in range(args.steps + 2):
-            if step == 2:
-                sync(device)
-                dist.barrier()
-                timer = time.perf_counter()
-            with torch.autocast(device.type, dtype=torch.bfloat16):
-                loss = model(**inputs).loss
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        sync(device)
-        dist.barrier()
-        elapsed = time.perf_counter() - timer
+        loss, elapsed = timed_steps(model, inputs, optimizer, device, args.steps, dist.barrier)
         peak = torch.tensor([peak_mb(device) or 0], device=device)
         dist.all_reduce(peak, op=dist.ReduceOp.MAX)
         entry.update(step_s=round(elapsed / args.steps, 4),
@@ -208,17 +214,7 @@ def main():
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                     torch.cuda.reset_peak_memory_stats()
-                for step in range(args.steps + 2):
-                    if step == 2:
-                        sync(device)
-                        timer = time.perf_counter()
-                    with torch.autocast(device.type, dtype=torch.bfloat16):
-                        loss = model(**inputs).loss
-                    loss.backward()
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                sync(device)
-                elapsed = time.perf_counter() - timer
+                loss, elapsed = timed_steps(model, inputs, optimizer, device, args.steps)
                 entry.update(samples_per_s=round(size * args.steps / elapsed, 2),
                              step_s=round(elapsed / args.steps, 4), peak_mb=peak_mb(device),
                              loss=round(loss.item(), 4))
