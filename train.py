@@ -46,6 +46,21 @@ from modeling_emovit import EmoVitForConditionalGeneration, EmoVitProcessor
 from modeling_emovit.io_utils import atomic_write_text
 
 
+def load_model(model_args: ModelArguments, training_args: EmoVitTrainingArguments):
+    """The model as it trains: frozen towers in the mixed-precision dtype, the Q-Former side (and LoRA) in float32.
+    Returns it with its parameter counts."""
+    model = EmoVitForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
+    dtype = compute_dtype(training_args)
+    if dtype != torch.float32:
+        model.cast_frozen_towers(dtype)
+    # The last Q-Former layer's instruction feed-forward block gets a zero gradient by construction; freezing it
+    # changes no loss and lets DDP run without find_unused_parameters.
+    counts = model.freeze_for_instruction_tuning(freeze_unused=True)
+    if model_args.lora_r > 0:
+        counts["trainable"] = model.add_lora(model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout)
+    return model, counts
+
+
 def main(model_args: ModelArguments, data_args: DataArguments, training_args: EmoVitTrainingArguments):
     check_arguments(data_args, training_args)
     if not torch.cuda.is_available():
@@ -61,19 +76,11 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Em
             data_args.dataset, model_args.model_name_or_path = build_offline_default(
                 output_dir / "offline-inputs", data_args.offline_images_per_class, training_args.seed)
 
-    # ---- model: frozen towers in the mixed-precision dtype; the Q-Former side (and LoRA) trains in float32
-    model = EmoVitForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
+    # ---- model
+    model, counts = load_model(model_args, training_args)
     processor = EmoVitProcessor.from_pretrained(model_args.model_name_or_path,
                                                 emotion_labels=model.config.emotion_labels)
     model.check_processor(processor)
-    dtype = compute_dtype(training_args)
-    if dtype != torch.float32:
-        model.cast_frozen_towers(dtype)
-    # The last Q-Former layer's instruction feed-forward block gets a zero gradient by construction; freezing it
-    # changes no loss and lets DDP run without find_unused_parameters.
-    counts = model.freeze_for_instruction_tuning(freeze_unused=True)
-    if model_args.lora_r > 0:
-        counts["trainable"] = model.add_lora(model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout)
     print(f"trainable parameters: {counts['trainable']:,} of {counts['total']:,} "
           f"({100 * counts['trainable'] / counts['total']:.2f}%)")
 
@@ -123,7 +130,13 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Em
     if eval_images:
         results.update({k: round(v, 4) for k, v in trainer.evaluate().items() if k.endswith("accuracy")})
     main_process = trainer.is_world_process_zero()
+    # Under FSDP each process holds a shard of every weight: all of them gather the full weights, and the main
+    # process saves them through an unsharded copy of the model (the sharded one cannot be saved or merged).
+    full_weights = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
     if main_process:
+        if full_weights is not None:
+            model, _ = load_model(model_args, training_args)
+            model.load_state_dict(full_weights)
         if model_args.lora_r > 0:
             model.merge_lora()  # the saved folder is a plain EmoVIT
         model.save_pretrained(output_dir)
