@@ -5,6 +5,7 @@ the same global batch, and the offline default's shared inputs are built once, w
 import importlib.util
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -166,7 +167,31 @@ def test_sharded_lora_is_gathered_and_merged_into_the_weights_of_one_process(tin
     assert set(single) == set(sharded) == set(base)  # a plain EmoVIT: no adapter tensors left
     language_model = [name for name in base if name.startswith("language_model.")]
     assert max_difference({n: single[n] for n in language_model}, {n: base[n] for n in language_model}) > 1e-3
-    assert max_difference(single, sharded) < TOLERANCE
+    difference = max_difference(single, sharded)
+    print(f"FSDP with LoRA: max |weight difference| to one process after merging = {difference:.3g}")
+    assert difference < TOLERANCE
+
+
+def test_sharded_checkpoints_hold_the_trainable_tensors_and_resume_exactly(tiny_without_dropout, instructions_dir,
+                                                                          tmp_path):
+    flags = train_flags(tiny_without_dropout, instructions_dir, tmp_path / "run", 6)
+    for flag, value in (("--max_steps", "4"), ("--save_strategy", "steps"), ("--optim", "adamw_torch")):
+        flags[flags.index(flag) + 1] = value  # Adam: its gathered state must come back too
+    flags += ["--save_steps", "2"]
+    run([*fsdp_sharded_cpu(tmp_path), *flags])
+    checkpoint = tmp_path / "run" / "checkpoint-2"
+    assert (checkpoint / "trainable_weights.safetensors").is_file() and (checkpoint / "optimizer.bin").is_file()
+    assert not list(checkpoint.glob("pytorch_model*"))  # no copy of the whole model, frozen towers included
+    uninterrupted = load_file(tmp_path / "run" / "model.safetensors")
+    (tmp_path / "run" / "model.safetensors").unlink()
+    shutil.rmtree(tmp_path / "run" / "checkpoint-4")
+    run([*fsdp_sharded_cpu(tmp_path), *flags, "--resume_from_checkpoint", str(checkpoint)])
+    resumed = load_file(tmp_path / "run" / "model.safetensors")
+    base = load_file(Path(tiny_without_dropout) / "model.safetensors")
+    assert max_difference(uninterrupted, base) > 1e-3
+    difference = max_difference(uninterrupted, resumed)
+    print(f"FSDP resumed from step 2 of 4: max |weight difference| to the uninterrupted run = {difference:.3g}")
+    assert difference < 1e-6
 
 
 @pytest.mark.parametrize("launch", [fsdp_cpu, ddp_cpu], ids=["fsdp2", "ddp"])

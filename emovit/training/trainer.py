@@ -2,8 +2,10 @@
 
 import os
 
+import torch
 from safetensors.torch import load_file, save_file
 from transformers import Trainer
+from transformers.trainer import SCHEDULER_NAME
 
 from modeling_emovit.io_utils import open_image
 
@@ -44,6 +46,18 @@ class EmoVitTrainer(Trainer):
         save_file(tensors, os.path.join(output_dir, TRAINABLE_WEIGHTS), metadata={"format": "pt"})
         model.config.save_pretrained(output_dir)
 
+    def _save_optimizer_and_scheduler(self, output_dir):
+        if not self.is_fsdp_enabled:
+            return super()._save_optimizer_and_scheduler(output_dir)
+        # Under FSDP the Trainer would also write the whole model (the frozen towers too) beside the optimizer; the
+        # trainable tensors are already in TRAINABLE_WEIGHTS. The optimizer is gathered by every process.
+        from accelerate.utils import save_fsdp_optimizer
+
+        save_fsdp_optimizer(self.accelerator.state.fsdp_plugin, self.accelerator, self.optimizer, self.model,
+                            output_dir)
+        if self.args.should_save:
+            torch.save(self.lr_scheduler.state_dict(), os.path.join(output_dir, SCHEDULER_NAME))
+
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         model = self.accelerator.unwrap_model(model if model is not None else self.model)
         path = os.path.join(resume_from_checkpoint, TRAINABLE_WEIGHTS)
@@ -57,7 +71,12 @@ class EmoVitTrainer(Trainer):
                 f"{path} holds {len(tensors)} tensors but this run trains {len(trainable)} "
                 f"(differences: {sorted(set(tensors) ^ trainable)[:10]}); resume with the same flags (e.g. --lora_r)."
             )
-        model.load_state_dict(tensors, strict=False)
+        if self.is_fsdp_enabled:  # the model is already sharded: each process keeps its part of each full tensor
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+            set_model_state_dict(model, tensors, options=StateDictOptions(full_state_dict=True, strict=False))
+        else:
+            model.load_state_dict(tensors, strict=False)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
         metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix) if self.eval_dataset else {}
