@@ -70,6 +70,8 @@ def init_with_fsdp(self, *args, fsdp_plugin=None, **kwargs):
     plugins.extend([fsdp_plugin] if fsdp_plugin is not None else [])
     if plugins and self.distributed_type == DistributedType.MULTI_CPU:  # also when the Trainer rebuilds the state
         self.distributed_type, self.fsdp_plugin = DistributedType.FSDP, plugins[0]
+        if self._mixed_precision != "no":  # as accelerate does on GPUs: --bf16 becomes FSDP's mixed-precision policy
+            self.fsdp_plugin.set_mixed_precision(self._mixed_precision)
 
 def reporting_prepare(accelerator, model):
     model = prepare(accelerator, model)
@@ -192,6 +194,20 @@ def test_sharded_checkpoints_hold_the_trainable_tensors_and_resume_exactly(tiny_
     difference = max_difference(uninterrupted, resumed)
     print(f"FSDP resumed from step 2 of 4: max |weight difference| to the uninterrupted run = {difference:.3g}")
     assert difference < 1e-6
+
+
+def test_sharded_bf16_run_saves_frozen_towers_in_bf16_and_the_trained_side_in_float32(tiny_without_dropout,
+                                                                                    instructions_dir, tmp_path):
+    flags = train_flags(tiny_without_dropout, instructions_dir, tmp_path / "run", 12)
+    run([*fsdp_sharded_cpu(tmp_path), *flags, "--bf16", "--use_cpu"])
+    saved = load_file(tmp_path / "run" / "model.safetensors")
+    trainable = trainable_weights(tiny_without_dropout)
+    assert {str(t.dtype) for n, t in saved.items() if n in trainable} == {"torch.float32"}
+    frozen_towers = [n for n in saved if n.startswith(("language_model.", "vision_model.encoder.",
+                                                       "vision_model.embeddings."))]
+    assert frozen_towers and {str(saved[n].dtype) for n in frozen_towers} == {"torch.bfloat16"}
+    assert all(torch.isfinite(t.float()).all() for t in saved.values())
+    assert max_difference({n: saved[n] for n in trainable}, trainable) > 0.1
 
 
 @pytest.mark.parametrize("launch", [fsdp_cpu, ddp_cpu], ids=["fsdp2", "ddp"])
