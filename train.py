@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from transformers import HfArgumentParser, set_seed
 
 from emovit.evaluation.run import evaluate_held_out
@@ -178,3 +179,5 @@ if __name__ == "__main__":
         main(*parser.parse_yaml_file(os.path.abspath(sys.argv[1])))
     else:  # with neither --model_name_or_path nor --dataset, the offline default's flags go first
         main(*parser.parse_args_into_dataclasses(args=with_offline_defaults(sys.argv[1:])))
+    # Each process closes its process group: one that exits with it open can abort at exit (DeepSpeed's does).
+    PartialState().destroy_process_group()

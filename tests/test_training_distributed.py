@@ -93,6 +93,42 @@ def fsdp_sharded_cpu(tmp_path):
     return [*fsdp_cpu()[:-1], str(tmp_path / "fsdp_on_cpu.py")]
 
 
+# The same for configs/deepspeed_zero2.yaml: accelerate gives DeepSpeed no process group without GPUs, so this one
+# gives it gloo on the CPU; DeepSpeed (its CPU accelerator), its ZeRO-2 optimizer and the Trainer's DeepSpeed paths
+# are the real ones. ACCELERATE_USE_CPU=false keeps train.py from asking for plain CPU data parallel.
+DEEPSPEED_ON_CPU = """
+import os, runpy, sys
+import torch
+import accelerate.state
+from accelerate.utils import DistributedType
+
+prepare_backend = accelerate.state.PartialState._prepare_backend
+
+def gloo_for_deepspeed(self, cpu=False, sagemaker_dp=False, backend=None):
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true":
+        return "gloo", DistributedType.MULTI_GPU  # what accelerate returns on GPUs, with the CPU's backend
+    return prepare_backend(self, cpu, sagemaker_dp, backend)
+
+accelerate.state.PartialState._prepare_backend = gloo_for_deepspeed
+accelerate.state.PartialState.set_device = lambda self: setattr(self, "device", torch.device("cpu"))
+sys.argv = ["train.py", *sys.argv[1:]]
+runpy.run_path("train.py", run_name="__main__")
+"""
+
+needs_deepspeed = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
+                                     reason="deepspeed is not installed (pip install -e .[deepspeed])")
+
+
+def deepspeed_zero2_cpu(tmp_path):
+    (tmp_path / "deepspeed_on_cpu.py").write_text(DEEPSPEED_ON_CPU)
+    return [*accelerate("--config_file", "configs/deepspeed_zero2.yaml", "--num_processes", "2")[:-1],
+            str(tmp_path / "deepspeed_on_cpu.py")]
+
+
+LAUNCHES = {"FSDP": fsdp_sharded_cpu, "MULTI_CPU": lambda tmp_path: ddp_cpu(), "DEEPSPEED": deepspeed_zero2_cpu}
+ENV = {"DEEPSPEED": {"ACCELERATE_USE_CPU": "false"}}
+
+
 @pytest.fixture(scope="module")
 def tiny_without_dropout(tiny_dir, tmp_path_factory):
     """The tiny EmoVIT with the Q-Former's dropout off: each process would draw its own dropout masks."""
@@ -136,11 +172,12 @@ def single_process_run(tiny_without_dropout, instructions_dir, tmp_path_factory)
     return output_dir
 
 
-@pytest.mark.parametrize("kind", ["FSDP", "MULTI_CPU"], ids=["fsdp2-sharded", "ddp"])
+@pytest.mark.parametrize("kind", ["FSDP", "MULTI_CPU", pytest.param("DEEPSPEED", marks=needs_deepspeed)],
+                         ids=["fsdp2-sharded", "ddp", "deepspeed-zero2"])
 def test_two_cpu_processes_train_the_weights_of_one(kind, single_process_run, tiny_without_dropout, instructions_dir,
                                                     tmp_path):
-    launch = fsdp_sharded_cpu(tmp_path) if kind == "FSDP" else ddp_cpu()
-    done = run([*launch, *train_flags(tiny_without_dropout, instructions_dir, tmp_path / "run", 12)])
+    done = run([*LAUNCHES[kind](tmp_path), *train_flags(tiny_without_dropout, instructions_dir, tmp_path / "run", 12)],
+               env=ENV.get(kind))
     assert done.stdout.count(f"processes: 2 ({kind})") == 2  # both processes, and the Trainer sees both
     if kind == "FSDP":  # every trainable tensor is split between the two processes, none held whole
         shards = [json.loads(line[len("SHARDS "):]) for line in done.stdout.splitlines() if line.startswith("SHARDS ")]
@@ -174,25 +211,27 @@ def test_sharded_lora_is_gathered_and_merged_into_the_weights_of_one_process(tin
     assert difference < TOLERANCE
 
 
-def test_sharded_checkpoints_hold_the_trainable_tensors_and_resume_exactly(tiny_without_dropout, instructions_dir,
-                                                                          tmp_path):
+@pytest.mark.parametrize("kind", ["FSDP", pytest.param("DEEPSPEED", marks=needs_deepspeed)],
+                         ids=["fsdp2-sharded", "deepspeed-zero2"])
+def test_sharded_checkpoints_resume_exactly(kind, tiny_without_dropout, instructions_dir, tmp_path):
     flags = train_flags(tiny_without_dropout, instructions_dir, tmp_path / "run", 6)
     for flag, value in (("--max_steps", "4"), ("--save_strategy", "steps"), ("--optim", "adamw_torch")):
-        flags[flags.index(flag) + 1] = value  # Adam: its gathered state must come back too
+        flags[flags.index(flag) + 1] = value  # Adam: its sharded state must come back too
     flags += ["--save_steps", "2"]
-    run([*fsdp_sharded_cpu(tmp_path), *flags])
+    run([*LAUNCHES[kind](tmp_path), *flags], env=ENV.get(kind))
     checkpoint = tmp_path / "run" / "checkpoint-2"
-    assert (checkpoint / "trainable_weights.safetensors").is_file() and (checkpoint / "optimizer.bin").is_file()
-    assert not list(checkpoint.glob("pytorch_model*"))  # no copy of the whole model, frozen towers included
+    assert (checkpoint / "trainable_weights.safetensors").is_file()
+    if kind == "FSDP":  # the trainable tensors and the gathered optimizer, no copy of the whole model
+        assert (checkpoint / "optimizer.bin").is_file() and not list(checkpoint.glob("pytorch_model*"))
     uninterrupted = load_file(tmp_path / "run" / "model.safetensors")
     (tmp_path / "run" / "model.safetensors").unlink()
     shutil.rmtree(tmp_path / "run" / "checkpoint-4")
-    run([*fsdp_sharded_cpu(tmp_path), *flags, "--resume_from_checkpoint", str(checkpoint)])
+    run([*LAUNCHES[kind](tmp_path), *flags, "--resume_from_checkpoint", str(checkpoint)], env=ENV.get(kind))
     resumed = load_file(tmp_path / "run" / "model.safetensors")
     base = load_file(Path(tiny_without_dropout) / "model.safetensors")
     assert max_difference(uninterrupted, base) > 1e-3
     difference = max_difference(uninterrupted, resumed)
-    print(f"FSDP resumed from step 2 of 4: max |weight difference| to the uninterrupted run = {difference:.3g}")
+    print(f"{kind} resumed from step 2 of 4: max |weight difference| to the uninterrupted run = {difference:.3g}")
     assert difference < 1e-6
 
 
@@ -250,7 +289,7 @@ def test_a_trainer_that_sees_fewer_processes_than_launched_is_an_error(monkeypat
     check_world_size(SimpleNamespace(world_size=2, distributed_state=None))
 
 
-# ---- DeepSpeed: the ZeRO-2 config runs on GPUs only; here its settings are checked against train.py's flags
+# ---- DeepSpeed: the ZeRO-2 config's settings checked against train.py's flags (it trains above, under DeepSpeed on CPU)
 
 # What the Trainer fills from train.py's arguments when the DeepSpeed JSON says "auto" (and checks when it does not):
 # a fixed value here could disagree with the flags and stop a run at start, or train with another precision.
@@ -284,16 +323,19 @@ def test_deepspeed_zero2_config_cannot_disagree_with_train_flags():
     assert "optimizer" not in config and "scheduler" not in config
 
 
-@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed (pip install -e .[deepspeed])")
+@needs_deepspeed
 def test_deepspeed_zero2_config_takes_the_shipped_training_yaml():
     from transformers import HfArgumentParser
     from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
 
     from emovit.training.arguments import DataArguments, EmoVitTrainingArguments, ModelArguments
 
+    import yaml
+
     _, config = deepspeed_configs()
-    *_, args = HfArgumentParser((ModelArguments, DataArguments, EmoVitTrainingArguments)).parse_yaml_file(
-        str(REPO / "configs" / "emovit_vicuna7b.yaml"))
+    flags = yaml.safe_load((REPO / "configs" / "emovit_vicuna7b.yaml").read_text())
+    flags["use_cpu"] = True  # the yaml's --bf16 is refused on a machine without GPUs otherwise
+    *_, args = HfArgumentParser((ModelArguments, DataArguments, EmoVitTrainingArguments)).parse_dict(flags)
     filled = HfTrainerDeepSpeedConfig(config)
     filled.trainer_config_process(args)
     assert filled.config["train_micro_batch_size_per_gpu"] == args.per_device_train_batch_size
