@@ -28,7 +28,6 @@ import sys
 from pathlib import Path
 
 import torch
-from accelerate import PartialState
 from transformers import HfArgumentParser, set_seed
 
 from emovit.evaluation.run import evaluate_held_out
@@ -153,15 +152,22 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Em
         if main_process:
             print("held-out " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         results.update({f"test_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
+    if main_process:
+        evaluations = [json.loads((output_dir / folder / "metrics.json").read_text())
+                       for folder in ("eval", "eval-generate")] if tested else []
+        write_training_card(output_dir, model, model_args, data_args, training_args, counts, type_counts, results,
+                            evaluations)
+        print(f"model: {output_dir.resolve()}")
+        if tested:
+            print(f"test metrics: {(output_dir / 'eval' / 'metrics.json').resolve()}")
+    if trainer.is_deepspeed_enabled:
+        # DeepSpeed's processes abort at exit ("terminate called without an active exception") unless they close the
+        # process group once all are done. Not under DDP/FSDP: their wrapped model still holds the group, and its
+        # destructor then waits forever. The upload below needs no group.
+        trainer.accelerator.wait_for_everyone()
+        trainer.accelerator.end_training()
     if not main_process:
         return results
-    evaluations = [json.loads((output_dir / folder / "metrics.json").read_text())
-                   for folder in ("eval", "eval-generate")] if tested else []
-    write_training_card(output_dir, model, model_args, data_args, training_args, counts, type_counts, results,
-                        evaluations)
-    print(f"model: {output_dir.resolve()}")
-    if tested:
-        print(f"test metrics: {(output_dir / 'eval' / 'metrics.json').resolve()}")
     if push_to:
         push_training_folder(output_dir, push_to)
         print(f"pushed to {push_to}")
@@ -179,5 +185,3 @@ if __name__ == "__main__":
         main(*parser.parse_yaml_file(os.path.abspath(sys.argv[1])))
     else:  # with neither --model_name_or_path nor --dataset, the offline default's flags go first
         main(*parser.parse_args_into_dataclasses(args=with_offline_defaults(sys.argv[1:])))
-    # Each process closes its process group: one that exits with it open can abort at exit (DeepSpeed's does).
-    PartialState().destroy_process_group()
