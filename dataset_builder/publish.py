@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import datasets
 from datasets.table import embed_table_storage
 
 from modeling_emovit.hub_utils import push_folder, write_card
-from modeling_emovit.io_utils import atomic_write_text
+from modeling_emovit.io_utils import atomic_write_folder, atomic_write_text
 
 from .emovit_instructions import CONFIG_NAMES, EmovitInstructions
 from .prompts import prompt_texts
@@ -135,10 +134,9 @@ def export_parquet_folder(dataset_dir: str | os.PathLike, export_dir: str | os.P
                           cache_dir: str | None = None) -> dict[str, int]:
     """Writes the Hub folder; returns rows per config. Replaces `export_dir` only once it is complete."""
     summary = read_summary(dataset_dir)
-    export_dir = Path(export_dir)
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=export_dir.parent if export_dir.parent.exists() else None))
     counts = {}
-    try:
+
+    def write(staging: Path):
         with tempfile.TemporaryDirectory() as tmp_cache:
             wanted = [t for t, n in summary["records_per_type"].items() if n > 0]
             # A config without rows would make load_dataset fail, so types the build skipped are left out.
@@ -157,13 +155,8 @@ def export_parquet_folder(dataset_dir: str | os.PathLike, export_dir: str | os.P
         public_summary = {k: v for k, v in summary.items() if k not in ("emoset_root",)}
         public_summary["args"] = {k: v for k, v in summary.get("args", {}).items() if k not in ("emoset_root", "output_dir")}
         atomic_write_text(staging / "summary.json", json.dumps(public_summary, indent=2))
-        os.chmod(staging, 0o755)  # mkdtemp makes it private; the export is an ordinary folder
-        if export_dir.exists():
-            shutil.rmtree(export_dir)
-        os.replace(staging, export_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    atomic_write_folder(export_dir, write)
     logger.info("exported %s to %s", counts, export_dir)
     return counts
 

@@ -11,6 +11,7 @@ nothing else of the project (it must load from the Hub with `trust_remote_code`)
 import json
 import logging
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -93,6 +94,27 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        raise
+
+
+def atomic_write_folder(path: str | os.PathLike, write) -> None:
+    """As `atomic_write`, for a folder: calls `write(tmp_folder)` on a temporary folder beside `path`, then puts it in
+    place of `path` (an existing folder there is removed first). A reader finds the old folder, the whole new one or
+    none, never half of one; on failure the temporary folder is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-building-"))
+    try:
+        write(tmp)
+        # mkdtemp creates the folder 0700; outputs are ordinary folders for whoever reads them.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

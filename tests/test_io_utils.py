@@ -45,3 +45,28 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     with pytest.raises(TypeError):
         atomic_write_text(target, 123)  # fails mid-write
     assert target.read_text() == "old" and os.listdir(tmp_path) == ["out.json"]
+
+
+def test_atomic_write_folder_replaces_the_whole_folder_or_leaves_the_old_one(tmp_path):
+    import os
+
+    from modeling_emovit.io_utils import atomic_write_folder
+
+    target = tmp_path / "out"
+    atomic_write_folder(target, lambda folder: (folder / "a.txt").write_text("first"))
+    assert (target / "a.txt").read_text() == "first"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o777 & ~umask  # an ordinary folder, not the private temporary one
+
+    def half_then_fail(folder):
+        (folder / "b.txt").write_text("half")
+        raise RuntimeError("stopped")
+
+    with pytest.raises(RuntimeError, match="stopped"):
+        atomic_write_folder(target, half_then_fail)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary folder left beside it
+    assert sorted(p.name for p in target.iterdir()) == ["a.txt"]
+
+    atomic_write_folder(target, lambda folder: (folder / "c.txt").write_text("second"))
+    assert sorted(p.name for p in target.iterdir()) == ["c.txt"]  # replaced, not merged

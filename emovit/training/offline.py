@@ -2,10 +2,9 @@
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from modeling_emovit.io_utils import atomic_write_folder
 
 logger = logging.getLogger(__name__)
 
@@ -14,17 +13,8 @@ def _build_into(target: Path, marker: str, build) -> None:
     """Runs `build(folder)` into a temporary folder beside `target` and renames it into place, so that a reader (or
     another process) finds the whole folder or none. A `target` without its `marker` file is the remnant of an
     interrupted build and is replaced."""
-    if (target / marker).is_file():
-        return
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-building-"))
-    try:
-        build(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    if not (target / marker).is_file():
+        atomic_write_folder(target, build)
 
 
 def build_offline_default(work_dir: Path, images_per_class: int, seed: int) -> tuple[str, str]:
