@@ -53,6 +53,7 @@ from .llm_client import (
     UsageStats,
     _split_query,
     cache_key,
+    cost_usd,
     estimate_tokens,
     redact_url,
 )
@@ -196,8 +197,7 @@ class BatchClient:
     # ------------------------------------------------------------------ accounting
 
     def _cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        price_in, price_out = self.batch.prices(self.settings)
-        return (prompt_tokens * price_in + completion_tokens * price_out) / 1e6
+        return cost_usd(prompt_tokens, completion_tokens, self.batch.prices(self.settings))
 
     def _estimated_cost(self, request: ChatRequest) -> float:
         return self._cost(estimate_tokens(request.messages), request.expected_completion_tokens)
@@ -217,8 +217,7 @@ class BatchClient:
                                      self.batch.max_bytes_per_file)
         prompt_tokens = sum(estimate_tokens(r.messages) for _, r in to_send)
         completion_tokens = sum(r.expected_completion_tokens for _, r in to_send)
-        price_in, price_out = self.batch.prices(self.settings)
-        online_in, online_out = self.settings.prices()
+        prices = self.batch.prices(self.settings)
         return {
             "llm_mode": "batch",
             "requests": len(requests),
@@ -230,9 +229,9 @@ class BatchClient:
             "too_big_for_a_file": len(too_big),
             "estimated_prompt_tokens": prompt_tokens,
             "estimated_completion_tokens": completion_tokens,
-            "estimated_cost_usd": round((prompt_tokens * price_in + completion_tokens * price_out) / 1e6, 6),
-            "estimated_cost_usd_online": round((prompt_tokens * online_in + completion_tokens * online_out) / 1e6, 6),
-            "price_per_mtok": [price_in, price_out],
+            "estimated_cost_usd": round(cost_usd(prompt_tokens, completion_tokens, prices), 6),
+            "estimated_cost_usd_online": round(cost_usd(prompt_tokens, completion_tokens, self.settings.prices()), 6),
+            "price_per_mtok": list(prices),
             "already_spent_usd": round(self.stats.spent_before_usd, 6),
         }
 

@@ -240,6 +240,11 @@ class UsageStats:
     held_by_rate_limit_headers: int = 0
 
 
+def cost_usd(prompt_tokens: int, completion_tokens: int, prices: tuple[float, float]) -> float:
+    """The price of the tokens, `prices` being USD per million (prompt, completion) tokens."""
+    return (prompt_tokens * prices[0] + completion_tokens * prices[1]) / 1e6
+
+
 def estimate_tokens(messages: list) -> int:
     """About 4 characters per token plus a few per message: good enough for budgets and limits."""
     return sum(len(str(m.get("content", ""))) // 4 + 4 for m in messages)
@@ -395,8 +400,7 @@ class ChatClient:
     # ------------------------------------------------------------------ accounting
 
     def _cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        price_in, price_out = self.settings.prices()
-        return (prompt_tokens * price_in + completion_tokens * price_out) / 1e6
+        return cost_usd(prompt_tokens, completion_tokens, self.settings.prices())
 
     def _estimated_cost(self, request: ChatRequest) -> float:
         return self._cost(estimate_tokens(request.messages), request.expected_completion_tokens)
@@ -653,16 +657,16 @@ def estimate(requests: list[ChatRequest], settings: ClientSettings, cache: Respo
     to_send = [r for r in requests if cache_key(settings, r) not in cache]
     prompt_tokens = sum(estimate_tokens(r.messages) for r in to_send)
     completion_tokens = sum(r.expected_completion_tokens for r in to_send)
-    price_in, price_out = settings.prices()
-    spent = cache.spent_usd + (cache.uncosted_tokens[0] * price_in + cache.uncosted_tokens[1] * price_out) / 1e6
+    prices = settings.prices()
+    spent = cache.spent_usd + cost_usd(*cache.uncosted_tokens, prices)
     return {
         "requests": len(requests),
         "cached": len(requests) - len(to_send),
         "to_send": len(to_send),
         "estimated_prompt_tokens": prompt_tokens,
         "estimated_completion_tokens": completion_tokens,
-        "estimated_cost_usd": round((prompt_tokens * price_in + completion_tokens * price_out) / 1e6, 6),
-        "price_per_mtok": [price_in, price_out],
+        "estimated_cost_usd": round(cost_usd(prompt_tokens, completion_tokens, prices), 6),
+        "price_per_mtok": list(prices),
         # Spent on this cache by earlier runs; --max_cost counts it.
         "already_spent_usd": round(spent, 6),
     }
