@@ -24,6 +24,7 @@ import torch
 from transformers import LlamaConfig
 
 from modeling_emovit import EmoVitConfig, EmoVitForConditionalGeneration
+from modeling_emovit.io_utils import atomic_write_text
 
 
 def full_size_config() -> EmoVitConfig:
@@ -101,9 +102,7 @@ def timed_steps(model, inputs, optimizer, device, steps: int, barrier=lambda: No
 
 def save(results: dict, path: str) -> None:
     """Writes the results whole (temporary file + rename): a run stopped by a timeout leaves the last complete file."""
-    with open(path + ".tmp", "w") as f:
-        json.dump(results, f, indent=1)
-    os.replace(path + ".tmp", path)
+    atomic_write_text(path, json.dumps(results, indent=1))
 
 
 def build_model(config, device):
@@ -112,9 +111,7 @@ def build_model(config, device):
     torch.manual_seed(0)
     with torch.device(device):
         model = EmoVitForConditionalGeneration(config)
-    model.vision_model.embeddings.to(torch.bfloat16)
-    model.vision_model.encoder.to(torch.bfloat16)
-    model.language_model.to(torch.bfloat16)
+    model.cast_frozen_towers(torch.bfloat16)
     counts = model.freeze_for_instruction_tuning(freeze_unused=True)
     return model, counts
 
