@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -128,6 +129,27 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, write)
 
 
+# ---------------------------------------------------------------------------------------------------- commands
+
+# Errors that mean the user's input is wrong (a flag's value, a file's content, a missing path): the command prints
+# their message, which says what to do, instead of a traceback. Anything else is a bug and keeps its traceback.
+INPUT_ERRORS = (ValueError, OSError)
+DEBUG_VARIABLE = "EMOVIT_DEBUG"
+
+
+def run_command(prog: str, main, *args):
+    """Runs a command's `main(*args)` and returns its result. An input error (`INPUT_ERRORS`) ends the process with
+    `prog: error: <message>` on stderr and exit status 1, without a traceback; with EMOVIT_DEBUG=1 in the environment
+    it is raised as it is, traceback and all."""
+    try:
+        return main(*args)
+    except INPUT_ERRORS as e:
+        if os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
+            raise
+        print(f"{prog}: error: {e}\n(run with {DEBUG_VARIABLE}=1 to see where it was raised)", file=sys.stderr)
+        sys.exit(1)
+
+
 # ---------------------------------------------------------------------------------------------------- JSONL caches
 
 
@@ -193,4 +215,5 @@ class JsonlCache:
             self._add(entry)
 
 
-__all__ = ["IMAGE_DECODE_ERRORS", "JsonlCache", "atomic_write", "atomic_write_text", "open_image", "to_rgb"]
+__all__ = ["IMAGE_DECODE_ERRORS", "INPUT_ERRORS", "JsonlCache", "atomic_write", "atomic_write_text", "open_image",
+           "run_command", "to_rgb"]

@@ -70,3 +70,24 @@ def test_atomic_write_folder_replaces_the_whole_folder_or_leaves_the_old_one(tmp
 
     atomic_write_folder(target, lambda folder: (folder / "c.txt").write_text("second"))
     assert sorted(p.name for p in target.iterdir()) == ["c.txt"]  # replaced, not merged
+
+
+def test_run_command_turns_an_input_error_into_one_line_and_exit_status_1(capsys, monkeypatch):
+    from modeling_emovit.io_utils import run_command
+
+    def bad_input():
+        raise ValueError("--foo 3 is not a valid value; pass 1 or 2.")
+
+    monkeypatch.delenv("EMOVIT_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        run_command("tool", bad_input)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tool: error: --foo 3 is not a valid value") and "Traceback" not in err
+    assert run_command("tool", lambda x: x + 1, 1) == 2
+
+    with pytest.raises(RuntimeError):  # a bug is not an input error: its traceback stays
+        run_command("tool", lambda: (_ for _ in ()).throw(RuntimeError("bug")))
+    monkeypatch.setenv("EMOVIT_DEBUG", "1")
+    with pytest.raises(ValueError, match="--foo 3"):
+        run_command("tool", bad_input)
