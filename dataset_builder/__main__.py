@@ -327,4 +327,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from modeling_emovit.io_utils import run_command
+
+    sys.exit(run_command("python -m dataset_builder", main))

@@ -17,7 +17,7 @@ import datasets
 from datasets.table import embed_table_storage
 
 from modeling_emovit.hub_utils import push_folder, write_card
-from modeling_emovit.io_utils import atomic_write_folder, atomic_write_text
+from modeling_emovit.io_utils import FOLDER_MARKER, atomic_write_folder, atomic_write_text
 
 from .emovit_instructions import CONFIG_NAMES, EmovitInstructions
 from .prompts import prompt_texts
@@ -25,6 +25,8 @@ from .build_folder import read_summary
 from .quality import plot_quality
 
 QUALITY_PLOT_FILE = "quality.png"
+# What the export folder's marker says wrote it: a later export replaces only a folder that says so.
+EXPORT_KIND = "dataset_builder Hub export"
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +134,9 @@ the caption or attributes instead of the image.
 
 def export_parquet_folder(dataset_dir: str | os.PathLike, export_dir: str | os.PathLike,
                           cache_dir: str | None = None) -> dict[str, int]:
-    """Writes the Hub folder; returns rows per config. Replaces `export_dir` only once it is complete."""
+    """Writes the Hub folder; returns rows per config. Replaces `export_dir` only once it is complete, and only when
+    it is new, empty or an earlier export left as it was written; the current folder, `dataset_dir` and the folders
+    above it are refused (ValueError, before any work; see `atomic_write_folder`)."""
     summary = read_summary(dataset_dir)
     counts = {}
 
@@ -156,16 +160,17 @@ def export_parquet_folder(dataset_dir: str | os.PathLike, export_dir: str | os.P
         public_summary["args"] = {k: v for k, v in summary.get("args", {}).items() if k not in ("emoset_root", "output_dir")}
         atomic_write_text(staging / "summary.json", json.dumps(public_summary, indent=2))
 
-    atomic_write_folder(export_dir, write)
+    atomic_write_folder(export_dir, write, kind=EXPORT_KIND, protected=[dataset_dir], what="--export_dir")
     logger.info("exported %s to %s", counts, export_dir)
     return counts
 
 
 def upload_folder(api, export_dir: str | os.PathLike, repo_id: str, private: bool = False,
                   commit_message: str = "Upload EmoVIT instruction data") -> str:
-    """Creates the dataset repo if needed and uploads the folder. `api` is a `huggingface_hub.HfApi`."""
+    """Creates the dataset repo if needed and uploads the folder (without the marker of the folder writer). `api` is
+    a `huggingface_hub.HfApi`."""
     return push_folder(export_dir, repo_id, repo_type="dataset", private=private, commit_message=commit_message,
-                       api=api)
+                       ignore_patterns=[FOLDER_MARKER], api=api)
 
 
 def check_loadable(export_dir: str | os.PathLike, config_name: str, expected_rows: int) -> None:

@@ -98,19 +98,78 @@ def atomic_write(path: str | os.PathLike, write) -> None:
         raise
 
 
-def atomic_write_folder(path: str | os.PathLike, write) -> None:
+# The file a folder written by `atomic_write_folder` carries: the kind of writer that made it and what it put there.
+FOLDER_MARKER = ".emovit-folder.json"
+
+
+def _folder_listing(folder: Path) -> list[str]:
+    """Every file and folder under `folder` (links not followed), as sorted POSIX paths relative to it."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+
+
+def _refuse_replacing(path: Path, kind: str, protected, what: str) -> None:
+    """Raises ValueError unless `atomic_write_folder` may put a new folder in place of `path`: see there."""
+    where = f"{what} {str(path)!r}"
+    if path.is_symlink():
+        raise ValueError(f"{where} is a symbolic link (to {os.readlink(path)!r}); name a real folder, which is then "
+                         "written whole, or a new one.")
+    resolved = path.resolve()
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise ValueError(f"{where} is the current folder or a folder above it; writing it whole would delete "
+                         "everything in it. Name a new folder, e.g. a sub-folder of this one.")
+    for folder in protected:
+        folder = Path(folder).resolve()
+        if resolved == folder or resolved in folder.parents:
+            raise ValueError(f"{where} is the input folder {str(folder)!r} or a folder above it; writing it whole "
+                             "would delete the input. Name a new folder outside it.")
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise ValueError(f"{where} exists and is not a folder; name a new folder, or move the file away.")
+    found = _folder_listing(path)
+    if not found:
+        return  # an empty folder holds nothing to lose
+    advice = ("It is never deleted or overwritten: name a new or empty folder, or move the folder away (or delete it "
+              "yourself if nothing in it is needed).")
+    try:
+        marker = json.loads((path / FOLDER_MARKER).read_text(encoding="utf-8"))
+        written_kind, written = marker["kind"], set(marker["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise ValueError(f"{where} already exists and holds files this command did not write ({shown}). "
+                         f"{advice}") from None
+    if written_kind != kind:
+        raise ValueError(f"{where} was written by {written_kind!r}, not by {kind!r}. {advice}")
+    added = [name for name in found if name != FOLDER_MARKER and name not in written]
+    if added:
+        shown = ", ".join(added[:5]) + (f" and {len(added) - 5} more" if len(added) > 5 else "")
+        raise ValueError(f"{where} is an earlier {kind}, but files were added to it since ({shown}). {advice}")
+
+
+def atomic_write_folder(path: str | os.PathLike, write, kind: str, protected=(), what: str = "output folder") -> None:
     """As `atomic_write`, for a folder: calls `write(tmp_folder)` on a temporary folder beside `path`, then puts it in
-    place of `path` (an existing folder there is removed first). A reader finds the old folder, the whole new one or
-    none, never half of one; on failure the temporary folder is removed."""
-    path = Path(path)
+    place of `path`. A reader finds the old folder, the whole new one or none, never half of one; on failure the
+    temporary folder is removed.
+
+    Nothing this writer did not make is ever deleted: an existing `path` is replaced only when it is empty or is an
+    earlier folder of the same `kind` holding nothing added since (the folder carries `FOLDER_MARKER`, which names
+    `kind` and lists what was written). A folder of the user's, the current folder or one above it, a link, and a
+    folder in `protected` (the inputs of `write`) or above one are refused with a ValueError that names `what` (e.g.
+    the command-line flag) before `write` runs, and checked again before the old folder is removed."""
+    path = Path(os.path.abspath(path))
+    _refuse_replacing(path, kind, protected, what)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-building-"))
     try:
         write(tmp)
+        listing = _folder_listing(tmp)
+        (tmp / FOLDER_MARKER).write_text(json.dumps({"kind": kind, "files": listing}, indent=1), encoding="utf-8")
         # mkdtemp creates the folder 0700; outputs are ordinary folders for whoever reads them.
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)
+        _refuse_replacing(path, kind, protected, what)  # the write may take long; the folder may have changed
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -215,5 +274,5 @@ class JsonlCache:
             self._add(entry)
 
 
-__all__ = ["IMAGE_DECODE_ERRORS", "INPUT_ERRORS", "JsonlCache", "atomic_write", "atomic_write_text", "open_image",
-           "run_command", "to_rgb"]
+__all__ = ["FOLDER_MARKER", "IMAGE_DECODE_ERRORS", "INPUT_ERRORS", "JsonlCache", "atomic_write", "atomic_write_folder",
+           "atomic_write_text", "open_image", "run_command", "to_rgb"]

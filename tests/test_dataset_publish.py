@@ -2,6 +2,8 @@
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import datasets
@@ -80,7 +82,8 @@ class RecordingHfApi:
 
     def upload_folder(self, folder_path, repo_id, repo_type=None, commit_message=None, ignore_patterns=None):
         self.calls.append(("upload_folder", repo_id, repo_type, commit_message))
-        shutil.copytree(folder_path, self.remote / repo_id)
+        # As the Hub client does: files matching ignore_patterns stay behind.
+        shutil.copytree(folder_path, self.remote / repo_id, ignore=shutil.ignore_patterns(*(ignore_patterns or [])))
         return f"https://hub.invalid/datasets/{repo_id}/commit/1"
 
 
@@ -111,3 +114,63 @@ def test_push_command_without_repo_only_exports(synthetic_root, tmp_path, capsys
     assert "'categorical': 8" in capsys.readouterr().out
     assert (out / "hub" / "categorical" / "train-00000-of-00001.parquet").is_file()
     assert len(datasets.load_dataset(str(out / "hub"), "categorical", split="train", cache_dir=str(tmp_path / "c"))) == 8
+
+
+@pytest.fixture(scope="module")
+def small_build(synthetic_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("small-build") / "out"
+    run_build(BuildOptions(emoset_root=str(synthetic_root), output_dir=str(out), types=("categorical",),
+                           per_class={"categorical": 1}, show_progress=False))
+    return out
+
+
+def _tree(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_push_never_deletes_a_folder_it_did_not_write(small_build, tmp_path):
+    """`--export_dir` naming a folder of the user's own is refused with one line, and the folder stays as it was."""
+    from conftest import subprocess_env
+
+    mine = tmp_path / "mine"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "thesis.txt").write_text("three years of work")
+    (mine / "sub" / "notes.md").write_text("notes")
+    result = subprocess.run([sys.executable, "-m", "dataset_builder", "push", "--dataset_dir", str(small_build),
+                             "--export_dir", str(mine)], env=subprocess_env(), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "--export_dir" in result.stderr and "thesis.txt" in result.stderr
+    assert _tree(mine) == ["sub", "sub/notes.md", "thesis.txt"]
+    assert (mine / "thesis.txt").read_text() == "three years of work"
+
+
+@pytest.mark.parametrize("where", ["current folder", "dataset folder", "parent of the dataset folder"])
+def test_push_refuses_the_current_folder_the_dataset_folder_and_its_parents(small_build, tmp_path, monkeypatch,
+                                                                            where):
+    from dataset_builder.__main__ import main
+
+    before = _tree(small_build.parent)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "keep.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    export_dir = {"current folder": ".", "dataset folder": str(small_build),
+                  "parent of the dataset folder": str(small_build.parent)}[where]
+    with pytest.raises(ValueError, match="--export_dir"):
+        main(["push", "--dataset_dir", str(small_build), "--export_dir", export_dir])
+    assert _tree(small_build.parent) == before and _tree(work) == ["keep.txt"]
+
+
+def test_push_replaces_its_own_earlier_export_and_uploads_no_marker(small_build, tmp_path):
+    from modeling_emovit.io_utils import FOLDER_MARKER
+
+    hub = tmp_path / "hub"
+    assert export_parquet_folder(small_build, hub) == {"categorical": 8, "all": 8}
+    first = (hub / "categorical" / "train-00000-of-00001.parquet").stat().st_mtime_ns
+    assert export_parquet_folder(small_build, hub) == {"categorical": 8, "all": 8}  # an earlier export: replaced
+    assert (hub / "categorical" / "train-00000-of-00001.parquet").stat().st_mtime_ns != first
+    api = RecordingHfApi(tmp_path / "remote")
+    upload_folder(api, hub, "me/small")
+    assert (hub / FOLDER_MARKER).is_file() and not (tmp_path / "remote" / "me" / "small" / FOLDER_MARKER).exists()
+    assert (tmp_path / "remote" / "me" / "small" / "README.md").is_file()

@@ -50,10 +50,10 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
 def test_atomic_write_folder_replaces_the_whole_folder_or_leaves_the_old_one(tmp_path):
     import os
 
-    from modeling_emovit.io_utils import atomic_write_folder
+    from modeling_emovit.io_utils import FOLDER_MARKER, atomic_write_folder
 
     target = tmp_path / "out"
-    atomic_write_folder(target, lambda folder: (folder / "a.txt").write_text("first"))
+    atomic_write_folder(target, lambda folder: (folder / "a.txt").write_text("first"), kind="test export")
     assert (target / "a.txt").read_text() == "first"
     umask = os.umask(0)
     os.umask(umask)
@@ -64,12 +64,12 @@ def test_atomic_write_folder_replaces_the_whole_folder_or_leaves_the_old_one(tmp
         raise RuntimeError("stopped")
 
     with pytest.raises(RuntimeError, match="stopped"):
-        atomic_write_folder(target, half_then_fail)
+        atomic_write_folder(target, half_then_fail, kind="test export")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary folder left beside it
-    assert sorted(p.name for p in target.iterdir()) == ["a.txt"]
+    assert sorted(p.name for p in target.iterdir()) == [FOLDER_MARKER, "a.txt"]
 
-    atomic_write_folder(target, lambda folder: (folder / "c.txt").write_text("second"))
-    assert sorted(p.name for p in target.iterdir()) == ["c.txt"]  # replaced, not merged
+    atomic_write_folder(target, lambda folder: (folder / "c.txt").write_text("second"), kind="test export")
+    assert sorted(p.name for p in target.iterdir()) == [FOLDER_MARKER, "c.txt"]  # replaced, not merged
 
 
 def test_run_command_turns_an_input_error_into_one_line_and_exit_status_1(capsys, monkeypatch):
@@ -91,3 +91,69 @@ def test_run_command_turns_an_input_error_into_one_line_and_exit_status_1(capsys
     monkeypatch.setenv("EMOVIT_DEBUG", "1")
     with pytest.raises(ValueError, match="--foo 3"):
         run_command("tool", bad_input)
+
+
+def _tree(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_atomic_write_folder_never_replaces_a_folder_it_did_not_write(tmp_path):
+    """A user's folder (a thesis and a sub-folder) is refused before anything is written, and stays as it was."""
+    from modeling_emovit.io_utils import atomic_write_folder
+
+    target = tmp_path / "mine"
+    (target / "sub").mkdir(parents=True)
+    (target / "thesis.txt").write_text("three years of work")
+    (target / "sub" / "data.csv").write_text("1,2")
+    written = []
+    with pytest.raises(ValueError, match="thesis.txt") as info:
+        atomic_write_folder(target, lambda folder: written.append(folder), kind="test export", what="--export_dir")
+    assert "--export_dir" in str(info.value) and str(target) in str(info.value) and "never deleted" in str(info.value)
+    assert written == []  # refused before the (possibly long) write
+    assert _tree(target) == ["sub", "sub/data.csv", "thesis.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
+def test_atomic_write_folder_replaces_only_its_own_kind_with_nothing_added(tmp_path):
+    from modeling_emovit.io_utils import atomic_write_folder
+
+    target = tmp_path / "export"
+    target.mkdir()  # an empty folder holds nothing to lose
+    atomic_write_folder(target, lambda folder: (folder / "a.txt").write_text("first"), kind="test export")
+    atomic_write_folder(target, lambda folder: (folder / "b.txt").write_text("second"), kind="test export")
+    assert (target / "b.txt").read_text() == "second" and not (target / "a.txt").exists()
+    with pytest.raises(ValueError, match="other export"):
+        atomic_write_folder(target, lambda folder: None, kind="other export")
+    (target / "notes.md").write_text("mine")  # added by the user after the export was written
+    with pytest.raises(ValueError, match="notes.md"):
+        atomic_write_folder(target, lambda folder: None, kind="test export")
+    assert (target / "notes.md").read_text() == "mine" and (target / "b.txt").read_text() == "second"
+    (target / "notes.md").unlink()
+    file = tmp_path / "file.txt"
+    file.write_text("not a folder")
+    with pytest.raises(ValueError, match="not a folder"):
+        atomic_write_folder(file, lambda folder: None, kind="test export")
+    assert file.read_text() == "not a folder"
+
+
+def test_atomic_write_folder_refuses_the_current_folder_its_parents_and_protected_folders(tmp_path, monkeypatch):
+    from modeling_emovit.io_utils import atomic_write_folder
+
+    work = tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    (work / "data" / "records.jsonl").write_text("{}\n")
+    monkeypatch.chdir(work)
+    for target in (".", "..", str(work)):
+        with pytest.raises(ValueError, match="current folder"):
+            atomic_write_folder(target, lambda folder: (folder / "x").write_text("x"), kind="test export")
+    # The inputs of the writer, and every folder above them, are refused too, even when empty of anything else.
+    data = work / "data"
+    for target in (data, work / "data" / ".." / "data"):
+        with pytest.raises(ValueError, match="input"):
+            atomic_write_folder(target, lambda folder: None, kind="test export", protected=[data])
+    outside = tmp_path / "other" / "data"
+    outside.mkdir(parents=True)
+    with pytest.raises(ValueError, match="input"):
+        atomic_write_folder(tmp_path / "other", lambda folder: None, kind="test export", protected=[outside])
+    assert (work / "data" / "records.jsonl").read_text() == "{}\n" and outside.is_dir()
+    assert sorted(p.name for p in work.iterdir()) == ["data"] and sorted(p.name for p in tmp_path.iterdir()) == [
+        "other", "work"]

@@ -21,11 +21,20 @@ def test_offline_default_builds_data_and_model_once(tmp_path, caplog):
     assert caplog.text == "" and (tmp_path / "tiny-base" / "config.json").stat().st_mtime_ns == written
 
 
-def test_offline_default_replaces_a_half_written_folder(tmp_path):
-    """A folder without its completion file (left by a build that was killed) is built again, and no temporary
-    folder is left beside the outputs."""
+def test_offline_default_never_replaces_a_folder_it_did_not_write(tmp_path):
+    """A folder where the offline default puts its base model, holding files of someone else's, is refused with
+    its name and left as it was; an empty one is built; no temporary folder is left beside the outputs."""
+    import pytest
+
     (tmp_path / "tiny-base").mkdir(parents=True)
-    (tmp_path / "tiny-base" / "model.safetensors").write_bytes(b"truncated")
+    (tmp_path / "tiny-base" / "model.safetensors").write_bytes(b"someone's weights")
+    with pytest.raises(ValueError, match="tiny-base") as info:
+        build_offline_default(tmp_path, images_per_class=3, seed=0)
+    assert "model.safetensors" in str(info.value) and "never deleted" in str(info.value)
+    assert (tmp_path / "tiny-base" / "model.safetensors").read_bytes() == b"someone's weights"
+    assert sorted(p.name for p in (tmp_path / "tiny-base").iterdir()) == ["model.safetensors"]
+
+    (tmp_path / "tiny-base" / "model.safetensors").unlink()  # an empty folder holds nothing to lose
     _, model = build_offline_default(tmp_path, images_per_class=3, seed=0)
     assert (tmp_path / "tiny-base" / "config.json").is_file()
     assert (tmp_path / "tiny-base" / "model.safetensors").stat().st_size > 1000

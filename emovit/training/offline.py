@@ -9,12 +9,17 @@ from modeling_emovit.io_utils import atomic_write_folder
 logger = logging.getLogger(__name__)
 
 
-def _build_into(target: Path, marker: str, build) -> None:
+# What the offline default's folders say wrote them (see `atomic_write_folder`).
+OFFLINE_KIND = "train.py offline default"
+
+
+def _build_into(target: Path, done_file: str, build) -> None:
     """Runs `build(folder)` into a temporary folder beside `target` and renames it into place, so that a reader (or
-    another process) finds the whole folder or none. A `target` without its `marker` file is the remnant of an
-    interrupted build and is replaced."""
-    if not (target / marker).is_file():
-        atomic_write_folder(target, build)
+    another process) finds the whole folder or none. A `target` holding its `done_file` is kept as it is; without
+    it, `target` is built when it is missing or empty, and any other folder there is refused (ValueError): it is
+    not this writer's to delete."""
+    if not (target / done_file).is_file():
+        atomic_write_folder(target, build, kind=OFFLINE_KIND)
 
 
 def build_offline_default(work_dir: Path, images_per_class: int, seed: int) -> tuple[str, str]:
