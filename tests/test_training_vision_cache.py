@@ -61,6 +61,23 @@ def test_vision_cache_key_covers_dtype_image_files_and_half_written_entries(tiny
     assert entry() != changed
 
 
+def test_vision_cache_removes_only_its_own_stale_entries(tiny_model, tiny_processor, images, tmp_path):
+    """A new entry replaces the cache's older entries and killed builds' leftovers, never a folder of someone
+    else's that sits in the cache folder."""
+    folder = tmp_path / "vision_cache"
+    (folder / "my-notes").mkdir(parents=True)
+    (folder / "my-notes" / "keep.txt").write_text("mine")
+    (folder / "0123456789abcdef").mkdir()  # an older entry of the cache (another fingerprint)
+    (folder / ".building-0123456789abcdef-x1y2").mkdir()  # a killed build's temporary folder
+    for i, image in enumerate(images):
+        image.save(tmp_path / f"{i}.png")
+    examples = [{"image": str(tmp_path / f"{i}.png"), "image_key": str(tmp_path / f"{i}.png")} for i in range(4)]
+    assert VisionCache.build(tiny_model, tiny_processor, examples, folder).encoded == 4
+    assert (folder / "my-notes" / "keep.txt").read_text() == "mine"
+    [entry] = [p.name for p in folder.iterdir() if p.name != "my-notes"]
+    assert re.fullmatch("[0-9a-f]{16}", entry) and entry != "0123456789abcdef"
+
+
 def test_cached_rows_are_the_vision_towers_output(tiny_model, tiny_processor, images, tmp_path):
     examples = [{"image": image, "image_key": f"img{i}"} for i, image in enumerate(images)]
     cache = VisionCache.build(tiny_model, tiny_processor, examples + examples[:1], tmp_path / "cache")

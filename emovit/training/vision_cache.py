@@ -5,6 +5,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -15,6 +16,10 @@ import torch
 from modeling_emovit.io_utils import open_image
 
 logger = logging.getLogger(__name__)
+
+# The names of the folders the cache makes in its folder: an entry (its key's 16-hex fingerprint) and the temporary
+# folder it is built in.
+_CACHE_FOLDER_NAME = re.compile(r"[0-9a-f]{16}|\.building-[0-9a-f]{16}-.+")
 
 
 def _launch_state():
@@ -189,8 +194,10 @@ class VisionCache:
                 own_error = e
             else:
                 for stale in folder.iterdir():
-                    if stale != entry and stale.is_dir():
-                        shutil.rmtree(stale, ignore_errors=True)  # other fingerprints and killed builds' leftovers
+                    # Other fingerprints and killed builds' leftovers, by their names: whatever else is in the
+                    # folder is not the cache's to delete.
+                    if stale != entry and stale.is_dir() and _CACHE_FOLDER_NAME.fullmatch(stale.name):
+                        shutil.rmtree(stale, ignore_errors=True)
                 logger.info("vision features of %d images cached in %s by %d process(es)", len(keys), entry,
                             state.num_processes)
         problem = _from_main(state, None if own_error is None else f"process 0: {type(own_error).__name__}: "
