@@ -101,10 +101,23 @@ def write_outputs(output_dir: str | os.PathLike, records: list[Record], summary:
 
 
 def read_summary(output_dir: str | os.PathLike) -> dict:
+    """The summary of a build folder; ValueError naming the file (and the field) when it is damaged."""
     path = Path(output_dir) / SUMMARY_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; run `python -m dataset_builder build --output_dir {output_dir}` first.")
-    return json.loads(path.read_text())
+    advice = "The builder never writes one like it: restore the file or rebuild the folder."
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}). {advice}") from e
+    if not isinstance(summary, dict):
+        raise ValueError(f"{path} holds a {type(summary).__name__}, not a JSON object. {advice}")
+    if not isinstance(summary.get("emoset_root"), str):
+        raise ValueError(f"{path}: field 'emoset_root' is {summary.get('emoset_root')!r}, not a folder path. {advice}")
+    counts = summary.get("records_per_type")
+    if not (isinstance(counts, dict) and all(isinstance(n, int) for n in counts.values())):
+        raise ValueError(f"{path}: field 'records_per_type' is {counts!r}, not a count per type. {advice}")
+    return summary
 
 
 def _checked_record_lines(path: Path):

@@ -21,7 +21,7 @@ from modeling_emovit.io_utils import FOLDER_MARKER, atomic_write_folder, atomic_
 
 from .emovit_instructions import CONFIG_NAMES, EmovitInstructions
 from .prompts import prompt_texts
-from .build_folder import read_summary
+from .build_folder import load_records, read_summary
 from .quality import plot_quality
 
 QUALITY_PLOT_FILE = "quality.png"
@@ -138,6 +138,9 @@ def export_parquet_folder(dataset_dir: str | os.PathLike, export_dir: str | os.P
     it is new, empty or an earlier export left as it was written; the current folder, `dataset_dir` and the folders
     above it are refused (ValueError, before any work; see `atomic_write_folder`)."""
     summary = read_summary(dataset_dir)
+    # Every record checked first, so a damaged line is named with its file and line number (inside the `datasets`
+    # builder the same error arrives wrapped in a DatasetGenerationError).
+    load_records(dataset_dir)
     counts = {}
 
     def write(staging: Path):

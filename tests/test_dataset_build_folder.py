@@ -54,3 +54,19 @@ def test_load_records_names_file_and_line_of_a_bad_record(tmp_path, change, mess
     write_outputs(tmp_path, records, BuildSummary(emoset_root=str(tmp_path / "emoset")), seed=0)
     with pytest.raises(ValueError, match=r"instructions.jsonl:2: .*" + message):
         load_records(tmp_path)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{bad", "summary.json is not valid JSON"),
+    ("[]", "summary.json holds a list, not a JSON object"),
+    ('{"emoset_root": 3, "records_per_type": {}}', "field 'emoset_root' is 3"),
+    ('{"emoset_root": "/data", "records_per_type": []}', "field 'records_per_type' is []"),
+])
+def test_read_summary_names_the_file_and_field_of_a_damaged_summary(tmp_path, text, message):
+    from dataset_builder.build_folder import read_summary
+
+    (tmp_path / "summary.json").write_text(text)
+    with pytest.raises(ValueError) as info:
+        read_summary(tmp_path)
+    assert message in str(info.value)
+    assert str(tmp_path / "summary.json") in str(info.value) and "rebuild" in str(info.value)

@@ -174,3 +174,22 @@ def test_push_replaces_its_own_earlier_export_and_uploads_no_marker(small_build,
     upload_folder(api, hub, "me/small")
     assert (hub / FOLDER_MARKER).is_file() and not (tmp_path / "remote" / "me" / "small" / FOLDER_MARKER).exists()
     assert (tmp_path / "remote" / "me" / "small" / "README.md").is_file()
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda out: open(out / "instructions.jsonl", "a").write('{"broken": 1}\n'), "instructions.jsonl:9"),
+    (lambda out: (out / "summary.json").write_text("[]"), "summary.json holds a list"),
+    (lambda out: shutil.rmtree(out), "summary.json does not exist"),
+])
+def test_push_input_errors_end_in_one_line_naming_the_file(small_build, tmp_path, damage, words):
+    from conftest import subprocess_env
+
+    out = tmp_path / "out"
+    shutil.copytree(small_build, out)
+    damage(out)
+    result = subprocess.run([sys.executable, "-m", "dataset_builder", "push", "--dataset_dir", str(out),
+                             "--export_dir", str(tmp_path / "hub")], env=subprocess_env(), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert f"python -m dataset_builder: error: {out}" in result.stderr and words in result.stderr
+    assert not (tmp_path / "hub").exists()
