@@ -102,8 +102,8 @@ def write_emotionroi(root: Path, count: int, rng: random.Random) -> None:
 def write_synthetic_benchmarks(output_dir: str | Path, images_per_class: int = 4, seed: int = 0) -> Path:
     """Writes every synthetic benchmark under `output_dir` and `output_dir/suite.yaml` over them; returns its path."""
     if images_per_class < 3:
-        raise ValueError(f"images_per_class is {images_per_class}; use at least 3 (EmotionROI's test split takes "
-                         "every third image).")
+        raise ValueError(f"--images_per_class {images_per_class} is too few; use 3 or more (EmotionROI's test split "
+                         "takes every third image).")
     root, rng = Path(output_dir), random.Random(seed)
     write_image_folder(root / "FI", EMOSET_EMOTIONS, images_per_class, rng)
     write_artphoto(root / "ArtPhoto", images_per_class, rng)
@@ -148,4 +148,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from modeling_emovit.io_utils import run_command
+
+    run_command("python -m emovit.evaluation.synthetic_benchmarks", main)
