@@ -257,9 +257,10 @@ def _caption(args) -> int:
     listing = read_split(root, args.split)
     drawn = sample_per_class(listing.items, {t: args.per_class[t] for t in args.types}, args.seed)
     paths = [item.image_path for items in drawn.values() for item in items]
+    folder_lock = hold_folder_lock(cache_dir.resolve(), "--cache_dir" if args.cache_dir else "--output_dir")
     try:
         result = caption_images_sharded(paths, args.captioner, cache_dir / CAPTION_CACHE_FILE, args.caption_batch_size,
-                                        show_progress=not args.no_progress, folder_lock=hold_folder_lock(cache_dir.resolve()))
+                                        show_progress=not args.no_progress, folder_lock=folder_lock)
     except FolderLockedError as e:  # raised on every process; one says it
         from accelerate import PartialState
 

@@ -42,9 +42,21 @@ class BuildStopped(RuntimeError):
     """The server kept refusing requests; the outputs hold what was answered before that."""
 
 
+# What to do when the folder of each flag is held by another build.
+_LOCKED_ADVICE = {
+    "--output_dir": "Two builds into one folder would pay for every request twice: wait for that one to finish, or "
+                    "build into another --output_dir.",
+    "--cache_dir": "It holds the LLM and caption caches, which two builds must not write at once (they would pay for "
+                   "the same requests twice). Wait for that build to finish and run this one again (it then reuses "
+                   "every answer the other paid for), or give this build another --cache_dir of its own (it starts "
+                   "with an empty cache).",
+}
+
+
 @contextmanager
-def hold_folder_lock(folder: Path):
-    """Holds an exclusive lock on `folder` while the block runs; raises FolderLockedError when another process has it.
+def hold_folder_lock(folder: Path, flag: str = "--output_dir"):
+    """Holds an exclusive lock on `folder` while the block runs; raises FolderLockedError, naming `flag` (the
+    command-line flag that chose the folder: --output_dir or --cache_dir), when another process has it.
 
     The lock is `flock` on a file in the folder: the kernel releases it when the process ends, however it ends,
     so a killed build leaves nothing that blocks the next one. The file itself stays; it only names the last holder.
@@ -57,10 +69,8 @@ def hold_folder_lock(folder: Path):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise FolderLockedError(
-                f"{folder} is in use by another build (process {holder}; lock file {path}). Two builds into one folder "
-                "would pay for every request twice: wait for that one to finish, or build into another --output_dir."
-            ) from None
+            raise FolderLockedError(f"{flag} {folder} is in use by another build (process {holder}; lock file "
+                                    f"{path}). {_LOCKED_ADVICE[flag]}") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
@@ -128,8 +138,9 @@ def run_build(options: BuildOptions) -> dict:
     output_dir = Path(options.output_dir)
     cache_dir = Path(options.cache_dir) if options.cache_dir else output_dir
     with ExitStack() as locks:
-        for folder in dict.fromkeys([output_dir.resolve(), cache_dir.resolve()]):
-            locks.enter_context(hold_folder_lock(folder))
+        locks.enter_context(hold_folder_lock(output_dir.resolve(), "--output_dir"))
+        if cache_dir.resolve() != output_dir.resolve():
+            locks.enter_context(hold_folder_lock(cache_dir.resolve(), "--cache_dir"))
         return _run_build(options)
 
 

@@ -305,6 +305,22 @@ def test_second_build_on_a_locked_folder_fails_and_a_killed_holder_does_not_bloc
     assert summary["records_per_type"] == {"conversation": 96} and time.monotonic() - start < 30
 
 
+def test_a_cache_dir_another_build_holds_is_named_with_its_own_flag(synthetic_root, tmp_path, capsys):
+    """Two builds into different folders sharing one --cache_dir: the refusal names the cache folder and
+    --cache_dir, and says what to do about it, not to change --output_dir."""
+    from dataset_builder.build import hold_folder_lock
+
+    cache = tmp_path / "shared-cache"
+    with hold_folder_lock(cache):
+        code = main(["build", "--emoset_root", str(synthetic_root), "--output_dir", str(tmp_path / "out"),
+                     "--cache_dir", str(cache), "--types", "categorical", "--per_class", "categorical=1",
+                     "--no_progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and f"--cache_dir {cache} is in use by another build (process {os.getpid()}" in err
+    assert "another --cache_dir" in err and "--output_dir" not in err
+    assert not (tmp_path / "out" / "instructions.jsonl").exists()
+
+
 def test_credentials_in_base_url_never_reach_outputs_or_logs(synthetic_root, tmp_path, llmock, caplog):
     llmock.add(Reply(text=CONVERSATION_REPLY, times=None))
     url = llmock.base_url().replace("http://", "http://USERSECRET@") + "?api_key=QUERYSECRET#FRAGSECRET"

@@ -239,7 +239,7 @@ def test_two_processes_stop_together_on_a_folder_another_build_holds(tiny_blip2,
         done = caption_command(synthetic_root, out, tiny_blip2, processes=2)
     assert done.returncode != 0
     assert [line for line in done.stderr.splitlines() if line.startswith("error:")] == [
-        f"error: {out} is in use by another build (process {os.getpid()}; lock file {out / '.build.lock'})."
+        f"error: --output_dir {out} is in use by another build (process {os.getpid()}; lock file {out / '.build.lock'})."
         " Two builds into one folder would pay for every request twice: wait for that one to finish, or build into "
         "another --output_dir."]
     assert sorted(p.name for p in out.iterdir()) == [".build.lock"]
