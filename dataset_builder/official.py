@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 from modeling_emovit.configuration_emovit import EMOSET_EMOTIONS
 from modeling_emovit.processing_emovit import parse_emotion_answer
 
-from .build_folder import BuildSummary, write_outputs
+from .build_folder import SUMMARY_FILE, BuildSummary, read_summary, read_written_records, write_outputs
 from .emoset import Skip, resolve_inside_root
 from .records import INSTRUCTION_TYPES, Record, training_record_problem
 
@@ -88,10 +89,24 @@ def import_official_json(json_path: str | os.PathLike, kind: str = "auto", label
     return records, skipped
 
 
+def _refuse_replacing_records(output_dir: Path, json_path: Path) -> None:
+    earlier = read_written_records(output_dir)
+    if not earlier:
+        return
+    source = read_summary(output_dir).get("args", {}).get("json") if (output_dir / SUMMARY_FILE).is_file() else None
+    if source is not None and Path(source).resolve() == json_path.resolve():
+        return  # an earlier import of this file: importing it again gives the same records
+    counts = ", ".join(f"{n} {kind} records" for kind, n in Counter(r["type"] for r in earlier).items())
+    raise ValueError(f"--output_dir {output_dir} already holds {counts} (from {source or 'a build'}); an import writes "
+                     "the folder's records whole and would replace them. Import into another --output_dir.")
+
+
 def import_official(json_path: str | os.PathLike, kind: str, emoset_root: str | os.PathLike,
                     output_dir: str | os.PathLike, seed: int) -> BuildSummary:
     """Writes the records of an official instruction file (see `import_official_json`) as a build folder whose
-    image paths are relative to `emoset_root`; returns its summary."""
+    image paths are relative to `emoset_root`; returns its summary. The folder's records are written whole, so a
+    folder holding records of anything but an earlier import of the same file is refused (ValueError)."""
+    _refuse_replacing_records(Path(output_dir), Path(json_path))
     found, skipped = import_official_json(json_path, kind, root=emoset_root)
     records = [Record.from_dict(record) for record in found]
     root = Path(emoset_root).resolve()

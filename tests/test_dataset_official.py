@@ -80,3 +80,25 @@ def test_import_official_command_keeps_paths_inside_the_emoset_root(tmp_path):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["records"] == 1 and [s["item"] for s in summary["skipped"]] == ["official.json[1]"]
     assert str(tmp_path / "secret.jpg") in summary["skipped"][0]["reason"]
+
+
+def test_import_into_a_build_folder_is_refused_and_a_reimport_of_the_same_file_replaces_itself(synthetic_root,
+                                                                                                tmp_path):
+    """The import writes the folder's records whole: over a build folder it would replace every record there."""
+    from dataset_builder.__main__ import main
+    from dataset_builder.build import BuildOptions, run_build
+
+    out = tmp_path / "out"
+    run_build(BuildOptions(emoset_root=str(synthetic_root), output_dir=str(out), types=("conversation",),
+                           per_class={"conversation": 1}, show_progress=False))
+    before = (out / "instructions.jsonl").read_bytes()
+    turns = [{"from": "human", "value": "Which?"}, {"from": "gpt", "value": "Predict emotion: awe"}]
+    (tmp_path / "official.json").write_text(json.dumps([{"id": "1", "image": "awe_00001.jpg", "conversations": turns}]))
+    command = ["import_official", "--json", str(tmp_path / "official.json"), "--type", "categorical",
+               "--emoset_root", str(synthetic_root), "--output_dir"]
+    with pytest.raises(ValueError, match="24 conversation records") as info:
+        main(command + [str(out)])
+    assert "--output_dir" in str(info.value) and (out / "instructions.jsonl").read_bytes() == before
+    assert main(command + [str(tmp_path / "imported")]) == 0
+    assert main(command + [str(tmp_path / "imported")]) == 0  # the same file again: its own records replaced
+    assert len((tmp_path / "imported" / "instructions.jsonl").read_text().splitlines()) == 1
