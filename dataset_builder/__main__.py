@@ -156,6 +156,9 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--captioner", default="none", help="image-to-text model id or folder (e.g. Salesforce/blip2-opt-2.7b), or none")
     build.add_argument("--caption_batch_size", type=_whole_number(1), default=16, help="images per captioning batch")
     build.add_argument("--cache_dir", default=None, help="where the LLM and caption caches live (default: --output_dir)")
+    build.add_argument("--replace_llm_records", action="store_true",
+                       help="let --llm_backend template replace conversation/reasoning records an LLM wrote (the openai "
+                       "backend's, or imported official ones); refused without it")
     build.add_argument("--dry_run", action="store_true", help="count requests, tokens and cost; send nothing, write nothing")
     build.add_argument("--no_progress", action="store_true", help="hide progress bars")
 
@@ -225,7 +228,7 @@ def _build(args) -> int:
                            per_class=args.per_class, llm_backend=args.llm_backend, captioner=args.captioner,
                            caption_batch_size=args.caption_batch_size, split=args.split, seed=args.seed,
                            dry_run=args.dry_run, cache_dir=args.cache_dir, show_progress=not args.no_progress, llm=llm,
-                           batch=batch)
+                           batch=batch, replace_llm_records=args.replace_llm_records)
     try:
         summary = run_build(options)
     except (FolderLockedError, BuildStopped) as e:
@@ -242,6 +245,8 @@ def _build(args) -> int:
           f"skipped inputs: {len(summary['skipped'])}; see {args.output_dir}/summary.json")
     if summary["kept_from_earlier_builds"]:
         print(f"kept from earlier builds: {summary['kept_from_earlier_builds']}")
+    for kind, reason in summary["not_replaced"].items():
+        print(f"{kind}: the earlier records were kept, not replaced: {reason}; rerun to complete the type")
     return 0
 
 

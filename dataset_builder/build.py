@@ -95,26 +95,45 @@ class BuildOptions:
     llm: ClientSettings | None = None
     # Batch API mode of the LLM writer (--llm_mode batch); None sends online requests.
     batch: BatchSettings | None = None
+    # Let the template backend replace records an LLM wrote (refused otherwise).
+    replace_llm_records: bool = False
+
+
+# What the records of an LLM (the openai backend's, or the official ones imported) say in their `generator` field.
+_LLM_GENERATORS = ("openai-compatible:", "official-emovit")
 
 
 def _earlier_records(output_dir: Path, types: tuple[str, ...], root: Path) -> tuple[list[Record], dict]:
-    """Records (and the summary) of earlier builds in `output_dir` whose type is not in `types`: they are kept."""
-    earlier = read_written_records(output_dir)
-    kept = [Record.from_dict(r) for r in earlier if r["type"] not in types]
-    if len(kept) < len(earlier):
-        logger.info("rebuilding %s: the %d records of these types from earlier builds are replaced", list(types),
-                    len(earlier) - len(kept))
-    if not kept:
+    """The records earlier builds left in `output_dir`, in file order, and their summary. Those of types not in
+    `types` are kept; those of `types` are replaced once this build has written all of them (`run_build`)."""
+    earlier = [Record.from_dict(r) for r in read_written_records(output_dir)]
+    if not earlier:
         return [], {}
     summary = read_summary(output_dir) if (output_dir / SUMMARY_FILE).is_file() else {}
-    if summary.get("emoset_root") != str(root):
+    kept = [r for r in earlier if r.type not in types]
+    if kept and summary.get("emoset_root") != str(root):
         counts = dict(Counter(r.type for r in kept))
         raise ValueError(
             f"{output_dir} holds {counts} records built from emoset_root {summary.get('emoset_root')!r}, and this "
             f"build reads {str(root)!r}; their image paths would point into the wrong folder. Build into another "
             "--output_dir, or add those types to --types to rebuild them from this root."
         )
-    return kept, summary
+    return earlier, summary
+
+
+def _refuse_template_over_llm_records(output_dir: Path, earlier: list[Record], options: BuildOptions) -> None:
+    """Raises ValueError when the template backend would replace records an LLM wrote (paid for, or the official
+    ones) with template sentences, unless `options.replace_llm_records` asks for it."""
+    if options.llm_backend != "template" or options.replace_llm_records:
+        return
+    written = Counter((r.type, r.generator) for r in earlier
+                      if r.type in options.types and r.generator.startswith(_LLM_GENERATORS))
+    if written:
+        found = ", ".join(f"{n} {kind} records written by {generator}" for (kind, generator), n in written.items())
+        raise ValueError(
+            f"{output_dir} holds {found}; --llm_backend template would replace them with template sentences. Pass "
+            "--replace_llm_records to replace them anyway, leave those types out of --types, or build into another "
+            "--output_dir.")
 
 
 def run_build(options: BuildOptions) -> dict:
@@ -148,7 +167,8 @@ def _run_build(options: BuildOptions) -> dict:
     output_dir = Path(options.output_dir)
     cache_dir = Path(options.cache_dir) if options.cache_dir else output_dir
     root = Path(options.emoset_root).resolve()
-    kept, earlier_summary = ([], {}) if options.dry_run else _earlier_records(output_dir, options.types, root)
+    earlier, earlier_summary = ([], {}) if options.dry_run else _earlier_records(output_dir, options.types, root)
+    _refuse_template_over_llm_records(output_dir, earlier, options)
 
     # Reading the split and drawing the images of each type
     listing = read_split(root, options.split)
@@ -195,14 +215,37 @@ def _run_build(options: BuildOptions) -> dict:
         return {"dry_run": True, "llm_backend": options.llm_backend, "images": len(prepared),
                 "skipped": [vars(s) for s in skipped], "estimate": estimates}
 
+    # A type some of whose images got no reply (the server stopped the build, --max_cost was reached, requests
+    # failed) keeps the records earlier builds wrote of it: a type is replaced only once whole. What was answered
+    # is in the LLM cache, so the rerun that completes the type pays only for the rest.
+    earlier_types = Counter(r.type for r in earlier)
+    not_replaced = {kind: f"{len(reasons)} image(s) got no reply from the server (first: {reasons[0]})"
+                    for kind, reasons in writer.unanswered.items() if earlier_types[kind]}
+    kept_note = ", ".join(f"{earlier_types[kind]} {kind} records" for kind in not_replaced)
+    if not_replaced and earlier_summary.get("emoset_root") != str(root):
+        raise BuildStopped(f"{writer.stop_reason or 'not every image got a reply'}. The {kept_note} in {output_dir} "
+                           "come from another emoset_root and cannot be kept beside this build's records, so the "
+                           "folder was left as it was; answers received are in the LLM cache: rerun the same command "
+                           "once fixed.")
+    if not_replaced:
+        logger.warning("not every image of %s got a reply: the %s of earlier builds in %s are kept, not replaced; "
+                       "rerun to complete them (answers received come from the cache)", list(not_replaced), kept_note,
+                       output_dir)
+        records = [r for r in records if r.type not in not_replaced]
+        duplicates = [d for d in duplicates if d["type"] not in not_replaced]
+        parsed = {kind: n for kind, n in parsed.items() if kind not in not_replaced}
+
     # Records and outputs: this build's types, plus the records of other types that earlier builds left in the folder
+    kept = [r for r in earlier if r.type not in options.types or r.type in not_replaced]
     if kept:
-        logger.info("keeping %d records from earlier builds (%s), types not asked for this time", len(kept),
-                    dict(Counter(r.type for r in kept)))
+        logger.info("keeping %d records from earlier builds (%s), types not asked for or not replaced this time",
+                    len(kept), dict(Counter(r.type for r in kept)))
     records = kept + records
-    summary = _summarise(options, root, records, kept, earlier_summary, skipped, writer)
-    summary.quality = carry_over(quality_report(records, duplicates, getattr(writer, "rejected", []), parsed),
-                                 earlier_summary.get("quality", {}), [k for k in INSTRUCTION_TYPES if k not in options.types])
+    summary = _summarise(options, root, records, kept, earlier_summary, skipped, writer, not_replaced)
+    rejected = [r for r in getattr(writer, "rejected", []) if r["type"] not in not_replaced]
+    summary.quality = carry_over(quality_report(records, duplicates, rejected, parsed),
+                                 earlier_summary.get("quality", {}),
+                                 [k for k in INSTRUCTION_TYPES if k not in options.types or k in not_replaced])
     if duplicates:
         logger.info("removed %d duplicate pair(s) (same image, %s); see quality.duplicates_removed in %s",
                     len(duplicates), dict(Counter(m["type"] for m in duplicates)), SUMMARY_FILE)
@@ -211,25 +254,30 @@ def _run_build(options: BuildOptions) -> dict:
     logger.info("wrote %d records to %s (%s); %d failed, %d skipped", len(records), output_dir,
                 summary.records_per_type, len(writer.failed), len(skipped))
     if writer.stop_reason is not None:
-        raise BuildStopped(f"{writer.stop_reason}. {output_dir} holds what was answered; rerun the same command once "
-                           "fixed.")
+        kept_words = (f"the {kept_note} of earlier builds were kept, not replaced (a type is replaced once every image "
+                      "of it is answered), and " if not_replaced else "")
+        raise BuildStopped(f"{writer.stop_reason}. In {output_dir}, {kept_words}the other types hold what was "
+                           "answered; rerun the same command once fixed (answers received come from the cache).")
     return summary.to_dict()
 
 
 def _summarise(options: BuildOptions, root: Path, records: list[Record], kept: list[Record], earlier: dict,
-               skipped: list, writer: TemplateWriter | LlmWriter) -> BuildSummary:
+               skipped: list, writer: TemplateWriter | LlmWriter, not_replaced: dict[str, str]) -> BuildSummary:
     """The summary of a build whose folder holds `records`, `kept` of them from earlier builds (whose summary is
-    `earlier`): their failures and provenance are carried over, the rest describes this build."""
+    `earlier`): their provenance is carried over, and the failures of the types not asked for; the rest describes
+    this build (the failures of `not_replaced` types too: they are what a rerun asks for again)."""
     kept_per_type = dict(Counter(r.type for r in kept))
     types = [kind for kind in INSTRUCTION_TYPES if kind in options.types or kind in kept_per_type]
     kept_types = [kind for kind in types if kind in kept_per_type]
+    built_types = [kind for kind in options.types if kind not in not_replaced]
 
     def carried(key: str) -> list[dict]:
-        return [entry for entry in earlier.get(key, []) if entry.get("type") in kept_types]
+        return [entry for entry in earlier.get(key, []) if entry.get("type") in kept_types
+                and entry.get("type") not in options.types]
 
     def provenance(key: str, of_this_build) -> dict[str, str]:
         return {**{kind: earlier.get(key, {}).get(kind, "unknown") for kind in kept_types},
-                **{kind: of_this_build(kind) for kind in options.types}}
+                **{kind: of_this_build(kind) for kind in built_types}}
 
     settings = options.llm
     return BuildSummary(
@@ -238,6 +286,7 @@ def _summarise(options: BuildOptions, root: Path, records: list[Record], kept: l
         records=len(records),
         images_per_type={kind: len({r.image for r in records if r.type == kind}) for kind in types},
         kept_from_earlier_builds=kept_per_type,
+        not_replaced=not_replaced,
         failed=carried("failed") + writer.failed,
         skipped=[vars(s) for s in skipped],
         not_run=carried("not_run") + writer.not_run,

@@ -61,6 +61,8 @@ class BuildSummary:
     images_per_type: dict[str, int] = field(default_factory=dict)
     # Records of these types were not rebuilt this time; they come from earlier builds into this folder.
     kept_from_earlier_builds: dict[str, int] = field(default_factory=dict)
+    # Types this build was asked for but kept from earlier builds, with why: not every image of them was answered.
+    not_replaced: dict[str, str] = field(default_factory=dict)
     failed: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
     # Images never asked about because --max_cost was reached or the server kept refusing; a rerun picks them up.

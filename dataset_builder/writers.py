@@ -4,7 +4,8 @@ or by an LLM behind an OpenAI-compatible server. Both have the same methods, so 
 - `write(kind, images, captions)`: the records of `kind` for the images (the LLM writer also notes failures);
 - `estimate(kind, images, captions)`: what writing would send and cost, or None when it costs nothing;
 - `generator(kind)`, `prompt_hash(kind)`: what the records' fields of the same names say;
-- `usage()`: the LLM counters for the summary; `stop_reason`: why the server refused to go on, or None.
+- `usage()`: the LLM counters for the summary; `stop_reason`: why the server refused to go on, or None;
+- `unanswered`: per type, why each image that got no reply from the server went without one.
 
 Categorical records need no writer: their question and answer are fixed (`categorical_records`).
 """
@@ -65,6 +66,7 @@ class TemplateWriter:
     def __init__(self):
         self.failed: list[dict] = []
         self.not_run: list[dict] = []
+        self.unanswered: dict[str, list[str]] = {}
 
     def generator(self, kind: str) -> str:
         return "template"
@@ -113,6 +115,9 @@ class LlmWriter:
         self.show_progress = show_progress
         self.failed: list[dict] = []
         self.not_run: list[dict] = []
+        # Per type, the reason of each image whose request got no reply (refused, failed, never sent): such a type
+        # is not whole, and the build keeps an earlier build's records of it.
+        self.unanswered: dict[str, list[str]] = {}
         # The format requests are made in now: settings.response_format, or "text" after a refusal.
         self.response_format = settings.response_format
         self.response_format_fallback_reason: str | None = None
@@ -179,6 +184,7 @@ class LlmWriter:
                 image_id = image.item.image_id
                 if result.error is not None:
                     reasons[image_id] = result.error
+                    self.unanswered.setdefault(kind, []).append(result.error)
                     (self.not_run if result.not_run else self.failed).append(
                         {"image_id": image_id, "type": kind, "reason": result.error})
                     continue

@@ -396,6 +396,68 @@ def test_server_refusing_stops_the_build_keeping_what_was_answered(synthetic_roo
     assert len((out / "llm_cache.jsonl").read_text().splitlines()) == 8
 
 
+def template_folder(root, out):
+    """A folder holding 8 categorical and 48 template conversation records; returns its three files' bytes."""
+    run_build(BuildOptions(emoset_root=str(root), output_dir=str(out), types=("categorical", "conversation"),
+                           per_class={"categorical": 1, "conversation": 2}, show_progress=False))
+    return {name: (out / name).read_bytes() for name in ("instructions.jsonl", "instructions_llava.json")}
+
+
+def test_a_rebuild_the_server_refuses_keeps_the_earlier_records_of_its_type(synthetic_root, tmp_path, llmock,
+                                                                            capsys):
+    """The records of a type are replaced only once every image of it was answered: a rebuild against a server
+    that answers 401 exits 1 and leaves the 48 conversation records (and their LLaVA copy) as they were."""
+    from llmock.scenarios import Fail
+
+    out = tmp_path / "out"
+    before = template_folder(synthetic_root, out)
+    llmock.add(Fail(401, message="invalid key", times=None))
+    capsys.readouterr()
+    code = main(["build", "--emoset_root", str(synthetic_root), "--output_dir", str(out), "--llm_backend", "openai",
+                 "--base_url", llmock.base_url(), "--types", "conversation", "--per_class", "conversation=2",
+                 "--concurrency", "1", "--no_progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and "HTTP 401" in err and "48 conversation records" in err
+    assert {name: (out / name).read_bytes() for name in before} == before
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["records_per_type"] == {"categorical": 8, "conversation": 48}
+    assert summary["kept_from_earlier_builds"] == {"categorical": 8, "conversation": 48}
+    assert summary["generator"]["conversation"] == "template" and "HTTP 401" in summary["not_replaced"]["conversation"]
+
+
+def test_a_rebuild_stopped_by_max_cost_keeps_the_earlier_records_of_its_type(synthetic_root, tmp_path, llmock):
+    llmock.add(Reply(text=CONVERSATION_REPLY, times=None))
+    out = tmp_path / "out"
+    before = template_folder(synthetic_root, out)
+    summary = run_build(llm_options(synthetic_root, out, llmock, per_class={"conversation": 2},
+                                    price_per_mtok=(1000.0, 1000.0), max_cost=1.0))
+    assert summary["stopped_by_max_cost"] and 0 < summary["api_calls"] < 16
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert summary["records_per_type"]["conversation"] == 48 and "--max_cost" in summary["not_replaced"]["conversation"]
+    # Once every image is answered (a higher ceiling; what was paid for comes from the cache), the type is replaced.
+    again = run_build(llm_options(synthetic_root, out, llmock, per_class={"conversation": 2}))
+    assert again["cache_hits"] == summary["api_calls"] and again["not_replaced"] == {}
+    assert again["records_per_type"] == {"categorical": 8, "conversation": 48}
+    assert again["generator"]["conversation"] == "openai-compatible:gpt-4o"
+    assert (out / "instructions.jsonl").read_bytes() != before["instructions.jsonl"]
+
+
+def test_template_rebuild_over_llm_records_is_refused_unless_asked_for(synthetic_root, tmp_path, llmock):
+    llmock.add(Reply(text=CONVERSATION_REPLY, times=None))
+    out = tmp_path / "out"
+    run_build(llm_options(synthetic_root, out, llmock))
+    before = (out / "instructions.jsonl").read_bytes()
+    template = ["build", "--emoset_root", str(synthetic_root), "--output_dir", str(out), "--types", "conversation",
+                "--per_class", "conversation=1", "--no_progress"]
+    with pytest.raises(ValueError, match="--replace_llm_records") as info:
+        main(template)
+    assert "24 conversation records written by openai-compatible:gpt-4o" in str(info.value)
+    assert (out / "instructions.jsonl").read_bytes() == before
+    assert main(template + ["--replace_llm_records"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["generator"]["conversation"] == "template" and summary["records_per_type"] == {"conversation": 24}
+
+
 def test_structured_output_build_reports_format_and_malformed_rate(synthetic_root, tmp_path, llmock, monkeypatch):
     # llmock answers json_schema requests with JSON valid under the schema: conversation pairs that pass the checks,
     # reasoning answers too short to (malformed on both samples).
