@@ -149,7 +149,13 @@ def make_parser() -> argparse.ArgumentParser:
                        help="online: one request per prompt; batch: the OpenAI Batch API (half price, answers within "
                        "--batch_completion_window; a killed build resumes polling its batches)")
     build.add_argument("--batch_poll_seconds", type=_finite_number(0, above=True), default=60.0,
-                       help="batch mode: seconds between two looks at a pending batch")
+                       help="seconds between two looks at a pending batch (batch mode, and an online build ending the "
+                       "batches an earlier batch-mode run left pending)")
+    build.add_argument("--pending_batches", choices=("collect", "cancel"), default="collect",
+                       help="batches an earlier --llm_mode batch run submitted and did not collect (llm_batches.json) "
+                       "are ended before any other request, or their requests would be paid twice: collect waits for "
+                       "them and keeps their answers; cancel cancels them (the lines they finished are kept and paid "
+                       "for, the others are sent again)")
     build.add_argument("--batch_completion_window", default="24h", help="batch mode: the batches' completion window")
     build.add_argument("--batch_price_per_mtok", type=_prices, default=None,
                        help="batch mode: PROMPT,COMPLETION USD per million tokens (default: half the online price)")
@@ -228,7 +234,8 @@ def _build(args) -> int:
                            per_class=args.per_class, llm_backend=args.llm_backend, captioner=args.captioner,
                            caption_batch_size=args.caption_batch_size, split=args.split, seed=args.seed,
                            dry_run=args.dry_run, cache_dir=args.cache_dir, show_progress=not args.no_progress, llm=llm,
-                           batch=batch, replace_llm_records=args.replace_llm_records)
+                           batch=batch, replace_llm_records=args.replace_llm_records,
+                           pending_batches=args.pending_batches, pending_poll_seconds=args.batch_poll_seconds)
     try:
         summary = run_build(options)
     except (FolderLockedError, BuildStopped) as e:
@@ -238,7 +245,8 @@ def _build(args) -> int:
         print(json.dumps(summary["estimate"], indent=2))
         return 0
     print(json.dumps({k: summary[k] for k in ("records_per_type", "api_calls", "cache_hits", "prompt_tokens",
-                                             "completion_tokens", "cost_usd", "stopped_by_max_cost")}, indent=2))
+                                             "completion_tokens", "cost_usd", "cost_usd_total", "cost_usd_reserved",
+                                             "stopped_by_max_cost")}, indent=2))
     if summary.get("batch_api"):
         print(json.dumps({"batch_api": summary["batch_api"]}))
     print(f"failed: {len(summary['failed'])}, not run (max_cost): {len(summary['not_run'])}, "

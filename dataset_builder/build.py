@@ -97,6 +97,11 @@ class BuildOptions:
     batch: BatchSettings | None = None
     # Let the template backend replace records an LLM wrote (refused otherwise).
     replace_llm_records: bool = False
+    # What the LLM writer does first with batches an earlier batch-mode run submitted and did not collect: "collect"
+    # (wait for them, keep their answers) or "cancel" (cancel them, keep the lines they finished). Online, they are
+    # polled every `pending_poll_seconds`; batch mode polls at `batch.poll_seconds`.
+    pending_batches: str = "collect"
+    pending_poll_seconds: float = 60.0
 
 
 # What the records of an LLM (the openai backend's, or the official ones imported) say in their `generator` field.
@@ -189,7 +194,8 @@ def _run_build(options: BuildOptions) -> dict:
 
     # Instructions, one type at a time (categorical ones are fixed; the others come from the writer)
     if options.llm_backend == "openai" and any(t in options.types for t in ("conversation", "reasoning")):
-        writer = LlmWriter(options.llm, cache_dir / LLM_CACHE_FILE, options.show_progress, options.batch)
+        writer = LlmWriter(options.llm, cache_dir / LLM_CACHE_FILE, options.show_progress, options.batch,
+                           options.pending_batches, options.pending_poll_seconds)
     else:
         writer = TemplateWriter()
     records: list[Record] = []

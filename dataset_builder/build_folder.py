@@ -37,8 +37,11 @@ class LlmUsage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
-    # Everything the LLM cache records as spent, this run and earlier ones: what --max_cost limits.
+    # Everything the LLM cache records as spent, this run and earlier ones, plus `cost_usd_reserved`: what --max_cost
+    # limits.
     cost_usd_total: float = 0.0
+    # The estimated cost of batches submitted and not yet collected (they may still be paid for).
+    cost_usd_reserved: float = 0.0
     # Requests held back because the server's x-ratelimit-* headers said its quota was spent.
     held_by_rate_limit_headers: int = 0
     # The --response_format asked for, the one used in the end ("text" after the server refused structured

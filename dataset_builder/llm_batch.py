@@ -11,7 +11,8 @@ unchanged; each call is one batch round:
    that batch is polled;
 3. the others become Batch API JSONL lines (`custom_id` is the request's cache key), split into files under the
    API's limits on lines and bytes; each file is uploaded and turned into a batch, as far as --max_cost allows
-   (the estimated cost of every line is reserved before its file is uploaded);
+   (the estimated cost of every line is reserved before its file is uploaded, and stays reserved, recorded in the
+   state file, until its batch is collected: batches of earlier runs count too);
 4. every batch is polled until it ends; its output and error files are downloaded, the answers are appended to
    the cache with their cost at batch prices, and each request gets an answer or an error with the reason.
    Expired, failed and cancelled batches keep the lines they finished; the others fail with the batch's reason.
@@ -22,7 +23,8 @@ the same command polls the recorded batches instead of submitting their lines ag
 happened without being recorded (a crash, or a create whose reply was lost) is looked up by its input file in
 the server's batch list before anything is created, so no file is ever turned into two batches; an uploaded file
 whose batch never came is uploaded again. A rerun after completion finds every answer in the cache and sends
-nothing.
+nothing. A rerun in online mode first ends the recorded batches (`collect_pending`: collected, or cancelled when
+asked), so their requests are not paid for twice.
 
 The API key and the base URL's credential-like parts never reach the state file, the cache or the logs.
 """
@@ -113,6 +115,8 @@ class BatchCounts:
     batches_created: int = 0
     # Batches an earlier run submitted (and recorded) that this run polled instead of submitting their lines again.
     batches_resumed: int = 0
+    # Batches an earlier run submitted that this run cancelled on request (--pending_batches cancel).
+    batches_cancelled: int = 0
     polls: int = 0
     downloads: int = 0
     lines_submitted: int = 0
@@ -173,6 +177,18 @@ class BatchState:
     def pending(self) -> list[dict]:
         return [e for e in self.entries if not e.get("collected")]
 
+    def reserved_usd(self) -> float:
+        """The estimated cost of the lines of batches submitted and not collected: money that may be spent."""
+        return sum(e.get("estimated_cost_usd") or 0.0 for e in self.pending())
+
+
+def held_requests(state_path: str | os.PathLike) -> set[str]:
+    """The custom ids (cache keys) of the requests held by batches submitted and not collected."""
+    path = Path(state_path)
+    if not path.exists():
+        return set()
+    return {cid for e in BatchState(path).pending() if e.get("batch_id") for cid in e["custom_ids"]}
+
 
 class BatchClient:
     """Sends chat completions through the Batch API; see the module docstring. Same `complete_all`, `stats`,
@@ -202,6 +218,10 @@ class BatchClient:
     def _estimated_cost(self, request: ChatRequest) -> float:
         return self._cost(estimate_tokens(request.messages), request.expected_completion_tokens)
 
+    def reserved_usd(self) -> float:
+        """What the batches recorded as submitted and not collected are estimated to cost (see `BatchState`)."""
+        return BatchState(self.state_path).reserved_usd()
+
     def _line(self, custom_id: str, request: ChatRequest) -> bytes:
         body = self._online.request_body(request)
         return (json.dumps({"custom_id": custom_id, "method": "POST", "url": CHAT_ENDPOINT, "body": body},
@@ -210,7 +230,7 @@ class BatchClient:
     def estimate(self, requests: list[ChatRequest]) -> dict:
         """What `complete_all` would submit, with no network: requests, tokens, cost at batch prices, files and
         batches, and the requests already waiting in recorded batches."""
-        held = {cid for e in BatchState(self.state_path).pending() if e.get("batch_id") for cid in e["custom_ids"]}
+        held = held_requests(self.state_path)
         keys = [cache_key(self.settings, r) for r in requests]
         to_send = [(k, r) for k, r in zip(keys, requests) if k not in self.cache and k not in held]
         files, too_big = split_lines([(k, self._line(k, r)) for k, r in to_send], self.batch.max_lines_per_file,
@@ -233,6 +253,8 @@ class BatchClient:
             "estimated_cost_usd_online": round(cost_usd(prompt_tokens, completion_tokens, self.settings.prices()), 6),
             "price_per_mtok": list(prices),
             "already_spent_usd": round(self.stats.spent_before_usd, 6),
+            # Batches submitted by earlier runs and not collected: counted against --max_cost until they are.
+            "reserved_usd": round(self.reserved_usd(), 6),
         }
 
     # ------------------------------------------------------------------ the server
@@ -469,6 +491,78 @@ class BatchClient:
                 time.sleep(self.batch.poll_seconds)
         return outcome
 
+    # ------------------------------------------------------------------ batches of earlier runs
+
+    def _recorded_batches(self, state: BatchState, wanted: set[str] | None = None) -> list[dict]:
+        """The batches of `state` that an earlier run submitted and did not collect (those holding any of the custom
+        ids `wanted`, or all), each entry with its batch id: an upload whose create was not recorded is looked up on
+        the server, and one that never became a batch is marked so (its lines are submitted afresh). A failed lookup
+        sets `stop_reason` and ends the list there."""
+        found = []
+        for entry in state.pending():
+            if wanted is not None and not wanted & set(entry["custom_ids"]):
+                continue
+            if entry.get("batch_id") is None:
+                try:
+                    batch = self._find_batch(entry["input_file_id"], entry["uploaded_at"])
+                except openai.APIError as e:
+                    stop = self._refused(e, "listing batches")
+                    self.stop_reason = str(stop) if stop is not None else (
+                        f"could not list the server's batches to find the one made from {entry['input_file_id']} "
+                        f"({self._reason(e)}); rerun the same command to try again")
+                    logger.error("%s", self.stop_reason)
+                    break
+                if batch is None:
+                    entry.update(collected=True, status="never created")
+                    state.save()
+                    continue
+                entry["batch_id"] = batch.id
+                state.save()
+            self.counts.batches_resumed += 1
+            logger.info("resuming batch %s (%d requests) submitted by an earlier run", entry["batch_id"],
+                        len(entry["custom_ids"]))
+            found.append(entry)
+        return found
+
+    def collect_pending(self, cancel: bool = False, show_progress: bool = True) -> None:
+        """Ends every batch an earlier run submitted and did not collect, before anything else is sent for the same
+        records: each is polled until it ends and its answers go to the cache with their cost. With `cancel`, each is
+        cancelled first; the lines it finished are kept (and paid for), the others are asked again later. When the
+        server cannot be reached or refuses, `stop_reason` says so and the batches stay recorded (and reserved)."""
+        state = BatchState(self.state_path)
+        entries = self._recorded_batches(state)
+        if self.stop_reason is not None or not entries:
+            return
+        if cancel:
+            for entry in entries:
+                try:
+                    self._openai().batches.cancel(entry["batch_id"])
+                    self.counts.batches_cancelled += 1
+                    logger.info("cancelled batch %s (%d requests), as asked", entry["batch_id"],
+                                len(entry["custom_ids"]))
+                except openai.APIError as e:
+                    stop = self._refused(e, f"cancelling batch {entry['batch_id']}")
+                    if stop is not None:
+                        self.stop_reason = str(stop)
+                        logger.error("%s", self.stop_reason)
+                        return
+                    # e.g. the batch ended meanwhile: it is collected as it is
+                    logger.warning("cancelling batch %s: %s", entry["batch_id"], self._reason(e))
+        logger.info("collecting %d batch(es) an earlier run submitted (%s) before sending anything else",
+                    len(entries), ", ".join(entry["batch_id"] for entry in entries))
+        with tqdm(total=sum(len(entry["custom_ids"]) for entry in entries), desc="batches of an earlier run",
+                  disable=not show_progress) as progress:
+            try:
+                outcome = self._wait(entries, state, progress, 0)
+            except _Stop as e:
+                self.stop_reason = (f"{e}. Nothing else is sent for these records while those batches are pending; "
+                                    f"to give them up instead, move {self.state_path} away (their requests are then "
+                                    "sent and paid for again)")
+                logger.error("%s", self.stop_reason)
+                return
+        self.counts.lines_answered += sum(isinstance(o, ChatResult) for o in outcome.values())
+        self.counts.lines_failed += sum(isinstance(o, str) for o in outcome.values())
+
     # ------------------------------------------------------------------ one round
 
     def complete_all(self, requests: list[ChatRequest], desc: str = "LLM batch", show_progress: bool = True) -> list[ChatResult]:
@@ -512,37 +606,14 @@ class BatchClient:
                     results[index] = ChatResult(request, error=outcome)
 
         # Batches an earlier run submitted for these requests: polled, never submitted again.
-        resumed, held = [], set()
-        for entry in state.pending():
-            if not pending.keys() & set(entry["custom_ids"]):
-                continue
-            if entry.get("batch_id") is None:
-                try:
-                    found = self._find_batch(entry["input_file_id"], entry["uploaded_at"])
-                except openai.APIError as e:
-                    stop = self._refused(e, "listing batches")
-                    self.stop_reason = str(stop) if stop is not None else (
-                        f"could not list the server's batches to find the one made from {entry['input_file_id']} "
-                        f"({self._reason(e)}); rerun the same command to try again")
-                    logger.error("%s", self.stop_reason)
-                    break
-                if found is None:
-                    # Uploaded, never turned into a batch: its lines are submitted afresh below.
-                    entry.update(collected=True, status="never created")
-                    state.save()
-                    continue
-                entry["batch_id"] = found.id
-                state.save()
-            self.counts.batches_resumed += 1
-            logger.info("resuming batch %s (%d requests) submitted by an earlier run", entry["batch_id"],
-                        len(entry["custom_ids"]))
-            resumed.append(entry)
-            held.update(entry["custom_ids"])
+        resumed = self._recorded_batches(state, set(pending))
+        held = {key for entry in resumed for key in entry["custom_ids"]}
 
         # New submissions, as far as --max_cost allows.
         max_cost = self.settings.max_cost
         spent = self.stats.spent_before_usd + self.stats.cost_usd
-        reserved = sum(self._estimated_cost(requests[pending[k][0]]) for k in held if k in pending)
+        # Every batch submitted and not collected may still be paid for, whichever requests it holds.
+        reserved = state.reserved_usd()
         lines = []
         for key, indices in pending.items():
             if key in held:
@@ -554,7 +625,7 @@ class BatchClient:
             if max_cost is not None and spent + reserved + cost > max_cost:
                 self.stats.stopped_by_max_cost = True
                 settle(key, f"--max_cost {max_cost:g} USD reached ({spent:.4f} USD spent on this cache, "
-                            f"{reserved:.4f} USD reserved for batches of this run)", not_run=True)
+                            f"{reserved:.4f} USD reserved for batches submitted and not collected)", not_run=True)
                 continue
             reserved += cost
             lines.append((key, self._line(key, requests[indices[0]])))

@@ -652,21 +652,27 @@ def _url_secrets(url: str | None) -> list[str]:
     return [s for s in found if s]
 
 
-def estimate(requests: list[ChatRequest], settings: ClientSettings, cache: ResponseCache) -> dict:
-    """What `complete_all` would send, with no network: request count, estimated tokens and cost."""
-    to_send = [r for r in requests if cache_key(settings, r) not in cache]
+def estimate(requests: list[ChatRequest], settings: ClientSettings, cache: ResponseCache, held=frozenset(),
+             reserved_usd: float = 0.0) -> dict:
+    """What `complete_all` would send, with no network: request count, estimated tokens and cost. `held` are the
+    cache keys of requests that batches of an earlier run hold (collected first, not sent), `reserved_usd` those
+    batches' estimated cost."""
+    keys = [cache_key(settings, r) for r in requests]
+    to_send = [r for r, key in zip(requests, keys) if key not in cache and key not in held]
     prompt_tokens = sum(estimate_tokens(r.messages) for r in to_send)
     completion_tokens = sum(r.expected_completion_tokens for r in to_send)
     prices = settings.prices()
     spent = cache.spent_usd + cost_usd(*cache.uncosted_tokens, prices)
     return {
         "requests": len(requests),
-        "cached": len(requests) - len(to_send),
+        "cached": sum(key in cache for key in keys),
+        "already_submitted": sum(key in held and key not in cache for key in keys),
         "to_send": len(to_send),
         "estimated_prompt_tokens": prompt_tokens,
         "estimated_completion_tokens": completion_tokens,
         "estimated_cost_usd": round(cost_usd(prompt_tokens, completion_tokens, prices), 6),
         "price_per_mtok": list(prices),
-        # Spent on this cache by earlier runs; --max_cost counts it.
+        # Spent on this cache by earlier runs, and reserved by their batches not yet collected; --max_cost counts both.
         "already_spent_usd": round(spent, 6),
+        "reserved_usd": round(reserved_usd, 6),
     }

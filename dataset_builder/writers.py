@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .attributes import PreparedImage, render_attributes
 from .build_folder import LlmUsage
-from .llm_batch import BATCH_STATE_FILE, BatchClient, BatchSettings
+from .llm_batch import BATCH_STATE_FILE, BatchClient, BatchSettings, BatchState, held_requests
 from .llm_client import CUT_OFF_FINISH_REASONS, ChatClient, ChatRequest, ClientSettings, ResponseCache, estimate
 from .parsing import parse_reply
 from .prompts import (
@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 # A malformed reply is asked for once more with a fresh sample, then recorded as failed.
 SAMPLES_PER_PROMPT = 2
+# What a build does first with batches an earlier run submitted and did not collect (--pending_batches).
+PENDING_BATCHES = ("collect", "cancel")
 
 
 def image_record(kind: str, image: PreparedImage, pair_index: int, question: str, answer: str, caption: str,
@@ -104,14 +106,25 @@ class LlmWriter:
     """
 
     def __init__(self, settings: ClientSettings, cache_path: Path, show_progress: bool = True,
-                 batch: BatchSettings | None = None):
+                 batch: BatchSettings | None = None, pending_batches: str = "collect", poll_seconds: float = 60.0):
+        if pending_batches not in PENDING_BATCHES:
+            raise ValueError(f"pending_batches is {pending_batches!r}; use one of {', '.join(PENDING_BATCHES)}")
         self.settings = settings
+        self.state_path = Path(cache_path).with_name(BATCH_STATE_FILE)
         # Batch mode (`batch` given) changes only how the requests travel: same cache, results, parsing and retries.
+        cache = ResponseCache(cache_path)
         if batch is None:
-            self.client = ChatClient(settings, ResponseCache(cache_path))
+            self.client = ChatClient(settings, cache)
         else:
-            self.client = BatchClient(settings, batch, ResponseCache(cache_path),
-                                      Path(cache_path).with_name(BATCH_STATE_FILE))
+            self.client = BatchClient(settings, batch, cache, self.state_path)
+        # Batches an earlier batch-mode run submitted and did not collect (read now: a damaged state file fails
+        # before any work). They are ended before the first request (`_end_pending_batches`): collected, or
+        # cancelled when `pending_batches` is "cancel"; in batch mode without cancelling, each round resumes its own.
+        self._pending = BatchState(self.state_path).pending()
+        self._pending_batches = pending_batches
+        self._poll_seconds = poll_seconds
+        # The Batch API counters of ending them in online mode (summary.json's batch_api), or None.
+        self._pending_counts = None
         self.show_progress = show_progress
         self.failed: list[dict] = []
         self.not_run: list[dict] = []
@@ -172,8 +185,29 @@ class LlmWriter:
                 results[index] = result
         return results
 
+    def _end_pending_batches(self) -> None:
+        """Collects (or cancels, on request) the batches an earlier run left pending, once, before any request: the
+        requests they hold are otherwise sent and paid for a second time. Online, a client for the Batch API does it
+        and a fresh online client then starts from the cache that holds their answers; if they cannot be ended, the
+        online client sends nothing (its `stop_reason` says why)."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        cancel = self._pending_batches == "cancel"
+        if isinstance(self.client, BatchClient):
+            if cancel:
+                self.client.collect_pending(cancel=True, show_progress=self.show_progress)
+            return  # otherwise each round resumes the batches that hold its requests
+        settle = BatchClient(self.settings, BatchSettings(poll_seconds=self._poll_seconds), self.client.cache,
+                             self.state_path)
+        settle.collect_pending(cancel=cancel, show_progress=self.show_progress)
+        self._pending_counts = settle.counts
+        self.client = ChatClient(self.settings, self.client.cache)
+        self.client.stop_reason = settle.stop_reason
+
     def write(self, kind: str, images: list[PreparedImage], captions: dict[str, str]) -> list[Record]:
         """Asks for `kind` pairs for each image; a malformed or cut-off reply gets one fresh sample."""
+        self._end_pending_batches()
         generator = self.generator(kind)
         records, todo = [], images
         reasons: dict[str, str] = {}
@@ -218,18 +252,26 @@ class LlmWriter:
         requests = self._requests(kind, images, captions, 0)
         if isinstance(self.client, BatchClient):
             return self.client.estimate(requests)
-        return estimate(requests, self.settings, self.client.cache)
+        return estimate(requests, self.settings, self.client.cache, held=held_requests(self.state_path),
+                        reserved_usd=BatchState(self.state_path).reserved_usd())
 
     def usage(self) -> LlmUsage:
         stats = self.client.stats
+        reserved = BatchState(self.state_path).reserved_usd()
+        if isinstance(self.client, BatchClient):
+            batch_api = vars(self.client.counts).copy()
+        else:
+            batch_api = None if self._pending_counts is None else vars(self._pending_counts).copy()
         return LlmUsage(
             stopped_by_max_cost=stats.stopped_by_max_cost, stopped_by_server_error=self.client.stop_reason,
             api_calls=stats.api_calls, retries=stats.retries, capped_retry_waits=stats.capped_retry_waits,
             cache_hits=stats.cache_hits, cache_lines_ignored=self.client.cache.torn_lines,
             prompt_tokens=stats.prompt_tokens, completion_tokens=stats.completion_tokens,
-            cost_usd=round(stats.cost_usd, 6), cost_usd_total=round(stats.spent_before_usd + stats.cost_usd, 6),
+            cost_usd=round(stats.cost_usd, 6),
+            cost_usd_total=round(stats.spent_before_usd + stats.cost_usd + reserved, 6),
+            cost_usd_reserved=round(reserved, 6),
             held_by_rate_limit_headers=stats.held_by_rate_limit_headers,
             response_format=self.settings.response_format, response_format_used=self.response_format,
             response_format_fallback_reason=self.response_format_fallback_reason,
-            batch_api=vars(self.client.counts).copy() if isinstance(self.client, BatchClient) else None,
+            batch_api=batch_api,
         )

@@ -34,7 +34,7 @@ def test_summary_keys_are_one_schema_in_file_order(tmp_path):
         "emoset_root", "records_per_type", "records", "images_per_type", "kept_from_earlier_builds", "not_replaced",
         "failed", "skipped", "not_run", "stopped_by_max_cost", "stopped_by_server_error", "api_calls", "retries",
         "capped_retry_waits", "cache_hits", "cache_lines_ignored", "prompt_tokens", "completion_tokens", "cost_usd",
-        "cost_usd_total", "held_by_rate_limit_headers", "response_format", "response_format_used",
+        "cost_usd_total", "cost_usd_reserved", "held_by_rate_limit_headers", "response_format", "response_format_used",
         "response_format_fallback_reason", "batch_api", "generator", "prompt_hashes", "captioner", "args", "quality"]
     assert written["api_calls"] == 3 and written["cost_usd"] == 0.5 and written["stopped_by_server_error"] is None
 

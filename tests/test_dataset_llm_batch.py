@@ -371,3 +371,107 @@ def test_killed_while_a_batch_is_pending_the_rerun_polls_the_same_batch(syntheti
     calls = len(batch_api.calls)
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     assert main(command[3:]) == 0 and len(batch_api.calls) == calls
+
+
+# ---------------------------------------------------------------------------------------------------- pending batches
+
+
+def kill_while_pending(command, env, state_path, server_count):
+    """Starts the batch build `command`, kills it (-9) once its batch is recorded and polled; returns the entry."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and server_count() < 2:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    [entry] = json.loads(state_path.read_text())["uploads"]
+    assert entry["batch_id"] and not entry["collected"]
+    return entry
+
+
+def online(command):
+    """The arguments of `command` (a batch build) for the same build in online mode."""
+    return [arg for arg in command[3:] if arg not in ("--llm_mode", "batch")]
+
+
+def test_online_rerun_after_a_killed_batch_build_collects_the_batch_first_and_counts_its_cost(
+        synthetic_root, tmp_path, batch_api, monkeypatch):
+    """kill -9 while a batch is in progress, then the same build online: the batch is collected (its answers and
+    its cost) before any request, so nothing is paid twice; a later batch run finds everything answered."""
+    batch_api.reply = well_formed
+    batch_api.hold = True
+    out = tmp_path / "out"
+    command = batch_build_command(synthetic_root, out, batch_api.base_url(), "--types", "conversation")
+    entry = kill_while_pending(command, subprocess_env(OPENAI_API_KEY=KEY), out / BATCH_STATE_FILE,
+                               lambda: batch_api.count("GET", "/v1/batches/"))
+
+    batch_api.hold = False
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    polls_before = batch_api.count("GET", f"/v1/batches/{entry['batch_id']}")
+    assert main(online(command)) == 0
+    assert batch_api.count("POST", "/v1/chat/completions") == 0  # every answer came from the batch
+    assert batch_api.count("GET", f"/v1/batches/{entry['batch_id']}") > polls_before
+    [after] = json.loads((out / BATCH_STATE_FILE).read_text())["uploads"]
+    assert after["collected"] and after["status"] == "completed"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["records_per_type"] == {"conversation": 24} and summary["failed"] == []
+    assert summary["api_calls"] == 0 and summary["batch_api"]["batches_resumed"] == 1
+    assert summary["cost_usd_total"] == pytest.approx(8 * COST_PER_SCRIPTED_LINE) and summary["cost_usd_reserved"] == 0
+
+    calls = len(batch_api.calls)
+    assert main(command[3:]) == 0 and len(batch_api.calls) == calls  # batch mode again: all answered, nothing sent
+
+
+def test_online_rerun_cancels_a_pending_batch_when_asked_before_sending(synthetic_root, tmp_path, llmock,
+                                                                        monkeypatch):
+    monkeypatch.setattr(llmock_batches, "_BATCH_DELAY", 60.0)
+    out = tmp_path / "out"
+    command = batch_build_command(synthetic_root, out, llmock.base_url(), "--types", "conversation")
+    entry = kill_while_pending(command, subprocess_env(OPENAI_API_KEY=KEY), out / BATCH_STATE_FILE,
+                               lambda: len(llmock_calls(llmock, "GET", "/v1/batches/")))
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    main(online(command) + ["--pending_batches", "cancel"])
+    paths = [(r.method, r.path) for r in llmock.requests]
+    cancel = paths.index(("POST", f"/v1/batches/{entry['batch_id']}/cancel"))
+    assert ("POST", "/v1/chat/completions") in paths[cancel:] and ("POST", "/v1/chat/completions") not in paths[:cancel]
+    [after] = json.loads((out / BATCH_STATE_FILE).read_text())["uploads"]
+    assert after["collected"] and after["status"] == "cancelled"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["batch_api"]["batches_cancelled"] == 1 and summary["cost_usd_reserved"] == 0
+
+
+def pending_entry(folder, batch_id, custom_ids, estimated_cost_usd):
+    """Records in `folder`'s state file a batch an earlier run submitted and never collected."""
+    (folder / BATCH_STATE_FILE).write_text(json.dumps({"uploads": [
+        {"input_file_id": "file-earlier", "custom_ids": custom_ids, "uploaded_at": time.time(),
+         "estimated_cost_usd": estimated_cost_usd, "batch_id": batch_id, "status": "in_progress",
+         "collected": False}]}))
+
+
+def test_a_pending_batch_of_other_requests_counts_against_max_cost(batch_api, tmp_path):
+    client = make_client(batch_api.base_url(), tmp_path)
+    requests = make_requests(3)
+    per_request = client._estimated_cost(requests[0])
+    pending_entry(tmp_path, "batch-of-reasoning", ["other-request"], 1.0)
+    assert client.estimate(requests)["reserved_usd"] == 1.0
+    client.settings.max_cost = 1.0 + 1.5 * per_request
+    results = client.complete_all(requests, show_progress=False)
+    assert [len(f) for f in uploaded_lines(batch_api)] == [1]
+    assert [r.text is not None for r in results] == [True, False, False]
+    assert all("USD reserved for batches submitted and not collected" in r.error for r in results[1:])
+    assert client.reserved_usd() == 1.0
+
+
+def test_a_pending_batch_that_cannot_be_collected_stops_an_online_build_before_any_request(
+        synthetic_root, tmp_path, batch_api, capsys, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    pending_entry(out, "batch-gone", ["some-request"], 0.5)  # the server answers 404 for it
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    command = online(batch_build_command(synthetic_root, out, batch_api.base_url(), "--types", "conversation"))
+    assert main(command) == 1
+    assert batch_api.count("POST", "/v1/chat/completions") == 0
+    assert BATCH_STATE_FILE in capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["cost_usd_reserved"] == 0.5 and summary["cost_usd_total"] == 0.5
+    assert len(summary["not_run"]) == 8 and BATCH_STATE_FILE in summary["stopped_by_server_error"]
