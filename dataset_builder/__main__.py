@@ -325,9 +325,14 @@ def main(argv=None) -> int:
     for name in ("httpx", "httpx2"):
         logging.getLogger(name).setLevel(logging.WARNING)
     if args.command == "synth":
-        from .synthetic import write_synthetic_emoset
+        from modeling_emovit.io_utils import atomic_write_folder
 
-        counts = write_synthetic_emoset(args.output_dir, args.images_per_class, args.seed)
+        from .synthetic import SYNTHETIC_KIND, write_synthetic_emoset
+
+        counts = {}
+        # Written whole: a folder of someone else's (a real EmoSet copy has files of the same names) is refused.
+        atomic_write_folder(args.output_dir, lambda folder: counts.update(
+            write_synthetic_emoset(folder, args.images_per_class, args.seed)), kind=SYNTHETIC_KIND, what="--output_dir")
         print(f"wrote {args.output_dir}: {counts}")
     elif args.command == "caption":
         return _caption(args)

@@ -121,8 +121,13 @@ def _annotation(emotion: str, index: int, rng: random.Random) -> dict:
     return annotation
 
 
+# What the marker of a folder written by `python -m dataset_builder synth` says wrote it (see `atomic_write_folder`).
+SYNTHETIC_KIND = "dataset_builder synthetic EmoSet"
+
+
 def write_synthetic_emoset(output_dir: str | Path, images_per_class: int = 60, seed: int = 0) -> dict[str, int]:
-    """Writes the sample; returns the number of entries per split."""
+    """Writes the sample into `output_dir` (files of the same names there are overwritten: give it a new folder, as
+    the `synth` command does); returns the number of entries per split."""
     if images_per_class < 3:
         raise ValueError(f"images_per_class is {images_per_class}; use at least 3 so every split gets an image.")
     root = Path(output_dir)

@@ -61,3 +61,26 @@ def test_classes_separable_by_a_trivial_model(tmp_path):
     predicted = np.argmin(((x_test[:, None] - centroids[None]) ** 2).sum(-1), axis=1)
     assert (predicted == y_test).mean() >= 0.9
     assert len({x.tobytes() for x in x_train}) == len(x_train)
+
+
+def test_synth_command_never_writes_over_a_folder_it_did_not_write(tmp_path, capsys):
+    """`synth --output_dir` naming a real EmoSet copy would overwrite its split files and images of the same names."""
+    import pytest
+
+    from dataset_builder.__main__ import main
+
+    real = tmp_path / "EmoSet"
+    (real / "image" / "amusement").mkdir(parents=True)
+    (real / "info.json").write_text("the real one")
+    (real / "image" / "amusement" / "amusement_00000.jpg").write_bytes(b"a real photo")
+    with pytest.raises(ValueError, match="--output_dir") as info:
+        main(["synth", "--output_dir", str(real), "--images_per_class", "3"])
+    assert "info.json" in str(info.value)
+    assert (real / "info.json").read_text() == "the real one"
+    assert (real / "image" / "amusement" / "amusement_00000.jpg").read_bytes() == b"a real photo"
+    assert sorted(p.name for p in real.iterdir()) == ["image", "info.json"]
+
+    sample = tmp_path / "sample"
+    assert main(["synth", "--output_dir", str(sample), "--images_per_class", "3"]) == 0
+    assert main(["synth", "--output_dir", str(sample), "--images_per_class", "4"]) == 0  # its own: replaced whole
+    assert len(json.loads((sample / "test.json").read_text())) == 8

@@ -43,3 +43,23 @@ def test_too_few_images_per_class_ends_in_one_line_and_writes_nothing(tmp_path):
     first = result.stderr.splitlines()[0]
     assert first.startswith("python -m emovit.evaluation.synthetic_benchmarks: error: --images_per_class 2")
     assert "use 3 or more" in first and not out.exists()
+
+
+def test_the_command_never_writes_over_a_folder_it_did_not_write(tmp_path):
+    """Its stand-ins share names with the real releases' layouts (FI/<label>/..., suite.yaml): a folder of someone
+    else's is refused and left as it was; its own earlier folder is replaced whole."""
+    import pytest
+
+    from emovit.evaluation.synthetic_benchmarks import main
+
+    mine = tmp_path / "benchmarks"
+    (mine / "FI").mkdir(parents=True)
+    (mine / "suite.yaml").write_text("# my own suite\n")
+    with pytest.raises(ValueError, match="--output_dir") as info:
+        main(["--output_dir", str(mine), "--images_per_class", "3"])
+    assert "suite.yaml" in str(info.value) and (mine / "suite.yaml").read_text() == "# my own suite\n"
+    assert sorted(p.name for p in mine.iterdir()) == ["FI", "suite.yaml"] and not any((mine / "FI").iterdir())
+    out = tmp_path / "synthetic"
+    main(["--output_dir", str(out), "--images_per_class", "3"])
+    main(["--output_dir", str(out), "--images_per_class", "3"])
+    assert yaml.safe_load((out / "suite.yaml").read_text())["entries"]

@@ -18,6 +18,7 @@ import yaml
 
 from dataset_builder.synthetic import draw_image
 from modeling_emovit import EMOSET_EMOTIONS
+from modeling_emovit.io_utils import atomic_write_folder
 
 from .benchmarks import ABSTRACT_CSV, EMOTION6_GROUND_TRUTH, WEBEMO_HIERARCHY
 from .labels import LABEL_MAP_PRESETS
@@ -143,8 +144,11 @@ def main(argv=None) -> None:
     parser.add_argument("--images_per_class", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    suite = write_synthetic_benchmarks(args.output_dir, args.images_per_class, args.seed)
-    print(f"wrote the synthetic benchmarks and {suite}")
+    # Written whole: a folder of someone else's (the real releases use the same layouts and names) is refused.
+    atomic_write_folder(args.output_dir, lambda folder: write_synthetic_benchmarks(folder, args.images_per_class,
+                                                                                   args.seed),
+                        kind="emovit synthetic benchmarks", what="--output_dir")
+    print(f"wrote the synthetic benchmarks and {Path(args.output_dir) / 'suite.yaml'}")
 
 
 if __name__ == "__main__":
