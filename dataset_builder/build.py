@@ -161,6 +161,9 @@ def run_build(options: BuildOptions) -> dict:
         return _run_build(options)
     output_dir = Path(options.output_dir)
     cache_dir = Path(options.cache_dir) if options.cache_dir else output_dir
+    for flag, folder in (("--output_dir", output_dir), ("--cache_dir", cache_dir)):
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"{flag} {folder} is a file, not a folder; name a folder (it is created if missing).")
     with ExitStack() as locks:
         locks.enter_context(hold_folder_lock(output_dir.resolve(), "--output_dir"))
         if cache_dir.resolve() != output_dir.resolve():

@@ -321,6 +321,17 @@ def test_a_cache_dir_another_build_holds_is_named_with_its_own_flag(synthetic_ro
     assert not (tmp_path / "out" / "instructions.jsonl").exists()
 
 
+@pytest.mark.parametrize("flag", ["--output_dir", "--cache_dir"])
+def test_an_output_or_cache_folder_that_is_a_file_is_named_with_its_flag(synthetic_root, tmp_path, flag):
+    file = tmp_path / "notes.txt"
+    file.write_text("mine")
+    folders = {"--output_dir": str(tmp_path / "out"), "--cache_dir": str(tmp_path / "cache"), flag: str(file)}
+    with pytest.raises(ValueError, match=f"{flag} {file} is a file"):
+        main(["build", "--emoset_root", str(synthetic_root), "--output_dir", folders["--output_dir"], "--cache_dir",
+              folders["--cache_dir"], "--types", "categorical", "--per_class", "categorical=1", "--no_progress"])
+    assert file.read_text() == "mine"
+
+
 def test_credentials_in_base_url_never_reach_outputs_or_logs(synthetic_root, tmp_path, llmock, caplog):
     llmock.add(Reply(text=CONVERSATION_REPLY, times=None))
     url = llmock.base_url().replace("http://", "http://USERSECRET@") + "?api_key=QUERYSECRET#FRAGSECRET"
