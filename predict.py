@@ -23,8 +23,9 @@ Output (`--output`, default predictions.jsonl; `-` for stdout), written whole at
 one line per image found, in sorted path order, whatever the number of processes:
     {"path", "label", "scores": [{"label", "score"}, ...]}   scores sorted high to low, --top_k of them (default all)
     + "text" with --method generate; + "explanation", "mentioned", "agreement" with --explain
-    {"path", "error"}   an image that could not be read (not an image, truncated, empty, over --max_image_pixels)
-                        or that the processor refuses (1x1); counted and listed in the summary, never fatal
+    {"path", "error"}   an image that could not be read (not an image, truncated, empty, over --max_image_pixels,
+                        a link to nothing, a named pipe or a device: never opened) or that the processor refuses
+                        (1x1); counted and listed in the summary, never fatal
 The summary (label counts, predicted / skipped with reasons, images/s) is printed at the end; the exit status is 1
 when no image could be predicted.
 """

@@ -8,10 +8,12 @@ It lives in the model package because the processor reads images by the same rul
 nothing else of the project (it must load from the Hub with `trust_remote_code`); everything else imports it here.
 """
 
+import errno
 import json
 import logging
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import warnings
@@ -55,14 +57,41 @@ def to_rgb(image: Image.Image, source) -> Image.Image:
                          "as an 8-bit RGB or greyscale file.") from e
 
 
+# Entries that are neither files nor folders. Opened as an image, a pipe waits for a writer forever and a device such
+# as /dev/zero is read without end, so they are named and refused before anything opens them.
+_SPECIAL_FILES = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+                  (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def odd_path_kind(path: str | os.PathLike) -> str | None:
+    """What `path` is, in words for an error message, when it is there but is neither a regular file nor a folder
+    (links followed): a symbolic link to nothing, a link loop, a named pipe, a socket or a device. None for a regular
+    file, a folder, or a path with nothing there at all."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        if not os.path.islink(path):
+            return None
+        if e.errno == errno.ELOOP:
+            return "a symbolic link that loops (it leads back to itself)"
+        return f"a symbolic link to {os.path.realpath(path)!r}, which does not exist"
+    for is_kind, kind in _SPECIAL_FILES:
+        if is_kind(mode):
+            return f"{kind}, not a regular file"
+    return None
+
+
 def open_image(image, source=None) -> Image.Image:
     """The one way images are read for attributes, training and evaluation: decodes the whole file (a truncated JPEG
     fails here, with its name) and returns it as 8-bit RGB, detached from the file (see `to_rgb`); a PIL image is
     converted the same way. An image over Pillow's decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`; its warning
-    level too) is refused like any other undecodable file. Raises ValueError naming `source` (default: the path)."""
+    level too) is refused like any other undecodable file, and so is a path that `odd_path_kind` names (a link to
+    nothing, a pipe, a device), without being opened. Raises ValueError naming `source` (default: the path)."""
     source = image if source is None else source
     if isinstance(image, Image.Image):
         return to_rgb(image, source)
+    if isinstance(image, (str, os.PathLike)) and (kind := odd_path_kind(image)) is not None:
+        raise ValueError(f"Image {source} is {kind}; replace it with an image file or remove it.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -215,5 +244,5 @@ class JsonlCache:
             self._add(entry)
 
 
-__all__ = ["IMAGE_DECODE_ERRORS", "INPUT_ERRORS", "JsonlCache", "atomic_write", "atomic_write_text", "open_image",
-           "run_command", "to_rgb"]
+__all__ = ["IMAGE_DECODE_ERRORS", "INPUT_ERRORS", "JsonlCache", "atomic_write", "atomic_write_text", "odd_path_kind",
+           "open_image", "run_command", "to_rgb"]
