@@ -215,3 +215,29 @@ def test_broken_links_and_pipes_in_a_folder_are_error_lines_and_the_run_goes_on(
     for line, name in zip(lines[1:], sorted(errors)):
         assert errors[name] in line["error"], line
     assert f"predicted 1 of 5 images (4 skipped) in" in done.stdout and f"on {processes} process(es)" in done.stdout
+
+
+@pytest.mark.parametrize("case", ["the input photo", "a link to it", "an image name", "a model file"])
+def test_an_output_that_would_replace_an_input_or_a_photo_is_refused_and_nothing_is_written(case, tmp_path,
+                                                                                          tiny_dir):
+    from PIL import Image
+
+    pin = tmp_path / "pin2"
+    pin.mkdir()
+    Image.new("RGB", (40, 36), "red").save(pin / "red.jpg")
+    model = tmp_path / "model"
+    shutil.copytree(tiny_dir, model)
+    os.symlink(pin / "red.jpg", tmp_path / "latest.jsonl")
+    before = {path: path.read_bytes() for path in [pin / "red.jpg", model / "config.json"]}
+    output, message = {
+        "the input photo": (pin / "red.jpg", f"--output '{pin / 'red.jpg'}' is the input '{pin / 'red.jpg'}'"),
+        "a link to it": (tmp_path / "latest.jsonl", f"--output '{tmp_path / 'latest.jsonl'}' is the input "
+                                                    f"'{pin / 'red.jpg'}' (the same once links are resolved)"),
+        "an image name": (pin / "blue.png", f"--output '{pin / 'blue.png'}' is named like an image (.png)"),
+        "a model file": (model / "config.json", f"--output '{model / 'config.json'}' is the input"),
+    }[case]
+    done = run_predict("--model", model, pin, "--output", output, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert {path: path.read_bytes() for path in before} == before
+    assert sorted(path.name for path in pin.iterdir()) == ["red.jpg"]

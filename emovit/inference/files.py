@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from modeling_emovit.io_utils import IMAGE_EXTENSIONS, odd_path_kind, open_image
+from modeling_emovit.io_utils import IMAGE_EXTENSIONS, check_output_path, odd_path_kind, open_image
 
 
 
@@ -82,6 +82,15 @@ def find_images(arguments: list[str]) -> ImageFiles:
             path = os.path.normpath(path)
             found.setdefault(os.path.abspath(path), path)
     return ImageFiles(paths=sorted(found.values()), not_images=sorted(not_images))
+
+
+def check_output(output: str, files: ImageFiles, model: str) -> None:
+    """Refuses (ValueError naming --output) an output file that is one of the images to predict on or a file of the
+    local model folder, or that is, or is named like, an image (`check_output_path`); `-` (stdout) is always fine."""
+    if output == "-":
+        return
+    model_files = [os.path.join(model, name) for name in os.listdir(model)] if os.path.isdir(model) else []
+    check_output_path("--output", output, inputs=[*files.paths, *model_files])
 
 
 def _search_folder(folder: str, not_images: set[str]) -> list[str]:
