@@ -41,6 +41,7 @@ from transformers import HfArgumentParser
 
 from emovit.inference.arguments import PredictArguments
 from emovit.inference.files import check_output, find_images
+from emovit.inference.loading import check_max_new_tokens, read_config
 from emovit.inference.predict import predict_images, write_predictions
 from modeling_emovit.io_utils import run_command
 
@@ -80,6 +81,7 @@ def parse_arguments(argv: list[str]) -> PredictArguments:
 
 def main(argv=None) -> None:
     args = parse_arguments(sys.argv[1:] if argv is None else list(argv))
+    check_max_new_tokens(read_config(args.model), args.max_new_tokens)  # the model's config only, no weights yet
 
     # ---- images and the output: every PATH checked, and the output kept off them, before the model loads
     files = find_images(args.paths)

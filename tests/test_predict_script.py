@@ -150,7 +150,7 @@ def test_explain_before_the_paths_prints_lines_to_stdout(tiny_dir, photo_folder,
 
 
 @pytest.mark.parametrize("case", ["no paths", "empty folder", "named pipe", "unknown flag", "bad value",
-                                  "no processor", "nothing readable"])
+                                  "budget past the context", "no processor", "nothing readable"])
 def test_bad_input_is_a_message_without_traceback_and_leaves_the_output_alone(case, tmp_path, tiny_dir,
                                                                             photo_folder):
     root, expected = photo_folder
@@ -171,6 +171,10 @@ def test_bad_input_is_a_message_without_traceback_and_leaves_the_output_alone(ca
                        f"PATH '{tmp_path / 'pipe.jpg'}' is a named pipe (FIFO), not a regular file; pass an image"),
         "unknown flag": ([root, "--topk", "3"], 2, "unknown flag(s) --topk"),
         "bad value": ([root, "--top_k", "0"], 2, "--top_k is 0; use a positive number"),
+        # The tiny model's language model has 512 positions, 8 of them for the image's query tokens.
+        "budget past the context": ([root, "--explain", "--max_new_tokens", "100000"], 1,
+                                    "--max_new_tokens is 100000, more than this model's context holds: its language "
+                                    "model has room for at most 504 new tokens"),
         "no processor": ([root], 1, f"--model '{model}' holds model weights but no processor"),
         "nothing readable": ([root / "bad" / "text.jpg", root / "bad" / "empty.png"], 1,
                              "none of the 2 images could be predicted"),
