@@ -261,3 +261,17 @@ def test_errors_name_the_upload_by_its_original_name_and_never_a_server_path(tmp
         with pytest.raises(gr.Error, match=message) as caught:
             read_upload(value)
         assert str(tmp_path) not in caught.value.message and "5f1d0c9e2b" not in caught.value.message, value
+
+
+def test_an_unexpected_failure_reaches_the_caller_as_a_sentence_without_its_details(tiny_model, tiny_processor,
+                                                                                   monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory in /srv/emovit/models/secret.bin")
+
+    monkeypatch.setattr(tiny_model, "classify", broken)
+    demo = build_demo(tiny_model, tiny_processor)
+    (predict,) = [fn.fn for fn in demo.fns.values() if fn.api_name == "predict"]
+    with pytest.raises(gr.Error, match=r"The model could not answer \(RuntimeError\); the server's log has the "
+                                       r"details") as caught:
+        predict(upload_of(EXAMPLE), "score", "none", 128)
+    assert "/srv/emovit" not in caught.value.message
