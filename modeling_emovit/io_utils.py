@@ -203,7 +203,7 @@ def check_output_path(flag: str, output: str | os.PathLike, inputs=(), read_fold
     for source in map(os.fspath, read_folders):
         if os.path.isdir(source) and Path(os.path.realpath(output)).is_relative_to(os.path.realpath(source)):
             raise ValueError(f"{flag} {output!r} lies inside {source!r}, which this run reads whole, so what it "
-                             "writes there would join that data. Pass a folder outside it.")
+                             "writes there would join that data. Pass a path outside it.")
     image_format = _is_image_file(output)
     if folder:
         if os.path.lexists(output) and not os.path.isdir(output):

@@ -125,3 +125,21 @@ def test_an_output_dir_that_is_the_dataset_the_model_or_a_file_is_refused(tmp_pa
             EvalArguments(model=str(model), dataset=str(dataset), output_dir=str(output_dir))
     # train.py's held-out evaluation writes into the model folder's eval/: that is not an input.
     EvalArguments(model=str(model), dataset=str(dataset), output_dir=str(model / "eval"))
+
+
+def test_a_judge_cache_over_an_input_or_a_photo_is_refused(tmp_path):
+    from PIL import Image
+
+    dataset = tmp_path / "images"
+    (dataset / "awe").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(dataset / "awe" / "a.png")
+    reasoning = {"model": str(tmp_path / "model"), "dataset": str(dataset), "output_dir": str(tmp_path / "out"),
+                 "task": "reasoning", "judge_model": "gpt-4o-mini"}
+    for cache, words in [
+        (dataset / "awe" / "a.png", f"lies inside '{dataset}'"),
+        (dataset / "cache.jsonl", f"lies inside '{dataset}'"),
+        (tmp_path / "red.jpg", "is named like an image (.jpg)"),
+    ]:
+        with pytest.raises(ValueError, match=rf"^--judge_cache '{cache}' {re.escape(words)}"):
+            EvalArguments(**reasoning, judge_cache=str(cache))
+    EvalArguments(**reasoning, judge_cache=str(tmp_path / "judge.jsonl"))

@@ -132,9 +132,13 @@ class EvalArguments:
 
     def check_output_dir(self):
         """--output_dir keeps off the inputs: not the model folder, the dataset (nor inside it: an ImageFolder would
-        take confusion_matrix.png for one of its images), the label map or the judge's cache, and not a file."""
-        inputs = [self.model, self.dataset, *(path for path in (self.label_map, self.judge_cache) if path)]
-        check_output_path("--output_dir", self.output_dir, inputs, read_folders=[self.dataset], folder=True)
+        take confusion_matrix.png for one of its images), the label map or the judge's cache, and not a file. The
+        judge's cache, appended to, keeps off them too, and off photos."""
+        reads = [self.model, self.dataset, *([self.label_map] if self.label_map else [])]
+        check_output_path("--output_dir", self.output_dir, [*reads, *([self.judge_cache] if self.judge_cache else [])],
+                          read_folders=[self.dataset], folder=True)
+        if self.judge_cache is not None:
+            check_output_path("--judge_cache", self.judge_cache, reads, read_folders=[self.dataset])
 
     def _check_reasoning(self):
         """The reasoning task's flags: valid, and given only where they apply."""
