@@ -72,9 +72,9 @@ def main(args: AppArguments) -> None:
     model_path = args.model or os.environ.get("EMOVIT_MODEL")
     if model_path is None:
         if not OFFLINE_MODEL.is_dir():
-            raise ValueError(f"No model to serve: there is no {OFFLINE_MODEL}/ here ({Path.cwd()}). Run `accelerate launch "
-                     "train.py` first (the offline default, a few minutes on a CPU), or pass --model FOLDER_OR_HUB_ID "
-                     "(or set EMOVIT_MODEL).")
+            raise ValueError(f"No model to serve: there is no {OFFLINE_MODEL}/ here ({Path.cwd()}). Run "
+                             "`accelerate launch train.py` first (the offline default, a few minutes on a CPU), or "
+                             "pass --model FOLDER_OR_HUB_ID (or set EMOVIT_MODEL).")
         model_path = str(OFFLINE_MODEL)
     # torch, the model code and Gradio take seconds each to import: each comes once the checks before it have passed.
     from accelerate import PartialState

@@ -91,7 +91,8 @@ def test_suite_on_three_synthetic_benchmarks_matches_each_metrics_json(tmp_path,
 
 def test_an_output_dir_over_a_dataset_or_the_suite_file_is_refused_before_any_work(tmp_path):
     (tmp_path / "data" / "awe").mkdir(parents=True)
-    suite = write_suite(tmp_path / "suite.yaml", [{"name": "a", "dataset": "data"}, {"name": "data", "dataset": "data"}])
+    suite = write_suite(tmp_path / "suite.yaml", [{"name": "a", "dataset": "data"},
+                                                  {"name": "data", "dataset": "data"}])
     before = sorted(tmp_path.rglob("*"))
     for output_dir, message in [
         (tmp_path / "data", f"--output_dir '{tmp_path / 'data'}' is the input"),

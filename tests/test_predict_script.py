@@ -218,7 +218,7 @@ def test_broken_links_and_pipes_in_a_folder_are_error_lines_and_the_run_goes_on(
     assert "error" not in lines[0] and lines[0]["label"]
     for line, name in zip(lines[1:], sorted(errors)):
         assert errors[name] in line["error"], line
-    assert f"predicted 1 of 5 images (4 skipped) in" in done.stdout and f"on {processes} process(es)" in done.stdout
+    assert "predicted 1 of 5 images (4 skipped) in" in done.stdout and f"on {processes} process(es)" in done.stdout
 
 
 @pytest.mark.parametrize("case", ["the input photo", "a link to it", "an image name", "a model file"])
