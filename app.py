@@ -12,10 +12,14 @@ model is `--model`, else `$EMOVIT_MODEL`, else runs/emovit-offline (written by `
 dtype `--dtype`, else `$EMOVIT_DTYPE`, else float32.
 `--host` and `--port` default to Gradio's `GRADIO_SERVER_NAME` / `GRADIO_SERVER_PORT`, else 127.0.0.1 and the first
 free port from 7860. Nothing is sent anywhere: no share link, no usage statistics.
+
+One request runs at a time; at most `--queue_size` wait (8; more are refused at once), each stops generating after
+`--time_limit` seconds (60) and says so, and uploads are deleted `--upload_max_age` seconds after they arrive (600).
+Error messages name an upload by its own file name; Gradio's own refusals and unexpected failures show no details
+(the server's log has them), since those name paths on the server.
 """
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +27,8 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from transformers import HfArgumentParser  # noqa: E402
+
+from modeling_emovit.io_utils import run_command  # noqa: E402
 
 
 OFFLINE_MODEL = Path("runs/emovit-offline")
@@ -45,6 +51,20 @@ class AppArguments:
         default=None, metadata={"help": "Model weights dtype: float32, bfloat16 or float16; unset: $EMOVIT_DTYPE, "
                                         "else float32."}
     )
+    queue_size: int = field(
+        default=8, metadata={"help": "Requests that may wait while one runs; more are refused at once."}
+    )
+    time_limit: float = field(
+        default=60.0, metadata={"help": "Seconds a request may run; the explanation stops there, cut short."}
+    )
+    upload_max_age: int = field(
+        default=600, metadata={"help": "Seconds an upload stays on the server before it is deleted."}
+    )
+
+    def __post_init__(self):
+        for name in ("queue_size", "time_limit", "upload_max_age"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name} is {getattr(self, name)}; use a positive number.")
 
 
 def main(args: AppArguments) -> None:
@@ -52,9 +72,9 @@ def main(args: AppArguments) -> None:
     model_path = args.model or os.environ.get("EMOVIT_MODEL")
     if model_path is None:
         if not OFFLINE_MODEL.is_dir():
-            sys.exit(f"No model to serve: there is no {OFFLINE_MODEL}/ here ({Path.cwd()}). Run `accelerate launch "
-                     "train.py` first (the offline default, a few minutes on a CPU), or pass --model FOLDER_OR_HUB_ID "
-                     "(or set EMOVIT_MODEL).")
+            raise ValueError(f"No model to serve: there is no {OFFLINE_MODEL}/ here ({Path.cwd()}). Run "
+                             "`accelerate launch train.py` first (the offline default, a few minutes on a CPU), or "
+                             "pass --model FOLDER_OR_HUB_ID (or set EMOVIT_MODEL).")
         model_path = str(OFFLINE_MODEL)
     # torch, the model code and Gradio take seconds each to import: each comes once the checks before it have passed.
     from accelerate import PartialState
@@ -63,11 +83,13 @@ def main(args: AppArguments) -> None:
 
     dtype = args.dtype or os.environ.get("EMOVIT_DTYPE", "float32")
     if dtype not in DTYPES:
-        sys.exit(f"--dtype (or $EMOVIT_DTYPE) is {dtype!r}; use one of {list(DTYPES)}.")
+        raise ValueError(f"--dtype (or $EMOVIT_DTYPE) is {dtype!r}; use one of {list(DTYPES)}.")
     try:
         model, processor = load_model(model_path, DTYPES[dtype])
     except ValueError as e:
-        sys.exit(str(e) if args.model else f"{e} (the model came from $EMOVIT_MODEL)")
+        if args.model:
+            raise
+        raise ValueError(f"{e} (the model came from $EMOVIT_MODEL)") from e
     model.to(PartialState().device)  # a GPU when there is one
     print(f"model: {model_path} ({model.config.model_type}, {dtype}, {model.device}, "
           f"labels {model.config.emotion_labels})")
@@ -75,12 +97,14 @@ def main(args: AppArguments) -> None:
     # ---- demo: the page and its /predict endpoint, served on one machine
     from emovit.inference.demo import MAX_UPLOAD_SIZE, build_demo
 
-    demo = build_demo(model, processor, EXAMPLES)
-    demo.queue(default_concurrency_limit=1)  # one prediction at a time; requests wait instead of competing for memory
+    demo = build_demo(model, processor, EXAMPLES, queue_size=args.queue_size, time_limit=args.time_limit,
+                      upload_max_age=args.upload_max_age)
+    # show_error=False: the demo's own messages (gr.Error) are shown all the same; Gradio's refusals would show the
+    # server's paths and working directory.
     demo.launch(server_name=args.host, server_port=args.port, share=False, max_file_size=MAX_UPLOAD_SIZE,
-                ssr_mode=False, show_error=True)
+                ssr_mode=False, show_error=False)
 
 
 if __name__ == "__main__":
-    (app_args,) = HfArgumentParser(AppArguments).parse_args_into_dataclasses()
-    main(app_args)
+    parser = HfArgumentParser(AppArguments)
+    run_command("app.py", lambda: main(*parser.parse_args_into_dataclasses()))

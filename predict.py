@@ -19,12 +19,14 @@ mix, before or after the flags. Each PATH must yield an image: a missing path, a
 nothing stops the run before the model loads. Inside folders, files are taken by extension (jpg, jpeg, png, bmp, gif,
 webp, tif, tiff); the others are counted in the summary.
 
-Output (`--output`, default predictions.jsonl; `-` for stdout), written whole at the end (temporary file + rename):
+Output (`--output`, default predictions.jsonl; `-` for stdout), written whole at the end (temporary file + rename);
+an output that is one of the images, a file of the model folder, or an image (by name or content) is refused:
 one line per image found, in sorted path order, whatever the number of processes:
     {"path", "label", "scores": [{"label", "score"}, ...]}   scores sorted high to low, --top_k of them (default all)
     + "text" with --method generate; + "explanation", "mentioned", "agreement" with --explain
-    {"path", "error"}   an image that could not be read (not an image, truncated, empty, over --max_image_pixels)
-                        or that the processor refuses (1x1); counted and listed in the summary, never fatal
+    {"path", "error"}   an image that could not be read (not an image, truncated, empty, over --max_image_pixels,
+                        a link to nothing, a named pipe or a device: never opened) or that the processor refuses
+                        (1x1); counted and listed in the summary, never fatal
 The summary (label counts, predicted / skipped with reasons, images/s) is printed at the end; the exit status is 1
 when no image could be predicted.
 """
@@ -38,8 +40,10 @@ from accelerate import PartialState
 from transformers import HfArgumentParser
 
 from emovit.inference.arguments import PredictArguments
-from emovit.inference.files import find_images
+from emovit.inference.files import check_output, find_images
+from emovit.inference.loading import check_max_new_tokens, read_config
 from emovit.inference.predict import predict_images, write_predictions
+from modeling_emovit.io_utils import run_command
 
 
 # Words HfArgumentParser reads as a boolean flag's value (`--explain true`).
@@ -77,9 +81,11 @@ def parse_arguments(argv: list[str]) -> PredictArguments:
 
 def main(argv=None) -> None:
     args = parse_arguments(sys.argv[1:] if argv is None else list(argv))
+    check_max_new_tokens(read_config(args.model), args.max_new_tokens)  # the model's config only, no weights yet
 
-    # ---- images: every PATH checked before the model loads
+    # ---- images and the output: every PATH checked, and the output kept off them, before the model loads
     files = find_images(args.paths)
+    check_output(args.output, files, args.model)
 
     # ---- prediction on every process; the main process gets all lines
     lines, summary = predict_images(args, files)
@@ -124,8 +130,5 @@ def print_summary(summary: dict, args: PredictArguments, out) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ValueError as e:  # bad input (a PATH, the model folder): the message says what to do
-        sys.exit(f"predict.py: error: {e}")
+    run_command("predict.py", main)  # bad input (a PATH, the output, the model folder): one line saying what to do
     PartialState().destroy_process_group()  # a launch ends cleanly (see evaluate.py)

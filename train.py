@@ -43,7 +43,7 @@ from emovit.training.sampling import parse_curriculum
 from emovit.training.trainer import EmoVitTrainer
 from emovit.training.vision_cache import VisionCache
 from modeling_emovit import EmoVitForConditionalGeneration, EmoVitProcessor
-from modeling_emovit.io_utils import atomic_write_text
+from modeling_emovit.io_utils import atomic_write_text, check_output_path
 
 
 def load_model(model_args: ModelArguments, training_args: EmoVitTrainingArguments):
@@ -97,6 +97,8 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Em
     collator = EmoVitCollator(processor, data_args.max_instruction_length, data_args.max_answer_length,
                               data_args.augment, cache, seed=training_args.seed)
     eval_root = data_args.eval_dataset or emoset_root
+    if eval_root is not None:  # the held-out evaluation writes into output_dir: checked now, not after training
+        check_output_path("--output_dir", output_dir, [eval_root], read_folders=[eval_root], folder=True)
     eval_images = []
     if training_args.eval_strategy != "no":
         if eval_root is None:

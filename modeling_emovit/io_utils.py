@@ -8,10 +8,12 @@ It lives in the model package because the processor reads images by the same rul
 nothing else of the project (it must load from the Hub with `trust_remote_code`); everything else imports it here.
 """
 
+import errno
 import json
 import logging
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import warnings
@@ -55,14 +57,41 @@ def to_rgb(image: Image.Image, source) -> Image.Image:
                          "as an 8-bit RGB or greyscale file.") from e
 
 
+# Entries that are neither files nor folders. Opened as an image, a pipe waits for a writer forever and a device such
+# as /dev/zero is read without end, so they are named and refused before anything opens them.
+_SPECIAL_FILES = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+                  (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def odd_path_kind(path: str | os.PathLike) -> str | None:
+    """What `path` is, in words for an error message, when it is there but is neither a regular file nor a folder
+    (links followed): a symbolic link to nothing, a link loop, a named pipe, a socket or a device. None for a regular
+    file, a folder, or a path with nothing there at all."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        if not os.path.islink(path):
+            return None
+        if e.errno == errno.ELOOP:
+            return "a symbolic link that loops (it leads back to itself)"
+        return f"a symbolic link to {os.path.realpath(path)!r}, which does not exist"
+    for is_kind, kind in _SPECIAL_FILES:
+        if is_kind(mode):
+            return f"{kind}, not a regular file"
+    return None
+
+
 def open_image(image, source=None) -> Image.Image:
     """The one way images are read for attributes, training and evaluation: decodes the whole file (a truncated JPEG
     fails here, with its name) and returns it as 8-bit RGB, detached from the file (see `to_rgb`); a PIL image is
     converted the same way. An image over Pillow's decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`; its warning
-    level too) is refused like any other undecodable file. Raises ValueError naming `source` (default: the path)."""
+    level too) is refused like any other undecodable file, and so is a path that `odd_path_kind` names (a link to
+    nothing, a pipe, a device), without being opened. Raises ValueError naming `source` (default: the path)."""
     source = image if source is None else source
     if isinstance(image, Image.Image):
         return to_rgb(image, source)
+    if isinstance(image, (str, os.PathLike)) and (kind := odd_path_kind(image)) is not None:
+        raise ValueError(f"Image {source} is {kind}; replace it with an image file or remove it.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -188,6 +217,72 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, write)
 
 
+# ---------------------------------------------------------------------------------------------------- outputs
+
+
+def _is_image_file(path: str) -> str | None:
+    """The image format of the regular file at `path` as its header says (nothing is decoded), else None."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                return opened.format or "image"
+    except (*IMAGE_DECODE_ERRORS, Image.DecompressionBombWarning):
+        return None
+
+
+def _same_path(a: str, b: str) -> bool:
+    """Whether `a` and `b` are one file or folder: equal once links are resolved, or hard links to one file."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet
+        return False
+
+
+def check_output_path(flag: str, output: str | os.PathLike, inputs=(), read_folders=(), folder: bool = False) -> None:
+    """The one rule for where a command may write: raises ValueError naming `flag`, the path and what to do when
+    writing `output` (a file, or with `folder` a folder the command writes its files into) would destroy or change
+    what the command reads, that is when `output`
+    - is one of `inputs` (files or folders the command reads; the same once links are resolved, hard links too);
+    - lies inside one of `read_folders` (folders read whole, such as a dataset, where a written file joins the data);
+    - as a file: is named like an image (IMAGE_EXTENSIONS), is an image by its content, or is a folder; commands
+      write text, and a photo of that name would be replaced by it;
+    - as a folder: exists and is not a folder.
+    Inputs that do not exist here (a Hub id) are passed over."""
+    output = os.fspath(output)
+    for source in map(os.fspath, inputs):
+        if os.path.lexists(source) and _same_path(output, source):
+            raise ValueError(f"{flag} {output!r} is the input {source!r} (the same once links are resolved), which "
+                             "this run reads; writing there would replace or change it. Pass a path of its own for "
+                             "the output.")
+    for source in map(os.fspath, read_folders):
+        if os.path.isdir(source) and Path(os.path.realpath(output)).is_relative_to(os.path.realpath(source)):
+            raise ValueError(f"{flag} {output!r} lies inside {source!r}, which this run reads whole, so what it "
+                             "writes there would join that data. Pass a path outside it.")
+    image_format = _is_image_file(output)
+    if folder:
+        if os.path.lexists(output) and not os.path.isdir(output):
+            what = f"an image file ({image_format})" if image_format else "a file"
+            raise ValueError(f"{flag} {output!r} is {what}, not a folder. Pass a folder for the output files (it is "
+                             "created when missing).")
+        return
+    if os.path.isdir(output):
+        raise ValueError(f"{flag} {output!r} is a folder; pass a file name, e.g. "
+                         f"{os.path.join(output, 'predictions.jsonl')!r}.")
+    suffix = os.path.splitext(output)[1].lower()
+    if suffix in IMAGE_EXTENSIONS:
+        raise ValueError(f"{flag} {output!r} is named like an image ({suffix}), but what is written there is text, "
+                         "and a photo of that name would be replaced by it. Pass a file name that is not an image's, "
+                         "e.g. predictions.jsonl.")
+    if image_format:
+        raise ValueError(f"{flag} {output!r} is an image file ({image_format}); writing text over it would destroy "
+                         "it. Pass another file name, e.g. predictions.jsonl.")
+
+
 # ---------------------------------------------------------------------------------------------------- commands
 
 # Errors that mean the user's input is wrong (a flag's value, a file's content, a missing path): the command prints
@@ -275,4 +370,4 @@ class JsonlCache:
 
 
 __all__ = ["FOLDER_MARKER", "IMAGE_DECODE_ERRORS", "INPUT_ERRORS", "JsonlCache", "atomic_write", "atomic_write_folder",
-           "atomic_write_text", "open_image", "run_command", "to_rgb"]
+           "atomic_write_text", "check_output_path", "odd_path_kind", "open_image", "run_command", "to_rgb"]

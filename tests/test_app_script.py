@@ -224,3 +224,34 @@ def test_a_model_or_dtype_from_the_environment_that_does_not_work_is_named(tmp_p
     assert done.returncode == 1
     assert "--dtype (or $EMOVIT_DTYPE) is 'int8'; use one of ['float32', 'bfloat16', 'float16']" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_refusals_show_no_server_path_and_the_budget_is_bounded(app_url):
+    """A file that was not uploaded is refused by Gradio itself, whose message names the path it resolved, under the
+    server's working directory: the caller learns only that the request failed. A budget past the page's slider is
+    refused by the demo, with the range."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    payload = {"data": [{"path": "relative.png", "meta": {"_type": "gradio.FileData"}}, "score", "none", 128]}
+    request = urllib.request.Request(app_url + "gradio_api/call/predict", data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        event = json.loads(response.read())["event_id"]
+    with urllib.request.urlopen(f"{app_url}gradio_api/call/predict/{event}", timeout=60) as response:
+        answer = response.read().decode()
+    assert "event: error" in answer
+    assert str(REPO_ROOT) not in answer and "relative.png" not in answer, answer
+
+    client = Client(app_url, verbose=False)
+    with pytest.raises(AppError, match=r"max_new_tokens is 1000000; this demo generates 16 to 256 new tokens"):
+        client.predict(handle_file(str(EXAMPLE)), "score", "label", 1_000_000, api_name="/predict")
+
+
+def test_limits_that_are_not_positive_are_refused_before_the_model_loads(tmp_path):
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "app.py"), "--model", str(tmp_path / "nowhere"),
+                           "--queue_size", "0"], cwd=tmp_path, env=app_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 1
+    assert "app.py: error: --queue_size is 0; use a positive number." in done.stderr
+    assert "Traceback" not in done.stderr

@@ -1,5 +1,7 @@
 """emovit.evaluation.arguments: EvalArguments refuses bad values, naming the flag and the value."""
 
+import re
+
 import pytest
 from transformers import HfArgumentParser
 
@@ -103,3 +105,41 @@ def test_calibration_and_card_flags_are_checked_up_front(tmp_path):
         arguments(update_card="user/emovit")
     args = arguments(model=str(tmp_path), calibrate_on="val", save_temperature=True, update_card=str(tmp_path))
     assert (args.calibrate_on, args.save_temperature, args.update_card) == ("val", True, str(tmp_path))
+
+
+def test_an_output_dir_that_is_the_dataset_the_model_or_a_file_is_refused(tmp_path):
+    from PIL import Image
+
+    dataset, model = tmp_path / "images", tmp_path / "model"
+    (dataset / "awe").mkdir(parents=True)
+    model.mkdir()
+    Image.new("RGB", (8, 8)).save(dataset / "awe" / "a.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "red.jpg")
+    for output_dir, words in [
+        (dataset, f"is the input '{dataset}'"),
+        (dataset / "awe", f"lies inside '{dataset}'"),  # confusion_matrix.png would become an image of class awe
+        (model, f"is the input '{model}'"),
+        (tmp_path / "red.jpg", "is an image file (JPEG), not a folder"),
+    ]:
+        with pytest.raises(ValueError, match=rf"^--output_dir '{output_dir}' {re.escape(words)}"):
+            EvalArguments(model=str(model), dataset=str(dataset), output_dir=str(output_dir))
+    # train.py's held-out evaluation writes into the model folder's eval/: that is not an input.
+    EvalArguments(model=str(model), dataset=str(dataset), output_dir=str(model / "eval"))
+
+
+def test_a_judge_cache_over_an_input_or_a_photo_is_refused(tmp_path):
+    from PIL import Image
+
+    dataset = tmp_path / "images"
+    (dataset / "awe").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(dataset / "awe" / "a.png")
+    reasoning = {"model": str(tmp_path / "model"), "dataset": str(dataset), "output_dir": str(tmp_path / "out"),
+                 "task": "reasoning", "judge_model": "gpt-4o-mini"}
+    for cache, words in [
+        (dataset / "awe" / "a.png", f"lies inside '{dataset}'"),
+        (dataset / "cache.jsonl", f"lies inside '{dataset}'"),
+        (tmp_path / "red.jpg", "is named like an image (.jpg)"),
+    ]:
+        with pytest.raises(ValueError, match=rf"^--judge_cache '{cache}' {re.escape(words)}"):
+            EvalArguments(**reasoning, judge_cache=str(cache))
+    EvalArguments(**reasoning, judge_cache=str(tmp_path / "judge.jsonl"))

@@ -226,3 +226,12 @@ def test_run_metrics_follow_from_the_rows(reasoning_run):
     assert metrics["num_annotation_problems"] == 1 and problem["id"] == lines[0]["id"]
     assert "could not be used" in problem["reason"] and lines[0]["attributes_computed"] == ["brightness",
                                                                                            "colorfulness"]
+
+
+def test_a_budget_past_the_model_context_is_refused_before_any_explanation(tmp_path, run_evaluation,
+                                                                           eval_emoset_dir):
+    # The tiny model's language model has 512 positions, 8 of them for the image's query tokens.
+    with pytest.raises(ValueError, match=r"--max_new_tokens is 100000, more than this model's context holds.*at "
+                                         r"most 504 new tokens.*Pass --max_new_tokens 504 or less"):
+        run_evaluation(tmp_path, eval_emoset_dir, task="reasoning", max_images=1, max_new_tokens=100_000)
+    assert not (tmp_path / "out").exists()

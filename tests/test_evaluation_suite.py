@@ -3,6 +3,7 @@ dataset paths listed before any work or reported as skipped rows, and a suite ru
 synthetic benchmarks whose table matches each entry's metrics.json."""
 
 import json
+import re
 
 import pytest
 import yaml
@@ -86,3 +87,20 @@ def test_suite_on_three_synthetic_benchmarks_matches_each_metrics_json(tmp_path,
     assert "kl_divergence" in header
     artphoto_line = next(line for line in markdown.splitlines() if line.startswith("| artphoto "))
     assert f"| {table['rows'][0]['accuracy']:.4f} |" in artphoto_line and "| – |" in artphoto_line  # no KL
+
+
+def test_an_output_dir_over_a_dataset_or_the_suite_file_is_refused_before_any_work(tmp_path):
+    (tmp_path / "data" / "awe").mkdir(parents=True)
+    suite = write_suite(tmp_path / "suite.yaml", [{"name": "a", "dataset": "data"},
+                                                  {"name": "data", "dataset": "data"}])
+    before = sorted(tmp_path.rglob("*"))
+    for output_dir, message in [
+        (tmp_path / "data", f"--output_dir '{tmp_path / 'data'}' is the input"),
+        # Entry `data` would write into tmp_path/data, its own dataset.
+        (tmp_path, f"--output_dir '{tmp_path / 'data'}' is the input"),
+        (suite, f"--output_dir '{suite}' is the input '{suite}'"),
+    ]:
+        args = SuiteArguments(model=str(tmp_path / "no-model"), suite=str(suite), output_dir=str(output_dir))
+        with pytest.raises(ValueError, match=re.escape(message)):
+            run_suite(args)
+        assert sorted(tmp_path.rglob("*")) == before  # nothing written, nothing loaded

@@ -1,6 +1,7 @@
 """emovit.inference.files: PATH arguments to a sorted list of image files, and reading each by the image rule."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -106,3 +107,45 @@ def test_a_10000x10000_image_is_read_and_larger_ones_are_refused_by_the_limit(tm
     assert Image.MAX_IMAGE_PIXELS == pillow_limit  # the limit is set for one read only
     assert read_image(str(small), max_pixels=10_000).size == (100, 100)
     assert DEFAULT_MAX_IMAGE_PIXELS == 2 * pillow_limit
+
+
+# ---------------------------------------------------------------------------------------------------- odd files
+
+
+def odd_files(root):
+    """A folder holding one readable image and, under sub/, the odd entries a photo folder can hold with an image's
+    name: a link to nothing, a link to itself, a named pipe and a link to a character device. Returns
+    {name: words its error contains}."""
+    (root / "sub").mkdir(parents=True)
+    Image.new("RGB", (40, 36), (10, 120, 200)).save(root / "good.png")
+    os.symlink("/nonexistent/x.jpg", root / "sub" / "dangling.jpg")
+    os.symlink("loop.jpg", root / "sub" / "loop.jpg")
+    os.mkfifo(root / "sub" / "pipe.jpg")
+    os.symlink("/dev/zero", root / "sub" / "zero.png")
+    return {"dangling.jpg": "is a symbolic link to '/nonexistent/x.jpg', which does not exist",
+            "loop.jpg": "is a symbolic link that loops",
+            "pipe.jpg": "is a named pipe (FIFO), not a regular file",
+            "zero.png": "is a character device, not a regular file"}
+
+
+def test_broken_links_pipes_and_devices_in_a_folder_are_found_and_each_read_is_an_error_naming_it(tmp_path):
+    errors = odd_files(tmp_path)
+    files = find_images([str(tmp_path)])
+    assert files.paths == [str(tmp_path / "good.png")] + [str(tmp_path / "sub" / name) for name in sorted(errors)]
+    assert read_image(str(tmp_path / "good.png")).size == (40, 36)
+    for name, words in errors.items():
+        path = str(tmp_path / "sub" / name)
+        # Never opened: a pipe would wait for a writer and a device would be read forever.
+        with pytest.raises(ValueError, match=rf"Image {re.escape(path)} {re.escape(words)}.*remove it"):
+            read_image(path)
+
+
+@pytest.mark.parametrize("name", ["dangling.jpg", "loop.jpg", "pipe.jpg", "zero.png"])
+def test_a_path_argument_that_is_not_a_file_or_folder_is_called_what_it_is(tmp_path, name):
+    errors = odd_files(tmp_path)
+    path = str(tmp_path / "sub" / name)
+    with pytest.raises(ValueError) as caught:
+        find_images([path])
+    message = str(caught.value)
+    assert message.startswith(f"PATH {path!r} {errors[name]}") and f"{path!r} does not exist" not in message
+    assert "pass an image file, a folder or a glob pattern" in message

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import pytest
 
@@ -157,3 +158,76 @@ def test_atomic_write_folder_refuses_the_current_folder_its_parents_and_protecte
     assert (work / "data" / "records.jsonl").read_text() == "{}\n" and outside.is_dir()
     assert sorted(p.name for p in work.iterdir()) == ["data"] and sorted(p.name for p in tmp_path.iterdir()) == [
         "other", "work"]
+
+
+def test_open_image_refuses_pipes_devices_and_broken_links_without_opening_them(tmp_path):
+    """A named pipe would make the reader wait for a writer forever and /dev/zero would be read without end: every
+    reader of images (datasets, evaluation, prediction) gets a ValueError naming the file instead."""
+    import threading
+
+    from modeling_emovit.io_utils import open_image
+
+    os.mkfifo(tmp_path / "pipe.jpg")
+    os.symlink("/dev/zero", tmp_path / "zero.png")
+    os.symlink(tmp_path / "nowhere.png", tmp_path / "dangling.png")
+    expected = {"pipe.jpg": "is a named pipe (FIFO), not a regular file",
+                "zero.png": "is a character device, not a regular file",
+                "dangling.png": f"is a symbolic link to '{tmp_path / 'nowhere.png'}', which does not exist"}
+    for name, words in expected.items():
+        outcome = []
+
+        def read(path=tmp_path / name):
+            try:
+                open_image(path)
+            except ValueError as e:
+                outcome.append(str(e))
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(timeout=10)
+        hung = reader.is_alive()
+        if hung and name == "pipe.jpg":  # let the blocked reader go: a writer opens and closes the pipe
+            os.close(os.open(tmp_path / name, os.O_WRONLY | os.O_NONBLOCK))
+        assert not hung, f"open_image({name}) did not return within 10 s"
+        assert outcome and outcome[0].startswith(f"Image {tmp_path / name} {words}"), (name, outcome)
+
+
+def test_an_output_over_an_input_an_image_or_inside_a_folder_read_whole_is_refused(tmp_path):
+    from PIL import Image
+
+    from modeling_emovit.io_utils import check_output_path
+
+    photos, data, model = tmp_path / "pin2", tmp_path / "data", tmp_path / "model"
+    for folder in (photos, data / "awe", model):
+        folder.mkdir(parents=True)
+    Image.new("RGB", (8, 8), "red").save(photos / "red.jpg")
+    Image.new("RGB", (8, 8), "blue").save(tmp_path / "scan.dat", format="PNG")  # an image by content, not by name
+    (model / "config.json").write_text("{}")
+    os.symlink(photos / "red.jpg", tmp_path / "latest.jsonl")
+    os.link(model / "config.json", tmp_path / "hard.jsonl")
+    inputs = [str(photos / "red.jpg"), str(model / "config.json")]
+    for output, words in [
+        (photos / "red.jpg", "is the input"),
+        (tmp_path / "latest.jsonl", "is the input"),  # a link to it
+        (tmp_path / "hard.jsonl", "is the input"),  # a hard link to a model file
+        (tmp_path / "new.png", "is named like an image (.png)"),
+        (tmp_path / "scan.dat", "is an image file"),
+        (photos, "is a folder"),
+    ]:
+        with pytest.raises(ValueError, match=rf"^--output '{output}' {re.escape(words)}.*[Pp]ass"):
+            check_output_path("--output", str(output), inputs)
+    check_output_path("--output", str(photos / "preds.jsonl"), inputs)  # next to the photos is fine
+
+    folder_inputs = [str(model), str(data)]
+    for output, words in [
+        (data, "is the input"),
+        (model, "is the input"),
+        (data / "awe", f"lies inside {str(data)!r}"),
+        (data / "eval", f"lies inside {str(data)!r}"),
+        (photos / "red.jpg", "is an image file (JPEG), not a folder"),
+        (model / "config.json", "is a file, not a folder"),
+    ]:
+        with pytest.raises(ValueError, match=rf"^--output_dir '{output}' {re.escape(words)}.*[Pp]ass"):
+            check_output_path("--output_dir", str(output), folder_inputs, read_folders=[str(data)], folder=True)
+    for output in (model / "eval", tmp_path / "runs" / "eval", tmp_path):
+        check_output_path("--output_dir", str(output), folder_inputs, read_folders=[str(data)], folder=True)

@@ -149,14 +149,15 @@ def test_explain_before_the_paths_prints_lines_to_stdout(tiny_dir, photo_folder,
     assert os.listdir(tmp_path) == []  # nothing written besides stdout
 
 
-@pytest.mark.parametrize("case", ["no paths", "empty folder", "unknown flag", "bad value",
-                                  "no processor", "nothing readable"])
+@pytest.mark.parametrize("case", ["no paths", "empty folder", "named pipe", "unknown flag", "bad value",
+                                  "budget past the context", "no processor", "nothing readable"])
 def test_bad_input_is_a_message_without_traceback_and_leaves_the_output_alone(case, tmp_path, tiny_dir,
                                                                             photo_folder):
     root, expected = photo_folder
     out = tmp_path / "preds.jsonl"
     out.write_text("earlier run\n")
     (tmp_path / "empty").mkdir()
+    os.mkfifo(tmp_path / "pipe.jpg")
     model = tiny_dir
     if case == "no processor":
         model = tmp_path / "weights-only"
@@ -166,8 +167,14 @@ def test_bad_input_is_a_message_without_traceback_and_leaves_the_output_alone(ca
     paths, status, message = {
         "no paths": ([], 1, "No PATH was given"),
         "empty folder": ([root, tmp_path / "empty"], 1, f"PATH '{tmp_path / 'empty'}' is a folder without image"),
+        "named pipe": ([root, tmp_path / "pipe.jpg"], 1,
+                       f"PATH '{tmp_path / 'pipe.jpg'}' is a named pipe (FIFO), not a regular file; pass an image"),
         "unknown flag": ([root, "--topk", "3"], 2, "unknown flag(s) --topk"),
         "bad value": ([root, "--top_k", "0"], 2, "--top_k is 0; use a positive number"),
+        # The tiny model's language model has 512 positions, 8 of them for the image's query tokens.
+        "budget past the context": ([root, "--explain", "--max_new_tokens", "100000"], 1,
+                                    "--max_new_tokens is 100000, more than this model's context holds: its language "
+                                    "model has room for at most 504 new tokens"),
         "no processor": ([root], 1, f"--model '{model}' holds model weights but no processor"),
         "nothing readable": ([root / "bad" / "text.jpg", root / "bad" / "empty.png"], 1,
                              "none of the 2 images could be predicted"),
@@ -181,3 +188,60 @@ def test_bad_input_is_a_message_without_traceback_and_leaves_the_output_alone(ca
     else:
         assert out.read_text() == "earlier run\n"
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["preds.jsonl"]  # no temporary file
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_broken_links_and_pipes_in_a_folder_are_error_lines_and_the_run_goes_on(tmp_path, tiny_dir, processes):
+    """A link to nothing, a link to itself, a named pipe and a link to /dev/zero with image names inside a searched
+    folder: each is an `error` line counted in the summary, the readable image is predicted, exit status 0; the same
+    under torchrun with 2 processes."""
+    from test_inference_files import odd_files
+
+    folder = tmp_path / "pin"
+    errors = odd_files(folder)
+    out = tmp_path / "preds.jsonl"
+    arguments = ["--model", tiny_dir, "--output", out, folder]
+    if processes == 1:
+        done = run_predict(*arguments, cwd=tmp_path)
+    else:
+        torchrun = Path(sys.executable).parent / "torchrun"
+        if not torchrun.exists():
+            pytest.skip("torchrun is not installed next to this Python")
+        done = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(REPO / "predict.py"),
+                               *map(str, arguments)], cwd=tmp_path, env={**ENV, "ACCELERATE_USE_CPU": "true"},
+                              capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    lines = read_lines(out)
+    assert [line["path"] for line in lines] == [str(folder / "good.png")] + [str(folder / "sub" / name)
+                                                                             for name in sorted(errors)]
+    assert "error" not in lines[0] and lines[0]["label"]
+    for line, name in zip(lines[1:], sorted(errors)):
+        assert errors[name] in line["error"], line
+    assert "predicted 1 of 5 images (4 skipped) in" in done.stdout and f"on {processes} process(es)" in done.stdout
+
+
+@pytest.mark.parametrize("case", ["the input photo", "a link to it", "an image name", "a model file"])
+def test_an_output_that_would_replace_an_input_or_a_photo_is_refused_and_nothing_is_written(case, tmp_path,
+                                                                                          tiny_dir):
+    from PIL import Image
+
+    pin = tmp_path / "pin2"
+    pin.mkdir()
+    Image.new("RGB", (40, 36), "red").save(pin / "red.jpg")
+    model = tmp_path / "model"
+    shutil.copytree(tiny_dir, model)
+    os.symlink(pin / "red.jpg", tmp_path / "latest.jsonl")
+    before = {path: path.read_bytes() for path in [pin / "red.jpg", model / "config.json"]}
+    output, message = {
+        "the input photo": (pin / "red.jpg", f"--output '{pin / 'red.jpg'}' is the input '{pin / 'red.jpg'}'"),
+        "a link to it": (tmp_path / "latest.jsonl", f"--output '{tmp_path / 'latest.jsonl'}' is the input "
+                                                    f"'{pin / 'red.jpg'}' (the same once links are resolved)"),
+        "an image name": (pin / "blue.png", f"--output '{pin / 'blue.png'}' is named like an image (.png)"),
+        "a model file": (model / "config.json", f"--output '{model / 'config.json'}' is the input"),
+    }[case]
+    done = run_predict("--model", model, pin, "--output", output, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert {path: path.read_bytes() for path in before} == before
+    assert sorted(path.name for path in pin.iterdir()) == ["red.jpg"]

@@ -160,3 +160,15 @@ def test_ddp_two_processes_on_cpu(tiny_dir, instructions_dir, tmp_path):
     metrics = json.loads((tmp_path / "ddp" / "eval" / "metrics.json").read_text())
     assert metrics["num_processes"] == 2 and metrics["num_images"] > 0
     assert done.stdout.count("held-out ") == 1
+
+
+def test_an_output_dir_inside_the_evaluation_dataset_is_refused_before_training(tiny_dir, synthetic_root,
+                                                                                instructions_dir, tmp_path):
+    """The held-out evaluation writes output_dir/eval, which may not lie inside the dataset it reads: refused before
+    the first step, not after training."""
+    root, data = private_copy(synthetic_root, instructions_dir, tmp_path)
+    before = sorted(root.rglob("*"))
+    done = train_script(*flags(tiny_dir, data, root / "runs" / "emovit", "--max_steps", 1), check=False)
+    assert done.returncode != 0, done.stderr[-3000:]
+    assert f"ValueError: --output_dir '{root / 'runs' / 'emovit'}' lies inside '{root}'" in done.stderr
+    assert sorted(root.rglob("*")) == before

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from emovit.inference.loading import DTYPES
 from modeling_emovit import CATEGORICAL_INSTRUCTION_VARIANTS, CLASSIFY_METHODS, EXPLANATION_PRESETS
+from modeling_emovit.io_utils import check_output_path
 
 from .benchmarks import DATASET_FORMATS
 from .labels import LABEL_MAP_PRESETS
@@ -23,7 +24,8 @@ class EvalArguments:
     dataset: str = field(
         metadata={"help": "EmoSet root, ImageFolder, save_to_disk/parquet folder, or Hub dataset id."}
     )
-    output_dir: str = field(metadata={"help": "Where metrics.json, predictions.jsonl, confusion_matrix.png go."})
+    output_dir: str = field(metadata={"help": "Where metrics.json, predictions.jsonl, confusion_matrix.png go; not the "
+                                              "model folder, nor the dataset or a folder inside it."})
     split: str = field(default="test", metadata={"help": "Split to evaluate."})
     method: str = field(
         default="score",
@@ -126,6 +128,17 @@ class EvalArguments:
             raise ValueError(f"--max_images is {self.max_images}; use a positive number or leave it unset.")
         self._check_reasoning()
         self._check_calibration_and_card()
+        self.check_output_dir()
+
+    def check_output_dir(self):
+        """--output_dir keeps off the inputs: not the model folder, the dataset (nor inside it: an ImageFolder would
+        take confusion_matrix.png for one of its images), the label map or the judge's cache, and not a file. The
+        judge's cache, appended to, keeps off them too, and off photos."""
+        reads = [self.model, self.dataset, *([self.label_map] if self.label_map else [])]
+        check_output_path("--output_dir", self.output_dir, [*reads, *([self.judge_cache] if self.judge_cache else [])],
+                          read_folders=[self.dataset], folder=True)
+        if self.judge_cache is not None:
+            check_output_path("--judge_cache", self.judge_cache, reads, read_folders=[self.dataset])
 
     def _check_reasoning(self):
         """The reasoning task's flags: valid, and given only where they apply."""

@@ -31,7 +31,7 @@ from modeling_emovit import EXPLANATION_PRESETS, mentioned_emotions
 from modeling_emovit.io_utils import atomic_write_text
 from modeling_emovit.modeling_emovit import agreement_of
 
-from emovit.inference.loading import DTYPES, load_model
+from emovit.inference.loading import DTYPES, check_max_new_tokens, load_model
 
 from .arguments import EvalArguments
 from .data import EvalData, load_eval_data
@@ -380,6 +380,7 @@ def evaluate_reasoning(args: EvalArguments) -> dict:
 
     # ---- model and data
     model, processor = load_model(args.model, DTYPES[args.dtype])
+    check_max_new_tokens(model.config, args.max_new_tokens)
     model.to(accelerator.device)
     labels = list(model.config.emotion_labels)
     data = load_eval_data(args.dataset, args.split)

@@ -7,7 +7,8 @@ The suite file (YAML or JSON) is a list of entries, or a mapping with `defaults`
 (`dataset_format`, `split`, `label_map`, `method`, `skip_uncovered_labels`, `batch_size`, ...), but not `model` or
 `output_dir`, which the suite sets. Relative dataset paths are read from the suite file's folder. Every dataset path is
 checked before any work: a missing one stops the suite with the list of all missing ones, or, with `skip_missing`,
-becomes a table row that says so.
+becomes a table row that says so. So are the output folders: neither `output_dir` nor an entry's folder in it may be
+the model, the suite file, a label map or a dataset, or lie inside a dataset.
 """
 
 import dataclasses
@@ -19,7 +20,7 @@ from pathlib import Path
 import yaml
 from accelerate import PartialState
 
-from modeling_emovit.io_utils import atomic_write_text
+from modeling_emovit.io_utils import atomic_write_text, check_output_path
 
 from .arguments import EvalArguments
 from .run import evaluate_model
@@ -100,6 +101,10 @@ def run_suite(args: SuiteArguments) -> dict:
     """Runs every entry of `args.suite` on `args.model`; returns (and on the main process writes) the table as
     `{"model", "suite", "rows"}`."""
     entries = read_suite(args.suite)
+    datasets = [entry["dataset"] for entry in entries]
+    label_maps = [entry["label_map"] for entry in entries if isinstance(entry.get("label_map"), str)]
+    check_output_path("--output_dir", args.output_dir, [args.model, args.suite, *datasets, *label_maps],
+                      read_folders=datasets, folder=True)
     missing = [entry for entry in entries if not Path(entry["dataset"]).exists()]
     if missing and not args.skip_missing:
         listing = "; ".join(f"{entry['name']}: {entry['dataset']}" for entry in missing)
@@ -109,6 +114,17 @@ def run_suite(args: SuiteArguments) -> dict:
     overrides = {key: getattr(args, key) for key in ("batch_size", "dtype", "max_images")
                  if getattr(args, key) is not None}
     output_dir = Path(args.output_dir)
+    # Every entry's arguments are checked (its output folder among them) before the first evaluation starts.
+    arguments_of = {}
+    for entry in entries:
+        if entry in missing:
+            continue
+        settings = {key: value for key, value in entry.items() if key != "name"}
+        try:
+            arguments_of[entry["name"]] = EvalArguments(model=args.model, output_dir=str(output_dir / entry["name"]),
+                                                        **{**overrides, **settings})
+        except ValueError as e:
+            raise ValueError(f"Suite {args.suite}, entry {entry['name']!r}: {e}") from e
     rows = []
     for entry in entries:
         settings = {key: value for key, value in entry.items() if key != "name"}
@@ -117,8 +133,7 @@ def run_suite(args: SuiteArguments) -> dict:
             rows.append({**row, **_entry_columns(settings), "status": "skipped: dataset path does not exist"})
             logger.warning("suite entry %s skipped: %s does not exist", entry["name"], entry["dataset"])
             continue
-        arguments = EvalArguments(model=args.model, output_dir=str(output_dir / entry["name"]),
-                                  **{**overrides, **settings})
+        arguments = arguments_of[entry["name"]]
         logger.info("suite entry %s: %s", entry["name"], entry["dataset"])
         metrics = evaluate_model(arguments)
         rows.append({**row, **_entry_columns(dataclasses.asdict(arguments)), "status": "evaluated",

@@ -43,7 +43,8 @@ class PredictArguments:
     max_new_tokens: int | None = field(
         default=None,
         metadata={"help": "Generation budget of the explanation (--explain; default 128) or, without --explain, of "
-                          "the answer of --method generate (default: the longest label answer plus a margin)."},
+                          "the answer of --method generate (default: the longest label answer plus a margin); at "
+                          "most what the model's context holds after the image."},
     )
     batch_size: int = field(default=8, metadata={"help": "Images per forward pass (per process)."})
     dtype: str = field(default="float32", metadata={"help": f"Model weights dtype: {list(DTYPES)}."})

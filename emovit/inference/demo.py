@@ -8,16 +8,23 @@ gets the same outputs a person sees. `predict_image` is that event without Gradi
 
 Uploads are read by the project's one image rule (`modeling_emovit.io_utils.open_image`: any PIL mode to 8-bit RGB,
 truncated files and decompression bombs refused) rather than by the image component, so every bad upload becomes a
-`gr.Error` that names the file and says what to do, shown in the page (and raised by `gradio_client`), while the
-server keeps running.
+`gr.Error` that names the file by the name it had on the person's machine (never the server's copy) and says what to
+do, shown in the page (and raised by `gradio_client`), while the server keeps running.
+
+No request can hold the server: the explanation length is bounded on the server as on the page's slider, one request
+runs at a time with at most `queue_size` waiting (more are refused at once), generation stops at the request's
+`time_limit` (the page says the explanation was cut short), and uploads are deleted `upload_max_age` seconds after
+they arrive.
 """
 
+import logging
 import os
 from pathlib import Path
 
 import gradio as gr
 import torch
 from PIL import Image
+from transformers import MaxTimeCriteria, StoppingCriteriaList
 
 from modeling_emovit import (CLASSIFY_METHODS, EXPLANATION_PRESETS, EmoVitForConditionalGeneration, EmoVitProcessor,
                              ranked_scores)
@@ -36,7 +43,18 @@ PRESET_TITLES = {
 MIN_IMAGE_SIDE = 16
 # Uploads over this size are refused before they are sent (app.py gives it to `launch`).
 MAX_UPLOAD_SIZE = "25mb"
-DEFAULT_MAX_NEW_TOKENS = 128
+# The explanation lengths the page's slider offers, and all the server accepts from any caller.
+MIN_NEW_TOKENS, MAX_NEW_TOKENS, DEFAULT_MAX_NEW_TOKENS = 16, 256, 128
+# Requests that may wait while one runs; one more is refused at once ("Queue is full") rather than kept waiting for
+# minutes behind the others.
+MAX_QUEUE_SIZE = 8
+# Seconds a request may run; generation stops there, so a request takes about this long at most and the last one in
+# a full queue waits about MAX_QUEUE_SIZE times as long.
+REQUEST_TIME_LIMIT = 60.0
+# Seconds an upload stays on the server; a person who comes back later uploads the image again.
+UPLOAD_MAX_AGE = 600
+
+logger = logging.getLogger(__name__)
 
 
 def explanation_choices() -> list[tuple[str, str]]:
@@ -45,28 +63,41 @@ def explanation_choices() -> list[tuple[str, str]]:
     return [("No explanation", NO_EXPLANATION), *presets]
 
 
+def _without_path(text: str, path, name: str) -> str:
+    """`text` with every spelling of the server's `path` replaced by the upload's own `name`."""
+    spellings = {os.fspath(path), os.path.abspath(path), os.path.realpath(path)}
+    for spelling in sorted(spellings, key=len, reverse=True):
+        text = text.replace(spelling, name)
+    return text
+
+
 def read_upload(upload) -> Image.Image:
     """The uploaded image as 8-bit RGB. `upload` is what the image component sends unprocessed (a dict with the
-    cached file's `path` and its `orig_name`), a file path, or a PIL image. Raises `gr.Error` with the file's name
-    and what to do for a missing upload, a file that is not a readable image, or an image too small to classify."""
+    cached file's `path` and its `orig_name`), a file path, or a PIL image. Raises `gr.Error` with the file's own
+    name (never the path of the server's copy) and what to do for a missing upload, one deleted from the server
+    since, a file that is not a readable image, or an image too small to classify."""
     if upload is None:
         raise gr.Error("No image: upload one (or pick an example), then press Recognise.")
     if isinstance(upload, dict):
-        path, name = upload.get("path"), upload.get("orig_name") or os.path.basename(str(upload.get("path")))
+        path = upload.get("path")
         if not path:
-            raise gr.Error(f"The upload {upload!r} names no file; upload the image again.")
+            raise gr.Error("The upload names no file; upload the image again.")
+        name = upload.get("orig_name") or os.path.basename(str(path))
     elif isinstance(upload, (str, os.PathLike)):
         path, name = upload, os.path.basename(upload)
     elif isinstance(upload, Image.Image):
         path, name = upload, "the image"
     else:
         raise gr.Error(f"Expected an image upload, got a {type(upload).__name__}; upload a JPEG, PNG or WebP file.")
+    if not isinstance(path, Image.Image) and not os.path.lexists(path):
+        raise gr.Error(f"{name!r} is no longer on the server (uploads are deleted after a while); upload it again.")
     try:
         image = open_image(path, source=repr(name))
     except ValueError as e:
         cause = e.__cause__ or e
+        detail = str(cause) if isinstance(path, Image.Image) else _without_path(str(cause), path, name)
         limit = f" of at most {Image.MAX_IMAGE_PIXELS:,} pixels" if Image.MAX_IMAGE_PIXELS else ""
-        raise gr.Error(f"{name!r} is not an image this demo can read ({type(cause).__name__}: {cause}). Upload a "
+        raise gr.Error(f"{name!r} is not an image this demo can read ({type(cause).__name__}: {detail}). Upload a "
                        f"complete JPEG, PNG or WebP file{limit}.") from e
     if min(image.size) < MIN_IMAGE_SIDE:
         raise gr.Error(f"{name!r} is {image.width}×{image.height} pixels, too small to show anything; upload a "
@@ -100,8 +131,21 @@ def _agreement_note(label: str | None, mentioned: list[str], agreement: str) -> 
     return "**Note:** the explanation names no emotion label; it describes the scene only."
 
 
+class _TimeLimit(MaxTimeCriteria):
+    """Stops generation `max_time` seconds after it was made (at the start of the request) and remembers that it
+    did, so the page can say the explanation was cut short."""
+
+    reached = False
+
+    def __call__(self, input_ids, scores, **kwargs):
+        done = super().__call__(input_ids, scores, **kwargs)
+        self.reached = self.reached or bool(done.any())
+        return done
+
+
 def predict_image(model: EmoVitForConditionalGeneration, processor: EmoVitProcessor, upload, method: str = "score",
-                  explanation: str = NO_EXPLANATION, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS):
+                  explanation: str = NO_EXPLANATION, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+                  time_limit: float = REQUEST_TIME_LIMIT):
     """The demo's event: reads the upload (see `read_upload`), classifies it with `model.classify`, or with
     `model.explain` when `explanation` names a preset, and returns the four outputs in order:
 
@@ -111,15 +155,22 @@ def predict_image(model: EmoVitForConditionalGeneration, processor: EmoVitProces
     - a Markdown line on whether the explanation agrees with the label ("" without one);
     - the details as a dict: `label`, `scores` (`[{"label", "score"}]`, high to low), `method`, `answer` (the generated
       answer, `generate` only), and with an explanation `explanation`, `mentioned`, `agreement`.
+
+    `max_new_tokens` must lie in the slider's range (MIN_NEW_TOKENS to MAX_NEW_TOKENS), whoever calls. The
+    explanation stops `time_limit` seconds after the call; the note then starts with "Cut short" (and a pop-up says
+    so).
     """
+    limit = _TimeLimit(time_limit)
     if method not in CLASSIFY_METHODS:
         raise gr.Error(f"Method {method!r} is not one of {list(CLASSIFY_METHODS)}; choose score or generate.")
     if explanation != NO_EXPLANATION and explanation not in EXPLANATION_PRESETS:
         raise gr.Error(f"Explanation {explanation!r} is not one of {[NO_EXPLANATION, *EXPLANATION_PRESETS]}.")
     if isinstance(max_new_tokens, float) and max_new_tokens.is_integer():
         max_new_tokens = int(max_new_tokens)  # sliders send numbers as floats
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise gr.Error(f"max_new_tokens is {max_new_tokens!r}; use a positive whole number of tokens.")
+    if (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int)
+            or not MIN_NEW_TOKENS <= max_new_tokens <= MAX_NEW_TOKENS):
+        raise gr.Error(f"max_new_tokens is {max_new_tokens!r}; this demo generates {MIN_NEW_TOKENS} to "
+                       f"{MAX_NEW_TOKENS} new tokens (the page's slider), so pass a whole number in that range.")
     image = read_upload(upload)
     labels = list(model.config.emotion_labels)
 
@@ -130,7 +181,7 @@ def predict_image(model: EmoVitForConditionalGeneration, processor: EmoVitProces
             answer = result.texts[0] if result.texts else None
         else:
             result = model.explain([image], processor, preset=explanation, method=method,
-                                   max_new_tokens=max_new_tokens)
+                                   max_new_tokens=max_new_tokens, stopping_criteria=StoppingCriteriaList([limit]))
             row = {"label": result.labels[0], "explanation": result.explanations[0],
                    "mentioned": result.mentioned[0], "agreement": result.agreement[0]}
             answer = None
@@ -143,20 +194,43 @@ def predict_image(model: EmoVitForConditionalGeneration, processor: EmoVitProces
         note = _agreement_note(row["label"], row["mentioned"], row["agreement"])
         if row["agreement"] == "names_other":
             gr.Warning(_contradiction(row["label"], row["mentioned"]))  # a pop-up as well
+        if limit.reached:
+            cut = (f"the explanation reached this demo's time limit of {time_limit:g} s and stops mid-way; ask for "
+                   "fewer new tokens to read it whole.")
+            note = f"**Cut short:** {cut}\n\n{note}"
+            gr.Warning(f"Cut short: {cut}")
     return _label_value(row["label"], scores, labels, answer), row["explanation"], note, details
 
 
 def build_demo(model: EmoVitForConditionalGeneration, processor: EmoVitProcessor,
-               examples: list[str | Path] = (), title: str = "EmoVIT: which emotion does this image evoke?"
-               ) -> gr.Blocks:
+               examples: list[str | Path] = (), title: str = "EmoVIT: which emotion does this image evoke?", *,
+               queue_size: int = MAX_QUEUE_SIZE, time_limit: float = REQUEST_TIME_LIMIT,
+               upload_max_age: int = UPLOAD_MAX_AGE) -> gr.Blocks:
     """The demo's page: image (with `examples` to pick from), method, explanation and its length, a Recognise
-    button, and the outputs of `predict_image`. The button's event is the API endpoint `/predict`."""
+    button, and the outputs of `predict_image`. The button's event is the API endpoint `/predict`.
+
+    Requests run one at a time, with at most `queue_size` waiting (more are refused at once); each stops generating
+    after `time_limit` seconds; uploads are deleted `upload_max_age` seconds after they arrive (checked every minute,
+    or sooner for a shorter age), and all of them when the server stops."""
+    for name, value in (("queue_size", queue_size), ("time_limit", time_limit), ("upload_max_age", upload_max_age)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"--{name} is {value!r}; use a positive number.")
     labels = list(model.config.emotion_labels)
 
     def predict(upload, method, explanation, max_new_tokens):
-        return predict_image(model, processor, upload, method, explanation, max_new_tokens)
+        try:
+            return predict_image(model, processor, upload, method, explanation, max_new_tokens, time_limit)
+        except gr.Error:
+            raise
+        except Exception as e:
+            # Anything else is a fault of the server, not of the upload: the log keeps the details, the caller gets a
+            # sentence without the server's paths.
+            logger.exception("the prediction failed")
+            raise gr.Error(f"The model could not answer ({type(e).__name__}); the server's log has the details. Try "
+                           "again, or another image.") from e
 
-    with gr.Blocks(title=title, analytics_enabled=False) as demo:
+    cleanup_every = max(1, min(60, int(upload_max_age) // 2))
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(cleanup_every, int(upload_max_age))) as demo:
         gr.Markdown(f"# {title}\nUpload a picture: the model gives the probability of each of its {len(labels)} "
                     f"emotions ({', '.join(labels)}) and, if asked, explains what in the image evokes it.")
         with gr.Row():
@@ -167,7 +241,7 @@ def build_demo(model: EmoVitForConditionalGeneration, processor: EmoVitProcessor
                                   info="score: the most likely label answer; generate: the model's own answer")
                 explanation = gr.Radio(explanation_choices(), value=NO_EXPLANATION, label="Explanation",
                                        elem_id="explanation-choice")
-                max_new_tokens = gr.Slider(16, 256, value=DEFAULT_MAX_NEW_TOKENS, step=1,
+                max_new_tokens = gr.Slider(MIN_NEW_TOKENS, MAX_NEW_TOKENS, value=DEFAULT_MAX_NEW_TOKENS, step=1,
                                            label="Explanation length (new tokens)")
                 button = gr.Button("Recognise", variant="primary", elem_id="recognise")
                 if examples:
@@ -183,4 +257,6 @@ def build_demo(model: EmoVitForConditionalGeneration, processor: EmoVitProcessor
         # message instead of the image component's decoding error.
         button.click(predict, inputs=[image, method, explanation, max_new_tokens],
                      outputs=[chart, explanation_text, agreement, details], api_name="predict", preprocess=False)
+    # One prediction at a time (requests wait instead of competing for memory), and a bounded wait.
+    demo.queue(max_size=int(queue_size), default_concurrency_limit=1)
     return demo

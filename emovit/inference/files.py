@@ -5,7 +5,8 @@ Every PATH must yield at least one image: a missing path, an empty folder or a p
 error naming it before any model is loaded, even when other PATHs yield images, because a mistyped path would
 otherwise shrink the run without anyone noticing. Inside folders and glob matches, files are taken by extension
 (`IMAGE_EXTENSIONS`); the others are counted and named in `ImageFiles.not_images`, never read. A file named
-directly is always read, whatever its extension.
+directly is always read, whatever its extension. A PATH that names a link to nothing, a named pipe or a device is an
+error that says so; found inside a folder, such an entry is listed like an image and its read is the error.
 """
 
 import glob
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from modeling_emovit.io_utils import IMAGE_EXTENSIONS, open_image
+from modeling_emovit.io_utils import IMAGE_EXTENSIONS, check_output_path, odd_path_kind, open_image
 
 
 
@@ -60,6 +61,8 @@ def find_images(arguments: list[str]) -> ImageFiles:
             if not images:
                 raise ValueError(f"PATH {argument!r} is a folder without image files ({_extensions_note()}); pass a "
                                  "folder that holds images, or leave it out.")
+        elif os.path.lexists(argument) and (kind := odd_path_kind(argument)) is not None:
+            raise ValueError(f"PATH {argument!r} is {kind}; pass an image file, a folder or a glob pattern.")
         elif glob.has_magic(argument):
             images = []
             for match in sorted(glob.glob(argument, recursive=True)):
@@ -79,6 +82,15 @@ def find_images(arguments: list[str]) -> ImageFiles:
             path = os.path.normpath(path)
             found.setdefault(os.path.abspath(path), path)
     return ImageFiles(paths=sorted(found.values()), not_images=sorted(not_images))
+
+
+def check_output(output: str, files: ImageFiles, model: str) -> None:
+    """Refuses (ValueError naming --output) an output file that is one of the images to predict on or a file of the
+    local model folder, or that is, or is named like, an image (`check_output_path`); `-` (stdout) is always fine."""
+    if output == "-":
+        return
+    model_files = [os.path.join(model, name) for name in os.listdir(model)] if os.path.isdir(model) else []
+    check_output_path("--output", output, inputs=[*files.paths, *model_files])
 
 
 def _search_folder(folder: str, not_images: set[str]) -> list[str]:
@@ -108,8 +120,10 @@ def read_image(path: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.I
     """The image at `path` as 8-bit RGB by the project's image rule (`open_image`: the whole file is decoded; 16-bit
     and float images are scaled, CMYK, palette and greyscale converted, an alpha channel dropped). Raises ValueError
     naming the file when it is empty, cannot be decoded, or has more than `max_pixels` pixels (checked from the
-    header, before any pixel is decoded)."""
-    if os.path.getsize(path) == 0:
+    header, before any pixel is decoded), and when it is a link to nothing, a named pipe or a device (never
+    opened)."""
+    # Only a regular file can be empty; a link to nothing, a pipe or a device is named by `open_image`.
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
         raise ValueError(f"Image {path} could not be read: the file is empty (0 bytes); replace the file or remove it.")
     # `open_image` refuses anything over Pillow's limit, which is module state; it is set to ours for this file.
     limit = Image.MAX_IMAGE_PIXELS
