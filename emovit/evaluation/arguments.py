@@ -9,6 +9,7 @@ from emovit.inference.loading import DTYPES
 from modeling_emovit import CATEGORICAL_INSTRUCTION_VARIANTS, CLASSIFY_METHODS, EXPLANATION_PRESETS
 
 from .benchmarks import DATASET_FORMATS
+from .calibration import MAX_TEMPERATURE, MIN_CALIBRATION_IMAGES, MIN_TEMPERATURE
 from .labels import LABEL_MAP_PRESETS
 
 
@@ -61,7 +62,14 @@ class EvalArguments:
     save_temperature: bool = field(
         default=False,
         metadata={"help": "With --calibrate_on: store the temperature in --model's config.json (score_temperature), "
-                          "which classify(method='score'), the pipeline and predict.py apply. Local folders only."},
+                          "which classify(method='score'), the pipeline and predict.py apply. Local folders only. "
+                          "Refused when the fit is unreliable (see --save_unreliable_temperature)."},
+    )
+    save_unreliable_temperature: bool = field(
+        default=False,
+        metadata={"help": "With --save_temperature: store the temperature even when the fit is unreliable (fewer "
+                          f"than {MIN_CALIBRATION_IMAGES} images, a single class, or a fit at an end of the search "
+                          f"range {MIN_TEMPERATURE:g}-{MAX_TEMPERATURE:g}), which is otherwise refused."},
     )
     update_card: str | None = field(
         default=None,
@@ -171,6 +179,9 @@ class EvalArguments:
         if self.save_temperature and self.calibrate_on is None:
             raise ValueError("--save_temperature stores the temperature fitted by --calibrate_on; pass --calibrate_on "
                              "SPLIT (e.g. validation) as well.")
+        if self.save_unreliable_temperature and not self.save_temperature:
+            raise ValueError("--save_unreliable_temperature lets --save_temperature store an unreliable fit; pass "
+                             "--save_temperature as well (or drop --save_unreliable_temperature).")
         if self.save_temperature and not os.path.isdir(self.model):
             raise ValueError(
                 f"--save_temperature writes into --model's config.json, but --model {self.model!r} is not a local "
