@@ -109,6 +109,16 @@ def run_suite(args: SuiteArguments) -> dict:
     overrides = {key: getattr(args, key) for key in ("batch_size", "dtype", "max_images")
                  if getattr(args, key) is not None}
     output_dir = Path(args.output_dir)
+    # Every entry's arguments are checked before the first entry runs, so a wrong value in the last entry does not
+    # surface after all the others have been evaluated.
+    arguments_of = {}
+    for position, entry in enumerate(entries):
+        settings = {key: value for key, value in entry.items() if key != "name"}
+        try:
+            arguments_of[entry["name"]] = EvalArguments(model=args.model, output_dir=str(output_dir / entry["name"]),
+                                                        **{**overrides, **settings})
+        except ValueError as e:
+            raise ValueError(f"Suite file {args.suite}, entry {position} ({entry['name']!r}): {e}") from e
     rows = []
     for entry in entries:
         settings = {key: value for key, value in entry.items() if key != "name"}
@@ -117,8 +127,7 @@ def run_suite(args: SuiteArguments) -> dict:
             rows.append({**row, **_entry_columns(settings), "status": "skipped: dataset path does not exist"})
             logger.warning("suite entry %s skipped: %s does not exist", entry["name"], entry["dataset"])
             continue
-        arguments = EvalArguments(model=args.model, output_dir=str(output_dir / entry["name"]),
-                                  **{**overrides, **settings})
+        arguments = arguments_of[entry["name"]]
         logger.info("suite entry %s: %s", entry["name"], entry["dataset"])
         metrics = evaluate_model(arguments)
         rows.append({**row, **_entry_columns(dataclasses.asdict(arguments)), "status": "evaluated",
