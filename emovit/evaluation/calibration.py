@@ -14,16 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
-from modeling_emovit.configuration_emovit import validate_temperature
+from modeling_emovit.configuration_emovit import SCORE_TEMPERATURE_RANGE, validate_temperature
 from modeling_emovit.io_utils import atomic_write_text
 
 
 logger = logging.getLogger(__name__)
 
 NLL_FLOOR = 1e-12  # as metrics/emotion_classification's nll
-# The search range of the temperature: wide enough for any sensible model (1/100 sharpens, 100 flattens to nearly
-# uniform), bounded so a split the model gets entirely right or wrong gives an edge value rather than 0 or infinity.
-MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 100.0
+# The search range of the temperature is the range a model's config accepts: wide enough for any sensible model
+# (1/100 sharpens, 100 flattens to nearly uniform), bounded so a split the model gets entirely right or wrong gives
+# an edge value rather than 0 or infinity.
+MIN_TEMPERATURE, MAX_TEMPERATURE = SCORE_TEMPERATURE_RANGE
 # Fewer images than this and one temperature is fitted to a handful of answers: one image more or less moves it by
 # orders of magnitude (one image right gives the lower end, one wrong the upper), so it describes those images, not
 # the model. A rule of thumb for one fitted parameter; the split should also hold every class.
