@@ -252,3 +252,24 @@ def test_input_errors_end_in_one_message_without_traceback(case, tmp_path, tiny_
     assert "Traceback" not in done.stderr and "evaluate.py: error: " in done.stderr, done.stderr[-3000:]
     assert message in done.stderr
     assert not (tmp_path / "out").exists()  # every one of these is refused before anything is evaluated
+
+
+def test_a_refused_judge_ends_the_reasoning_run_with_exit_status_1_naming_its_flag(tmp_path, tiny_dir,
+                                                                                   eval_emoset_dir, llmock):
+    from llmock.scenarios import Fail
+
+    llmock.add(Fail(401, times=None))
+    out = tmp_path / "out"
+    command = [sys.executable, str(REPO / "evaluate.py"), "--model", str(tiny_dir), "--dataset", str(eval_emoset_dir),
+               "--output_dir", str(out), "--task", "reasoning", "--max_images", "4", "--batch_size", "4",
+               "--max_new_tokens", "4", "--judge_model", "gpt-4o", "--judge_base_url", llmock.base_url()]
+    env = {**os.environ, "OPENAI_API_KEY": "sk-refused"}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "evaluate.py: error: the judge" in done.stderr and "Traceback" not in done.stderr
+    assert "--judge_model" in done.stderr and "--llm_model" not in done.stderr + done.stdout
+    # The explanations and their offline scores are kept; the judge's failures are counted in them.
+    metrics = json.loads((out / "metrics.json").read_text())
+    judge = metrics["judge"]
+    assert metrics["num_images"] == 4 and judge["judged"] == 0 and judge["failed"] >= 3
+    assert judge["failed"] + judge["not_run"] == 4
