@@ -103,3 +103,9 @@ def test_calibration_and_card_flags_are_checked_up_front(tmp_path):
         arguments(update_card="user/emovit")
     args = arguments(model=str(tmp_path), calibrate_on="val", save_temperature=True, update_card=str(tmp_path))
     assert (args.calibrate_on, args.save_temperature, args.update_card) == ("val", True, str(tmp_path))
+
+
+def test_update_card_is_checked_before_the_run(tmp_path):
+    (tmp_path / "README.md").write_text("---\nmodel-index: [unclosed\n---\n")
+    with pytest.raises(ValueError, match=r"--update_card .*metadata block of .*README.md' is not valid YAML"):
+        EvalArguments(model="m", dataset="d", output_dir=str(tmp_path / "out"), update_card=str(tmp_path))

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from emovit.inference.loading import DTYPES
 from modeling_emovit import CATEGORICAL_INSTRUCTION_VARIANTS, CLASSIFY_METHODS, EXPLANATION_PRESETS
+from modeling_emovit.hub_utils import check_card
 
 from .benchmarks import DATASET_FORMATS
 from .calibration import MAX_TEMPERATURE, MIN_CALIBRATION_IMAGES, MIN_TEMPERATURE
@@ -193,6 +194,12 @@ class EvalArguments:
                 "README.md gets the results. A Hub repo's card cannot be edited from here: download the repo, "
                 "update its folder, then upload it."
             )
+        if self.update_card is not None:
+            # The card is read now, so a broken one stops the run before the evaluation rather than after it.
+            try:
+                check_card(self.update_card)
+            except ValueError as e:
+                raise ValueError(f"--update_card {self.update_card!r}: {e}") from e
 
 
 def parse_prices(text: str) -> tuple[float, float]:
