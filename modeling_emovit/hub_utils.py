@@ -168,13 +168,18 @@ def _updated_card(path: Path, folder: Path, eval_results: list) -> str:
     return updated
 
 
+def _local_folder(folder: str | os.PathLike) -> Path:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{str(folder)!r} is not a local folder; a model card can only be updated in a local copy.")
+    return folder
+
+
 def check_card(folder: str | os.PathLike) -> None:
     """Raises ValueError if `update_card_results(folder, ...)` would fail on the card as it is (not a local folder,
     metadata that is not valid YAML, a model-index it cannot read or replace); writes nothing. A command checks
     the card with this before its long work, so a broken card is reported at once."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"{str(folder)!r} is not a local folder; a model card can only be updated in a local copy.")
+    folder = _local_folder(folder)
     _updated_card(folder / "README.md", folder, [])
 
 
@@ -187,8 +192,7 @@ def update_card_results(folder: str | os.PathLike, eval_results: list) -> Path:
     metadata is rewritten: every other byte of the card (comments, flow style, line endings, the other keys, the
     body) is kept. Without a README.md, a minimal card is created (the library name, the results).
     """
-    folder = Path(folder)
-    check_card(folder)
+    folder = _local_folder(folder)
     path = folder / "README.md"
     atomic_write_text(path, _updated_card(path, folder, eval_results))
     return path
