@@ -79,11 +79,14 @@ if __name__ == "evaluate":
 import os  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import yaml  # noqa: E402
 from accelerate import PartialState  # noqa: E402
 from transformers import HfArgumentParser  # noqa: E402
 
 from emovit.evaluation.arguments import EvalArguments  # noqa: E402
 from emovit.evaluation.run import evaluate_model  # noqa: E402
+from modeling_emovit.io_utils import run_command  # noqa: E402
+
 from emovit.evaluation.suite import (  # noqa: E402
     RESULTS_JSON,
     RESULTS_MARKDOWN,
@@ -109,10 +112,8 @@ def main(argv=None) -> dict:
     # ---- arguments: flags, or one JSON / YAML file holding them
     parser = HfArgumentParser(EvalArguments, description="Evaluate one dataset split, or a suite of them: --model M "
                                                           "--suite FILE --output_dir O (see --suite FILE --help).")
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        (args,) = parser.parse_json_file(os.path.abspath(argv[0]))
-    elif len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        (args,) = parser.parse_yaml_file(os.path.abspath(argv[0]))
+    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
+        (args,) = parse_argument_file(parser, argv[0])
     else:
         (args,) = parser.parse_args_into_dataclasses(args=argv)
 
@@ -139,6 +140,8 @@ def main(argv=None) -> dict:
             print(f"temperature {calibrated['temperature']:.4f} (fitted on {calibrated['split']}): "
                   f"ECE {calibrated['ece']:.4f}, Brier {calibrated['brier']:.4f}, NLL {calibrated['nll']:.4f}"
                   + (f"; stored in {Path(args.model) / 'config.json'}" if args.save_temperature else ""))
+            for warning in calibrated["warnings"]:
+                print(f"warning: the temperature is unreliable: {warning}")
         output_dir = Path(args.output_dir)
         print(f"wrote {output_dir / 'metrics.json'}, {output_dir / 'predictions.jsonl'}, "
               f"{output_dir / 'confusion_matrix.png'}"
@@ -146,6 +149,18 @@ def main(argv=None) -> dict:
         if args.update_card is not None:
             print(f"added the results to the model-index of {Path(args.update_card) / 'README.md'}")
     return metrics
+
+
+def parse_argument_file(parser: HfArgumentParser, path: str) -> tuple:
+    """The arguments held by one JSON or YAML file; ValueError naming the file when it cannot be read, parsed or
+    holds a wrong key or value."""
+    parse = parser.parse_json_file if path.endswith(".json") else parser.parse_yaml_file
+    try:
+        return parse(os.path.abspath(path))
+    # TypeError: a required argument (model, dataset, output_dir) is missing from the file.
+    except (OSError, ValueError, TypeError, yaml.YAMLError) as e:
+        raise ValueError(f"argument file {path}: {e}. Fix the file: it holds one object of evaluate.py's flags "
+                         "without the dashes, e.g. {\"model\": ..., \"dataset\": ..., \"output_dir\": ...}.") from e
 
 
 def print_reasoning_summary(metrics: dict, output_dir: Path) -> None:
@@ -174,7 +189,7 @@ def print_reasoning_summary(metrics: dict, output_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command("evaluate.py", main)
     # A multi-process launch ends cleanly: gloo's/NCCL's threads stop before the interpreter does (left running,
     # they can abort a process at exit after all the work is done).
     PartialState().destroy_process_group()

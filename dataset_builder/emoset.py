@@ -96,7 +96,11 @@ def resolve_inside_root(root: str | os.PathLike | None, path: str | os.PathLike)
                              "dataset root")
         return Path(os.path.normpath(text))
     root = Path(root).resolve()
-    resolved = (root / text).resolve()
+    try:
+        resolved = (root / text).resolve()
+    except (OSError, RuntimeError) as e:  # a symlink loop: RuntimeError before Python 3.13, OSError since
+        raise ValueError(f"path {text!r} is a symlink loop (it leads back to itself: {e}); replace it with the "
+                         "image file or remove it") from e
     if not resolved.is_relative_to(root):
         raise ValueError(f"path {text!r} leads to {resolved}, outside the dataset root {root}; only files under the "
                          "root are read")
@@ -120,7 +124,7 @@ def _parse_split_entry(entry, split_file: Path, position: int) -> tuple[str, str
 
 def read_emoset_split(root: str | os.PathLike, split: str) -> SplitListing:
     root = Path(root).resolve()
-    split_file = root / f"{split}.json"
+    split_file = resolve_inside_root(root, f"{split}.json")  # the labels, like the images, come from inside the root
     if not split_file.is_file():
         raise FileNotFoundError(
             f"{split_file} does not exist. An EmoSet root holds train.json, val.json and test.json; check "

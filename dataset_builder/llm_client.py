@@ -156,6 +156,11 @@ class ChatResult:
     format_refused: bool = False
 
 
+# The command-line flags that the client's advice names, by setting: the data builder's. A command whose flags are
+# named otherwise passes its own (evaluate.py's judge: --judge_model, ...), so the advice names flags it has.
+BUILDER_FLAGS = {"model": "--llm_model", "base_url": "--base_url", "max_cost": "--max_cost"}
+
+
 @dataclass
 class ClientSettings:
     model: str
@@ -181,6 +186,8 @@ class ClientSettings:
     response_format: str = "text"
     # Hold requests back while the server's x-ratelimit-* headers say its quota is spent.
     pace_from_headers: bool = True
+    # The flags messages name for `model`, `base_url` and `max_cost` (see BUILDER_FLAGS).
+    flag_names: dict = field(default_factory=lambda: dict(BUILDER_FLAGS))
 
     def __post_init__(self):
         def require(name, ok, what):
@@ -387,12 +394,14 @@ class ChatClient:
             return
         self._refusals_in_a_row += 1
         if self._refusals_in_a_row >= self.settings.fail_fast_after and self.stop_reason is None:
+            flags = self.settings.flag_names
             if refusal == "no connection":
                 advice = f"check that the server at {redact_url(self.settings.base_url) or 'the default URL'} is running and reachable"
             elif refusal == "HTTP 404":
-                advice = "check --base_url (OpenAI-compatible servers usually end in /v1) and --llm_model"
+                advice = (f"check {flags['base_url']} (OpenAI-compatible servers usually end in /v1) and "
+                          f"{flags['model']}")
             else:
-                advice = "check OPENAI_API_KEY and that the key may use --llm_model"
+                advice = f"check OPENAI_API_KEY and that the key may use {flags['model']}"
             self.stop_reason = (f"stopped after {self._refusals_in_a_row} requests in a row failed the same way "
                                 f"({reason}); {advice}. Answers already received are kept in {self.cache.path}")
             logger.error("%s", self.stop_reason)
@@ -497,7 +506,7 @@ class ChatClient:
         spent = self.stats.spent_before_usd + self.stats.cost_usd
         if settings.max_cost is not None and spent + self._reserved_cost + estimate > settings.max_cost:
             self.stats.stopped_by_max_cost = True
-            return self._not_sent(request, f"--max_cost {settings.max_cost:g} USD reached ({spent:.4f} USD spent "
+            return self._not_sent(request, f"{settings.flag_names['max_cost']} {settings.max_cost:g} USD reached ({spent:.4f} USD spent "
                                            "on this cache, this run and earlier ones)")
         self._reserved_cost += estimate
         try:

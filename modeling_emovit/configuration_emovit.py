@@ -15,6 +15,12 @@ logger = logging.get_logger(__name__)
 
 # EmoSet's emotion index order (info.json): the first four are positive, the last four negative.
 EMOSET_EMOTIONS = ("amusement", "awe", "contentment", "excitement", "anger", "disgust", "fear", "sadness")
+# The values `score_temperature` may take (and the range calibration searches). An answer's log-likelihood is a sum
+# of token log-probabilities, each above about -104 in float32, so at T >= 0.01 log-likelihood / T stays far inside
+# float32's range and the softmax finite; at T = 1e-40 a log-likelihood of -5 is already -inf and every score NaN.
+# Above 100 the scores are uniform to within a few percent for any answers the model tells apart, so a larger T
+# says nothing more.
+SCORE_TEMPERATURE_RANGE = (0.01, 100.0)
 
 
 @strict
@@ -34,7 +40,8 @@ class EmoVitConfig(InstructBlipConfig):
         The temperature `T` of `classify(method="score")`: its probabilities are the softmax of the answers'
         log-likelihoods divided by `T`. 1.0 leaves them as the language model gives them; `evaluate.py
         --calibrate_on SPLIT --save_temperature` stores the value that minimises a held-out split's negative
-        log-likelihood. It never changes which label ranks first. Must be a finite number above 0.
+        log-likelihood. It never changes which label ranks first. Must lie in `SCORE_TEMPERATURE_RANGE` (0.01 to
+        100), where the scores stay finite.
 
     `emotion_labels` is the single source of truth for the label set: `id2label`, `label2id` and `num_labels` always
     follow it, on construction and on every later assignment.
@@ -141,10 +148,14 @@ def normalise_label(label) -> str:
 
 
 def validate_temperature(value) -> float:
-    """Checks `score_temperature` (a finite number above 0) and returns it as a float."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    """Checks `score_temperature` (a number in SCORE_TEMPERATURE_RANGE) and returns it as a float."""
+    low, high = SCORE_TEMPERATURE_RANGE
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or not low <= value <= high):
         raise ValueError(
-            f"`score_temperature` must be a finite number above 0, got {value!r}. 1.0 leaves the scores unchanged."
+            f"`score_temperature` must be a number between {low:g} and {high:g} (where the scores stay finite), got "
+            f"{value!r}. 1.0 leaves the scores unchanged; fix the value in config.json or refit it with evaluate.py "
+            "--calibrate_on."
         )
     return float(value)
 
@@ -169,4 +180,4 @@ def validate_emotion_labels(labels, field: str = "emotion_labels") -> list[str]:
     return normalised
 
 
-__all__ = ["EMOSET_EMOTIONS", "EmoVitConfig", "normalise_label", "validate_emotion_labels", "validate_temperature"]
+__all__ = ["EMOSET_EMOTIONS", "SCORE_TEMPERATURE_RANGE", "EmoVitConfig", "normalise_label", "validate_emotion_labels", "validate_temperature"]

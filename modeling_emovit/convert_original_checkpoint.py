@@ -22,8 +22,9 @@ Every key is mapped through the table below, checked and dropped by name, or sto
 - The Q-Former's BERT language-model head (`Qformer.cls.*`), used only in its pretraining, is dropped.
 - Any other unknown key is an error that lists it.
 The file may wrap its state dict as `{"model": ...}` (LAVIS, with its optimizer, config, scaler and epoch beside
-it) or `{"state_dict": ...}`; tensors of any floating dtype (LAVIS trains in fp16) are cast to `--dtype`. A trained-only
-file must hold every tensor EmoVIT trains, and no tensor may hold NaN or Inf. Before saving, the script runs the
+it) or `{"state_dict": ...}`; tensors of any floating dtype (LAVIS trains in fp16) are cast to `--dtype`, and any other
+dtype (an integer tensor of a quantised or damaged file) is refused by name. A trained-only file must hold every
+tensor EmoVIT trains, and no tensor may hold NaN or Inf. A file torch.load cannot read is named in the error. Before saving, the script runs the
 converted model and the unconverted `--base_model` on a test image and prints the largest logits difference, and
 lists which modules changed. Files are read with `torch.load(..., weights_only=True)`; the output is safetensors +
 processor + a model card.
@@ -41,7 +42,7 @@ from PIL import Image
 
 from .configuration_emovit import EMOSET_EMOTIONS
 from .hub_utils import push_folder, usage_snippet, write_card
-from .io_utils import open_image
+from .io_utils import open_image, run_command
 from .modeling_emovit import EmoVitForConditionalGeneration
 from .processing_emovit import EmoVitProcessor, format_answer
 
@@ -82,6 +83,16 @@ COMPUTED_BUFFERS = [
 STATE_DICT_WRAPPERS = ("model", "state_dict")
 
 
+def _load_error(error: Exception) -> str:
+    """The part of a torch.load error that says what was wrong: the weights-only reader's own reason when it gave
+    one (the rest of its message suggests loading the file unsafely), else the first line."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{type(error).__name__}: {first[:200]}" if first else type(error).__name__
+
+
 def load_original_state_dict(path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if path.is_dir():
@@ -92,7 +103,16 @@ def load_original_state_dict(path) -> dict[str, torch.Tensor]:
         )
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint {str(path)!r} does not exist. Pass the .pth file LAVIS or EmoVIT saved.")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    # torch.load raises whatever its reader meets first (EOFError on an empty file, UnpicklingError on random bytes
+    # or pickled objects other than tensors, KeyError on text, RuntimeError on a truncated zip): all mean the same.
+    except Exception as e:
+        raise ValueError(
+            f"Checkpoint {str(path)!r} could not be read as a PyTorch checkpoint ({_load_error(e)}). Pass the .pth "
+            "file LAVIS or EmoVIT saved; an empty, truncated or text file, or one that pickles other Python objects "
+            "than tensors, is not one."
+        ) from e
     if isinstance(checkpoint, dict):
         for wrapper in STATE_DICT_WRAPPERS:
             if isinstance(checkpoint.get(wrapper), dict):
@@ -138,13 +158,13 @@ def convert_state_dict(original: dict[str, torch.Tensor]):
         else:
             unknown.append(key)
     if unknown:
-        raise KeyError(
+        raise ValueError(
             f"{len(unknown)} checkpoint keys have no mapping to EmoVIT: {sorted(unknown)[:20]}"
             f"{' ...' if len(unknown) > 20 else ''}. Is this a LAVIS blip2_vicuna_instruct / EmoVIT checkpoint?"
         )
     for layer, pair in biases.items():
         if set(pair) != {"q_bias", "v_bias"}:
-            raise KeyError(f"Vision block {layer} has {sorted(pair)} but needs both q_bias and v_bias.")
+            raise ValueError(f"Vision block {layer} has {sorted(pair)} but needs both q_bias and v_bias.")
         q_bias, v_bias = pair["q_bias"], pair["v_bias"]
         converted[f"vision_model.encoder.layers.{layer}.self_attn.qkv.bias"] = torch.cat(
             [q_bias, torch.zeros_like(q_bias), v_bias]
@@ -158,7 +178,7 @@ def _expected_buffer(key: str, kind: str, tensor: torch.Tensor, inv_freq: torch.
     if kind == "Q-Former position_ids":
         expected = torch.arange(tensor.shape[-1])
     elif inv_freq is None:
-        raise KeyError(f"The checkpoint stores {key}, but the base model's language model has no rotary embedding "
+        raise ValueError(f"The checkpoint stores {key}, but the base model's language model has no rotary embedding "
                        "to compare it with. Wrong --base_model?")
     elif kind == "rotary inv_freq":
         expected = inv_freq
@@ -245,6 +265,15 @@ def convert(checkpoint, base_model, output_dir=None, mode="auto", dtype="float32
     """Converts `checkpoint` onto `base_model`; returns `(model, processor, report)`. Saves when `output_dir`."""
     original = load_original_state_dict(checkpoint)
     checkpoint_dtypes = dict(Counter(str(tensor.dtype).removeprefix("torch.") for tensor in original.values()))
+    # Every tensor EmoVIT takes from a file is a floating-point weight: an integer (or boolean, complex) one is a
+    # quantised or damaged file, and casting it to the weights' dtype would load rounded values without a word. The
+    # stored buffers (integer position_ids among them) are checked on their own and dropped.
+    not_float = [f"{key} ({str(tensor.dtype).removeprefix('torch.')})" for key, tensor in sorted(original.items())
+                 if not tensor.is_floating_point() and not any(pattern.match(key) for pattern, _ in COMPUTED_BUFFERS)]
+    if not_float:
+        raise ValueError(f"{checkpoint}: {len(not_float)} tensors are not floating point, e.g. {not_float[:10]}; "
+                         "EmoVIT's weights are. Convert the float32/float16/bfloat16 checkpoint LAVIS saved, not a "
+                         "quantised or edited copy.")
     converted, dropped, computed = convert_state_dict(original)
     not_finite = sorted(k for k, v in converted.items() if v.is_floating_point() and not torch.isfinite(v).all())
     if not_finite:
@@ -260,7 +289,7 @@ def convert(checkpoint, base_model, output_dir=None, mode="auto", dtype="float32
     target = model.state_dict()
     unmatched = sorted(set(converted) - set(target))
     if unmatched:
-        raise KeyError(f"Mapped keys that {base_model} does not have: {unmatched[:20]}. Wrong --base_model?")
+        raise ValueError(f"Mapped keys that {base_model} does not have: {unmatched[:20]}. Wrong --base_model?")
     mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(target[k].shape)}"
                   for k, v in converted.items() if v.shape != target[k].shape]
     if mismatched:
@@ -269,19 +298,19 @@ def convert(checkpoint, base_model, output_dir=None, mode="auto", dtype="float32
     if mode == "auto":
         mode = "full" if not missing else "trained"
     if mode == "full" and missing:
-        raise KeyError(f"--mode full, but the checkpoint lacks {len(missing)} tensors, e.g. {missing[:10]}.")
+        raise ValueError(f"--mode full, but the checkpoint lacks {len(missing)} tensors, e.g. {missing[:10]}.")
     if mode == "trained":
         trainable = EmoVitForConditionalGeneration.TRAINABLE_PREFIXES
         frozen = sorted(k for k in converted if not k.startswith(trainable))
         if frozen:
-            raise KeyError(
+            raise ValueError(
                 f"The checkpoint is neither complete (it lacks {len(missing)} tensors, e.g. {missing[:5]}) nor "
                 f"trained-only (it holds frozen tensors, e.g. {frozen[:5]}). Pass a full LAVIS state dict or "
                 "EmoVIT's trained-tensor file."
             )
         lacking = [k for k in missing if k.startswith(trainable)]
         if lacking:
-            raise KeyError(
+            raise ValueError(
                 f"The trained-only checkpoint lacks {len(lacking)} of the tensors EmoVIT trains: {lacking[:20]}"
                 f"{' ...' if len(lacking) > 20 else ''}. Keeping the base model's values for them would mix two "
                 "models silently; pass the complete trained-tensor file."
@@ -428,4 +457,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_command("convert_original_checkpoint", main)

@@ -499,9 +499,18 @@ class EmoVitForConditionalGeneration(InstructBlipForConditionalGeneration, Gener
             self._classify_batch(images[start : start + batch_size], processor, method, instruction, max_new_tokens)
             for start in range(0, len(images), batch_size)
         ] or [self._classify_batch(images, processor, method, instruction, max_new_tokens)]  # empty: processor says so
+        scores = torch.cat([part.scores for part in parts])
+        # argmax takes NaN for the largest value: a label read off such scores would be arbitrary, never a result.
+        broken = (~torch.isfinite(scores).all(-1)).nonzero().flatten().tolist()
+        if broken:
+            raise ValueError(
+                f"The label scores of image {broken[0]} (of {len(broken)} such image(s): {broken[:20]}) are not finite "
+                f"({scores[broken[0]].tolist()}): the model's log-likelihoods overflowed or its weights hold NaN or "
+                "inf. Load the checkpoint in float32 or bfloat16 rather than float16, or check the checkpoint."
+            )
         return EmotionPrediction(
             labels=[label for part in parts for label in part.labels],
-            scores=torch.cat([part.scores for part in parts]),
+            scores=scores,
             texts=None if method == "score" else [text for part in parts for text in part.texts],
             log_likelihoods=torch.cat([part.log_likelihoods for part in parts]) if method == "score" else None,
         )

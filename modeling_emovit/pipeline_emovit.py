@@ -13,8 +13,11 @@ installed
 returns `[{"label": "awe", "score": 0.91}, ...]`, highest score first, all labels by default.
 """
 
+import inspect
+import math
+
 from PIL import Image
-from transformers import Pipeline
+from transformers import GenerationConfig, Pipeline
 from transformers.image_utils import load_image
 
 from .io_utils import open_image
@@ -31,10 +34,16 @@ CUSTOM_PIPELINES = {
 }
 
 
+# Keywords of `generate` that are not generation-config fields; the fields themselves are taken from GenerationConfig.
+GENERATE_ARGUMENTS = ("logits_processor", "stopping_criteria", "streamer")
+
+
 def ranked_scores(scores, labels, top_k: int | None = None) -> list[dict]:
     """Image classification's output: `[{"label", "score"}, ...]` from most to least likely (ties in label order),
-    the first `top_k` of them (all by default). `scores` is a sequence of floats in `labels` order."""
-    ranked = sorted(zip(labels, [float(score) for score in scores]), key=lambda pair: -pair[1])
+    the first `top_k` of them (all by default). `scores` is a sequence of floats in `labels` order; a NaN score
+    ranks after every number, so it is never the top label."""
+    ranked = sorted(zip(labels, [float(score) for score in scores]),
+                    key=lambda pair: (math.isnan(pair[1]), -pair[1]))
     return [{"label": label, "score": score} for label, score in ranked[:top_k]]
 
 
@@ -63,7 +72,28 @@ class VisualEmotionRecognitionPipeline(Pipeline):
     _load_feature_extractor = False
     _load_tokenizer = False
 
+    def __call__(self, inputs, *args, **kwargs):
+        # The base class reads the first element of a list before anything else, so an empty one would end in an
+        # IndexError from inside transformers.
+        if isinstance(inputs, (list, tuple)) and not inputs:
+            raise ValueError("Got no images (an empty list); pass a PIL image, an image file path or URL, or a "
+                             "non-empty list of them.")
+        return super().__call__(inputs, *args, **kwargs)
+
+    def _explain_options(self) -> set[str]:
+        """The keywords passed on to `explain`: its own options and `generate`'s."""
+        own = set(inspect.signature(self.model.explain).parameters) - {"images", "processor", "method", "batch_size",
+                                                                         "generate_kwargs"}
+        return own | set(GenerationConfig().to_dict()) | set(GENERATE_ARGUMENTS)
+
     def _sanitize_parameters(self, top_k=None, method=None, explain=None, timeout=None, **explain_kwargs):
+        unknown = sorted(set(explain_kwargs) - self._explain_options())
+        if unknown:
+            raise ValueError(
+                f"unknown keyword argument {unknown[0]!r}{f' (and {unknown[1:]})' if unknown[1:] else ''}; the "
+                "pipeline takes top_k, method, explain and timeout, and with explain=True preset, instruction, "
+                "max_new_tokens, do_sample and other `generate` options (temperature, top_p, num_beams, ...)."
+            )
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise ValueError(f"`top_k` must be a positive integer or None (all labels), got {top_k!r}.")
         if method is not None and method not in ("score", "generate"):

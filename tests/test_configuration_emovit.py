@@ -1,5 +1,6 @@
 """EmoVitConfig: InstructBLIP's configuration plus `emotion_labels`, the one source of the label set."""
 
+import json
 import re
 from pathlib import Path
 
@@ -118,3 +119,21 @@ def test_score_temperature_defaults_to_one_is_validated_and_survives_save(tmp_pa
     config.score_temperature = 0.5
     config.save_pretrained(tmp_path)
     assert EmoVitConfig.from_pretrained(tmp_path).score_temperature == 0.5
+
+
+def test_score_temperature_is_bounded_to_where_the_scores_stay_finite(tmp_path):
+    from modeling_emovit.configuration_emovit import SCORE_TEMPERATURE_RANGE
+
+    low, high = SCORE_TEMPERATURE_RANGE
+    assert EmoVitConfig(score_temperature=low).score_temperature == low
+    assert EmoVitConfig(score_temperature=high).score_temperature == high
+    for bad in (1e-40, low / 2, high * 2, 1e300):
+        with pytest.raises(ValueError, match=rf"score_temperature.*between {low:g} and {high:g}.*"
+                                             rf"{re.escape(repr(bad))}"):
+            EmoVitConfig(score_temperature=bad)
+    # A config.json edited by hand is refused on loading, naming the value.
+    EmoVitConfig().save_pretrained(tmp_path)
+    stored = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**stored, "score_temperature": 1e-40}))
+    with pytest.raises(ValueError, match=r"score_temperature.*1e-40"):
+        EmoVitConfig.from_pretrained(tmp_path)

@@ -242,7 +242,7 @@ def test_unknown_keys_are_listed(base_dir, tmp_path):
     lavis["t5_proj.weight"] = torch.zeros(2, 2)
     lavis["visual_encoder.rel_pos_bias.table"] = torch.zeros(2)
     torch.save({"model": lavis}, tmp_path / "odd.pth")
-    with pytest.raises(KeyError, match=r"2 checkpoint keys have no mapping.*t5_proj.weight.*rel_pos_bias"):
+    with pytest.raises(ValueError, match=r"2 checkpoint keys have no mapping.*t5_proj.weight.*rel_pos_bias"):
         convert(tmp_path / "odd.pth", base_dir)
 
 
@@ -250,7 +250,7 @@ def test_partial_checkpoint_with_frozen_tensors_is_refused(base_dir, tmp_path):
     base = EmoVitForConditionalGeneration.from_pretrained(base_dir)
     lavis = {k: v for k, v in to_lavis(base.state_dict()).items() if k.startswith(("llm_proj", "visual_encoder.cls"))}
     torch.save(lavis, tmp_path / "partial.pth")
-    with pytest.raises(KeyError, match="neither complete .* nor trained-only"):
+    with pytest.raises(ValueError, match="neither complete .* nor trained-only"):
         convert(tmp_path / "partial.pth", base_dir)
 
 
@@ -267,7 +267,7 @@ def test_trained_only_checkpoint_missing_trained_tensors_is_an_error(base_dir, t
     release = lavis_era(base, trained_only=True)
     del release["query_tokens"], release["llm_proj.bias"]
     torch.save({"model": release}, tmp_path / "partial.pth")
-    with pytest.raises(KeyError, match=r"lacks 2 of the tensors EmoVIT trains.*language_projection.bias.*query_tokens"):
+    with pytest.raises(ValueError, match=r"lacks 2 of the tensors EmoVIT trains.*language_projection.bias.*query_tokens"):
         convert(tmp_path / "partial.pth", base_dir)
 
 
@@ -286,3 +286,41 @@ def test_directory_as_checkpoint_says_so(base_dir, tmp_path):
     torch.save({}, tmp_path / "run" / "checkpoint_best.pth")
     with pytest.raises(IsADirectoryError, match=r"is a directory.*checkpoint_best.pth"):
         convert(tmp_path / "run", base_dir)
+
+
+@pytest.mark.parametrize("content", [bytes(range(256)) * 8, b"", b"model weights, as text\n"],
+                         ids=["random bytes", "empty", "text"])
+def test_a_file_that_is_no_checkpoint_is_named(base_dir, tmp_path, content):
+    (tmp_path / "weights.pth").write_bytes(content)
+    with pytest.raises(ValueError, match=r"Checkpoint '.*weights\.pth' could not be read as a PyTorch checkpoint"):
+        convert(tmp_path / "weights.pth", base_dir)
+
+
+def test_a_tensor_that_is_not_floating_point_is_refused_by_name(base_dir, tmp_path):
+    base = EmoVitForConditionalGeneration.from_pretrained(base_dir)
+    release = lavis_era(base, trained_only=True)
+    release["llm_proj.weight"] = release["llm_proj.weight"].round().to(torch.int32)
+    torch.save({"model": release}, tmp_path / "int.pth")
+    with pytest.raises(ValueError, match=r"int\.pth: 1 tensors are not floating point.*llm_proj\.weight \(int32\)"):
+        convert(tmp_path / "int.pth", base_dir)
+
+
+@pytest.mark.parametrize("case", ["empty file", "unknown keys"])
+def test_the_command_ends_input_errors_in_one_line(base_dir, tmp_path, case):
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    if case == "empty file":
+        (tmp_path / "weights.pth").write_bytes(b"")
+        message = f"convert_original_checkpoint: error: Checkpoint '{tmp_path / 'weights.pth'}'"
+    else:
+        torch.save({"t5_proj.weight": torch.zeros(2, 2)}, tmp_path / "weights.pth")
+        message = "convert_original_checkpoint: error: 1 checkpoint keys have no mapping to EmoVIT: ['t5_proj.weight']"
+    done = subprocess.run([sys.executable, "-m", "modeling_emovit.convert_original_checkpoint", "--checkpoint",
+                           str(tmp_path / "weights.pth"), "--base_model", str(base_dir), "--output_dir",
+                           str(tmp_path / "out")], capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert message in done.stderr
+    assert not (tmp_path / "out").exists()

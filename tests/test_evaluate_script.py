@@ -101,7 +101,7 @@ def test_calibrate_store_and_update_the_card_from_the_command_line(tmp_path, tin
     out = tmp_path / "out"
     command = [sys.executable, str(REPO / "evaluate.py"), "--model", str(model), "--dataset", str(eval_emoset_dir),
                "--max_images", "8", "--batch_size", "4", "--calibrate_on", "val", "--save_temperature",
-               "--update_card", str(model), "--output_dir", str(out)]
+               "--save_unreliable_temperature", "--update_card", str(model), "--output_dir", str(out)]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
@@ -109,6 +109,7 @@ def test_calibrate_store_and_update_the_card_from_the_command_line(tmp_path, tin
     assert f"ECE {metrics['ece']:.4f}, Brier {metrics['brier']:.4f}, NLL {metrics['nll']:.4f}" in done.stdout
     assert f"temperature {calibrated['temperature']:.4f} (fitted on val)" in done.stdout
     assert f"stored in {model / 'config.json'}" in done.stdout and (out / "reliability_diagram.png").is_file()
+    assert "warning: the temperature is unreliable: it is fitted on 8 images" in done.stdout
     assert json.loads((model / "config.json").read_text())["score_temperature"] == calibrated["temperature"]
     card = ModelCard.load(model / "README.md")
     assert card.data.license == "bsd-3-clause" and card.text.strip() == "# Tiny\n\nNotes."
@@ -220,3 +221,55 @@ def test_suite_from_the_command_line_prints_and_writes_one_table(tmp_path, tiny_
     assert (out / "suite_results.md").read_text() in done.stdout
     assert sorted(os.listdir(out)) == ["abstract", "emotionroi", "suite_results.json", "suite_results.md"]
     assert (out / "emotionroi" / "confusion_matrix.png").is_file()
+
+
+# ----------------------------------------------------------------------------------------------------- input errors
+
+
+@pytest.mark.parametrize("case", ["bad value", "missing dataset", "unreliable temperature", "malformed argument file",
+                                  "missing suite", "bad suite entry"])
+def test_input_errors_end_in_one_message_without_traceback(case, tmp_path, tiny_dir, eval_emoset_dir):
+    (tmp_path / "args.json").write_text("{not json")
+    (tmp_path / "suite.yaml").write_text(f"- {{name: a, dataset: {eval_emoset_dir}}}\n"
+                                         f"- {{name: b, dataset: {eval_emoset_dir}, method: bogus}}\n")
+    base = ["--model", str(tiny_dir), "--dataset", str(eval_emoset_dir), "--output_dir", str(tmp_path / "out")]
+    argv, message = {
+        "bad value": (base + ["--method", "bogus"], "--method is 'bogus'"),
+        "missing dataset": (["--model", str(tiny_dir), "--dataset", str(tmp_path / "nowhere"), "--output_dir",
+                             str(tmp_path / "out")], f"--dataset '{tmp_path / 'nowhere'}'"),
+        "unreliable temperature": (base + ["--calibrate_on", "val", "--save_temperature"],
+                                   "fitted on 8 images (at least 30"),
+        "malformed argument file": ([str(tmp_path / "args.json")], f"{tmp_path / 'args.json'}"),
+        "missing suite": (["--model", str(tiny_dir), "--suite", str(tmp_path / "none.yaml"), "--output_dir",
+                           str(tmp_path / "out")], f"--suite '{tmp_path / 'none.yaml'}' does not exist"),
+        "bad suite entry": (["--model", str(tiny_dir), "--suite", str(tmp_path / "suite.yaml"), "--output_dir",
+                             str(tmp_path / "out")], f"Suite file {tmp_path / 'suite.yaml'}, entry 1 ('b'): --method "
+                                                     "is 'bogus'"),
+    }[case]
+    done = subprocess.run([sys.executable, str(REPO / "evaluate.py"), *argv], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "evaluate.py: error: " in done.stderr, done.stderr[-3000:]
+    assert message in done.stderr
+    assert not (tmp_path / "out").exists()  # every one of these is refused before anything is evaluated
+
+
+def test_a_refused_judge_ends_the_reasoning_run_with_exit_status_1_naming_its_flag(tmp_path, tiny_dir,
+                                                                                   eval_emoset_dir, llmock):
+    from llmock.scenarios import Fail
+
+    llmock.add(Fail(401, times=None))
+    out = tmp_path / "out"
+    command = [sys.executable, str(REPO / "evaluate.py"), "--model", str(tiny_dir), "--dataset", str(eval_emoset_dir),
+               "--output_dir", str(out), "--task", "reasoning", "--max_images", "4", "--batch_size", "4",
+               "--max_new_tokens", "4", "--judge_model", "gpt-4o", "--judge_base_url", llmock.base_url()]
+    env = {**os.environ, "OPENAI_API_KEY": "sk-refused"}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "evaluate.py: error: the judge" in done.stderr and "Traceback" not in done.stderr
+    assert "--judge_model" in done.stderr and "--llm_model" not in done.stderr + done.stdout
+    # The explanations and their offline scores are kept; the judge's failures are counted in them.
+    metrics = json.loads((out / "metrics.json").read_text())
+    judge = metrics["judge"]
+    assert metrics["num_images"] == 4 and judge["judged"] == 0 and judge["failed"] >= 3
+    assert judge["failed"] + judge["not_run"] == 4

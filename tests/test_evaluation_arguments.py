@@ -143,3 +143,9 @@ def test_a_judge_cache_over_an_input_or_a_photo_is_refused(tmp_path):
         with pytest.raises(ValueError, match=rf"^--judge_cache '{cache}' {re.escape(words)}"):
             EvalArguments(**reasoning, judge_cache=str(cache))
     EvalArguments(**reasoning, judge_cache=str(tmp_path / "judge.jsonl"))
+
+
+def test_update_card_is_checked_before_the_run(tmp_path):
+    (tmp_path / "README.md").write_text("---\nmodel-index: [unclosed\n---\n")
+    with pytest.raises(ValueError, match=r"--update_card .*metadata block of .*README.md' is not valid YAML"):
+        EvalArguments(model="m", dataset="d", output_dir=str(tmp_path / "out"), update_card=str(tmp_path))

@@ -5,6 +5,7 @@ the KL divergence (by hand and through an evaluation run)."""
 import json
 import math
 import random
+from pathlib import Path
 
 import pytest
 
@@ -243,3 +244,95 @@ def test_emotion6_run_writes_kl_divergence_into_metrics_json(tmp_path, run_evalu
     expected = sum(-math.log(max(line["scores"][line["label"]], 1e-12)) for line in lines) / len(lines)
     assert metrics["kl_divergence"] == pytest.approx(expected, rel=1e-6)
     assert json.loads((out / "metrics.json").read_text())["kl_num_images"] == 6
+
+
+# ----------------------------------------------------------------------------------------------------- symlinks
+
+
+def _layout_emoset(root, link_name):
+    save_image(root / "image" / "awe" / "awe_1.jpg")
+    (root / "test.json").write_text(json.dumps([["awe", "awe_1", "image/awe/awe_1.jpg", ""],
+                                                ["awe", "awe_2", f"image/awe/{link_name}", ""]]))
+    return root / "image" / "awe" / link_name, None, "test"
+
+
+def _layout_imagefolder(root, link_name):
+    save_image(root / "awe" / "awe_1.jpg")
+    return root / "awe" / link_name, None, "test"
+
+
+def _layout_artphoto(root, link_name):
+    save_image(root / "awe_1.jpg")
+    return root / link_name, "artphoto", "all"
+
+
+def _layout_abstract(root, link_name):
+    save_image(root / "awe_1.jpg")
+    write_abstract(root, ["'awe_1.jpg',0,0,5,0,0,0,0,0", f"'{link_name}',0,0,5,0,0,0,0,0"])
+    return root / link_name, "abstract", "all"
+
+
+def _layout_emotion6(root, link_name):
+    save_image(root / "images" / "joy" / "awe_1.jpg")
+    probabilities = "\t0\t0\t0\t1\t0\t0\t0"
+    write_emotion6(root, [f"joy/awe_1.jpg\t5\t5{probabilities}", f"joy/{link_name}\t5\t5{probabilities}"])
+    return root / "images" / "joy" / link_name, "emotion6", "all"
+
+
+def _layout_emotionroi(root, link_name):
+    save_image(root / "images" / "joy" / "awe_1.jpg")
+    (root / "training_testing_split").mkdir()
+    (root / "training_testing_split" / "testing.txt").write_text(f"joy/awe_1.jpg\njoy/{link_name}\n")
+    return root / "images" / "joy" / link_name, "emotionroi", "test"
+
+
+def _layout_webemo(root, link_name):
+    save_image(root / "test" / "rage" / "awe_1.jpg")
+    return root / "test" / "rage" / link_name, "webemo7", "test"
+
+
+@pytest.mark.parametrize("layout", [_layout_emoset, _layout_imagefolder, _layout_artphoto, _layout_abstract,
+                                    _layout_emotion6, _layout_emotionroi, _layout_webemo],
+                         ids=lambda layout: layout.__name__.removeprefix("_layout_"))
+def test_every_reader_skips_an_image_symlinked_from_outside_the_root(tmp_path, layout):
+    outside = tmp_path / "private" / "awe_secret.jpg"
+    save_image(outside, seed=1)
+    root = tmp_path / "dataset"
+    root.mkdir()
+    link, dataset_format, split = layout(root, "awe_2.jpg")
+    link.symlink_to(outside)
+    data = load_benchmark(str(root), split, dataset_format)
+    assert len(data.ids) == 1 and not any("awe_2" in image_id for image_id in data.ids)
+    assert all(Path(path).resolve().is_relative_to(root.resolve()) for path in data.paths)
+    reasons = [skip["reason"] for skip in data.skipped]
+    assert any("outside the dataset root" in reason for reason in reasons), reasons
+
+
+ANNOTATION_TABLES = {"test.json": _layout_emoset, "ABSTRACT_groundTruth.csv": _layout_abstract,
+                     "ground_truth.txt": _layout_emotion6, "training_testing_split/testing.txt": _layout_emotionroi}
+
+
+@pytest.mark.parametrize("table", list(ANNOTATION_TABLES))
+def test_an_annotation_table_symlinked_from_outside_the_root_is_refused(tmp_path, table):
+    layout = ANNOTATION_TABLES[table]
+    root = tmp_path / "dataset"
+    root.mkdir()
+    _, dataset_format, split = layout(root, "awe_2.jpg")
+    outside = tmp_path / "private.txt"
+    (root / table).rename(outside)
+    (root / table).symlink_to(outside)
+    with pytest.raises(ValueError, match="outside the dataset root"):
+        load_benchmark(str(root), split, dataset_format)
+
+
+@pytest.mark.parametrize("layout", [_layout_emoset, _layout_imagefolder, _layout_artphoto, _layout_abstract,
+                                    _layout_emotion6, _layout_emotionroi, _layout_webemo],
+                         ids=lambda layout: layout.__name__.removeprefix("_layout_"))
+def test_every_reader_counts_a_looping_symlink_as_a_skip(tmp_path, layout):
+    root = tmp_path / "dataset"
+    root.mkdir()
+    link, dataset_format, split = layout(root, "awe_2.jpg")
+    link.symlink_to(link.name)  # points at itself
+    data = load_benchmark(str(root), split, dataset_format)
+    assert [Path(path).name for path in data.paths] == ["awe_1.jpg"]
+    assert any("awe_2" in skip["id"] and "loop" in skip["reason"] for skip in data.skipped), data.skipped

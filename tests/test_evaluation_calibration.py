@@ -87,3 +87,21 @@ def test_save_temperature_rewrites_only_config_json(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["score_temperature"] == 1.75
     with pytest.raises(ValueError, match=r"'Salesforce/instructblip-vicuna-7b/config.json' does not exist.*Hub id"):
         save_temperature("Salesforce/instructblip-vicuna-7b", 2.0)
+
+
+def test_calibration_problems_name_sample_size_single_class_and_the_edge():
+    from emovit.evaluation.calibration import MAX_TEMPERATURE, MIN_CALIBRATION_IMAGES, MIN_TEMPERATURE, \
+        calibration_problems
+
+    log_likelihoods, labels = sample(2.5, count=MIN_CALIBRATION_IMAGES)
+    fitted = fit_temperature(log_likelihoods, labels, IDENTITY, 8)
+    assert MIN_TEMPERATURE < fitted < MAX_TEMPERATURE and calibration_problems(labels, fitted) == []
+    # One image: too few, one class, and (its answer right) a fit at the lower edge.
+    problems = calibration_problems([3], fit_temperature(np.array([[0.0, 1.0, 2.0, 5.0]]), [3], [0, 1, 2, 3], 4))
+    assert len(problems) == 3
+    assert f"1 image (at least {MIN_CALIBRATION_IMAGES} needed" in problems[0]
+    assert "one class" in problems[1]
+    assert f"{MIN_TEMPERATURE:g}, the lower end of the search range" in problems[2]
+    assert "at the upper end" in calibration_problems(labels, MAX_TEMPERATURE)[0]
+    # Without a temperature (before the fit), only the split is checked.
+    assert calibration_problems([0] * 40) == [calibration_problems([0] * 40, 1.0)[0]]

@@ -137,3 +137,15 @@ def test_a_refusing_server_stops_the_judge_with_advice_in_its_own_flags(tmp_path
     assert summary["api_calls"] == len(served(llmock)) == 3 and summary["failed"] == 3 and summary["judged"] == 0
     assert "--judge_base_url" in summary["stop_reason"] and "--judge_model" in summary["stop_reason"]
     assert all("HTTP 404" in row["judge_error"] for row in judged)
+
+
+def test_a_refused_key_is_logged_with_the_judges_own_flags(tmp_path, llmock, caplog):
+    from llmock.scenarios import Fail
+
+    llmock.add(Fail(401, times=None))
+    with caplog.at_level("WARNING"):
+        summary, judged = run_judge(tmp_path, llmock)
+    assert summary["failed"] == 3 and summary["judged"] == 0
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "--judge_model" in logged and "--llm_model" not in logged
+    assert "--llm_model" not in summary["stop_reason"] and "--judge_model" in summary["stop_reason"]

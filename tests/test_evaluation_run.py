@@ -378,7 +378,7 @@ def test_calibrate_on_fits_reports_and_stores_a_temperature(run_evaluation, eval
     shutil.copytree(tiny_dir, model)
     before = {str(path.relative_to(model)): path.read_bytes() for path in model.rglob("*") if path.is_file()}
     metrics, lines, out = run_evaluation(tmp_path, eval_emoset_dir, model=str(model), calibrate_on="val",
-                                         save_temperature=True)
+                                         save_temperature=True, save_unreliable_temperature=True)
     raw, raw_lines, _ = eval_score_run
     for key in ("accuracy", "ece", "brier", "nll", "auroc_macro"):  # the raw metrics are the uncalibrated run's
         assert metrics[key] == pytest.approx(raw[key], abs=1e-6)
@@ -386,6 +386,7 @@ def test_calibrate_on_fits_reports_and_stores_a_temperature(run_evaluation, eval
     temperature = calibrated["temperature"]
     assert (calibrated["split"], calibrated["num_images"], calibrated["num_skipped"]) == ("val", 8, 0)
     assert 0.01 <= temperature <= 100 and temperature != pytest.approx(1.0)
+    assert "8 images" in calibrated["warnings"][0]  # stored all the same: --save_unreliable_temperature
     # The calibrated metrics follow from the evaluated images' log-likelihoods at the fitted temperature.
     tempered = softmax_rows([list(line["log_likelihoods"].values()) for line in lines], temperature)
     references = [metrics["labels"].index(line["label"]) for line in lines]
@@ -412,3 +413,38 @@ def test_calibrate_on_sums_mapped_probabilities_at_the_temperature(run_evaluatio
     picked = np.where(np.array(references) == 0, positive, 1 - positive)
     assert metrics["calibrated"]["nll"] == pytest.approx(-np.mean(np.log(picked)), abs=1e-6)
     assert metrics["calibrated"]["accuracy"] == pytest.approx(np.mean((positive < 0.5) == np.array(references)))
+
+
+@pytest.mark.parametrize("max_images", [1, None], ids=["one-image", "eight-images"])
+def test_save_temperature_refuses_a_small_or_single_class_split_before_evaluating(run_evaluation, eval_emoset_dir,
+                                                                                   tiny_dir, tmp_path, max_images):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_dir, model)
+    config = (model / "config.json").read_bytes()
+    with pytest.raises(ValueError, match=r"--calibrate_on 'val'.*(1 image|8 images).*--save_unreliable_temperature"):
+        run_evaluation(tmp_path, eval_emoset_dir, model=str(model), calibrate_on="val", save_temperature=True,
+                       max_images=max_images)
+    assert not (tmp_path / "out").exists()  # refused before the evaluation ran
+    assert (model / "config.json").read_bytes() == config
+
+
+def test_save_temperature_refuses_a_fit_at_the_edge_and_keeps_the_report(run_evaluation, eval_emoset_dir, tiny_dir,
+                                                                         tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_dir, model)
+    (model / "README.md").write_text("# Tiny\n")
+    config = (model / "config.json").read_bytes()
+    # 56 images of 8 classes, but the random model's answers are worse than uniform: T runs to the upper end.
+    with pytest.raises(ValueError, match=r"not stored.*upper end of the search range.*--save_unreliable_temperature"):
+        run_evaluation(tmp_path, eval_emoset_dir, model=str(model), calibrate_on="train", save_temperature=True,
+                       update_card=str(model))
+    assert (model / "config.json").read_bytes() == config and (model / "README.md").read_text() == "# Tiny\n"
+    calibrated = json.loads((tmp_path / "out" / "metrics.json").read_text())["calibrated"]
+    assert calibrated["temperature"] == 100.0 and calibrated["num_images"] == 56
+    assert len(calibrated["warnings"]) == 1 and "upper end" in calibrated["warnings"][0]
+
+
+def test_an_unreliable_fit_is_reported_with_its_warnings(run_evaluation, eval_emoset_dir, tmp_path):
+    metrics, _, _ = run_evaluation(tmp_path, eval_emoset_dir, calibrate_on="val", max_images=1)
+    warnings = metrics["calibrated"]["warnings"]
+    assert "1 image" in warnings[0] and "one class" in warnings[1]

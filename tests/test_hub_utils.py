@@ -119,3 +119,56 @@ def test_update_card_creates_a_minimal_card_and_refuses_what_it_cannot_edit(tmp_
     with pytest.raises(ValueError, match=r"metadata block of .*README.md' is not valid YAML"):
         update_card_results(folder, [result("accuracy", 0.5)])
     assert (folder / "README.md").read_text() == "---\nlicense: [unclosed\n---\nbody\n"  # left as it was
+
+
+HAND_WRITTEN_CARD = (
+    "---\r\n"
+    "# The lab's card: keep these comments.\r\n"
+    "license: bsd-3-clause   # chosen by the lab\r\n"
+    "tags: [emotion, vision]\r\n"
+    "model-index:\r\n"
+    "- name: mine\r\n"
+    "  results:\r\n"
+    "  - task: {type: image-classification}\r\n"
+    "    dataset: {name: FI, type: FI}\r\n"
+    "    metrics: [{type: accuracy, value: 0.9}]\r\n"
+    "# Widgets below.\r\n"
+    "widget: [{text: hi}]\r\n"
+    "---\r\n"
+    "\r\n"
+    "# Body\r\n"
+    "\r\n"
+    "Notes --- kept as they are.\r\n"
+)
+
+
+def test_update_card_changes_only_the_model_index_of_a_hand_written_card(tmp_path):
+    path = tmp_path / "README.md"
+    path.write_bytes(HAND_WRITTEN_CARD.encode())
+    update_card_results(tmp_path, [result("accuracy", 0.5, config="score")])
+    text = path.read_bytes().decode()
+    head, tail = HAND_WRITTEN_CARD.split("model-index:\r\n")[0], HAND_WRITTEN_CARD.split("    metrics: [{type: "
+                                                                                        "accuracy, value: 0.9}]\r\n")[1]
+    assert text.startswith(head + "model-index:\r\n") and text.endswith(tail)  # every other byte kept
+    assert "\n" not in text.replace("\r\n", "")  # the new lines end as the card's do
+    card = ModelCard.load(path)
+    assert card.data.license == "bsd-3-clause" and card.data.model_name == "mine"
+    assert [(r.dataset_type, r.metric_type, r.metric_value) for r in card.data.eval_results] == [
+        ("FI", "accuracy", 0.9), ("EmoSet-118K", "accuracy", 0.5)]
+    # A card without a model-index gets one at the end of its metadata, the rest unchanged.
+    path.write_bytes(b"---\nlicense: mit # ours\n---\nbody\n")
+    update_card_results(tmp_path, [result("accuracy", 0.5)])
+    text = path.read_text()
+    assert text.startswith("---\nlicense: mit # ours\nmodel-index:\n") and text.endswith("---\nbody\n")
+
+
+def test_check_card_finds_a_broken_card_without_writing(tmp_path):
+    from modeling_emovit.hub_utils import check_card
+
+    check_card(tmp_path)  # no card yet: one will be created
+    (tmp_path / "README.md").write_bytes(HAND_WRITTEN_CARD.encode())
+    check_card(tmp_path)
+    (tmp_path / "README.md").write_text("---\r\nlicense: [unclosed\r\n---\r\nbody\r\n")
+    with pytest.raises(ValueError, match=r"metadata block of .*README.md' is not valid YAML"):
+        check_card(tmp_path)
+    assert (tmp_path / "README.md").read_bytes() == b"---\r\nlicense: [unclosed\r\n---\r\nbody\r\n"

@@ -581,3 +581,11 @@ def test_agreement_of(label, mentioned, expected):
     from modeling_emovit.modeling_emovit import agreement_of
 
     assert agreement_of(label, mentioned) == expected
+
+
+def test_classify_refuses_scores_that_are_not_finite(tiny_model, tiny_processor, images):
+    # A broken checkpoint (or an overflow in half precision) gives NaN log-likelihoods: no label may be read off them.
+    with torch.no_grad():
+        tiny_model.language_model.get_output_embeddings().weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"scores of image 0 .*are not finite"):
+        tiny_model.classify(images[:1], tiny_processor, method="score")

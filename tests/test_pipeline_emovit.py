@@ -149,3 +149,21 @@ def test_ranked_scores_are_sorted_with_ties_in_label_order():
     ranked = ranked_scores([0.1, 0.4, 0.1, 0.4], ["a", "b", "c", "d"], top_k=3)
     assert ranked == [{"label": "b", "score": 0.4}, {"label": "d", "score": 0.4}, {"label": "a", "score": 0.1}]
     assert len(ranked_scores([0.5, 0.5], ["a", "b"])) == 2
+
+
+def test_a_nan_score_is_never_ranked_first():
+    nan = float("nan")
+    ranked = ranked_scores([nan, 0.2, 0.7, nan, 0.1], ["a", "b", "c", "d", "e"])
+    assert [entry["label"] for entry in ranked] == ["c", "b", "e", "a", "d"]
+    assert ranked_scores([nan, 0.3], ["a", "b"], top_k=1) == [{"label": "b", "score": 0.3}]
+
+
+def test_the_pipeline_refuses_an_empty_list_and_names_an_unknown_keyword(tiny_model, tiny_processor):
+    classifier = pipeline("visual-emotion-recognition", model=tiny_model, processor=tiny_processor)
+    with pytest.raises(ValueError, match=r"no images.*empty list"):
+        classifier([])
+    with pytest.raises(ValueError, match=r"unknown keyword argument 'foo'.*top_k.*method.*explain"):
+        classifier(random_images(1)[0], foo=1)
+    # Explanation options without explain=True still say so.
+    with pytest.raises(ValueError, match="only apply with `explain=True`"):
+        classifier(random_images(1)[0], preset="humour")

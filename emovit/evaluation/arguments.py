@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 
 from emovit.inference.loading import DTYPES
 from modeling_emovit import CATEGORICAL_INSTRUCTION_VARIANTS, CLASSIFY_METHODS, EXPLANATION_PRESETS
+from modeling_emovit.hub_utils import check_card
 from modeling_emovit.io_utils import check_output_path
 
 from .benchmarks import DATASET_FORMATS
+from .calibration import MAX_TEMPERATURE, MIN_CALIBRATION_IMAGES, MIN_TEMPERATURE
 from .labels import LABEL_MAP_PRESETS
 
 
@@ -63,7 +65,14 @@ class EvalArguments:
     save_temperature: bool = field(
         default=False,
         metadata={"help": "With --calibrate_on: store the temperature in --model's config.json (score_temperature), "
-                          "which classify(method='score'), the pipeline and predict.py apply. Local folders only."},
+                          "which classify(method='score'), the pipeline and predict.py apply. Local folders only. "
+                          "Refused when the fit is unreliable (see --save_unreliable_temperature)."},
+    )
+    save_unreliable_temperature: bool = field(
+        default=False,
+        metadata={"help": "With --save_temperature: store the temperature even when the fit is unreliable (fewer "
+                          f"than {MIN_CALIBRATION_IMAGES} images, a single class, or a fit at an end of the search "
+                          f"range {MIN_TEMPERATURE:g}-{MAX_TEMPERATURE:g}), which is otherwise refused."},
     )
     update_card: str | None = field(
         default=None,
@@ -184,6 +193,9 @@ class EvalArguments:
         if self.save_temperature and self.calibrate_on is None:
             raise ValueError("--save_temperature stores the temperature fitted by --calibrate_on; pass --calibrate_on "
                              "SPLIT (e.g. validation) as well.")
+        if self.save_unreliable_temperature and not self.save_temperature:
+            raise ValueError("--save_unreliable_temperature lets --save_temperature store an unreliable fit; pass "
+                             "--save_temperature as well (or drop --save_unreliable_temperature).")
         if self.save_temperature and not os.path.isdir(self.model):
             raise ValueError(
                 f"--save_temperature writes into --model's config.json, but --model {self.model!r} is not a local "
@@ -195,6 +207,12 @@ class EvalArguments:
                 "README.md gets the results. A Hub repo's card cannot be edited from here: download the repo, "
                 "update its folder, then upload it."
             )
+        if self.update_card is not None:
+            # The card is read now, so a broken one stops the run before the evaluation rather than after it.
+            try:
+                check_card(self.update_card)
+            except ValueError as e:
+                raise ValueError(f"--update_card {self.update_card!r}: {e}") from e
 
 
 def parse_prices(text: str) -> tuple[float, float]:

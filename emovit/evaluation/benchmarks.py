@@ -89,8 +89,13 @@ def _mikels_label(name: str) -> str | None:
     return label if label in EMOSET_EMOTIONS else None
 
 
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(path for path in folder.iterdir() if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS)
+def _image_files(folder: Path, skipped: list) -> list[Path]:
+    """The image files directly in `folder`, through the root check every reader uses (`_listed_image`): an entry
+    with an image extension that is a symlink leading out of `folder`, a loop or a dangling link is recorded in
+    `skipped` instead of read."""
+    names = sorted(path.name for path in folder.iterdir() if path.suffix.lower() in IMAGE_EXTENSIONS)
+    listed = (_listed_image(folder, name, name, skipped) for name in names)
+    return [path for path in listed if path is not None]
 
 
 def _listed_image(folder: Path, entry: str, where: str, skipped: list) -> Path | None:
@@ -117,7 +122,7 @@ def _finish(name: str, ids: list, labels: list, paths: list, skipped: list, dist
 def read_artphoto(root: Path) -> EvalData:
     """ArtPhoto: `root/<emotion>_<rest>.jpg`; a file whose prefix is no Mikels emotion is a counted skip."""
     ids, labels, paths, skipped = [], [], [], []
-    for path in _image_files(root):
+    for path in _image_files(root, skipped):
         prefix = path.name.split("_", 1)[0] if "_" in path.name else None
         label = _mikels_label(prefix) if prefix else None
         if label is None:
@@ -131,7 +136,8 @@ def read_artphoto(root: Path) -> EvalData:
 def read_abstract(root: Path) -> EvalData:
     """Abstract: `root/ABSTRACT_groundTruth.csv` (file name, then votes per emotion; values may be quoted with ')
     and the images beside it. The label is the emotion with most votes; a tie or no votes is a counted skip."""
-    table = root / ABSTRACT_CSV
+    # The labels come from the dataset's own files, as the images do: a table symlinked from elsewhere is refused.
+    table = resolve_inside_root(root, ABSTRACT_CSV)
     if not table.is_file():
         raise FileNotFoundError(f"{table} does not exist; the abstract reader needs Abstract's vote table "
                                 f"{ABSTRACT_CSV} in the dataset root.")
@@ -178,7 +184,7 @@ def read_emotion6(root: Path) -> EvalData:
     """Emotion6: `root/ground_truth.txt` (tab-separated, a header, then file, valence, arousal and the probability of
     each label) and `root/images/<label>/<file>`. The label is the image's folder; `distributions` holds the 7
     probabilities (6 emotions and neutral) as published."""
-    table = root / EMOTION6_GROUND_TRUTH
+    table = resolve_inside_root(root, EMOTION6_GROUND_TRUTH)  # refused when it leads outside, as in read_abstract
     if not table.is_file():
         raise FileNotFoundError(f"{table} does not exist; the emotion6 reader needs Emotion6's {EMOTION6_GROUND_TRUTH} "
                                 "in the dataset root (next to images/).")
@@ -232,7 +238,7 @@ def read_emotionroi(root: Path, split: str) -> EvalData:
     images = root / "images"
     ids, labels, paths, skipped = [], [], [], []
     for file_name in EMOTIONROI_SPLIT_FILES[split]:
-        listing = root / "training_testing_split" / file_name
+        listing = resolve_inside_root(root, f"training_testing_split/{file_name}")  # as in read_abstract
         if not listing.is_file():
             raise FileNotFoundError(f"{listing} does not exist; the emotionroi reader needs EmotionROI's split lists "
                                     "under training_testing_split/ (training.txt, testing.txt).")

@@ -14,16 +14,24 @@ from pathlib import Path
 
 import numpy as np
 
-from modeling_emovit.configuration_emovit import validate_temperature
+from modeling_emovit.configuration_emovit import SCORE_TEMPERATURE_RANGE, validate_temperature
 from modeling_emovit.io_utils import atomic_write_text
 
 
 logger = logging.getLogger(__name__)
 
 NLL_FLOOR = 1e-12  # as metrics/emotion_classification's nll
-# The search range of the temperature: wide enough for any sensible model (1/100 sharpens, 100 flattens to nearly
-# uniform), bounded so a split the model gets entirely right or wrong gives an edge value rather than 0 or infinity.
-MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 100.0
+# The search range of the temperature is the range a model's config accepts: wide enough for any sensible model
+# (1/100 sharpens, 100 flattens to nearly uniform), bounded so a split the model gets entirely right or wrong gives
+# an edge value rather than 0 or infinity.
+MIN_TEMPERATURE, MAX_TEMPERATURE = SCORE_TEMPERATURE_RANGE
+# Fewer images than this and one temperature is fitted to a handful of answers: one image more or less moves it by
+# orders of magnitude (one image right gives the lower end, one wrong the upper), so it describes those images, not
+# the model. A rule of thumb for one fitted parameter; the split should also hold every class.
+MIN_CALIBRATION_IMAGES = 30
+# A fit this close to an end of the range (in log T) is at that end: where the NLL flattens out there, the search
+# stops a hair inside the range rather than on its end.
+EDGE_TOLERANCE = 1e-3
 
 
 def tempered_probabilities(log_likelihoods: np.ndarray, temperature: float, target_of: list[int | None],
@@ -88,13 +96,29 @@ def fit_temperature(log_likelihoods: np.ndarray, references: list[int], target_o
     # The grid point wins if the narrowed search did not improve on it (a flat NLL, e.g. at the range's edge).
     temperature = min(max(math.exp(fitted if loss(fitted) <= losses[best] else grid[best]), MIN_TEMPERATURE),
                       MAX_TEMPERATURE)
-    if temperature in (MIN_TEMPERATURE, MAX_TEMPERATURE):
-        logger.warning(
-            "The fitted temperature is %g, the end of the search range [%g, %g]: %s", temperature, MIN_TEMPERATURE,
-            MAX_TEMPERATURE, "the probabilities are worse than uniform on this split, so the fit flattens them "
-            "completely." if temperature == MAX_TEMPERATURE else "every image's top label is right, so sharper is "
-            "always better; fit on a larger or harder split.")
     return float(temperature)
+
+
+def calibration_problems(references: list[int], temperature: float | None = None) -> list[str]:
+    """Why a temperature fitted on the images `references` (their dataset-label indices) does not describe the
+    model, one sentence each; empty when nothing is wrong. Checked: fewer than MIN_CALIBRATION_IMAGES images, a
+    single class (the fit then only learns how sure the model is of that class) and, given the fitted
+    `temperature`, a fit at either end of the search range (the NLL kept falling: no minimum was found)."""
+    problems = []
+    count = len(references)
+    if count < MIN_CALIBRATION_IMAGES:
+        problems.append(f"it is fitted on {count} image{'s' if count != 1 else ''} (at least "
+                        f"{MIN_CALIBRATION_IMAGES} needed for a temperature that holds beyond them)")
+    if len(set(references)) == 1:
+        problems.append("every image of the split has the same label (one class), so the fit only measures how "
+                        "sure the model is of that class")
+    if temperature is not None and math.log(temperature / MIN_TEMPERATURE) < EDGE_TOLERANCE:
+        problems.append(f"the fit is {MIN_TEMPERATURE:g}, the lower end of the search range: every image's top "
+                        "label is right, so sharper always looked better and no minimum was found")
+    elif temperature is not None and math.log(MAX_TEMPERATURE / temperature) < EDGE_TOLERANCE:
+        problems.append(f"the fit is {MAX_TEMPERATURE:g}, at the upper end of the search range: the probabilities "
+                        "are worse than uniform on the split, so the fit flattens them completely")
+    return problems
 
 
 def save_temperature(model_dir: str | Path, temperature: float) -> Path:

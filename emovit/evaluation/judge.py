@@ -54,6 +54,8 @@ MAX_COMPLETION_TOKENS = 300
 EXPECTED_COMPLETION_TOKENS = 80
 
 _JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
+# evaluate.py's names for the client settings its messages name (the client's defaults are the data builder's).
+JUDGE_FLAGS = {"model": "--judge_model", "base_url": "--judge_base_url", "max_cost": "--judge_max_cost"}
 
 
 def judge_messages(explanation: str, attributes: dict) -> list[dict]:
@@ -102,19 +104,12 @@ def judge_settings(args: EvalArguments) -> ClientSettings:
     settings = ClientSettings(
         model=args.judge_model, base_url=base_url, api_key=api_key, concurrency=args.judge_concurrency,
         temperature=0.0, max_cost=args.judge_max_cost,
-        price_per_mtok=parse_prices(args.judge_price_per_mtok) if args.judge_price_per_mtok else None)
+        price_per_mtok=parse_prices(args.judge_price_per_mtok) if args.judge_price_per_mtok else None,
+        flag_names=dict(JUDGE_FLAGS))
     if settings.prices() == (0.0, 0.0):
         logger.warning("no price known for judge model %r; costs count as 0 and --judge_max_cost cannot stop the "
                        "run. Pass --judge_price_per_mtok PROMPT,COMPLETION.", args.judge_model)
     return settings
-
-
-def in_judge_flags(text: str | None) -> str | None:
-    """The client's messages name the data builder's flags; evaluate.py's judge has its own names for them."""
-    for builder_flag, judge_flag in (("--max_cost", "--judge_max_cost"), ("--base_url", "--judge_base_url"),
-                                     ("--llm_model", "--judge_model")):
-        text = text.replace(builder_flag, judge_flag) if text else text
-    return text
 
 
 def judge_requests(rows: list[dict]) -> list[ChatRequest]:
@@ -137,7 +132,7 @@ def judge_rows(rows: list[dict], args: EvalArguments, settings: ClientSettings) 
     malformed = failed = not_run = 0
     for row, result in zip(rows, results):
         if result.error is not None:
-            row["judge_error"] = in_judge_flags(result.error)
+            row["judge_error"] = result.error
             not_run += result.not_run
             failed += not result.not_run
             continue
@@ -162,7 +157,7 @@ def judge_rows(rows: list[dict], args: EvalArguments, settings: ClientSettings) 
         "failed": failed,
         "not_run": not_run,
         "stopped_by_max_cost": stats.stopped_by_max_cost,
-        "stop_reason": in_judge_flags(client.stop_reason),
+        "stop_reason": client.stop_reason,
         "api_calls": stats.api_calls,
         "cache_hits": stats.cache_hits,
         "prompt_tokens": stats.prompt_tokens,
@@ -174,3 +169,14 @@ def judge_rows(rows: list[dict], args: EvalArguments, settings: ClientSettings) 
         logger.warning("judge: %d malformed replies, %d failed and %d not sent requests (see judge_error in "
                        "predictions.jsonl)", malformed, failed, not_run)
     return summary
+
+
+def judge_failure(summary: dict | None, rows: list[dict]) -> str | None:
+    """Why the judge failed, for the run to end on (None when it did not): requests that failed (refused, or no
+    answer after every retry). Requests held back by --judge_max_cost were the user's choice, and malformed replies
+    are the judge model's answers, counted in the summary; neither fails the run."""
+    if summary is None or summary["dry_run"] or not summary["failed"]:
+        return None
+    first = next(row["judge_error"] for row in rows if "judge_error" in row)
+    return (f"the judge {summary['model']} failed: {summary['failed']} of {len(rows)} requests failed and "
+            f"{summary['not_run']} were not sent ({summary['stop_reason'] or first})")

@@ -35,7 +35,7 @@ from emovit.inference.loading import DTYPES, check_max_new_tokens, load_model
 
 from .arguments import EvalArguments
 from .data import EvalData, load_eval_data
-from .judge import judge_rows, judge_settings
+from .judge import judge_failure, judge_rows, judge_settings
 
 
 logger = logging.getLogger(__name__)
@@ -451,7 +451,15 @@ def evaluate_reasoning(args: EvalArguments) -> dict:
     logger.info("consistency %.3f, grounding %s, contradiction rate %s on %d images; wrote %s",
                 metrics["consistency"], metrics["grounding"], metrics["contradiction_rate"], len(rows),
                 args.output_dir)
-    return broadcast_object_list([metrics])[0]
+    # The other processes leave with the metrics now, so a failed judge ends this process instead of hanging them.
+    metrics = broadcast_object_list([metrics])[0]
+    failure = judge_failure(judge, rows)
+    if failure is not None:
+        # The run asked for the judge's scores and did not get them all: it fails, keeping what it wrote.
+        raise ValueError(f"{failure}. The explanations, their offline scores and the judge's counts are in "
+                         f"{str(Path(args.output_dir) / 'metrics.json')!r}; fix the cause and rerun the same command "
+                         "(answers already received are cached; only the others are sent).")
+    return metrics
 
 
 def explain_batch(model, processor, data: EvalData, indices: list[int], args: EvalArguments, labels: list[str],

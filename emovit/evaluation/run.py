@@ -31,7 +31,7 @@ from emovit.inference.loading import DTYPES, load_model
 
 from .arguments import EvalArguments
 from .benchmarks import distribution_metrics, drop_uncovered, load_benchmark
-from .calibration import fit_temperature, save_temperature, tempered_probabilities
+from .calibration import calibration_problems, fit_temperature, save_temperature, tempered_probabilities
 from .card import eval_results_of
 from .data import EvalData
 from .labels import map_scores, reference_indices, resolve_label_map, target_indices
@@ -74,9 +74,19 @@ def evaluate_model(args: EvalArguments) -> dict:
     mapping, targets = resolve_label_map(args.label_map, model_labels)
     target_of = target_indices(model_labels, mapping, targets)
 
-    # ---- data
+    # ---- data, and the calibration split checked before anything is evaluated
     data = load_split(args, args.split, mapping, targets)
     references = reference_indices(data.labels, mapping, targets)
+    calibration_data = None
+    if args.calibrate_on is not None:
+        calibration_data = load_split(args, args.calibrate_on, mapping, targets)
+        problems = calibration_problems(reference_indices(calibration_data.labels, mapping, targets))
+        if problems and args.save_temperature and not args.save_unreliable_temperature:
+            raise ValueError(
+                f"--save_temperature: a temperature fitted on --calibrate_on {args.calibrate_on!r} would not be "
+                f"trustworthy: {'; '.join(problems)}. Nothing was evaluated. Calibrate on a larger split holding "
+                "every class, or pass --save_unreliable_temperature to store the fit anyway."
+            )
     metric = evaluate.load(METRIC_PATH, keep_in_memory=True) if accelerator.is_main_process else None
 
     # ---- classification, once per instruction variant
@@ -106,8 +116,8 @@ def evaluate_model(args: EvalArguments) -> dict:
 
     unreadable_rows = gather_object([{"index": index, "reason": reason} for index, reason in unreadable.items()])
     # ---- temperature fit on --calibrate_on (every process classifies its share; the main process fits)
-    fit = fit_on_split(model, processor, args, accelerator, model_labels, mapping, targets, target_of) \
-        if args.calibrate_on is not None else None
+    fit = fit_on_split(model, processor, args, calibration_data, accelerator, model_labels, mapping, targets,
+                       target_of) if calibration_data is not None else None
     if not accelerator.is_main_process:
         return broadcast_object_list([None])[0]
 
@@ -128,12 +138,21 @@ def evaluate_model(args: EvalArguments) -> dict:
                  title)
     logger.info("accuracy %.4f, macro-F1 %.4f on %d images; wrote %s", metrics["accuracy"], metrics["macro_f1"],
                 metrics["num_images"], args.output_dir)
+    # The other processes leave with the metrics now, so a refusal below ends this process instead of hanging them.
+    metrics = broadcast_object_list([metrics])[0]
     # ---- the stored temperature and the model card (after the report, so a failure here leaves it written)
     if args.save_temperature:
+        if fit["warnings"] and not args.save_unreliable_temperature:
+            raise ValueError(
+                f"--save_temperature: the temperature {fit['temperature']:.4g} fitted on --calibrate_on "
+                f"{args.calibrate_on!r} is not stored in {str(Path(args.model) / 'config.json')!r} (nor the card "
+                f"updated): {'; '.join(fit['warnings'])}. The report in {str(args.output_dir)!r} shows the fit. "
+                "Calibrate on a larger or different split, or pass --save_unreliable_temperature to store it anyway."
+            )
         save_temperature(args.model, fit["temperature"])
     if args.update_card is not None:
         update_card_results(args.update_card, eval_results_of(metrics))
-    return broadcast_object_list([metrics])[0]
+    return metrics
 
 
 def load_split(args: EvalArguments, split: str, mapping: dict, targets: list[str]) -> EvalData:
@@ -251,12 +270,12 @@ def calibration_summary(first: dict, score_temperature: float) -> dict:
     return {"score_temperature": score_temperature, **{key: first[key] for key in CALIBRATION_KEYS}}
 
 
-def fit_on_split(model, processor, args: EvalArguments, accelerator: Accelerator, model_labels: list[str],
-                 mapping: dict, targets: list[str], target_of: list[int | None]) -> dict | None:
-    """Classifies split `args.calibrate_on` under the training instruction (each process its share) and, on the
-    main process, fits the temperature on it; returns {temperature, split, num_images, num_skipped, skipped} there
-    and None on the other processes."""
-    data = load_split(args, args.calibrate_on, mapping, targets)
+def fit_on_split(model, processor, args: EvalArguments, data: EvalData, accelerator: Accelerator,
+                 model_labels: list[str], mapping: dict, targets: list[str], target_of: list[int | None]) -> dict | None:
+    """Classifies `data` (split `args.calibrate_on`) under the training instruction (each process its share) and,
+    on the main process, fits the temperature on it; returns {temperature, split, num_images, num_skipped, skipped,
+    warnings} there (`warnings`: why the fit is not to be trusted, see `calibration_problems`) and None on the
+    other processes."""
     references = reference_indices(data.labels, mapping, targets)
     with accelerator.split_between_processes(list(range(len(data.ids)))) as local_indices:
         local_indices = list(local_indices)
@@ -276,13 +295,16 @@ def fit_on_split(model, processor, args: EvalArguments, accelerator: Accelerator
         raise ValueError(f"None of the {len(data.ids)} images of --calibrate_on {args.calibrate_on!r} could be read; "
                          f"first error: {unreadable_rows[0]['reason'] if unreadable_rows else 'none recorded'}")
     log_likelihoods = np.array([list(row["log_likelihoods"].values()) for row in rows])
-    temperature = fit_temperature(log_likelihoods, [references[row["index"]] for row in rows], target_of,
-                                  len(targets))
+    fitted_references = [references[row["index"]] for row in rows]
+    temperature = fit_temperature(log_likelihoods, fitted_references, target_of, len(targets))
+    problems = calibration_problems(fitted_references, temperature)
+    for problem in problems:
+        logger.warning("the temperature %.4g fitted on %s is unreliable: %s", temperature, args.calibrate_on, problem)
     skipped = data.skipped + [{"id": data.ids[r["index"]], "reason": r["reason"]}
                               for r in sorted(unreadable_rows, key=lambda r: r["index"])]
     logger.info("temperature %.4f fitted on %d images of %s", temperature, len(rows), args.calibrate_on)
     return {"temperature": temperature, "split": args.calibrate_on, "num_images": len(rows),
-            "num_skipped": len(skipped), "skipped": skipped}
+            "num_skipped": len(skipped), "skipped": skipped, "warnings": problems}
 
 
 def calibrated_metrics(metric, rows: list[dict], references: list[int], targets: list[str],

@@ -114,9 +114,10 @@ def run_suite(args: SuiteArguments) -> dict:
     overrides = {key: getattr(args, key) for key in ("batch_size", "dtype", "max_images")
                  if getattr(args, key) is not None}
     output_dir = Path(args.output_dir)
-    # Every entry's arguments are checked (its output folder among them) before the first evaluation starts.
+    # Every entry's arguments are checked (its output folder among them) before the first evaluation starts, so a
+    # wrong value in the last entry does not surface after all the others have been evaluated.
     arguments_of = {}
-    for entry in entries:
+    for position, entry in enumerate(entries):
         if entry in missing:
             continue
         settings = {key: value for key, value in entry.items() if key != "name"}
@@ -124,7 +125,7 @@ def run_suite(args: SuiteArguments) -> dict:
             arguments_of[entry["name"]] = EvalArguments(model=args.model, output_dir=str(output_dir / entry["name"]),
                                                         **{**overrides, **settings})
         except ValueError as e:
-            raise ValueError(f"Suite {args.suite}, entry {entry['name']!r}: {e}") from e
+            raise ValueError(f"Suite file {args.suite}, entry {position} ({entry['name']!r}): {e}") from e
     rows = []
     for entry in entries:
         settings = {key: value for key, value in entry.items() if key != "name"}
