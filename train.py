@@ -43,7 +43,7 @@ from emovit.training.sampling import parse_curriculum
 from emovit.training.trainer import EmoVitTrainer
 from emovit.training.vision_cache import VisionCache
 from modeling_emovit import EmoVitForConditionalGeneration, EmoVitProcessor
-from modeling_emovit.io_utils import atomic_write_text, check_output_path
+from modeling_emovit.io_utils import atomic_write_text, check_output_path, run_command
 
 
 def load_model(model_args: ModelArguments, training_args: EmoVitTrainingArguments):
@@ -176,14 +176,19 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Em
     return results
 
 
+def parse_arguments(argv: list[str]):
+    """The three argument dataclasses from flags, or from one JSON / YAML file."""
+    parser = HfArgumentParser((ModelArguments, DataArguments, EmoVitTrainingArguments))
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(os.path.abspath(argv[0]))
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+        return parser.parse_yaml_file(os.path.abspath(argv[0]))
+    # with neither --model_name_or_path nor --dataset, the offline default's flags go first
+    return parser.parse_args_into_dataclasses(args=with_offline_defaults(argv))
+
+
 if __name__ == "__main__":
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
                         handlers=[logging.StreamHandler(sys.stdout)])
     use_cpu_without_accelerator()  # before parsing: the arguments build the distributed state
-    parser = HfArgumentParser((ModelArguments, DataArguments, EmoVitTrainingArguments))
-    if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        main(*parser.parse_json_file(os.path.abspath(sys.argv[1])))
-    elif len(sys.argv) == 2 and sys.argv[1].endswith((".yaml", ".yml")):
-        main(*parser.parse_yaml_file(os.path.abspath(sys.argv[1])))
-    else:  # with neither --model_name_or_path nor --dataset, the offline default's flags go first
-        main(*parser.parse_args_into_dataclasses(args=with_offline_defaults(sys.argv[1:])))
+    run_command("train.py", lambda: main(*parse_arguments(sys.argv[1:])))
