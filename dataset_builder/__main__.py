@@ -106,6 +106,8 @@ def make_parser() -> argparse.ArgumentParser:
     synth.add_argument("--output_dir", required=True, help="folder to create")
     synth.add_argument("--images_per_class", type=int, default=60, help="images per emotion, split 70/10/20 (default: 60)")
     synth.add_argument("--seed", type=int, default=0, help="drawing seed (default: 0)")
+    synth.add_argument("--label_noise", type=float, default=0.05,
+                       help="share of images whose label is replaced by another emotion at random (default: 0.05)")
 
     build = commands.add_parser("build", help="EmoSet folder -> instructions.jsonl, LLaVA JSON, summary.json",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -332,7 +334,7 @@ def main(argv=None) -> int:
         counts = {}
         # Written whole: a folder of someone else's (a real EmoSet copy has files of the same names) is refused.
         atomic_write_folder(args.output_dir, lambda folder: counts.update(
-            write_synthetic_emoset(folder, args.images_per_class, args.seed)), kind=SYNTHETIC_KIND, what="--output_dir")
+            write_synthetic_emoset(folder, args.images_per_class, args.seed, args.label_noise)), kind=SYNTHETIC_KIND, what="--output_dir")
         print(f"wrote {args.output_dir}: {counts}")
     elif args.command == "caption":
         return _caption(args)

@@ -1,12 +1,16 @@
-"""The synthetic EmoSet sample: layout, determinism, attribute coverage, and a class signal a tiny model can learn."""
+"""The synthetic EmoSet sample: layout, determinism, annotations that match the pixels, label noise, and classes that
+share cues yet stay learnable."""
 
 import json
+import random
+from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from dataset_builder.emoset import read_split
-from dataset_builder.synthetic import write_synthetic_emoset
+from dataset_builder.synthetic import MIXES, draw_scene, write_synthetic_emoset
 from modeling_emovit.configuration_emovit import EMOSET_EMOTIONS
 
 
@@ -40,15 +44,68 @@ def test_same_seed_same_files(tmp_path):
     a = write_synth(tmp_path / "a", images_per_class=3, seed=5)
     b = write_synth(tmp_path / "b", images_per_class=3, seed=5)
     c = write_synth(tmp_path / "c", images_per_class=3, seed=6)
-    path = "image/awe/awe_00001.jpg"
-    assert (a / path).read_bytes() == (b / path).read_bytes() != (c / path).read_bytes()
-    assert (a / "train.json").read_text() == (b / "train.json").read_text()
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+    assert (a / "train.json").read_text() != (c / "train.json").read_text()
 
 
-def test_classes_separable_by_a_trivial_model(tmp_path):
-    # A nearest-centroid classifier on 8x8 thumbnails is far weaker than the demo's ViT + Q-Former; if it
-    # reaches 90% on held-out images, the class signal is strong enough, and jitter keeps images distinct.
+def test_annotation_matches_the_pixels_and_the_drawing(tmp_path):
+    """Brightness and colourfulness are those of the saved file; scene, objects, face and action are what was drawn
+    (the same generator, replayed, draws the same picture with the same contents)."""
+    from dataset_builder.attributes import compute_brightness, compute_colorfulness
+
+    root = write_synth(tmp_path / "s", images_per_class=6)
+    checked = 0
+    for annotation_path in (root / "annotation").rglob("*.json"):
+        annotation = json.loads(annotation_path.read_text())
+        image_path = root / "image" / annotation_path.parent.name / (annotation_path.stem + ".jpg")
+        pixels = np.asarray(Image.open(image_path).convert("RGB"))
+        if "brightness" in annotation:
+            assert annotation["brightness"] == compute_brightness(pixels), image_path
+            assert annotation["colorfulness"] == compute_colorfulness(pixels), image_path
+            checked += 1
+        assert ("facial_expression" in annotation) == ("human_action" in annotation)
+        if "facial_expression" in annotation and "object" in annotation:
+            assert "Person" in annotation["object"]
+    assert checked >= 20
+
+    rng = random.Random(0)
+    first, drawn = draw_scene("fear", rng)
+    again, drawn_again = draw_scene("fear", random.Random(0))
+    assert drawn == drawn_again and np.array_equal(np.asarray(first), np.asarray(again))
+    assert drawn["scene"] in MIXES["fear"].scenes or drawn["scene"] in MIXES["sadness"].scenes
+
+
+def test_label_noise_flips_the_stated_share_and_is_recorded(tmp_path):
+    write_synthetic_emoset(tmp_path / "clean", images_per_class=50, seed=0, label_noise=0.0)
+    clean = tmp_path / "clean"
+    write_synthetic_emoset(tmp_path / "noisy", images_per_class=50, seed=0, label_noise=0.2)
+    noisy = tmp_path / "noisy"
+    record = json.loads((noisy / "synthetic.json").read_text())
+    assert record["label_noise"] == 0.2 and 0.14 <= len(record["flipped_labels"]) / 400 <= 0.26
+    # The same pictures at any noise rate: only the labels (and so the folders the files sit in) change.
+    clean_items = {i.image_id.split("_")[-1]: i for s in ("train", "val", "test") for i in read_split(clean, s).items}
+    noisy_items = {i.image_id.split("_")[-1]: i for s in ("train", "val", "test") for i in read_split(noisy, s).items}
+    changed = [n for n, item in noisy_items.items() if item.emotion != clean_items[n].emotion]
+    assert len(changed) == len(record["flipped_labels"])
+    same = next(n for n in noisy_items if n not in changed)
+    assert Path(noisy_items[same].image_path).read_bytes() == Path(clean_items[same].image_path).read_bytes()
+    with pytest.raises(ValueError, match="label_noise is 1.5"):
+        write_synthetic_emoset(tmp_path / "bad", images_per_class=3, label_noise=1.5)
+
+
+def test_classes_share_cues_but_stay_learnable(tmp_path):
+    """No single cue gives the class away: scenes and objects recur across emotions, and a nearest-centroid
+    classifier on 8x8 thumbnails, which reads colour and layout only, stays well below 90 % while still far above
+    chance (12.5 %)."""
     root = write_synth(tmp_path / "s", images_per_class=30)
+    classes_of = {}
+    for annotation_path in (root / "annotation").rglob("*.json"):
+        annotation = json.loads(annotation_path.read_text())
+        for value in [annotation.get("scene")] + annotation.get("object", []):
+            classes_of.setdefault(value, set()).add(annotation["emotion"])
+    assert sum(len(emotions) >= 2 for value, emotions in classes_of.items() if value) >= 6
 
     def features(split):
         items = read_split(root, split).items
@@ -59,7 +116,7 @@ def test_classes_separable_by_a_trivial_model(tmp_path):
     x_test, y_test = features("test")
     centroids = np.stack([x_train[y_train == k].mean(0) for k in range(8)])
     predicted = np.argmin(((x_test[:, None] - centroids[None]) ** 2).sum(-1), axis=1)
-    assert (predicted == y_test).mean() >= 0.9
+    assert 0.3 <= (predicted == y_test).mean() < 0.9
     assert len({x.tobytes() for x in x_train}) == len(x_train)
 
 
