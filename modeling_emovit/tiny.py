@@ -52,15 +52,15 @@ _EXTRA_WORDS = (
 )
 
 
-def _corpus(labels) -> list[str]:
+def _corpus(labels, texts=()) -> list[str]:
     lines = [format_categorical_instruction(labels, template) for template in CATEGORICAL_INSTRUCTION_VARIANTS]
     lines += [format_answer(label) for label in labels]
     lines += [REASONING_QUESTION, _EXTRA_WORDS, string.ascii_letters + string.digits + string.punctuation]
     # Repeat the instruction and answers so BPE merges them into a few tokens each.
-    return lines * 20
+    return lines * 20 + list(texts)
 
 
-def build_lm_tokenizer(labels=EMOSET_EMOTIONS, vocab_size: int = 600) -> PreTrainedTokenizerFast:
+def build_lm_tokenizer(labels=EMOSET_EMOTIONS, vocab_size: int = 600, texts=()) -> PreTrainedTokenizerFast:
     """A SentencePiece-style BPE tokenizer (like Llama's): `<s>` prepended, `</s>` as EOS, `<pad>`, `<image>`."""
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.normalizer = normalizers.NFKC()
@@ -72,7 +72,7 @@ def build_lm_tokenizer(labels=EMOSET_EMOTIONS, vocab_size: int = 600) -> PreTrai
         initial_alphabet=list(string.printable.strip()) + ["▁"],
         show_progress=False,
     )
-    tokenizer.train_from_iterator(_corpus(labels), trainer=trainer)
+    tokenizer.train_from_iterator(_corpus(labels, texts), trainer=trainer)
     tokenizer.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tokenizer.token_to_id("<s>"))]
     )
@@ -84,7 +84,7 @@ def build_lm_tokenizer(labels=EMOSET_EMOTIONS, vocab_size: int = 600) -> PreTrai
     return wrapped
 
 
-def build_qformer_tokenizer(labels=EMOSET_EMOTIONS, vocab_size: int = 400) -> BertTokenizer:
+def build_qformer_tokenizer(labels=EMOSET_EMOTIONS, vocab_size: int = 400, texts=()) -> BertTokenizer:
     """A lower-casing WordPiece tokenizer in BERT's format, as the Q-Former uses: the special tokens, every printable
     character alone and as a `##` continuation (so any ASCII text tokenises), then the corpus's most frequent words.
 
@@ -93,7 +93,7 @@ def build_qformer_tokenizer(labels=EMOSET_EMOTIONS, vocab_size: int = 400) -> Be
     change from one process to the next.
     """
     split = pre_tokenizers.BertPreTokenizer()
-    counts = Counter(word for line in _corpus(labels) for word, _ in split.pre_tokenize_str(line.lower()))
+    counts = Counter(word for line in _corpus(labels, texts) for word, _ in split.pre_tokenize_str(line.lower()))
     characters = sorted(set(string.printable.strip().lower()))
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + characters + [f"##{c}" for c in characters]
     words = sorted((w for w in counts if w not in vocab), key=lambda w: (-counts[w], w))
@@ -161,11 +161,15 @@ def build_tiny_emovit(
     lm_init_std: float = 0.2,
     vision_hidden_size: int = 256,
     image_size: int = 32,
+    texts=(),
+    lm_vocab_size: int = 600,
+    qformer_vocab_size: int = 400,
 ):
-    """Returns `(model, processor)` of a tiny random EmoVIT."""
+    """Returns `(model, processor)` of a tiny random EmoVIT. `texts` join the project's prompts in the text the
+    tokenizers are trained on (the vocabularies then hold their words)."""
     torch.manual_seed(seed)
-    tokenizer = build_lm_tokenizer(emotion_labels)
-    qformer_tokenizer = build_qformer_tokenizer(emotion_labels)
+    tokenizer = build_lm_tokenizer(emotion_labels, lm_vocab_size, texts)
+    qformer_tokenizer = build_qformer_tokenizer(emotion_labels, qformer_vocab_size, texts)
     config = tiny_config(
         lm_vocab_size=len(tokenizer),
         qformer_vocab_size=len(qformer_tokenizer),
