@@ -71,10 +71,12 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Em
     # ---- processes: the Trainer must see every launched process, or the work below that runs once runs in each
     check_world_size(training_args)
     output_dir = Path(training_args.output_dir)
-    if is_offline(model_args, data_args):
+    offline = is_offline(model_args, data_args)
+    if offline:
         with training_args.main_process_first(desc="offline default data"):
             data_args.dataset, model_args.model_name_or_path = build_offline_default(
-                output_dir / "offline-inputs", data_args.offline_images_per_class, training_args.seed)
+                output_dir / "offline-inputs", data_args.offline_images_per_class, training_args.seed,
+                data_args.offline_lm_steps)
 
     # ---- model
     model, counts = load_model(model_args, training_args)
@@ -150,15 +152,18 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Em
         # Every process of the launch takes its share of the held-out images (the evaluation gathers them), once the
         # main process has saved the folder they all load.
         trainer.accelerator.wait_for_everyone()
-        metrics = evaluate_held_out(output_dir, eval_root, data_args.test_split)
+        metrics = evaluate_held_out(output_dir, eval_root, data_args.test_split, data_args.test_reasoning,
+                                    data_args.dataset if Path(data_args.dataset, "summary.json").is_file() else None)
         if main_process:
-            print("held-out " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+            print("held-out " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if v is not None))
         results.update({f"test_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
     if main_process:
         evaluations = [json.loads((output_dir / folder / "metrics.json").read_text())
                        for folder in ("eval", "eval-generate")] if tested else []
+        if tested and data_args.test_reasoning:
+            print(f"reasoning metrics: {(output_dir / 'eval-reasoning' / 'metrics.json').resolve()}")
         write_training_card(output_dir, model, model_args, data_args, training_args, counts, type_counts, results,
-                            evaluations)
+                            evaluations, offline)
         print(f"model: {output_dir.resolve()}")
         if tested:
             print(f"test metrics: {(output_dir / 'eval' / 'metrics.json').resolve()}")

@@ -89,18 +89,24 @@ def test_training_run_end_to_end(tiny_dir, synthetic_root, instructions_dir, tmp
 
 def test_offline_default_with_a_few_steps(tmp_path):
     """No --model_name_or_path and no --dataset: the offline default's data, model and flags (here with fewer steps
-    and images), then the held-out evaluation of the saved model."""
+    and images), then the held-out evaluation of the saved model: classification and explanations."""
     output_dir = tmp_path / "offline"
-    done = train_script("--max_steps", 2, "--offline_images_per_class", 3, "--output_dir", output_dir)
+    done = train_script("--max_steps", 2, "--offline_images_per_class", 3, "--offline_lm_steps", 2,
+                        "--output_dir", output_dir)
     for built in ("emoset-synthetic/info.json", "instructions/summary.json", "tiny-base/config.json"):
         assert (output_dir / "offline-inputs" / built).is_file(), built
     assert len(list((output_dir / "vision_cache").glob("*/features.npy"))) == 1  # --cache_vision_features
-    assert "training examples: 8 ({'categorical': 8})" in done.stdout  # --types categorical, 1 train image per class
-    assert [entry["step"] for entry in history(output_dir) if "loss" in entry] == []  # --logging_steps 50
+    # all three types, 1 train image per class (3 conversation pairs each)
+    assert "training examples: 40 ({'categorical': 8, 'conversation': 24, 'reasoning': 8})" in done.stdout
+    assert [entry["step"] for entry in history(output_dir) if "loss" in entry] == []  # --logging_steps 100
     metrics = json.loads((output_dir / "eval" / "metrics.json").read_text())
     assert 0.0 <= metrics["accuracy"] <= 1.0 and (output_dir / "eval-generate" / "metrics.json").is_file()
-    assert "held-out accuracy_score=" in done.stdout
-    assert "| test_accuracy_score |" in (output_dir / "README.md").read_text()
+    reasoning = json.loads((output_dir / "eval-reasoning" / "metrics.json").read_text())
+    assert reasoning["num_images"] == 8 and 0.0 <= reasoning["known_word_rate"] <= 1.0
+    assert "held-out accuracy_score=" in done.stdout and "reasoning_consistency=" in done.stdout
+    card = (output_dir / "README.md").read_text()
+    assert "| test_accuracy_score |" in card and "| test_reasoning_grounding |" in card
+    assert "This is the offline miniature, not an emotion model" in card
 
 
 def test_lora_from_a_yaml_file_trains_the_language_model_and_saves_a_plain_emovit(tiny_dir, instructions_dir,

@@ -254,7 +254,8 @@ def test_offline_default_builds_its_inputs_once_under_two_processes(launch, tmp_
     """No flags but a smaller sample and 1 step: the main process draws the sample, writes the instruction data,
     the tiny model and the vision cache while the other waits; both then train on them."""
     output_dir = tmp_path / "offline"
-    done = run([*launch(), "--max_steps", "1", "--offline_images_per_class", "3", "--output_dir", str(output_dir),
+    done = run([*launch(), "--max_steps", "1", "--offline_images_per_class", "3", "--offline_lm_steps", "2",
+                "--output_dir", str(output_dir),
                 "--eval_strategy", "no", "--test_split", "none"])
     assert done.stdout.count("processes: 2 (") == 2
     log = done.stdout + done.stderr

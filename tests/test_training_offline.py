@@ -8,16 +8,17 @@ from emovit.training.offline import build_offline_default
 
 def test_offline_default_builds_data_and_model_once(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="emovit.training.offline"):
-        dataset, model = build_offline_default(tmp_path, images_per_class=3, seed=0)
+        dataset, model = build_offline_default(tmp_path, images_per_class=3, seed=0, lm_steps=2)
     assert "drawing a synthetic EmoSet sample" in caplog.text and "building the tiny EmoVIT" in caplog.text
     assert (tmp_path / "emoset-synthetic" / "info.json").is_file()
     summary = json.loads((tmp_path / "instructions" / "summary.json").read_text())
     assert dataset == str(tmp_path / "instructions") and summary["emoset_root"] == str(tmp_path / "emoset-synthetic")
     assert model == str(tmp_path / "tiny-base") and (tmp_path / "tiny-base" / "config.json").is_file()
+    assert json.loads((tmp_path / "tiny-base" / "lm_pretraining.json").read_text())["steps"] == 2
     written = (tmp_path / "tiny-base" / "config.json").stat().st_mtime_ns
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="emovit.training.offline"):
-        assert build_offline_default(tmp_path, images_per_class=3, seed=0) == (dataset, model)
+        assert build_offline_default(tmp_path, images_per_class=3, seed=0, lm_steps=2) == (dataset, model)
     assert caplog.text == "" and (tmp_path / "tiny-base" / "config.json").stat().st_mtime_ns == written
 
 
@@ -29,13 +30,13 @@ def test_offline_default_never_replaces_a_folder_it_did_not_write(tmp_path):
     (tmp_path / "tiny-base").mkdir(parents=True)
     (tmp_path / "tiny-base" / "model.safetensors").write_bytes(b"someone's weights")
     with pytest.raises(ValueError, match="tiny-base") as info:
-        build_offline_default(tmp_path, images_per_class=3, seed=0)
+        build_offline_default(tmp_path, images_per_class=3, seed=0, lm_steps=2)
     assert "model.safetensors" in str(info.value) and "never deleted" in str(info.value)
     assert (tmp_path / "tiny-base" / "model.safetensors").read_bytes() == b"someone's weights"
     assert sorted(p.name for p in (tmp_path / "tiny-base").iterdir()) == ["model.safetensors"]
 
     (tmp_path / "tiny-base" / "model.safetensors").unlink()  # an empty folder holds nothing to lose
-    _, model = build_offline_default(tmp_path, images_per_class=3, seed=0)
+    _, model = build_offline_default(tmp_path, images_per_class=3, seed=0, lm_steps=2)
     assert (tmp_path / "tiny-base" / "config.json").is_file()
     assert (tmp_path / "tiny-base" / "model.safetensors").stat().st_size > 1000
     assert sorted(p.name for p in tmp_path.iterdir()) == ["emoset-synthetic", "instructions", "tiny-base"]

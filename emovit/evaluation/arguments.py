@@ -92,6 +92,11 @@ class EvalArguments:
                           "name the emotion, so consistency with the label is earned; label names the prediction."},
     )
     max_new_tokens: int = field(default=128, metadata={"help": "Length budget of each explanation (--task reasoning)."})
+    vocabulary_from: str | None = field(
+        default=None,
+        metadata={"help": "A dataset_builder output folder (the model's training data): --task reasoning then reports "
+                          "known_word_rate, the share of explanation words found in its answers."},
+    )
     judge_model: str | None = field(
         default=None,
         metadata={"help": "Model name for the optional LLM judge of explanations on an OpenAI-compatible server "
@@ -170,6 +175,8 @@ class EvalArguments:
         if self.task == "classification":
             if self.judge_model is not None:
                 raise ValueError("--judge_model judges explanations; it needs --task reasoning.")
+            if self.vocabulary_from is not None:
+                raise ValueError("--vocabulary_from counts the words of explanations; it needs --task reasoning.")
             return
         if self.label_map is not None:
             raise ValueError(f"--label_map is {self.label_map!r}, but --task reasoning compares explanations with "

@@ -155,6 +155,11 @@ DEFINITIONS = {
         "extremes (the only ones where it can be contradicted); 'contradiction_rate' is the share of images with "
         "either attribute at an extreme that contradict at least one. Brightness and colourfulness missing from "
         "an annotation are computed from the pixels as dataset_builder does (listed in 'attributes_computed')."),
+    "known_word_rate": (
+        "Only with --vocabulary_from (a dataset_builder output folder): the share of the explanations' words, "
+        "counted with repeats (runs of letters, lower-cased), that occur in the answers of that folder's "
+        "instruction records. Near 1 when the model writes the language it was trained on; a model that writes "
+        "noise or invents words scores low."),
     "judge": (
         "Optional. An LLM reads the image's annotated attributes (not the image, not the label) and the "
         "explanation, and scores 1-5 each: grounding (does it describe what the attributes say is there, without "
@@ -321,6 +326,24 @@ def score_explanation(explanation: str, label: str, prediction: str | None, labe
     }
 
 
+_LETTERS = re.compile(r"[a-z]+")
+
+
+def known_word_rate(explanations: list[str], vocabulary: set[str]) -> float | None:
+    """The share of the words of `explanations` (runs of letters, lower-cased, with repeats) found in `vocabulary`;
+    None when they hold no word."""
+    words = [word for text in explanations for word in _LETTERS.findall(text.lower())]
+    return sum(word in vocabulary for word in words) / len(words) if words else None
+
+
+def answer_vocabulary(instruction_dir: str | Path) -> set[str]:
+    """The words (as `known_word_rate` counts them) of every answer in a dataset_builder output folder."""
+    from dataset_builder import load_records
+
+    return {word for record in load_records(instruction_dir) for turn in record["conversations"]
+            if turn["from"] == "gpt" for word in _LETTERS.findall(turn["value"].lower())}
+
+
 # ---------------------------------------------------------------------------------------------- summary
 
 
@@ -430,6 +453,8 @@ def evaluate_reasoning(args: EvalArguments) -> dict:
         "preset": args.explain_preset,
         "question": EXPLANATION_PRESETS[args.explain_preset],
         **summarise_scores(rows),
+        "known_word_rate": (known_word_rate([r["explanation"] for r in rows], answer_vocabulary(args.vocabulary_from))
+                            if args.vocabulary_from else None),
         "accuracy": sum(r["correct"] for r in rows) / len(rows),
         "judge": judge,
         "labels": labels,

@@ -325,13 +325,26 @@ def calibrated_metrics(metric, rows: list[dict], references: list[int], targets:
                           "minimising the negative log-likelihood of split `split`."}
 
 
-def evaluate_held_out(model_dir: str | Path, dataset, split: str) -> dict:
+def evaluate_held_out(model_dir: str | Path, dataset, split: str, reasoning: bool = False,
+                      vocabulary_from: str | None = None) -> dict:
     """Evaluates a saved model on `split` with both classification methods, writing `model_dir/eval` (score) and
-    `model_dir/eval-generate`; returns score's accuracy and macro-F1 and generate's accuracy and invalid rate."""
+    `model_dir/eval-generate`, and with `reasoning` also its explanations (`model_dir/eval-reasoning`, words
+    counted against the answers of `vocabulary_from`). Returns the headline numbers of each."""
     model_dir = Path(model_dir)
     runs = {method: evaluate_model(EvalArguments(model=str(model_dir), dataset=str(dataset), split=split, method=method,
                                                  output_dir=str(model_dir / folder)))
             for method, folder in (("score", "eval"), ("generate", "eval-generate"))}
-    return {"accuracy_score": runs["score"]["accuracy"], "macro_f1_score": runs["score"]["macro_f1"],
-            "accuracy_generate": runs["generate"]["accuracy"],
-            "invalid_rate_generate": runs["generate"]["invalid_rate"]}
+    results = {"accuracy_score": runs["score"]["accuracy"], "macro_f1_score": runs["score"]["macro_f1"],
+               "accuracy_generate": runs["generate"]["accuracy"],
+               "invalid_rate_generate": runs["generate"]["invalid_rate"]}
+    if reasoning:
+        explained = evaluate_model(EvalArguments(model=str(model_dir), dataset=str(dataset), split=split,
+                                                 task="reasoning", vocabulary_from=vocabulary_from,
+                                                 output_dir=str(model_dir / "eval-reasoning")))
+        results.update({"reasoning_consistency": explained["consistency"],
+                        "reasoning_agreement_with_prediction": explained["agreement_with_prediction"]["agrees"],
+                        "reasoning_grounding": explained["grounding"],
+                        "reasoning_contradiction_rate": explained["contradiction_rate"]})
+        if explained["known_word_rate"] is not None:
+            results["reasoning_known_word_rate"] = explained["known_word_rate"]
+    return results

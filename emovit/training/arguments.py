@@ -6,20 +6,23 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
-# What `accelerate launch train.py` with no flags runs: hyperparameters for the tiny model on CPU. The official
-# recipe (lr 1e-5, batch 1, 4 epochs, warmup) suits a pretrained 7B model, not a random tiny one.
+# What `accelerate launch train.py` with no flags runs: EmoVIT's progressive recipe over all three instruction types,
+# with hyperparameters for the tiny model on CPU. The official ones (lr 1e-5, batch 1, 4 epochs, warmup) suit a
+# pretrained 7B model, not a tiny one whose Q-Former starts from scratch.
 OFFLINE_DEFAULT_ARGS = [
     "--output_dir", "runs/emovit-offline",
-    "--types", "categorical",
+    "--types", "categorical,conversation,reasoning",
+    "--curriculum", "categorical,conversation,reasoning",
     "--cache_vision_features",
     "--learning_rate", "1e-3",
     "--weight_decay", "0.0",
     "--per_device_train_batch_size", "32",
-    "--max_steps", "1500",
+    "--max_steps", "1200",
     "--warmup_ratio", "0.05",
-    "--logging_steps", "50",
+    "--logging_steps", "100",
     "--eval_strategy", "steps",
-    "--eval_steps", "500",
+    "--eval_steps", "400",
+    "--test_reasoning",
     "--save_strategy", "no",
     "--dataloader_num_workers", "0",
     "--report_to", "none",
@@ -73,7 +76,14 @@ class DataArguments:
         default="test", metadata={"help": "After training, run evaluate.py on this split of the eval dataset "
                                           "('none' to skip)."}
     )
-    offline_images_per_class: int = field(default=100, metadata={"help": "Synthetic sample size (offline default)."})
+    test_reasoning: bool = field(
+        default=False, metadata={"help": "Also score explanations on the test split (evaluate.py --task reasoning; "
+                                         "needs an EmoSet root for the attributes)."}
+    )
+    offline_images_per_class: int = field(default=150, metadata={"help": "Synthetic sample size (offline default)."})
+    offline_lm_steps: int = field(
+        default=400, metadata={"help": "Pretraining steps of the tiny base's language model (offline default)."}
+    )
 
 
 @dataclass

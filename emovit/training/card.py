@@ -37,11 +37,21 @@ def plot_loss(log_history: list[dict], path: Path) -> bool:
     return True
 
 
+# What the card of the offline default says the model is: a miniature, so that nobody takes it for an emotion model.
+OFFLINE_NOTE = """**This is the offline miniature, not an emotion model for real photographs.** It was trained by
+`accelerate launch train.py` with no flags: a tiny InstructBLIP (random frozen ViT, a Q-Former that starts from scratch,
+and a tiny Llama pretrained on a text corpus the project writes, standing in for Vicuna) instruction-tuned with
+EmoVIT's recipe on a synthetic EmoSet-shaped sample of drawn scenes (fairgrounds, streets, cemeteries... with objects,
+faces, light and colour) whose emotion labels carry label noise, and on instruction data written by the offline template
+backend. Its numbers show that the whole system learns and reasons end to end; they say nothing about real images."""
+
+
 def write_training_card(output_dir: Path, model, model_args, data_args, training_args, counts: dict,
-                        type_counts: dict, results: dict, evaluations: list[dict] = ()) -> Path:
+                        type_counts: dict, results: dict, evaluations: list[dict] = (), offline: bool = False) -> Path:
     """`output_dir/README.md`: base model, labels, usage, data, trainable share, hyperparameters, loss curve and
-    results of a training run. `evaluations` are the held-out evaluation runs (their metrics.json content); their
-    results also go into the card's `model-index` metadata, which the Hub shows as evaluation results."""
+    results of a training run (`offline`: the offline default's run, which the card says first). `evaluations` are
+    the held-out evaluation runs (their metrics.json content); their results also go into the card's `model-index`
+    metadata, which the Hub shows as evaluation results."""
     output_dir = Path(output_dir)
     metadata = dict(CARD_METADATA)
     eval_results = [result for evaluation in evaluations for result in eval_results_of(evaluation)]
@@ -60,7 +70,7 @@ def write_training_card(output_dir: Path, model, model_args, data_args, training
 
 Visual emotion instruction tuning (EmoVIT, CVPR 2024) of `{model_args.model_name_or_path}` with this project's
 `train.py`. Labels: {", ".join(model.config.emotion_labels)}.
-
+{chr(10) + OFFLINE_NOTE + chr(10) if offline else ""}
 ## Use
 
 {usage_snippet(training_args.hub_model_id or output_dir.name)}

@@ -22,15 +22,17 @@ def _build_into(target: Path, done_file: str, build) -> None:
         atomic_write_folder(target, build, kind=OFFLINE_KIND)
 
 
-def build_offline_default(work_dir: Path, images_per_class: int, seed: int) -> tuple[str, str]:
-    """Synthetic EmoSet sample -> template instruction data -> tiny EmoVIT; returns (dataset, model) paths.
+def build_offline_default(work_dir: Path, images_per_class: int, seed: int, lm_steps: int = 400) -> tuple[str, str]:
+    """Synthetic EmoSet sample -> template instruction data -> tiny EmoVIT whose language model is pretrained for
+    `lm_steps` steps (`tiny_base`); returns (dataset, model) paths.
     Each step is skipped when its output exists, so a rerun starts training at once. Each output is written whole
     (temporary folder, then one rename); with several processes, train.py runs this on the main process first."""
     from dataset_builder.build import BuildOptions, run_build
     from dataset_builder.synthetic import write_synthetic_emoset
 
     from modeling_emovit.io_utils import atomic_write_text
-    from modeling_emovit.tiny import save_tiny_emovit
+
+    from .tiny_base import build_pretrained_tiny_base
 
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -49,8 +51,9 @@ def build_offline_default(work_dir: Path, images_per_class: int, seed: int) -> t
         atomic_write_text(folder / "summary.json", json.dumps(summary, ensure_ascii=False, indent=2))
 
     def build_base(folder):
-        logger.info(f"[offline default] building the tiny EmoVIT base model in {base}")
-        save_tiny_emovit(folder, seed=seed)
+        logger.info(f"[offline default] building the tiny EmoVIT base model in {base} (its language model is "
+                    "pretrained on a text corpus first)")
+        build_pretrained_tiny_base(folder, seed=seed, steps=lm_steps)
 
     _build_into(emoset, "info.json", draw_sample)
     _build_into(instructions, "summary.json", write_instructions)
