@@ -1,0 +1,114 @@
+"""Which instruction types make EmoVIT better? Trains one variant per list of types on the same inputs and seed, then
+writes one table of classification and reasoning metrics per variant, and one of its accuracy under each wording of
+the categorical instruction.
+
+    python ablation.py --output_dir runs/ablation        # the offline miniature (CPU, a few minutes per variant)
+
+    python ablation.py --output_dir runs/ablation-emoset --model_name_or_path Salesforce/instructblip-vicuna-7b \
+        --dataset data/emovit-instructions --launcher "accelerate launch --num_processes 8" \
+        -- --per_device_train_batch_size 8 --bf16 --cache_vision_features --num_train_epochs 1
+
+Variants (default): categorical only; categorical then conversation; categorical, conversation, then reasoning (the
+paper's progressive order). Each is `train.py --types T --curriculum T --test_reasoning` with the flags after `--`
+(the offline default's flags when neither --model_name_or_path nor --dataset is given, on inputs built once), so every
+variant gets the same steps and seed, and is evaluated on the test split by score, generate and its explanations
+(`evaluate.py --task reasoning`); then `evaluate.py --prompt_variants 5` measures its instruction sensitivity.
+Writes OUTPUT_DIR/ablation.md (the command, both tables) and ablation.json; each variant's folder keeps its model and
+evaluation files.
+"""
+
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import HfArgumentParser
+
+from emovit.evaluation.ablation import PROMPTS_FOLDER, markdown_table, prompt_row, variant_row
+from emovit.training.arguments import OFFLINE_DEFAULT_ARGS
+from emovit.training.offline import build_offline_default
+from modeling_emovit.io_utils import atomic_write_text, run_command
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class AblationArguments:
+    output_dir: str = field(default="runs/ablation", metadata={"help": "One folder per variant, and the tables."})
+    variants: str = field(
+        default="categorical;categorical,conversation;categorical,conversation,reasoning",
+        metadata={"help": "Variants separated by ';', each a comma-separated list of instruction types (trained in "
+                          "that order)."},
+    )
+    model_name_or_path: str | None = field(default=None, metadata={"help": "Base model (None: the offline tiny base)."})
+    dataset: str | None = field(default=None, metadata={"help": "Instruction data (None: the offline synthetic data)."})
+    prompt_variants: int = field(default=5, metadata={"help": "Instruction wordings for the sensitivity table."})
+    launcher: str = field(default="python", metadata={"help": "What runs train.py and evaluate.py: 'python' (this "
+                                                              "interpreter) or a launcher such as 'accelerate launch'."})
+    seed: int = field(default=42)
+    offline_images_per_class: int = field(default=150, metadata={"help": "Offline default only."})
+    offline_lm_steps: int = field(default=400, metadata={"help": "Offline default only."})
+
+
+def run(launcher: str, script: str, arguments: list[str]) -> float:
+    """Runs `script` with `arguments` under `launcher`; returns its wall time. A failure stops the ablation."""
+    command = ([sys.executable] if launcher == "python" else shlex.split(launcher)) + [str(HERE / script)] + arguments
+    print("$ " + shlex.join(command), flush=True)
+    started = time.perf_counter()
+    done = subprocess.run(command)
+    if done.returncode != 0:
+        raise ValueError(f"{script} exited with status {done.returncode} (its output is above); the ablation stops.")
+    return time.perf_counter() - started
+
+
+def main(argv: list[str]) -> dict:
+    # The ablation's own flags, then `--` and the flags every train.py run gets.
+    own, passed = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    (args,) = HfArgumentParser(AblationArguments).parse_args_into_dataclasses(args=own)
+    variants = [v.strip() for v in args.variants.split(";") if v.strip()]
+    if not variants:
+        raise ValueError(f"--variants {args.variants!r} names no variant; separate type lists with ';'.")
+    output_dir = Path(args.output_dir)
+
+    # ---- inputs: the same for every variant (the offline ones built once, here)
+    base = ["--seed", str(args.seed)]
+    if args.model_name_or_path is None and args.dataset is None:
+        dataset, model = build_offline_default(output_dir / "offline-inputs", args.offline_images_per_class, args.seed,
+                                               args.offline_lm_steps)
+        offline_flags = OFFLINE_DEFAULT_ARGS[2:]  # all but --output_dir
+        base = offline_flags + ["--dataset", dataset, "--model_name_or_path", model] + base
+    else:
+        base += [flag for name in ("model_name_or_path", "dataset") if getattr(args, name) is not None
+                 for flag in (f"--{name}", getattr(args, name))]
+
+    # ---- one training (with its held-out evaluations) and one sensitivity run per variant
+    rows, prompt_rows = [], []
+    for types in variants:
+        name = "+".join(t.strip() for t in types.split(","))
+        folder = output_dir / name
+        seconds = run(args.launcher, "train.py", base + passed + ["--types", types, "--curriculum", types,
+                                                                  "--test_reasoning", "--output_dir", str(folder)])
+        rows.append(variant_row(name, types, folder, seconds))
+        eval_root = json.loads((folder / "eval" / "metrics.json").read_text())["arguments"]["dataset"]
+        run(args.launcher, "evaluate.py", ["--model", str(folder), "--dataset", eval_root, "--split", "test",
+                                           "--prompt_variants", str(args.prompt_variants),
+                                           "--output_dir", str(folder / PROMPTS_FOLDER)])
+        prompt_rows.append(prompt_row(name, folder))
+
+    # ---- the tables
+    command = "python ablation.py " + shlex.join(argv)
+    text = (f"Command: `{command}`\n\nInstruction types (test split; train time is the whole train.py run):\n\n"
+            f"{markdown_table(rows)}\nInstruction sensitivity (score accuracy under each categorical instruction "
+            f"wording, `--prompt_variants {args.prompt_variants}`):\n\n{markdown_table(prompt_rows)}")
+    atomic_write_text(output_dir / "ablation.md", text)
+    atomic_write_text(output_dir / "ablation.json", json.dumps({"command": command, "variants": rows,
+                                                                "prompt_sensitivity": prompt_rows}, indent=1))
+    print(text + f"\nwrote {output_dir / 'ablation.md'}, {output_dir / 'ablation.json'}")
+    return {"variants": rows, "prompt_sensitivity": prompt_rows}
+
+
+if __name__ == "__main__":
+    run_command("ablation.py", main, sys.argv[1:])
