@@ -167,12 +167,10 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Em
         print(f"model: {output_dir.resolve()}")
         if tested:
             print(f"test metrics: {(output_dir / 'eval' / 'metrics.json').resolve()}")
-    if trainer.is_deepspeed_enabled:
-        # DeepSpeed's processes abort at exit ("terminate called without an active exception") unless they close the
-        # process group once all are done. Not under DDP/FSDP: their wrapped model still holds the group, and its
-        # destructor then waits forever. The upload below needs no group.
-        trainer.accelerator.wait_for_everyone()
-        trainer.accelerator.end_training()
+    # Every process closes the process group once all are done: a process that exits with the group open can abort
+    # at exit ("terminate called without an active exception") while gloo's threads still hold its last work.
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
     if not main_process:
         return results
     if push_to:
