@@ -413,7 +413,7 @@ def write_synthetic_emoset(output_dir: str | Path, images_per_class: int = 60, s
     noise_rng = random.Random(seed + 1)
     splits: dict[str, list] = {name: [] for name, _ in SPLIT_FRACTIONS}
     flipped = []
-    number = 0
+    numbers = {emotion: 0 for emotion in EMOSET_EMOTIONS}  # ids count per label, as EmoSet's do
     for emotion in EMOSET_EMOTIONS:
         (root / "image" / emotion).mkdir(parents=True, exist_ok=True)
         (root / "annotation" / emotion).mkdir(parents=True, exist_ok=True)
@@ -426,8 +426,8 @@ def write_synthetic_emoset(output_dir: str | Path, images_per_class: int = 60, s
             if noise_rng.random() < label_noise:
                 label = noise_rng.choice([e for e in EMOSET_EMOTIONS if e != emotion])
             # Files live under the label's folder, as EmoSet files an image under its (human) label.
-            image_id = f"{label}_{number:05d}"
-            number += 1
+            image_id = f"{label}_{numbers[label]:05d}"
+            numbers[label] += 1
             image_rel = f"image/{label}/{image_id}.jpg"
             annotation_rel = f"annotation/{label}/{image_id}.json"
             (root / "image" / label).mkdir(parents=True, exist_ok=True)

@@ -80,7 +80,8 @@ def synthetic_root(tmp_path_factory):
     from dataset_builder.synthetic import write_synthetic_emoset
 
     root = tmp_path_factory.mktemp("emoset-synthetic")
-    write_synthetic_emoset(root, images_per_class=6, seed=0)
+    # Clean labels: tests count images per emotion and split (the label noise is tested in test_dataset_synthetic).
+    write_synthetic_emoset(root, images_per_class=6, seed=0, label_noise=0.0)
     return root
 
 
@@ -296,7 +297,7 @@ def eval_emoset_dir(tmp_path_factory):
     from dataset_builder.synthetic import write_synthetic_emoset
 
     path = tmp_path_factory.mktemp("synthetic-emoset-eval")
-    write_synthetic_emoset(path, images_per_class=10, seed=0)
+    write_synthetic_emoset(path, images_per_class=10, seed=0, label_noise=0.0)  # 2 test images per emotion exactly
     return path
 
 

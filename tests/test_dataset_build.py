@@ -145,18 +145,19 @@ def test_bad_inputs_are_counted_skips_and_the_run_goes_on(synthetic_root, tmp_pa
     root = tmp_path / "emoset"
     shutil.copytree(synthetic_root, root)
     train = json.loads((root / "train.json").read_text())
-    by_id = {entry[1]: entry for entry in train}
-    (root / by_id["awe_00000"][3]).unlink()  # missing annotation
-    (root / by_id["fear_00001"][2]).write_bytes((root / by_id["fear_00001"][2]).read_bytes()[:200])  # corrupt JPEG
-    by_id["sadness_00002"][0] = "joy"  # unknown emotion
+    # the first training image of three emotions: one loses its annotation, one is truncated, one gets a bad label
+    awe, fear, sad = (next(entry for entry in train if entry[0] == emotion) for emotion in ("awe", "fear", "sadness"))
+    (root / awe[3]).unlink()  # missing annotation
+    (root / fear[2]).write_bytes((root / fear[2]).read_bytes()[:200])  # corrupt JPEG
+    sad[0] = "joy"  # unknown emotion
     (root / "train.json").write_text(json.dumps(train))
     summary = run_build(BuildOptions(emoset_root=str(root), output_dir=str(tmp_path / "out"), types=("categorical",),
                                      per_class={"categorical": 4}, show_progress=False))
     reasons = {s["item"]: s["reason"] for s in summary["skipped"]}
     assert len(reasons) == 3, reasons
-    assert "annotation file" in reasons["awe_00000"] and "awe_00000.json is missing" in reasons["awe_00000"]
-    assert "fear_00001.jpg cannot be decoded" in reasons["fear_00001"]
-    [unknown] = [r for item, r in reasons.items() if "sadness_00002" in item]
+    assert "annotation file" in reasons[awe[1]] and f"{awe[1]}.json is missing" in reasons[awe[1]]
+    assert f"{fear[1]}.jpg cannot be decoded" in reasons[fear[1]]
+    [unknown] = [r for item, r in reasons.items() if sad[1] in item]
     assert "unknown emotion 'joy'" in unknown
     assert summary["records_per_type"]["categorical"] == 32 - 3
 

@@ -328,7 +328,8 @@ def test_dry_run_in_batch_mode_estimates_batch_cost_and_sends_nothing(synthetic_
     assert llmock.requests == [] and not (tmp_path / "out").exists()
     assert estimate["llm_mode"] == "batch" and estimate["to_send"] == 16
     assert estimate["batch_files"] == estimate["batches"] == 1
-    assert estimate["estimated_cost_usd"] == pytest.approx(online["estimated_cost_usd"] / 2)
+    # both are rounded to 6 places, so half of one is the other within 1e-6
+    assert estimate["estimated_cost_usd"] == pytest.approx(online["estimated_cost_usd"] / 2, abs=1e-6)
     assert estimate["estimated_cost_usd_online"] == pytest.approx(online["estimated_cost_usd"])
     with pytest.raises(SystemExit, match="needs --llm_backend openai"):
         main(["build", "--emoset_root", str(synthetic_root), "--output_dir", str(tmp_path / "out"), "--llm_mode",

@@ -142,7 +142,7 @@ def test_contradiction_rates_count_only_images_at_an_extreme():
     assert summary["contradictions"]["colorfulness"] == {"images_checked": 1, "contradicted": 1, "rate": 1.0}
     assert summary["contradiction_images_checked"] == 3 and summary["contradiction_rate"] == pytest.approx(2 / 3)
     assert set(DEFINITIONS) == {"consistency", "first_mentioned_is_label", "agreement_with_prediction", "grounding",
-                                "contradiction", "judge"}
+                                "contradiction", "judge", "known_word_rate"}
 
 
 # ----------------------------------------------------------------------------------------------------- attributes

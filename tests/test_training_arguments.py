@@ -24,7 +24,8 @@ def test_flags_given_override_the_offline_defaults():
     model_args, data_args, training_args = parse(["--max_steps", "3", "--output_dir", "elsewhere"])
     assert is_offline(model_args, data_args)
     assert training_args.max_steps == 3 and training_args.output_dir == "elsewhere"
-    assert training_args.learning_rate == 1e-3 and data_args.types == "categorical" and data_args.cache_vision_features
+    assert training_args.learning_rate == 1e-3 and data_args.cache_vision_features
+    assert data_args.types == data_args.curriculum == "categorical,conversation,reasoning"  # the paper's order
     model_args, data_args, training_args = parse(["--dataset", "d", "--output_dir", "x"])
     assert not is_offline(model_args, data_args)
     assert training_args.learning_rate == 1e-5 and not data_args.cache_vision_features  # the official recipe
