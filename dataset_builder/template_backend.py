@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import zlib
 
-from modeling_emovit.processing_emovit import REASONING_QUESTION
+from modeling_emovit.processing_emovit import EXPLANATION_PRESETS, REASONING_QUESTION
 
 # Brightness / colourfulness (EmoSet's 0-1 scale) -> words. The cut-offs are the reasoning metrics' thresholds:
 # "bright" from 0.6, "dark" up to 0.3, "colourful" from 0.5, "colourless" up to 0.2; between them, neutral words.
@@ -56,10 +56,12 @@ _COMPLEX_QUESTIONS = (
     "How do the setting and the visual style of this image shape the feeling it gives?",
     "Why might someone looking at this picture feel {emotion}?",
 )
-# Half the reasoning questions name the emotion (as EmoVIT's do), half leave the model to name it.
+# Half the reasoning questions name the emotion (as EmoVIT's do), half leave the model to name it. The questions
+# `explain()` asks by default (its `label` and `free` presets: the demo's "why this emotion", predict.py --explain)
+# are among them, so a model trained on this data has met the questions it is asked.
 _REASONING_QUESTIONS = (
     "What in this image makes it evoke {emotion}, and how do the details work together to create that feeling?",
-    "Looking at the scene as a whole, why does this picture leave the viewer with a sense of {emotion}?",
+    EXPLANATION_PRESETS["label"],
     REASONING_QUESTION,
     "Which emotion does this picture stir, and which details in it create that feeling?",
 )

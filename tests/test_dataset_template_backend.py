@@ -9,7 +9,7 @@ from dataset_builder.attributes import compute_brightness, compute_colorfulness
 from dataset_builder.synthetic import draw_scene
 from dataset_builder.template_backend import describe, write_conversation, write_reasoning
 from emovit.evaluation.reasoning import annotated_terms, contradictions, ground
-from modeling_emovit import mentioned_emotions
+from modeling_emovit import EXPLANATION_PRESETS, mentioned_emotions
 from modeling_emovit.configuration_emovit import EMOSET_EMOTIONS
 
 ATTRIBUTES = {"brightness": 0.9, "colorfulness": 0.2, "scene": "amusement_park", "object": ["Balloon", "Person"],
@@ -34,12 +34,15 @@ def test_without_a_caption_the_attributes_say_what_is_there():
 
 
 def test_reasoning_names_its_emotion_and_some_questions_leave_it_to_the_model():
+    """Some questions name the emotion, some do not; among them are the ones explain() asks by default (the demo's
+    "why this emotion" and the free question), so the trained model has met them."""
     questions = set()
     for number in range(40):
         [(question, answer)] = write_reasoning(f"fear_{number:05d}", "fear", "", ATTRIBUTES)
         assert answer.startswith("This picture evokes fear.") and answer.endswith("most likely to feel fear.")
-        questions.add("fear" in question)
-    assert questions == {True, False}
+        questions.add(question)
+    assert {"fear" in question for question in questions} == {True, False}
+    assert {EXPLANATION_PRESETS["label"].format(emotion="fear"), EXPLANATION_PRESETS["free"]} <= questions
 
 
 def test_answers_about_drawn_scenes_are_grounded_name_only_their_emotion_and_contradict_nothing():
