@@ -17,7 +17,7 @@ OFFLINE_DEFAULT_ARGS = [
     "--learning_rate", "1e-3",
     "--weight_decay", "0.0",
     "--per_device_train_batch_size", "32",
-    "--max_steps", "1200",
+    "--max_steps", "1600",
     "--warmup_ratio", "0.05",
     "--logging_steps", "100",
     "--eval_strategy", "steps",
