@@ -23,6 +23,7 @@ from .build import DEFAULT_PER_CLASS, BuildOptions, BuildStopped, FolderLockedEr
 from .llm_batch import BatchSettings
 from .llm_client import DEFAULT_PRICES, ClientSettings, check_base_url
 from .records import INSTRUCTION_TYPES, parse_per_class, parse_types
+from .synthetic import DEFAULT_LABEL_NOISE
 
 logger = logging.getLogger("dataset_builder")
 
@@ -106,8 +107,9 @@ def make_parser() -> argparse.ArgumentParser:
     synth.add_argument("--output_dir", required=True, help="folder to create")
     synth.add_argument("--images_per_class", type=int, default=60, help="images per emotion, split 70/10/20 (default: 60)")
     synth.add_argument("--seed", type=int, default=0, help="drawing seed (default: 0)")
-    synth.add_argument("--label_noise", type=float, default=0.05,
-                       help="share of images whose label is replaced by another emotion at random (default: 0.05)")
+    synth.add_argument("--label_noise", type=float, default=DEFAULT_LABEL_NOISE,
+                       help="share of images whose label is replaced by another emotion at random "
+                            f"(default: {DEFAULT_LABEL_NOISE})")
 
     build = commands.add_parser("build", help="EmoSet folder -> instructions.jsonl, LLaVA JSON, summary.json",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)

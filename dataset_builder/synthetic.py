@@ -15,7 +15,7 @@ trailing space.
 Two kinds of hard images, so that no model can reach 100 %:
 - ambiguous ones: with probability `AMBIGUOUS_RATE` an image is drawn from its class's sibling's mix (the label is
   still the class's);
-- label noise: with probability `label_noise` (default 0.05) the `emotion` of an image is replaced by another emotion
+- label noise: with probability `label_noise` (default 0.03) the `emotion` of an image is replaced by another emotion
   drawn at random, the pixels and the other attributes staying those of the drawn class. Every split has it, as
   EmoSet's human labels do, so it sets an error floor of about `label_noise` on the held-out accuracy.
 
@@ -43,8 +43,8 @@ logger = logging.getLogger(__name__)
 
 IMAGE_SIZE = 64
 SPLIT_FRACTIONS = (("train", 0.7), ("val", 0.1), ("test", 0.2))
-DEFAULT_LABEL_NOISE = 0.05
-AMBIGUOUS_RATE = 0.06
+DEFAULT_LABEL_NOISE = 0.03
+AMBIGUOUS_RATE = 0.03
 
 
 @dataclass(frozen=True)
@@ -406,7 +406,7 @@ def write_synthetic_emoset(output_dir: str | Path, images_per_class: int = 60, s
     if images_per_class < 3:
         raise ValueError(f"images_per_class is {images_per_class}; use at least 3 so every split gets an image.")
     if not 0.0 <= label_noise < 1.0:
-        raise ValueError(f"label_noise is {label_noise}; use a share in [0, 1), e.g. 0.05.")
+        raise ValueError(f"label_noise is {label_noise}; use a share in [0, 1), e.g. 0.03.")
     root = Path(output_dir)
     rng = random.Random(seed)
     # Labels are flipped by their own generator, so that the same seed draws the same pictures at any noise rate.
