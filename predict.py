@@ -10,8 +10,8 @@
 
     python predict.py configs/predict.yaml   # the same arguments (with `paths: [...]`) from one JSON or YAML file
 
-Tried on CPU (2 cores): the offline default's model (`accelerate launch train.py`) on its 800 synthetic images in one
-process, 260-272 images/s with nothing else running (25 with --explain); the tiny model in two processes
+Tried on CPU (2 cores): the offline default's model (`accelerate launch train.py`) on its 1,200 synthetic images in one
+process, 351-367 images/s with nothing else running (89 with --explain); the tiny model in two processes
 (`ACCELERATE_USE_CPU=true torchrun --standalone --nproc_per_node 2 predict.py ...`, gloo). Not yet on GPUs.
 
 PATHs are image files, folders (searched recursively) and glob patterns (quote them; `**` crosses folders), in any
