@@ -11,10 +11,6 @@
     python evaluate.py --model runs/emovit --dataset data/EmoSet-118K --split test --task reasoning \
         --output_dir runs/eval-reasoning [--judge_model gpt-4o-mini --judge_max_cost 2 --judge_dry_run]
 
-Tried on CPU (2 cores) with the tiny random model (`python -m modeling_emovit.tiny`) and the synthetic EmoSet
-sample (`python -m dataset_builder synth`), in one process and in two
-(`ACCELERATE_USE_CPU=true torchrun --standalone --nproc_per_node 2 evaluate.py ...`, gloo); not yet on GPUs.
-
 `--dataset` is an EmoSet root (info.json + split files), an ImageFolder (one sub-folder per label, optionally under
 split folders), a folder written by `Dataset.save_to_disk` / holding parquet files, or a Hub dataset id (an `image`
 column and an `emotion` or `label` column, ClassLabel or string).

@@ -10,10 +10,6 @@
 
     python predict.py configs/predict.yaml   # the same arguments (with `paths: [...]`) from one JSON or YAML file
 
-Tried on CPU (2 cores): the offline default's model (`accelerate launch train.py`) on its 1,200 synthetic images in one
-process, 351-367 images/s with nothing else running (89 with --explain); the tiny model in two processes
-(`ACCELERATE_USE_CPU=true torchrun --standalone --nproc_per_node 2 predict.py ...`, gloo). Not yet on GPUs.
-
 PATHs are image files, folders (searched recursively) and glob patterns (quote them; `**` crosses folders), in any
 mix, before or after the flags. Each PATH must yield an image: a missing path, an empty folder or a pattern matching
 nothing stops the run before the model loads. Inside folders, files are taken by extension (jpg, jpeg, png, bmp, gif,
