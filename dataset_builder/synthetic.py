@@ -360,8 +360,7 @@ def draw_scene(emotion: str, rng: random.Random, ambiguous_rate: float = AMBIGUO
         face, action = _pick(mix.faces, rng), _pick(mix.actions, rng)
         _draw_person(draw, face, action.strip(), slots[2] * IMAGE_SIZE, IMAGE_SIZE * 0.97, IMAGE_SIZE * rng.uniform(0.55, 0.7))
         drawn["facial_expression"], drawn["human_action"] = face, action
-        if "Person" not in objects:
-            drawn["object"] = objects + ["Person"]
+        drawn["object"] = objects + ["Person"]  # the mixes' objects never include a person
     # Light and colour for the whole picture: a factor on every pixel, and a blend towards grey.
     pixels = np.asarray(image, dtype=np.float64)
     grey = pixels @ np.array([0.299, 0.587, 0.114])
@@ -414,9 +413,11 @@ def write_synthetic_emoset(output_dir: str | Path, images_per_class: int = 60, s
     splits: dict[str, list] = {name: [] for name, _ in SPLIT_FRACTIONS}
     flipped = []
     numbers = {emotion: 0 for emotion in EMOSET_EMOTIONS}  # ids count per label, as EmoSet's do
+    # Every emotion's folders first: a flipped label files its image under another emotion's folder.
     for emotion in EMOSET_EMOTIONS:
         (root / "image" / emotion).mkdir(parents=True, exist_ok=True)
         (root / "annotation" / emotion).mkdir(parents=True, exist_ok=True)
+    for emotion in EMOSET_EMOTIONS:
         n_val = max(1, round(images_per_class * SPLIT_FRACTIONS[1][1]))
         n_test = max(1, round(images_per_class * SPLIT_FRACTIONS[2][1]))
         n_train = images_per_class - n_val - n_test
@@ -430,8 +431,6 @@ def write_synthetic_emoset(output_dir: str | Path, images_per_class: int = 60, s
             numbers[label] += 1
             image_rel = f"image/{label}/{image_id}.jpg"
             annotation_rel = f"annotation/{label}/{image_id}.json"
-            (root / "image" / label).mkdir(parents=True, exist_ok=True)
-            (root / "annotation" / label).mkdir(parents=True, exist_ok=True)
             image.save(root / image_rel, quality=92)
             # Brightness and colourfulness are measured on the file as saved, as a reader of the sample sees it.
             with Image.open(root / image_rel) as saved:
