@@ -27,7 +27,8 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from emovit.evaluation.ablation import PROMPTS_FOLDER, markdown_table, prompt_row, variant_row
+from emovit.evaluation.ablation import PROMPTS_FOLDER, prompt_row, variant_row
+from emovit.evaluation.report import markdown_table
 from emovit.training.arguments import OFFLINE_DEFAULT_ARGS
 from emovit.training.offline import build_offline_default
 from modeling_emovit.io_utils import atomic_write_text, run_command
@@ -101,8 +102,9 @@ def main(argv: list[str]) -> dict:
     # ---- the tables
     command = "python ablation.py " + shlex.join(argv)
     text = (f"Command: `{command}`\n\nInstruction types (test split; train time is the whole train.py run):\n\n"
-            f"{markdown_table(rows)}\nInstruction sensitivity (score accuracy under each categorical instruction "
-            f"wording, `--prompt_variants {args.prompt_variants}`):\n\n{markdown_table(prompt_rows)}")
+            f"{markdown_table(rows, decimals=3)}\nInstruction sensitivity (score accuracy under each categorical "
+            f"instruction wording, `--prompt_variants {args.prompt_variants}`):\n\n"
+            f"{markdown_table(prompt_rows, decimals=3)}")
     atomic_write_text(output_dir / "ablation.md", text)
     atomic_write_text(output_dir / "ablation.json", json.dumps({"command": command, "variants": rows,
                                                                 "prompt_sensitivity": prompt_rows}, indent=1))

@@ -1,4 +1,4 @@
-"""The instruction-type ablation's table: one row per trained variant, read from the folders train.py and evaluate.py
+"""The instruction-type ablation's rows: one per trained variant, read from the folders train.py and evaluate.py
 wrote for it, and the same for the instruction-sensitivity run (`--prompt_variants`)."""
 
 import json
@@ -55,16 +55,3 @@ def prompt_row(name: str, folder: str | Path) -> dict:
     row["spread"] = metrics.get("prompt_accuracy_spread")
     return row
 
-
-def markdown_table(rows: list[dict]) -> str:
-    """Rows (dicts with the same keys, in order) as a markdown table; floats with 3 decimals, None as '–'."""
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-
-    def cell(value) -> str:
-        if value is None:
-            return "–"
-        return f"{value:.3f}" if isinstance(value, float) else str(value)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(column)) for column in columns) + " |" for row in rows]
-    return "\n".join(lines) + "\n"

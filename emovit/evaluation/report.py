@@ -10,6 +10,22 @@ from matplotlib.figure import Figure
 from modeling_emovit.io_utils import atomic_write, atomic_write_text
 
 
+def markdown_table(rows: list[dict], columns: list[str] | None = None, decimals: int = 4) -> str:
+    """`rows` (dicts) as a markdown table over `columns` (default: every key of the rows, in the order first seen);
+    floats with `decimals` places, a missing or None value as '–'."""
+    if columns is None:
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+
+    def cell(value) -> str:
+        if value is None:
+            return "–"
+        return f"{value:.{decimals}f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(column)) for column in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 def plot_confusion_matrix(confusion: list[list[int]], invalid_per_class: list[int], labels: list[str],
                           title: str) -> Figure:
     """The confusion matrix (rows: labels, columns: predictions) with counts in the cells, plus an "(invalid)"

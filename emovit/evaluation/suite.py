@@ -23,6 +23,7 @@ from accelerate import PartialState
 from modeling_emovit.io_utils import atomic_write_text, check_output_path
 
 from .arguments import EvalArguments
+from .report import markdown_table
 from .run import evaluate_model
 
 
@@ -158,13 +159,4 @@ def format_table(table: dict) -> str:
     rows = table["rows"]
     optional = [key for key in OPTIONAL_COLUMNS if any(row.get(key) is not None for row in rows)]
     columns = list(BASE_COLUMNS) + optional + ["status"]
-
-    def cell(value) -> str:
-        if value is None:
-            return "–"
-        return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-    lines = [f"Model: `{table['model']}`; suite: `{table['suite']}`", "",
-             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(column)) for column in columns) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    return f"Model: `{table['model']}`; suite: `{table['suite']}`\n\n" + markdown_table(rows, columns, decimals=4)
