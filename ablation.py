@@ -31,7 +31,9 @@ from emovit.evaluation.ablation import PROMPTS_FOLDER, prompt_row, variant_row
 from emovit.evaluation.report import markdown_table
 from emovit.training.arguments import OFFLINE_DEFAULT_ARGS
 from emovit.training.offline import build_offline_default
-from modeling_emovit.io_utils import atomic_write_text, run_command
+from emovit_utils.commands import run_command
+from emovit_utils.files import atomic_write_text
+
 
 HERE = Path(__file__).resolve().parent
 

@@ -23,12 +23,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+
 # Gradio reads this when it is imported.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from transformers import HfArgumentParser  # noqa: E402
 
-from modeling_emovit.io_utils import run_command  # noqa: E402
+from emovit_utils.commands import run_command  # noqa: E402
 
 
 OFFLINE_MODEL = Path("runs/emovit-offline")

@@ -81,8 +81,6 @@ from transformers import HfArgumentParser  # noqa: E402
 
 from emovit.evaluation.arguments import EvalArguments  # noqa: E402
 from emovit.evaluation.run import evaluate_model  # noqa: E402
-from modeling_emovit.io_utils import run_command  # noqa: E402
-
 from emovit.evaluation.suite import (  # noqa: E402
     RESULTS_JSON,
     RESULTS_MARKDOWN,
@@ -90,6 +88,7 @@ from emovit.evaluation.suite import (  # noqa: E402
     format_table,
     run_suite,
 )
+from emovit_utils.commands import run_command  # noqa: E402
 
 
 def main(argv=None) -> dict:

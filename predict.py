@@ -39,7 +39,7 @@ from emovit.inference.arguments import PredictArguments
 from emovit.inference.files import check_output, find_images
 from emovit.inference.loading import check_max_new_tokens, read_config
 from emovit.inference.predict import predict_images, write_predictions
-from modeling_emovit.io_utils import run_command
+from emovit_utils.commands import run_command
 
 
 # Words HfArgumentParser reads as a boolean flag's value (`--explain true`).

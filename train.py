@@ -31,19 +31,33 @@ import torch
 from transformers import HfArgumentParser, set_seed
 
 from emovit.evaluation.run import evaluate_held_out
-from emovit.training.arguments import (DataArguments, EmoVitTrainingArguments, ModelArguments, check_arguments,
-                                       compute_dtype, is_offline, with_offline_defaults)
+from emovit.training.arguments import (
+    DataArguments,
+    EmoVitTrainingArguments,
+    ModelArguments,
+    check_arguments,
+    compute_dtype,
+    is_offline,
+    with_offline_defaults,
+)
 from emovit.training.card import plot_loss, push_training_folder, write_training_card
 from emovit.training.collator import EmoVitCollator
-from emovit.training.data import (InstructionDataset, categorical_eval_examples, check_emotions, count_types,
-                                  load_eval_images, load_examples)
+from emovit.training.data import (
+    InstructionDataset,
+    categorical_eval_examples,
+    check_emotions,
+    count_types,
+    load_eval_images,
+    load_examples,
+)
 from emovit.training.distributed import check_world_size, use_cpu_without_accelerator
 from emovit.training.offline import build_offline_default
 from emovit.training.sampling import parse_curriculum
 from emovit.training.trainer import EmoVitTrainer
 from emovit.training.vision_cache import VisionCache
+from emovit_utils.commands import run_command
+from emovit_utils.files import atomic_write_text, check_output_path
 from modeling_emovit import EmoVitForConditionalGeneration, EmoVitProcessor
-from modeling_emovit.io_utils import atomic_write_text, check_output_path, run_command
 
 
 def load_model(model_args: ModelArguments, training_args: EmoVitTrainingArguments):

@@ -23,8 +23,8 @@ import time
 import torch
 from transformers import LlamaConfig
 
+from emovit_utils.files import atomic_write_text
 from modeling_emovit import EmoVitConfig, EmoVitForConditionalGeneration
-from modeling_emovit.io_utils import atomic_write_text
 
 
 def full_size_config() -> EmoVitConfig:

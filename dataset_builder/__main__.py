@@ -25,6 +25,7 @@ from .llm_client import DEFAULT_PRICES, ClientSettings, check_base_url
 from .records import INSTRUCTION_TYPES, parse_per_class, parse_types
 from .synthetic import DEFAULT_LABEL_NOISE
 
+
 logger = logging.getLogger("dataset_builder")
 
 
@@ -329,7 +330,7 @@ def main(argv=None) -> int:
     for name in ("httpx", "httpx2"):
         logging.getLogger(name).setLevel(logging.WARNING)
     if args.command == "synth":
-        from modeling_emovit.io_utils import atomic_write_folder
+        from emovit_utils.files import atomic_write_folder
 
         from .synthetic import SYNTHETIC_KIND, write_synthetic_emoset
 
@@ -350,6 +351,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from modeling_emovit.io_utils import run_command
+    from emovit_utils.commands import run_command
 
     sys.exit(run_command("python -m dataset_builder", main))

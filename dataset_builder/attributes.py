@@ -19,9 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from modeling_emovit.io_utils import open_image
+from modeling_emovit.image_utils import open_image
 
 from .emoset import ImageItem, Skip, read_annotation
+
 
 logger = logging.getLogger(__name__)
 

@@ -12,10 +12,11 @@ import random
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from modeling_emovit.io_utils import atomic_write_text
+from emovit_utils.files import atomic_write_text
 
 from .emoset import resolve_inside_root
 from .records import Record, training_record_problem
+
 
 RECORDS_FILE = "instructions.jsonl"
 LLAVA_FILE = "instructions_llava.json"

@@ -25,7 +25,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from modeling_emovit.io_utils import JsonlCache, atomic_write_text, open_image
+from emovit_utils.files import atomic_write_text
+from emovit_utils.jsonl_cache import JsonlCache
+from modeling_emovit.image_utils import open_image
+
 
 logger = logging.getLogger(__name__)
 

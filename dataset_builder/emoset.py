@@ -23,8 +23,9 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emovit_utils.files import IMAGE_EXTENSIONS
 from modeling_emovit.configuration_emovit import EMOSET_EMOTIONS
-from modeling_emovit.io_utils import IMAGE_EXTENSIONS
+
 
 logger = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ from pathlib import Path
 import openai
 from tqdm.auto import tqdm
 
-from modeling_emovit.io_utils import atomic_write_text
+from emovit_utils.files import atomic_write_text
 
 from .llm_client import (
     REFUSING_STATUSES,
@@ -59,6 +59,7 @@ from .llm_client import (
     estimate_tokens,
     redact_url,
 )
+
 
 logger = logging.getLogger(__name__)
 

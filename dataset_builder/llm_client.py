@@ -50,9 +50,10 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 import openai
 from tqdm.auto import tqdm
 
-from modeling_emovit.io_utils import JsonlCache
+from emovit_utils.jsonl_cache import JsonlCache
 
 from .pacing import HeaderPacer, RateLimiter, parse_retry_after
+
 
 logger = logging.getLogger(__name__)
 

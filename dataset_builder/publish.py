@@ -16,13 +16,14 @@ from pathlib import Path
 import datasets
 from datasets.table import embed_table_storage
 
-from modeling_emovit.hub_utils import push_folder, write_card
-from modeling_emovit.io_utils import FOLDER_MARKER, atomic_write_folder, atomic_write_text
+from emovit_utils.files import FOLDER_MARKER, atomic_write_folder, atomic_write_text
+from emovit_utils.hub import push_folder, write_card
 
+from .build_folder import load_records, read_summary
 from .emovit_instructions import CONFIG_NAMES, EmovitInstructions
 from .prompts import prompt_texts
-from .build_folder import load_records, read_summary
 from .quality import plot_quality
+
 
 QUALITY_PLOT_FILE = "quality.png"
 # What the export folder's marker says wrote it: a later export replaces only a folder that says so.

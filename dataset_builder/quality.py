@@ -26,6 +26,7 @@ from collections import Counter
 
 from .records import INSTRUCTION_TYPES, Record
 
+
 NEAR_DUPLICATE_JACCARD = 0.7
 SHINGLE_WORDS = 2
 DISTINCT_N = (1, 2, 3)
@@ -150,7 +151,7 @@ def plot_quality(report: dict, path: str | os.PathLike) -> None:
     min-max line, p90 mark), question distinct-1/2/3 per type, and what was removed or refused per type."""
     from matplotlib.figure import Figure
 
-    from modeling_emovit.io_utils import atomic_write
+    from emovit_utils.files import atomic_write
 
     types = list(report["records_per_type_and_emotion"])
     figure = Figure(figsize=(12, 8), layout="constrained")

@@ -12,7 +12,7 @@ and copies this code: a saved folder then loads with `trust_remote_code=True` wh
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .configuration_emovit import EMOSET_EMOTIONS, EmoVitConfig, validate_emotion_labels
+from .configuration_emovit import EMOSET_EMOTIONS, PIPELINE_TASK, EmoVitConfig, validate_emotion_labels
 from .modeling_emovit import (
     CLASSIFY_METHODS,
     EmotionExplanation,
@@ -21,7 +21,7 @@ from .modeling_emovit import (
     EmoVitForConditionalGenerationModelOutput,
     EmoVitModel,
 )
-from .pipeline_emovit import TASK, VisualEmotionRecognitionPipeline, ranked_scores
+from .pipeline_emovit import VisualEmotionRecognitionPipeline
 from .processing_emovit import (
     ANSWER_PREFIX,
     CATEGORICAL_INSTRUCTION,
@@ -34,6 +34,7 @@ from .processing_emovit import (
     format_categorical_instruction,
     mentioned_emotions,
     parse_emotion_answer,
+    ranked_scores,
 )
 
 
@@ -44,7 +45,7 @@ AutoProcessor.register(EmoVitConfig, EmoVitProcessor, exist_ok=True)
 # In a process that imports this package, `pipeline("visual-emotion-recognition", model=emovit_model)` works for an
 # in-memory model too; saved folders name the pipeline in `config.custom_pipelines`.
 PIPELINE_REGISTRY.register_pipeline(
-    TASK, pipeline_class=VisualEmotionRecognitionPipeline, pt_model=AutoModelForImageTextToText, type="multimodal"
+    PIPELINE_TASK, pipeline_class=VisualEmotionRecognitionPipeline, pt_model=AutoModelForImageTextToText, type="multimodal"
 )
 
 EmoVitConfig.register_for_auto_class()
@@ -59,6 +60,7 @@ __all__ = [
     "CATEGORICAL_INSTRUCTION_VARIANTS",
     "EMOSET_EMOTIONS",
     "EMOTION_WORDS",
+    "PIPELINE_TASK",
     "EXPLANATION_PRESETS",
     "REASONING_QUESTION",
     "EmoVitConfig",

@@ -13,6 +13,17 @@ from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
 
+# The pipeline every saved EmoVIT folder offers, as `config.custom_pipelines` holds it: `impl` is
+# "<module file>.<class>" inside the saved folder (`EmoVitForConditionalGeneration.save_pretrained` copies the file).
+PIPELINE_TASK = "visual-emotion-recognition"
+CUSTOM_PIPELINES = {
+    PIPELINE_TASK: {
+        "impl": "pipeline_emovit.VisualEmotionRecognitionPipeline",
+        "pt": ["AutoModelForImageTextToText"],
+        "type": "multimodal",
+    }
+}
+
 # EmoSet's emotion index order (info.json): the first four are positive, the last four negative.
 EMOSET_EMOTIONS = ("amusement", "awe", "contentment", "excitement", "anger", "disgust", "fear", "sadness")
 # The values `score_temperature` may take (and the range calibration searches). An answer's log-likelihood is a sum

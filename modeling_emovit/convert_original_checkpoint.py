@@ -40,9 +40,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from emovit_utils.commands import run_command
+from emovit_utils.hub import push_folder, usage_snippet, write_card
+
 from .configuration_emovit import EMOSET_EMOTIONS
-from .hub_utils import push_folder, usage_snippet, write_card
-from .io_utils import open_image, run_command
+from .image_utils import open_image
 from .modeling_emovit import EmoVitForConditionalGeneration
 from .processing_emovit import EmoVitProcessor, format_answer
 

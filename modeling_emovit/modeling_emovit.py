@@ -6,7 +6,9 @@
 
 import functools
 import inspect
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from transformers import GenerationMixin, InstructBlipForConditionalGeneration, InstructBlipModel
@@ -18,9 +20,8 @@ from transformers.models.instructblip.modeling_instructblip import (
 from transformers.utils import logging
 from transformers.utils.generic import can_return_tuple
 
-from .configuration_emovit import EmoVitConfig
-from .pipeline_emovit import CUSTOM_PIPELINES, ranked_scores
-from .processing_emovit import EXPLANATION_PRESETS, mentioned_emotions, parse_emotion_answer
+from .configuration_emovit import CUSTOM_PIPELINES, EmoVitConfig
+from .processing_emovit import EXPLANATION_PRESETS, mentioned_emotions, parse_emotion_answer, ranked_scores
 
 
 logger = logging.get_logger(__name__)
@@ -166,10 +167,18 @@ class EmoVitForConditionalGeneration(InstructBlipForConditionalGeneration, Gener
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """As [`PreTrainedModel.save_pretrained`], and the folder also offers the `visual-emotion-recognition`
-        pipeline: `custom_pipelines` goes into `config.json` and the pipeline's file is copied with the model code
-        (it is a relative import of this file)."""
-        self.config.custom_pipelines = {task: dict(info) for task, info in CUSTOM_PIPELINES.items()}
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        pipeline: `custom_pipelines` goes into `config.json` and the pipeline's file is copied beside the model code.
+        The model never imports its pipeline; the file is copied by name, with the pipeline's own relative imports
+        (the processor and the image rule), which the model's code needs too."""
+        pipeline_file = Path(__file__).with_name("pipeline_emovit.py")
+        if pipeline_file.is_file():
+            self.config.custom_pipelines = {task: dict(info) for task, info in CUSTOM_PIPELINES.items()}
+        else:  # loaded from a folder that came without it: save what there is rather than name a missing file
+            logger.warning(f"{pipeline_file} is missing, so the saved folder will not offer the pipeline.")
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if pipeline_file.is_file() and self._auto_class is not None and kwargs.get("is_main_process", True):
+            shutil.copy(pipeline_file, Path(save_directory) / pipeline_file.name)
+        return result
 
     def _add_image_token(self):
         """Configs from transformers < 4.47 (and LAVIS) have no `<image>` placeholder token. The processor appends

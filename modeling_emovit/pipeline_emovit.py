@@ -14,37 +14,17 @@ returns `[{"label": "awe", "score": 0.91}, ...]`, highest score first, all label
 """
 
 import inspect
-import math
 
 from PIL import Image
 from transformers import GenerationConfig, Pipeline
 from transformers.image_utils import load_image
 
-from .io_utils import open_image
-
-
-TASK = "visual-emotion-recognition"
-# What `config.custom_pipelines` holds; `impl` is "<module file>.<class>" inside the saved folder.
-CUSTOM_PIPELINES = {
-    TASK: {
-        "impl": "pipeline_emovit.VisualEmotionRecognitionPipeline",
-        "pt": ["AutoModelForImageTextToText"],
-        "type": "multimodal",
-    }
-}
+from .image_utils import open_image
+from .processing_emovit import ranked_scores
 
 
 # Keywords of `generate` that are not generation-config fields; the fields themselves are taken from GenerationConfig.
 GENERATE_ARGUMENTS = ("logits_processor", "stopping_criteria", "streamer")
-
-
-def ranked_scores(scores, labels, top_k: int | None = None) -> list[dict]:
-    """Image classification's output: `[{"label", "score"}, ...]` from most to least likely (ties in label order),
-    the first `top_k` of them (all by default). `scores` is a sequence of floats in `labels` order; a NaN score
-    ranks after every number, so it is never the top label."""
-    ranked = sorted(zip(labels, [float(score) for score in scores]),
-                    key=lambda pair: (math.isnan(pair[1]), -pair[1]))
-    return [{"label": label, "score": score} for label, score in ranked[:top_k]]
 
 
 class VisualEmotionRecognitionPipeline(Pipeline):

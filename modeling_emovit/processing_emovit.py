@@ -7,6 +7,7 @@
 Every prompt the project uses is defined in this file, once: the data pipeline, train.py and evaluate.py import them.
 """
 
+import math
 import re
 
 import numpy as np
@@ -16,7 +17,7 @@ from transformers import InstructBlipProcessor
 from transformers.feature_extraction_utils import BatchFeature
 
 from .configuration_emovit import EMOSET_EMOTIONS, validate_emotion_labels
-from .io_utils import to_rgb
+from .image_utils import to_rgb
 
 
 # The categorical instruction. `{labels}` is replaced by the label list ("amusement, awe, ..., sadness").
@@ -108,6 +109,15 @@ def mentioned_emotions(text: str, labels) -> list[str]:
         if match is not None:
             found.append((match.start(), label))
     return [label for _, label in sorted(found)]
+
+
+def ranked_scores(scores, labels, top_k: int | None = None) -> list[dict]:
+    """Image classification's output: `[{"label", "score"}, ...]` from most to least likely (ties in label order),
+    the first `top_k` of them (all by default). `scores` is a sequence of floats in `labels` order; a NaN score
+    ranks after every number, so it is never the top label."""
+    ranked = sorted(zip(labels, [float(score) for score in scores]),
+                    key=lambda pair: (math.isnan(pair[1]), -pair[1]))
+    return [{"label": label, "score": score} for label, score in ranked[:top_k]]
 
 
 class EmoVitProcessor(InstructBlipProcessor):

@@ -19,10 +19,11 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO_ROOT, subprocess_env
 from emovit.inference.demo import _agreement_note, _contradiction
 from emovit.inference.loading import load_model
-from modeling_emovit.io_utils import open_image
+from modeling_emovit.image_utils import open_image
+
+from testing_utils import REPO_ROOT, subprocess_env
 
 
 EXAMPLE = REPO_ROOT / "examples" / "images" / "awe.png"

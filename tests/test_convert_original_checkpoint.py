@@ -310,7 +310,7 @@ def test_the_command_ends_input_errors_in_one_line(base_dir, tmp_path, case):
     import subprocess
     import sys
 
-    from conftest import subprocess_env
+    from testing_utils import subprocess_env
 
     if case == "empty file":
         (tmp_path / "weights.pth").write_bytes(b"")

@@ -9,13 +9,15 @@ import sys
 import time
 
 import pytest
-from conftest import CONVERSATION_REPLY, MALFORMED_REPLY, REASONING_REPLY, subprocess_env
 from llmock.scenarios import Delay, Reply
 
 from dataset_builder.__main__ import main
 from dataset_builder.build import BuildOptions, run_build
-from dataset_builder.llm_client import ClientSettings
 from dataset_builder.build_folder import load_records
+from dataset_builder.llm_client import ClientSettings
+
+from testing_utils import CONVERSATION_REPLY, MALFORMED_REPLY, REASONING_REPLY, subprocess_env
+
 
 CHAT_PATH = "/v1/chat/completions"
 

@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import subprocess_env
 
-from dataset_builder.build import BuildOptions, hold_folder_lock, run_build, FolderLockedError
+from dataset_builder.build import BuildOptions, FolderLockedError, hold_folder_lock, run_build
 from dataset_builder.captions import caption_images, caption_images_sharded, merge_caption_shards, shard_path
 from dataset_builder.emoset import read_split
+
+from testing_utils import subprocess_env
+
 
 NUM_QUERY_TOKENS = 4
 

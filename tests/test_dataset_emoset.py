@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from dataset_builder.emoset import ImageItem, read_annotation, read_split, sample_per_class
-from modeling_emovit.io_utils import open_image
+from modeling_emovit.image_utils import open_image
 
 
 def test_reads_both_entry_forms(synthetic_root):

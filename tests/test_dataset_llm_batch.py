@@ -1,6 +1,6 @@
 """Batch mode of the LLM client (`dataset_builder.llm_batch`) against real servers on loopback: llmock (its
 `/v1/files` and `/v1/batches`, whose lines it answers with its own text) and the scripted `batch_api` server of
-conftest.py (well-formed replies, per-line errors, expired/failed/cancelled batches, output out of order).
+testing_utils.py (well-formed replies, per-line errors, expired/failed/cancelled batches, output out of order).
 
 Requests are counted at the servers, never by patching the openai client.
 """
@@ -14,13 +14,15 @@ import time
 import llmock.routers.batch as llmock_batches
 import openai
 import pytest
-from conftest import CONVERSATION_REPLY, MALFORMED_REPLY, REASONING_REPLY, subprocess_env
 
 from dataset_builder.__main__ import main
 from dataset_builder.build import BuildOptions, run_build
 from dataset_builder.llm_batch import BATCH_STATE_FILE, BatchClient, BatchSettings, split_lines
 from dataset_builder.llm_client import ChatClient, ChatRequest, ClientSettings, ResponseCache, cache_key
 from dataset_builder.prompts import REASONING_SYSTEM
+
+from testing_utils import CONVERSATION_REPLY, MALFORMED_REPLY, REASONING_REPLY, subprocess_env
+
 
 KEY = "sk-test-SECRET-batch"
 # gpt-4o online prices are (2.5, 10) USD per million tokens; batch prices default to half. The scripted server

@@ -18,6 +18,7 @@ from dataset_builder.llm_client import (
     estimate,
 )
 
+
 CHAT_PATH = "/v1/chat/completions"
 
 

@@ -1,9 +1,11 @@
 import json
 
 import pytest
-from conftest import CONVERSATION_REPLY, MALFORMED_REPLY, REASONING_REPLY
 
 from dataset_builder.parsing import EXPECTED_PAIRS, pairs_schema, parse_qa_pairs, parse_reply, validate_pairs
+
+from testing_utils import CONVERSATION_REPLY, MALFORMED_REPLY, REASONING_REPLY
+
 
 LONG = "The saturated colours and bold round form feel playful and light, so a viewer smiles at the scene."
 

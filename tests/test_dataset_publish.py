@@ -130,7 +130,7 @@ def _tree(folder):
 
 def test_push_never_deletes_a_folder_it_did_not_write(small_build, tmp_path):
     """`--export_dir` naming a folder of the user's own is refused with one line, and the folder stays as it was."""
-    from conftest import subprocess_env
+    from testing_utils import subprocess_env
 
     mine = tmp_path / "mine"
     (mine / "sub").mkdir(parents=True)
@@ -163,7 +163,7 @@ def test_push_refuses_the_current_folder_the_dataset_folder_and_its_parents(smal
 
 
 def test_push_replaces_its_own_earlier_export_and_uploads_no_marker(small_build, tmp_path):
-    from modeling_emovit.io_utils import FOLDER_MARKER
+    from emovit_utils.files import FOLDER_MARKER
 
     hub = tmp_path / "hub"
     assert export_parquet_folder(small_build, hub) == {"categorical": 8, "all": 8}
@@ -182,7 +182,7 @@ def test_push_replaces_its_own_earlier_export_and_uploads_no_marker(small_build,
     (lambda out: shutil.rmtree(out), "summary.json does not exist"),
 ])
 def test_push_input_errors_end_in_one_line_naming_the_file(small_build, tmp_path, damage, words):
-    from conftest import subprocess_env
+    from testing_utils import subprocess_env
 
     out = tmp_path / "out"
     shutil.copytree(small_build, out)

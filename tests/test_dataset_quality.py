@@ -5,8 +5,17 @@ import pytest
 from PIL import Image
 
 from dataset_builder.parsing import parse_reply
-from dataset_builder.quality import (carry_over, distinct_n, jaccard, ngrams, normalise, plot_quality, quality_report,
-                                     remove_duplicates, word_count_stats)
+from dataset_builder.quality import (
+    carry_over,
+    distinct_n,
+    jaccard,
+    ngrams,
+    normalise,
+    plot_quality,
+    quality_report,
+    remove_duplicates,
+    word_count_stats,
+)
 from dataset_builder.records import Record, question_and_answer
 
 

@@ -12,6 +12,7 @@ from emovit.evaluation.reasoning import annotated_terms, contradictions, ground
 from modeling_emovit import EXPLANATION_PRESETS, mentioned_emotions
 from modeling_emovit.configuration_emovit import EMOSET_EMOTIONS
 
+
 ATTRIBUTES = {"brightness": 0.9, "colorfulness": 0.2, "scene": "amusement_park", "object": ["Balloon", "Person"],
               "facial_expression": "happy", "human_action": "juggling balls "}
 

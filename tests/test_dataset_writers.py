@@ -4,7 +4,6 @@
 import json
 
 import pytest
-from conftest import CONVERSATION_REPLY, MALFORMED_REPLY, REASONING_REPLY
 from llmock.scenarios import Fail, Reply
 
 from dataset_builder.attributes import prepare_images
@@ -13,6 +12,9 @@ from dataset_builder.llm_client import ClientSettings
 from dataset_builder.prompts import prompt_hash, response_format_field, template_hash
 from dataset_builder.records import training_record_problem
 from dataset_builder.writers import SAMPLES_PER_PROMPT, LlmWriter, TemplateWriter, categorical_records
+
+from testing_utils import CONVERSATION_REPLY, MALFORMED_REPLY, REASONING_REPLY
+
 
 CHAT_PATH = "/v1/chat/completions"
 

@@ -6,11 +6,11 @@ import math
 import os
 from pathlib import Path
 
-import evaluate
 import numpy as np
 import pytest
 import torch
 
+import evaluate
 from emovit.evaluation.calibration import (
     fit_temperature,
     negative_log_likelihood,
@@ -90,8 +90,12 @@ def test_save_temperature_rewrites_only_config_json(tmp_path):
 
 
 def test_calibration_problems_name_sample_size_single_class_and_the_edge():
-    from emovit.evaluation.calibration import MAX_TEMPERATURE, MIN_CALIBRATION_IMAGES, MIN_TEMPERATURE, \
-        calibration_problems
+    from emovit.evaluation.calibration import (
+        MAX_TEMPERATURE,
+        MIN_CALIBRATION_IMAGES,
+        MIN_TEMPERATURE,
+        calibration_problems,
+    )
 
     log_likelihoods, labels = sample(2.5, count=MIN_CALIBRATION_IMAGES)
     fitted = fit_temperature(log_likelihoods, labels, IDENTITY, 8)

@@ -11,6 +11,7 @@ from llmock.scenarios import Reply
 from emovit.evaluation.arguments import EvalArguments
 from emovit.evaluation.judge import RUBRIC, judge_rows, judge_settings, parse_judge_reply
 
+
 CHAT_PATH = "/v1/chat/completions"
 GOOD = '{"grounding": 4, "plausibility": 5, "specificity": 3, "rationale": "Names the bench and the rain."}'
 FENCED = 'Here you go:\n```json\n{"grounding": 2, "plausibility": 3.0, "specificity": 1}\n```'

@@ -19,6 +19,7 @@ from emovit.evaluation.reasoning import (
 )
 from modeling_emovit import EMOSET_EMOTIONS, EmoVitForConditionalGeneration, EmoVitProcessor
 
+
 LABELS = list(EMOSET_EMOTIONS)
 
 

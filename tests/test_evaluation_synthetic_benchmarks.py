@@ -33,7 +33,7 @@ def test_too_few_images_per_class_ends_in_one_line_and_writes_nothing(tmp_path):
     import subprocess
     import sys
 
-    from conftest import subprocess_env
+    from testing_utils import subprocess_env
 
     out = tmp_path / "bench"
     result = subprocess.run([sys.executable, "-m", "emovit.evaluation.synthetic_benchmarks", "--output_dir", str(out),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "bench" / "gpu_check.sh"
 # Without a GPU, accelerate gives DeepSpeed no process group: the script leaves that part to the tests.

@@ -10,12 +10,19 @@ import gradio as gr
 import pytest
 from PIL import Image
 
-from emovit.inference.demo import (MIN_IMAGE_SIDE, NO_EXPLANATION, _agreement_note, build_demo, explanation_choices,
-                                   predict_image, read_upload)
+from emovit.inference.demo import (
+    MIN_IMAGE_SIDE,
+    NO_EXPLANATION,
+    _agreement_note,
+    build_demo,
+    explanation_choices,
+    predict_image,
+    read_upload,
+)
 from modeling_emovit import EXPLANATION_PRESETS
-from modeling_emovit.io_utils import open_image
+from modeling_emovit.image_utils import open_image
 
-from conftest import REPO_ROOT, random_images
+from testing_utils import REPO_ROOT, random_images
 
 
 EXAMPLE = REPO_ROOT / "examples" / "images" / "awe.png"

@@ -7,7 +7,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import random_images
 from PIL import Image
 from transformers import (
     AutoConfig,
@@ -20,6 +19,8 @@ from transformers import (
 )
 
 from modeling_emovit import EmoVitConfig, EmoVitForConditionalGeneration, EmoVitModel, EmoVitProcessor
+
+from testing_utils import random_images
 
 
 def instructblip_twin(model):

@@ -8,10 +8,11 @@ import sys
 
 import pytest
 import torch
-from conftest import random_images
 from transformers import pipeline
 
 from modeling_emovit import VisualEmotionRecognitionPipeline, ranked_scores
+
+from testing_utils import random_images
 
 
 REMOTE_SCRIPT = r"""
@@ -138,7 +139,7 @@ def test_bad_inputs_are_named(tiny_model, tiny_processor, tmp_path):
     # RGBA and 16-bit files follow the project's image rule, as classify's callers read them
     rgba = Image.new("RGBA", (40, 30), (200, 30, 30, 90))
     rgba.save(tmp_path / "rgba.png")
-    from modeling_emovit.io_utils import open_image
+    from modeling_emovit.image_utils import open_image
 
     expected = tiny_model.classify([open_image(str(tmp_path / "rgba.png"))], tiny_processor)
     assert classifier(str(tmp_path / "rgba.png"), top_k=1)[0]["score"] == pytest.approx(

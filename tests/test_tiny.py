@@ -4,7 +4,7 @@ import hashlib
 import subprocess
 import sys
 
-from conftest import REPO_ROOT, subprocess_env
+from testing_utils import REPO_ROOT, subprocess_env
 
 
 def folder_digest(folder):

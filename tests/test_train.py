@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from conftest import categorical_images, private_copy
 from PIL import Image
 
 from modeling_emovit import EmoVitForConditionalGeneration
+
+from testing_utils import categorical_images, private_copy
+
 
 REPO = Path(__file__).resolve().parents[1]
 

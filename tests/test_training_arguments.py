@@ -4,8 +4,16 @@ import pytest
 import torch
 from transformers import HfArgumentParser
 
-from emovit.training.arguments import (OFFLINE_DEFAULT_ARGS, DataArguments, EmoVitTrainingArguments, ModelArguments,
-                                       check_arguments, compute_dtype, is_offline, with_offline_defaults)
+from emovit.training.arguments import (
+    OFFLINE_DEFAULT_ARGS,
+    DataArguments,
+    EmoVitTrainingArguments,
+    ModelArguments,
+    check_arguments,
+    compute_dtype,
+    is_offline,
+    with_offline_defaults,
+)
 
 
 def parse(argv):

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from conftest import categorical_images, private_copy, random_images
 from PIL import Image
 
 from emovit.training.arguments import DataArguments
@@ -11,6 +10,8 @@ from emovit.training.collator import EmoVitCollator, augment_image
 from emovit.training.data import InstructionDataset, load_examples
 from emovit.training.sampling import AugmentationKeySampler, CurriculumSampler
 from emovit.training.vision_cache import VisionCache
+
+from testing_utils import categorical_images, private_copy, random_images
 
 
 def test_collator_masks_and_cache_agree(tiny_model, tiny_processor, instructions_dir, tmp_path):

@@ -5,11 +5,18 @@ import logging
 from pathlib import Path
 
 import pytest
-from conftest import categorical_images, private_copy
 
 from emovit.training.arguments import DataArguments
-from emovit.training.data import (InstructionDataset, categorical_eval_examples, check_emotions, count_types,
-                                  load_eval_images, load_examples)
+from emovit.training.data import (
+    InstructionDataset,
+    categorical_eval_examples,
+    check_emotions,
+    count_types,
+    load_eval_images,
+    load_examples,
+)
+
+from testing_utils import categorical_images, private_copy
 
 
 def test_builder_folder_gives_examples_of_the_asked_types(instructions_dir):

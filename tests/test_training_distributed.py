@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from emovit.training.distributed import check_world_size, launched_world_size, use_cpu_without_accelerator
 from modeling_emovit import EmoVitForConditionalGeneration, EmoVitProcessor
 
+
 REPO = Path(__file__).resolve().parents[1]
 
 # float32 on CPU, plain SGD without clipping: an update is linear in the gradient, so the two-process runs differ from
@@ -326,12 +327,11 @@ def test_deepspeed_zero2_config_cannot_disagree_with_train_flags():
 
 @needs_deepspeed
 def test_deepspeed_zero2_config_takes_the_shipped_training_yaml():
+    import yaml
     from transformers import HfArgumentParser
     from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
 
     from emovit.training.arguments import DataArguments, EmoVitTrainingArguments, ModelArguments
-
-    import yaml
 
     _, config = deepspeed_configs()
     flags = yaml.safe_load((REPO / "configs" / "emovit_vicuna7b.yaml").read_text())

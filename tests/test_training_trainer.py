@@ -13,6 +13,7 @@ from emovit.training.trainer import TRAINABLE_WEIGHTS, EmoVitTrainer
 from emovit.training.vision_cache import VisionCache
 from modeling_emovit import EmoVitForConditionalGeneration, EmoVitProcessor
 
+
 TRAINABLE = ("qformer.", "query_tokens", "language_projection.", "vision_model.post_layernorm.")
 
 

@@ -14,12 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import random_images, subprocess_env
-
 from emovit.training.arguments import DataArguments
 from emovit.training.data import load_examples
 from emovit.training.vision_cache import VisionCache
 from modeling_emovit import EmoVitForConditionalGeneration
+
+from testing_utils import random_images, subprocess_env
 
 
 def test_vision_cache_key_covers_dtype_image_files_and_half_written_entries(tiny_model, tiny_processor,

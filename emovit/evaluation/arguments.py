@@ -6,9 +6,9 @@ import os
 from dataclasses import dataclass, field
 
 from emovit.inference.loading import DTYPES
+from emovit_utils.files import check_output_path
+from emovit_utils.hub import check_card
 from modeling_emovit import CATEGORICAL_INSTRUCTION_VARIANTS, CLASSIFY_METHODS, EXPLANATION_PRESETS
-from modeling_emovit.hub_utils import check_card
-from modeling_emovit.io_utils import check_output_path
 
 from .benchmarks import DATASET_FORMATS
 from .calibration import MAX_TEMPERATURE, MIN_CALIBRATION_IMAGES, MIN_TEMPERATURE

@@ -27,9 +27,9 @@ import math
 from pathlib import Path
 
 from dataset_builder.emoset import resolve_inside_root
+from emovit_utils.files import IMAGE_EXTENSIONS
 from modeling_emovit import EMOSET_EMOTIONS
 from modeling_emovit.configuration_emovit import normalise_label
-from modeling_emovit.io_utils import IMAGE_EXTENSIONS
 
 from .data import EvalData, load_eval_data
 

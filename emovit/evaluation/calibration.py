@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from emovit_utils.files import atomic_write_text
 from modeling_emovit.configuration_emovit import SCORE_TEMPERATURE_RANGE, validate_temperature
-from modeling_emovit.io_utils import atomic_write_text
 
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from dataset_builder.emoset import is_emoset_root, read_split
 from modeling_emovit.configuration_emovit import normalise_label
-from modeling_emovit.io_utils import IMAGE_DECODE_ERRORS, open_image
+from modeling_emovit.image_utils import IMAGE_DECODE_ERRORS, open_image
 
 
 @dataclass

@@ -27,11 +27,10 @@ from tqdm.auto import tqdm
 
 from dataset_builder.attributes import complete_attributes, normalise_attributes
 from dataset_builder.llm_client import redact_url
-from modeling_emovit import EXPLANATION_PRESETS, mentioned_emotions
-from modeling_emovit.io_utils import atomic_write_text
-from modeling_emovit.modeling_emovit import agreement_of
-
 from emovit.inference.loading import DTYPES, check_max_new_tokens, load_model
+from emovit_utils.files import atomic_write_text
+from modeling_emovit import EXPLANATION_PRESETS, mentioned_emotions
+from modeling_emovit.modeling_emovit import agreement_of
 
 from .arguments import EvalArguments
 from .data import EvalData, load_eval_data

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from modeling_emovit.io_utils import atomic_write, atomic_write_text
+from emovit_utils.files import atomic_write, atomic_write_text
 
 
 def markdown_table(rows: list[dict], columns: list[str] | None = None, decimals: int = 4) -> str:

@@ -20,14 +20,13 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object
 from tqdm.auto import tqdm
 
+from emovit.inference.loading import DTYPES, load_model
+from emovit_utils.hub import update_card_results
 from modeling_emovit import (
     CATEGORICAL_INSTRUCTION_VARIANTS,
     EmotionPrediction,
     format_categorical_instruction,
 )
-from modeling_emovit.hub_utils import update_card_results
-
-from emovit.inference.loading import DTYPES, load_model
 
 from .arguments import EvalArguments
 from .benchmarks import distribution_metrics, drop_uncovered, load_benchmark

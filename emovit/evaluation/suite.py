@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 from accelerate import PartialState
 
-from modeling_emovit.io_utils import atomic_write_text, check_output_path
+from emovit_utils.files import atomic_write_text, check_output_path
 
 from .arguments import EvalArguments
 from .report import markdown_table

@@ -17,8 +17,8 @@ from pathlib import Path
 import yaml
 
 from dataset_builder.synthetic import draw_image
+from emovit_utils.files import atomic_write_folder
 from modeling_emovit import EMOSET_EMOTIONS
-from modeling_emovit.io_utils import atomic_write_folder
 
 from .benchmarks import ABSTRACT_CSV, EMOTION6_GROUND_TRUTH, WEBEMO_HIERARCHY
 from .labels import LABEL_MAP_PRESETS
@@ -152,6 +152,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    from modeling_emovit.io_utils import run_command
+    from emovit_utils.commands import run_command
 
     run_command("python -m emovit.evaluation.synthetic_benchmarks", main)

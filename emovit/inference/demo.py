@@ -6,7 +6,7 @@ the explanation agrees with the label.
 `/predict`, so `gradio_client.Client(url).predict(handle_file(path), "score", "label", 128, api_name="/predict")`
 gets the same outputs a person sees. `predict_image` is that event without Gradio around it.
 
-Uploads are read by the project's one image rule (`modeling_emovit.io_utils.open_image`: any PIL mode to 8-bit RGB,
+Uploads are read by the project's one image rule (`modeling_emovit.image_utils.open_image`: any PIL mode to 8-bit RGB,
 truncated files and decompression bombs refused) rather than by the image component, so every bad upload becomes a
 `gr.Error` that names the file by the name it had on the person's machine (never the server's copy) and says what to
 do, shown in the page (and raised by `gradio_client`), while the server keeps running.
@@ -26,9 +26,14 @@ import torch
 from PIL import Image
 from transformers import MaxTimeCriteria, StoppingCriteriaList
 
-from modeling_emovit import (CLASSIFY_METHODS, EXPLANATION_PRESETS, EmoVitForConditionalGeneration, EmoVitProcessor,
-                             ranked_scores)
-from modeling_emovit.io_utils import open_image
+from modeling_emovit import (
+    CLASSIFY_METHODS,
+    EXPLANATION_PRESETS,
+    EmoVitForConditionalGeneration,
+    EmoVitProcessor,
+    ranked_scores,
+)
+from modeling_emovit.image_utils import open_image
 
 
 NO_EXPLANATION = "none"

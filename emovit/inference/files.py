@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from modeling_emovit.io_utils import IMAGE_EXTENSIONS, check_output_path, odd_path_kind, open_image
-
+from emovit_utils.files import IMAGE_EXTENSIONS, check_output_path
+from modeling_emovit.image_utils import odd_path_kind, open_image
 
 
 # The decompression-bomb guard: an image with more pixels is refused (a reported skip), before it is decoded.

@@ -22,8 +22,8 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
+from emovit_utils.files import atomic_write_text
 from modeling_emovit import ranked_scores
-from modeling_emovit.io_utils import atomic_write_text
 
 from .arguments import PredictArguments
 from .files import ImageFiles, read_image

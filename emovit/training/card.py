@@ -3,8 +3,9 @@
 from pathlib import Path
 
 from emovit.evaluation.card import eval_results_of
-from modeling_emovit.hub_utils import model_index, push_folder, usage_snippet, write_card
-from modeling_emovit.io_utils import atomic_write
+from emovit_utils.files import atomic_write
+from emovit_utils.hub import model_index, push_folder, usage_snippet, write_card
+
 
 CARD_METADATA = {
     "library_name": "transformers",

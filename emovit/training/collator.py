@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from modeling_emovit import EmoVitProcessor
-from modeling_emovit.io_utils import open_image
+from modeling_emovit.image_utils import open_image
 
 from .vision_cache import VisionCache
 

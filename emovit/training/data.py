@@ -7,12 +7,19 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from dataset_builder import INSTRUCTION_TYPES, import_official_json, load_records, parse_types, read_summary, \
-    training_record_problem
+from dataset_builder import (
+    INSTRUCTION_TYPES,
+    import_official_json,
+    load_records,
+    parse_types,
+    read_summary,
+    training_record_problem,
+)
 from modeling_emovit import format_answer
-from modeling_emovit.io_utils import open_image
+from modeling_emovit.image_utils import open_image
 
 from .arguments import DataArguments
+
 
 logger = logging.getLogger(__name__)
 

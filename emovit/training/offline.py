@@ -4,7 +4,8 @@ import json
 import logging
 from pathlib import Path
 
-from modeling_emovit.io_utils import atomic_write_folder
+from emovit_utils.files import atomic_write_folder
+
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +30,7 @@ def build_offline_default(work_dir: Path, images_per_class: int, seed: int, lm_s
     (temporary folder, then one rename); with several processes, train.py runs this on the main process first."""
     from dataset_builder.build import BuildOptions, run_build
     from dataset_builder.synthetic import write_synthetic_emoset
-
-    from modeling_emovit.io_utils import atomic_write_text
+    from emovit_utils.files import atomic_write_text
 
     from .tiny_base import build_pretrained_tiny_base
 

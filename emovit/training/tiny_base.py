@@ -23,8 +23,9 @@ from pathlib import Path
 import torch
 
 from dataset_builder.lm_corpus import corpus_documents, corpus_texts
-from modeling_emovit.io_utils import atomic_write_text
+from emovit_utils.files import atomic_write_text
 from modeling_emovit.tiny import build_tiny_emovit
+
 
 logger = logging.getLogger(__name__)
 

@@ -7,9 +7,10 @@ from safetensors.torch import load_file, save_file
 from transformers import Trainer
 from transformers.trainer import SCHEDULER_NAME
 
-from modeling_emovit.io_utils import open_image
+from modeling_emovit.image_utils import open_image
 
 from .sampling import AugmentationKeySampler, CurriculumSampler
+
 
 # Checkpoints hold only the tensors that train, in this file, beside the Trainer's optimizer and scheduler state.
 TRAINABLE_WEIGHTS = "trainable_weights.safetensors"

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from modeling_emovit.io_utils import open_image
+from modeling_emovit.image_utils import open_image
+
 
 logger = logging.getLogger(__name__)
 

@@ -2,109 +2,25 @@
 #
 # Licensed under the BSD 3-Clause License (the "License"); you may not use this file except in compliance with the
 # License. You may obtain a copy of the License in the LICENSE file at the root of this repository.
-"""The project's file I/O, in one place: reading images, writing files whole, and append-only JSONL caches.
+"""Writing files and folders whole, and the one rule for where a command may write.
 
-It lives in the model package because the processor reads images by the same rule and the model package can import
-nothing else of the project (it must load from the Hub with `trust_remote_code`); everything else imports it here.
+A reader of anything written here sees the old file (or folder) or the whole new one, never half of it; and no
+command writes over what it reads or over a photo.
 """
 
-import errno
 import json
-import logging
 import os
 import shutil
-import stat
-import sys
 import tempfile
 import warnings
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 
-logger = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------------------------------- images
-
-# High-bit-depth PIL modes and the value that maps to white. 16-bit files (PNG, TIFF) open as "I;16*"; "I" is how
-# Pillow has returned 16-bit PNGs and what 32-bit integer TIFFs open as, so it is read on the same 16-bit scale; float
-# images ("F") follow the usual convention of 0.0 = black, 1.0 = white. Values outside the range are clipped.
-_HIGH_BIT_DEPTH_WHITE = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0,
-                         "F": 1.0}
 # The file extensions taken as images when a folder is searched (ImageFolder datasets, predict.py's folders): what
-# cameras, scans and screenshots produce and Pillow reads without plugins; TIFF for 16-bit scans (see `to_rgb`).
+# cameras, scans and screenshots produce and Pillow reads without plugins; TIFF for 16-bit scans.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-# Errors a corrupt, truncated or hostile image file raises while it is decoded.
-IMAGE_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
-
-
-def to_rgb(image: Image.Image, source) -> Image.Image:
-    """8-bit RGB from any PIL mode. High-bit-depth modes are scaled to 0-255 (`convert("RGB")` would clip them, so a
-    mid-grey 16-bit image would turn white); `source` names the image in the error raised for a mode that has no
-    RGB conversion."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in _HIGH_BIT_DEPTH_WHITE:
-        values = np.asarray(image, dtype=np.float64) * (255.0 / _HIGH_BIT_DEPTH_WHITE[image.mode])
-        grey = np.clip(np.rint(values), 0, 255).astype(np.uint8)
-        return Image.fromarray(grey, mode="L").convert("RGB")
-    try:
-        return image.convert("RGB")
-    except ValueError as e:
-        raise ValueError(f"Image {source} has PIL mode {image.mode!r}, which does not convert to RGB ({e}); save it "
-                         "as an 8-bit RGB or greyscale file.") from e
-
-
-# Entries that are neither files nor folders. Opened as an image, a pipe waits for a writer forever and a device such
-# as /dev/zero is read without end, so they are named and refused before anything opens them.
-_SPECIAL_FILES = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
-                  (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
-
-
-def odd_path_kind(path: str | os.PathLike) -> str | None:
-    """What `path` is, in words for an error message, when it is there but is neither a regular file nor a folder
-    (links followed): a symbolic link to nothing, a link loop, a named pipe, a socket or a device. None for a regular
-    file, a folder, or a path with nothing there at all."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as e:
-        if not os.path.islink(path):
-            return None
-        if e.errno == errno.ELOOP:
-            return "a symbolic link that loops (it leads back to itself)"
-        return f"a symbolic link to {os.path.realpath(path)!r}, which does not exist"
-    for is_kind, kind in _SPECIAL_FILES:
-        if is_kind(mode):
-            return f"{kind}, not a regular file"
-    return None
-
-
-def open_image(image, source=None) -> Image.Image:
-    """The one way images are read for attributes, training and evaluation: decodes the whole file (a truncated JPEG
-    fails here, with its name) and returns it as 8-bit RGB, detached from the file (see `to_rgb`); a PIL image is
-    converted the same way. An image over Pillow's decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`; its warning
-    level too) is refused like any other undecodable file, and so is a path that `odd_path_kind` names (a link to
-    nothing, a pipe, a device), without being opened. Raises ValueError naming `source` (default: the path)."""
-    source = image if source is None else source
-    if isinstance(image, Image.Image):
-        return to_rgb(image, source)
-    if isinstance(image, (str, os.PathLike)) and (kind := odd_path_kind(image)) is not None:
-        raise ValueError(f"Image {source} is {kind}; replace it with an image file or remove it.")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(image) as opened:
-                opened.load()
-                decoded = opened.copy()
-    except (*IMAGE_DECODE_ERRORS, Image.DecompressionBombWarning) as e:
-        raise ValueError(f"Image {source} could not be read ({type(e).__name__}: {e}); replace the file or remove it "
-                         "from the dataset.") from e
-    return to_rgb(decoded, source)
-
-
-# ---------------------------------------------------------------------------------------------------- whole files
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:
@@ -217,9 +133,6 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, write)
 
 
-# ---------------------------------------------------------------------------------------------------- outputs
-
-
 def _is_image_file(path: str) -> str | None:
     """The image format of the regular file at `path` as its header says (nothing is decoded), else None."""
     if not os.path.isfile(path):
@@ -229,7 +142,7 @@ def _is_image_file(path: str) -> str | None:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as opened:
                 return opened.format or "image"
-    except (*IMAGE_DECODE_ERRORS, Image.DecompressionBombWarning):
+    except Exception:  # whatever stops Pillow reading a header means the file is not an image to protect
         return None
 
 
@@ -283,91 +196,5 @@ def check_output_path(flag: str, output: str | os.PathLike, inputs=(), read_fold
                          "it. Pass another file name, e.g. predictions.jsonl.")
 
 
-# ---------------------------------------------------------------------------------------------------- commands
-
-# Errors that mean the user's input is wrong (a flag's value, a file's content, a missing path): the command prints
-# their message, which says what to do, instead of a traceback. Anything else is a bug and keeps its traceback.
-INPUT_ERRORS = (ValueError, OSError)
-DEBUG_VARIABLE = "EMOVIT_DEBUG"
-
-
-def run_command(prog: str, main, *args):
-    """Runs a command's `main(*args)` and returns its result. An input error (`INPUT_ERRORS`) ends the process with
-    `prog: error: <message>` on stderr and exit status 1, without a traceback; with EMOVIT_DEBUG=1 in the environment
-    it is raised as it is, traceback and all."""
-    try:
-        return main(*args)
-    except INPUT_ERRORS as e:
-        if os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
-            raise
-        print(f"{prog}: error: {e}\n(run with {DEBUG_VARIABLE}=1 to see where it was raised)", file=sys.stderr)
-        sys.exit(1)
-
-
-# ---------------------------------------------------------------------------------------------------- JSONL caches
-
-
-def _has_key(entry) -> bool:
-    return isinstance(entry, dict) and isinstance(entry.get("key"), str)
-
-
-class JsonlCache:
-    """An append-only JSON-lines file of entries, each with a string `key`, read whole when opened.
-
-    Every append is one write of whole lines followed by fsync, so after a crash the file ends with whole lines or
-    one torn line. Lines that do not parse, or that `is_entry` refuses (JSON but not an entry of this cache: missing
-    fields, wrong types), are counted in `torn_lines` and skipped: their work is simply done again. A later line
-    with the same key wins. Subclasses see each entry through `_add` (the LLM cache sums the money spent there).
-    """
-
-    def __init__(self, path: str | os.PathLike, is_entry=_has_key):
-        self.path = Path(path)
-        self.is_entry = is_entry
-        self.entries: dict[str, dict] = {}
-        self.torn_lines = 0
-        data = self.path.read_bytes() if self.path.exists() else b""
-        for line in data.splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                entry = None
-            if _has_key(entry) and is_entry(entry):
-                self._add(entry)
-            elif line.strip():
-                self.torn_lines += 1
-        if self.torn_lines:
-            logger.warning("%s: ignored %d line(s) cut short or not entries of this cache; their work is redone",
-                           self.path, self.torn_lines)
-        self._needs_newline = bool(data) and not data.endswith(b"\n")
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.entries
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def get(self, key: str) -> dict | None:
-        return self.entries.get(key)
-
-    def _add(self, entry: dict) -> None:
-        self.entries[entry["key"]] = entry
-
-    def append(self, *entries: dict) -> None:
-        """Appends the entries in one write + fsync."""
-        if not entries:
-            return
-        text = "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in entries)
-        if self._needs_newline:  # a torn last line from a crash: start on a fresh line
-            text = "\n" + text
-            self._needs_newline = False
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        for entry in entries:
-            self._add(entry)
-
-
-__all__ = ["FOLDER_MARKER", "IMAGE_DECODE_ERRORS", "INPUT_ERRORS", "JsonlCache", "atomic_write", "atomic_write_folder",
-           "atomic_write_text", "check_output_path", "odd_path_kind", "open_image", "run_command", "to_rgb"]
+__all__ = ["FOLDER_MARKER", "IMAGE_EXTENSIONS", "atomic_write", "atomic_write_folder", "atomic_write_text",
+           "check_output_path"]

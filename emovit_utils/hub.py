@@ -2,11 +2,7 @@
 #
 # Licensed under the BSD 3-Clause License (the "License"); you may not use this file except in compliance with the
 # License. You may obtain a copy of the License in the LICENSE file at the root of this repository.
-"""Cards and uploads for every folder the project publishes: trained models, converted checkpoints, datasets.
-
-In the model package, beside the converter that uses it, because the model package can import nothing else of the
-project; training and dataset publishing import it from here.
-"""
+"""Cards and uploads for every folder the project publishes: trained models, converted checkpoints, datasets."""
 
 import os
 import re
@@ -14,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from .io_utils import atomic_write_text
+from .files import atomic_write_text
 
 
 def usage_snippet(repo: str) -> str:

@@ -1,12 +1,15 @@
-"""The shared file I/O: whole-file writes and the append-only JSONL cache (images: tests/test_dataset_emoset.py)."""
+"""emovit_utils.files: whole-file and whole-folder writes, and where a command may write."""
 
-import json
 import os
 import re
 
 import pytest
 
-from modeling_emovit.io_utils import JsonlCache, atomic_write_text
+from emovit_utils.files import atomic_write_text
+
+
+def _tree(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
 def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
@@ -19,24 +22,11 @@ def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
             f.write("half")
         raise RuntimeError("interrupted")
 
-    from modeling_emovit.io_utils import atomic_write
+    from emovit_utils.files import atomic_write
 
     with pytest.raises(RuntimeError):
         atomic_write(path, fail)
     assert path.read_text() == "first" and sorted(p.name for p in path.parent.iterdir()) == ["file.txt"]
-
-
-def test_jsonl_cache_skips_torn_and_foreign_lines_and_appends_on_a_fresh_line(tmp_path):
-    path = tmp_path / "cache.jsonl"
-    good = {"key": "a", "caption": "a red ball"}
-    path.write_text(json.dumps(good) + "\n" + json.dumps({"key": "b"}) + "\n" + '{"key": "c", "capt')  # torn tail
-    cache = JsonlCache(path, is_entry=lambda entry: isinstance(entry.get("caption"), str))
-    assert cache.get("a") == good and "b" not in cache and "c" not in cache and cache.torn_lines == 2
-    cache.append({"key": "c", "caption": "x"}, {"key": "d", "caption": "y"})
-    reread = JsonlCache(path, is_entry=lambda entry: isinstance(entry.get("caption"), str))
-    assert sorted(reread.entries) == ["a", "c", "d"] and reread.torn_lines == 2
-    assert path.read_text().splitlines()[-2:] == [json.dumps({"key": "c", "caption": "x"}),
-                                                   json.dumps({"key": "d", "caption": "y"})]
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):
@@ -51,7 +41,7 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
 def test_atomic_write_folder_replaces_the_whole_folder_or_leaves_the_old_one(tmp_path):
     import os
 
-    from modeling_emovit.io_utils import FOLDER_MARKER, atomic_write_folder
+    from emovit_utils.files import FOLDER_MARKER, atomic_write_folder
 
     target = tmp_path / "out"
     atomic_write_folder(target, lambda folder: (folder / "a.txt").write_text("first"), kind="test export")
@@ -73,34 +63,9 @@ def test_atomic_write_folder_replaces_the_whole_folder_or_leaves_the_old_one(tmp
     assert sorted(p.name for p in target.iterdir()) == [FOLDER_MARKER, "c.txt"]  # replaced, not merged
 
 
-def test_run_command_turns_an_input_error_into_one_line_and_exit_status_1(capsys, monkeypatch):
-    from modeling_emovit.io_utils import run_command
-
-    def bad_input():
-        raise ValueError("--foo 3 is not a valid value; pass 1 or 2.")
-
-    monkeypatch.delenv("EMOVIT_DEBUG", raising=False)
-    with pytest.raises(SystemExit) as exit_info:
-        run_command("tool", bad_input)
-    assert exit_info.value.code == 1
-    err = capsys.readouterr().err
-    assert err.startswith("tool: error: --foo 3 is not a valid value") and "Traceback" not in err
-    assert run_command("tool", lambda x: x + 1, 1) == 2
-
-    with pytest.raises(RuntimeError):  # a bug is not an input error: its traceback stays
-        run_command("tool", lambda: (_ for _ in ()).throw(RuntimeError("bug")))
-    monkeypatch.setenv("EMOVIT_DEBUG", "1")
-    with pytest.raises(ValueError, match="--foo 3"):
-        run_command("tool", bad_input)
-
-
-def _tree(folder):
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
-
-
 def test_atomic_write_folder_never_replaces_a_folder_it_did_not_write(tmp_path):
     """A user's folder (a thesis and a sub-folder) is refused before anything is written, and stays as it was."""
-    from modeling_emovit.io_utils import atomic_write_folder
+    from emovit_utils.files import atomic_write_folder
 
     target = tmp_path / "mine"
     (target / "sub").mkdir(parents=True)
@@ -115,7 +80,7 @@ def test_atomic_write_folder_never_replaces_a_folder_it_did_not_write(tmp_path):
 
 
 def test_atomic_write_folder_replaces_only_its_own_kind_with_nothing_added(tmp_path):
-    from modeling_emovit.io_utils import atomic_write_folder
+    from emovit_utils.files import atomic_write_folder
 
     target = tmp_path / "export"
     target.mkdir()  # an empty folder holds nothing to lose
@@ -137,7 +102,7 @@ def test_atomic_write_folder_replaces_only_its_own_kind_with_nothing_added(tmp_p
 
 
 def test_atomic_write_folder_refuses_the_current_folder_its_parents_and_protected_folders(tmp_path, monkeypatch):
-    from modeling_emovit.io_utils import atomic_write_folder
+    from emovit_utils.files import atomic_write_folder
 
     work = tmp_path / "work"
     (work / "data").mkdir(parents=True)
@@ -160,42 +125,10 @@ def test_atomic_write_folder_refuses_the_current_folder_its_parents_and_protecte
         "other", "work"]
 
 
-def test_open_image_refuses_pipes_devices_and_broken_links_without_opening_them(tmp_path):
-    """A named pipe would make the reader wait for a writer forever and /dev/zero would be read without end: every
-    reader of images (datasets, evaluation, prediction) gets a ValueError naming the file instead."""
-    import threading
-
-    from modeling_emovit.io_utils import open_image
-
-    os.mkfifo(tmp_path / "pipe.jpg")
-    os.symlink("/dev/zero", tmp_path / "zero.png")
-    os.symlink(tmp_path / "nowhere.png", tmp_path / "dangling.png")
-    expected = {"pipe.jpg": "is a named pipe (FIFO), not a regular file",
-                "zero.png": "is a character device, not a regular file",
-                "dangling.png": f"is a symbolic link to '{tmp_path / 'nowhere.png'}', which does not exist"}
-    for name, words in expected.items():
-        outcome = []
-
-        def read(path=tmp_path / name):
-            try:
-                open_image(path)
-            except ValueError as e:
-                outcome.append(str(e))
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        reader.join(timeout=10)
-        hung = reader.is_alive()
-        if hung and name == "pipe.jpg":  # let the blocked reader go: a writer opens and closes the pipe
-            os.close(os.open(tmp_path / name, os.O_WRONLY | os.O_NONBLOCK))
-        assert not hung, f"open_image({name}) did not return within 10 s"
-        assert outcome and outcome[0].startswith(f"Image {tmp_path / name} {words}"), (name, outcome)
-
-
 def test_an_output_over_an_input_an_image_or_inside_a_folder_read_whole_is_refused(tmp_path):
     from PIL import Image
 
-    from modeling_emovit.io_utils import check_output_path
+    from emovit_utils.files import check_output_path
 
     photos, data, model = tmp_path / "pin2", tmp_path / "data", tmp_path / "model"
     for folder in (photos, data / "awe", model):

@@ -7,14 +7,7 @@ import pytest
 import yaml
 from huggingface_hub import EvalResult, ModelCard
 
-from modeling_emovit.hub_utils import (
-    model_index,
-    push_folder,
-    read_card,
-    update_card_results,
-    usage_snippet,
-    write_card,
-)
+from emovit_utils.hub import model_index, push_folder, read_card, update_card_results, usage_snippet, write_card
 
 
 class RecordingHfApi:
@@ -163,7 +156,7 @@ def test_update_card_changes_only_the_model_index_of_a_hand_written_card(tmp_pat
 
 
 def test_check_card_finds_a_broken_card_without_writing(tmp_path):
-    from modeling_emovit.hub_utils import check_card
+    from emovit_utils.hub import check_card
 
     check_card(tmp_path)  # no card yet: one will be created
     (tmp_path / "README.md").write_bytes(HAND_WRITTEN_CARD.encode())
