@@ -29,7 +29,6 @@ when no image could be predicted.
 
 import dataclasses
 import json
-import os
 import sys
 
 from accelerate import PartialState
@@ -39,7 +38,7 @@ from emovit.inference.arguments import PredictArguments
 from emovit.inference.files import check_output, find_images
 from emovit.inference.loading import check_max_new_tokens, read_config
 from emovit.inference.predict import predict_images, write_predictions
-from emovit_utils.commands import run_command
+from emovit_utils.commands import is_argument_file, read_argument_file, run_command
 
 
 # Words HfArgumentParser reads as a boolean flag's value (`--explain true`).
@@ -50,11 +49,8 @@ def parse_arguments(argv: list[str]) -> PredictArguments:
     """Flags and PATHs, or one JSON / YAML file; anything unknown is a usage error (exit status 2)."""
     parser = HfArgumentParser(PredictArguments, usage="predict.py --model MODEL [flags] PATH [PATH ...]")
     try:
-        if len(argv) == 1 and argv[0].endswith(".json"):
-            (args,) = parser.parse_json_file(os.path.abspath(argv[0]))
-            return args
-        if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-            (args,) = parser.parse_yaml_file(os.path.abspath(argv[0]))
+        if is_argument_file(argv):
+            (args,) = read_argument_file(parser, argv[0], "predict.py")
             return args
         # A boolean flag takes an optional value, so `--explain photos/` would read the folder as that value: a bare
         # boolean flag gets its `true` written out.

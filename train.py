@@ -23,8 +23,8 @@ Several GPUs (or configs/fsdp.yaml, configs/deepspeed_zero2.yaml):
 
 import json
 import logging
-import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -55,7 +55,7 @@ from emovit.training.offline import build_offline_default
 from emovit.training.sampling import parse_curriculum
 from emovit.training.trainer import EmoVitTrainer
 from emovit.training.vision_cache import VisionCache
-from emovit_utils.commands import run_command
+from emovit_utils.commands import is_argument_file, read_argument_file, run_command
 from emovit_utils.files import atomic_write_text, check_output_path
 from modeling_emovit import EmoVitForConditionalGeneration, EmoVitProcessor
 
@@ -75,22 +75,19 @@ def load_model(model_args: ModelArguments, training_args: EmoVitTrainingArgument
     return model, counts
 
 
-def main(model_args: ModelArguments, data_args: DataArguments, training_args: EmoVitTrainingArguments):
+def main(argv=None) -> dict:
+    """Trains with the flags `argv` (default: the command line, or one JSON / YAML file); returns the results that
+    go into the model card."""
+    use_cpu_without_accelerator()  # before parsing: the arguments build the distributed state
+    model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else list(argv))
     check_arguments(data_args, training_args)
-    if not torch.cuda.is_available():
-        training_args.dataloader_pin_memory = False  # nothing to pin for; torch warns on every loader
-    if training_args.gradient_checkpointing and training_args.gradient_checkpointing_kwargs is None:
-        training_args.gradient_checkpointing_kwargs = {"use_reentrant": False}
-    set_seed(training_args.seed)
-    # ---- processes: the Trainer must see every launched process, or the work below that runs once runs in each
-    check_world_size(training_args)
-    output_dir = Path(training_args.output_dir)
+    prepare_run(training_args)
     offline = is_offline(model_args, data_args)
     if offline:
         with training_args.main_process_first(desc="offline default data"):
             data_args.dataset, model_args.model_name_or_path = build_offline_default(
-                output_dir / "offline-inputs", data_args.offline_images_per_class, training_args.seed,
-                data_args.offline_lm_steps)
+                Path(training_args.output_dir) / "offline-inputs", data_args.offline_images_per_class,
+                training_args.seed, data_args.offline_lm_steps)
 
     # ---- model
     model, counts = load_model(model_args, training_args)
@@ -101,6 +98,72 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Em
           f"({100 * counts['trainable'] / counts['total']:.2f}%)")
 
     # ---- data
+    data = load_data(model, processor, data_args, training_args)
+
+    # ---- training
+    push_to = (training_args.hub_model_id or Path(training_args.output_dir).name) if training_args.push_to_hub else None
+    training_args.push_to_hub = False  # the final folder is pushed below, not the checkpoints
+    trainer = EmoVitTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=InstructionDataset(data.examples),
+        eval_dataset=InstructionDataset(data.eval_examples) if data.eval_examples else None,
+        data_collator=data.collator,
+        curriculum=data.curriculum,
+        eval_images=data.eval_images,
+        emotion_processor=processor,
+        augment=data_args.augment,
+    )
+    print(f"processes: {training_args.world_size} ({trainer.accelerator.distributed_type.value})")
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+
+    # ---- save: a complete from_pretrained folder, its held-out metrics, card, upload
+    results = {"train_loss": round(train_result.training_loss, 4),
+               "train_runtime_s": round(train_result.metrics.get("train_runtime", 0.0), 1)}
+    if data.eval_images:
+        results.update({k: round(v, 4) for k, v in trainer.evaluate().items() if k.endswith("accuracy")})
+    save_folder(trainer, model, processor, model_args, training_args)
+    evaluations = evaluate_on_test_split(trainer, data_args, data.eval_root, results)
+    if trainer.is_world_process_zero():
+        write_training_card(Path(training_args.output_dir), model, model_args, data_args, training_args, counts,
+                            data.type_counts, results, evaluations, offline)
+        print(f"model: {Path(training_args.output_dir).resolve()}")
+    # Every process closes the process group once all are done: a process that exits with the group open can abort
+    # at exit ("terminate called without an active exception") while gloo's threads still hold its last work.
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
+    if push_to and trainer.is_world_process_zero():
+        push_training_folder(training_args.output_dir, push_to)
+        print(f"pushed to {push_to}")
+    return results
+
+
+def prepare_run(training_args: EmoVitTrainingArguments) -> None:
+    """Settings that follow from the machine, the seed, and the check that the Trainer sees every launched process
+    (or the work below that runs once would run in each)."""
+    if not torch.cuda.is_available():
+        training_args.dataloader_pin_memory = False  # nothing to pin for; torch warns on every loader
+    if training_args.gradient_checkpointing and training_args.gradient_checkpointing_kwargs is None:
+        training_args.gradient_checkpointing_kwargs = {"use_reentrant": False}
+    set_seed(training_args.seed)
+    check_world_size(training_args)
+
+
+@dataclass
+class TrainingData:
+    examples: list
+    type_counts: dict
+    curriculum: list | None
+    collator: EmoVitCollator
+    eval_root: str | None  # the EmoSet-shaped folder held-out images come from
+    eval_images: list
+    eval_examples: list
+
+
+def load_data(model, processor, data_args: DataArguments, training_args: EmoVitTrainingArguments) -> TrainingData:
+    """The instruction examples, the curriculum, the collator (with the vision-feature cache when asked) and the
+    evaluation images; the output folder is checked against the evaluation data before any training."""
+    output_dir = Path(training_args.output_dir)
     examples, emoset_root = load_examples(data_args)
     check_emotions(examples, model.config.emotion_labels)
     type_counts = count_types(examples)
@@ -124,82 +187,55 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Em
             eval_images = load_eval_images(eval_root, data_args.eval_split, data_args.eval_max_images)
     # The evaluation loss is the categorical answer's loss on the same images (their features are never cached).
     eval_examples = categorical_eval_examples(eval_images, processor.categorical_instruction)
+    return TrainingData(examples, type_counts, curriculum, collator, eval_root, eval_images, eval_examples)
 
-    # ---- training
-    push_to = (training_args.hub_model_id or output_dir.name) if training_args.push_to_hub else None
-    training_args.push_to_hub = False  # the final folder is pushed below, not the checkpoints
-    trainer = EmoVitTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=InstructionDataset(examples),
-        eval_dataset=InstructionDataset(eval_examples) if eval_examples else None,
-        data_collator=collator,
-        curriculum=curriculum,
-        eval_images=eval_images,
-        emotion_processor=processor,
-        augment=data_args.augment,
-    )
-    print(f"processes: {training_args.world_size} ({trainer.accelerator.distributed_type.value})")
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
 
-    # ---- save: a complete from_pretrained folder, its training log, held-out metrics, card, upload
-    results = {"train_loss": round(train_result.training_loss, 4),
-               "train_runtime_s": round(train_result.metrics.get("train_runtime", 0.0), 1)}
-    if eval_images:
-        results.update({k: round(v, 4) for k, v in trainer.evaluate().items() if k.endswith("accuracy")})
-    main_process = trainer.is_world_process_zero()
+def save_folder(trainer, model, processor, model_args: ModelArguments,
+                training_args: EmoVitTrainingArguments) -> None:
+    """The main process writes a complete from_pretrained folder with its training log and loss curve."""
+    output_dir = Path(training_args.output_dir)
     # Under FSDP each process holds a shard of every weight: all of them gather the full weights, and the main
     # process saves them through an unsharded copy of the model (the sharded one cannot be saved or merged).
     full_weights = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
-    if main_process:
-        if full_weights is not None:
-            model, _ = load_model(model_args, training_args)
-            model.load_state_dict(full_weights)
-        if model_args.lora_r > 0:
-            model.merge_lora()  # the saved folder is a plain EmoVIT
-        model.save_pretrained(output_dir)
-        processor.save_pretrained(output_dir)
-        atomic_write_text(output_dir / "training_log.json", json.dumps(trainer.state.log_history, indent=1))
-        plot_loss(trainer.state.log_history, output_dir / "loss_curve.png")
-    tested = data_args.test_split not in (None, "", "none") and eval_root is not None
-    if tested:
-        # Every process of the launch takes its share of the held-out images (the evaluation gathers them), once the
-        # main process has saved the folder they all load.
-        trainer.accelerator.wait_for_everyone()
-        metrics = evaluate_held_out(output_dir, eval_root, data_args.test_split, data_args.test_reasoning,
-                                    data_args.dataset if Path(data_args.dataset, "summary.json").is_file() else None)
-        if main_process:
-            print("held-out " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if v is not None))
-        results.update({f"test_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
-    if main_process:
-        evaluations = [json.loads((output_dir / folder / "metrics.json").read_text())
-                       for folder in ("eval", "eval-generate")] if tested else []
-        if tested and data_args.test_reasoning:
-            print(f"reasoning metrics: {(output_dir / 'eval-reasoning' / 'metrics.json').resolve()}")
-        write_training_card(output_dir, model, model_args, data_args, training_args, counts, type_counts, results,
-                            evaluations, offline)
-        print(f"model: {output_dir.resolve()}")
-        if tested:
-            print(f"test metrics: {(output_dir / 'eval' / 'metrics.json').resolve()}")
-    # Every process closes the process group once all are done: a process that exits with the group open can abort
-    # at exit ("terminate called without an active exception") while gloo's threads still hold its last work.
+    if not trainer.is_world_process_zero():
+        return
+    if full_weights is not None:
+        model, _ = load_model(model_args, training_args)
+        model.load_state_dict(full_weights)
+    if model_args.lora_r > 0:
+        model.merge_lora()  # the saved folder is a plain EmoVIT
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    atomic_write_text(output_dir / "training_log.json", json.dumps(trainer.state.log_history, indent=1))
+    plot_loss(trainer.state.log_history, output_dir / "loss_curve.png")
+
+
+def evaluate_on_test_split(trainer, data_args: DataArguments, eval_root: str | None, results: dict) -> list[dict]:
+    """Evaluates the saved folder on the held-out split (every process its share) and adds the numbers to
+    `results`; returns the evaluations' metrics.json contents for the card (on the main process)."""
+    if data_args.test_split in (None, "", "none") or eval_root is None:
+        return []
+    output_dir = Path(trainer.args.output_dir)
+    # Every process of the launch takes its share of the held-out images (the evaluation gathers them), once the
+    # main process has saved the folder they all load.
     trainer.accelerator.wait_for_everyone()
-    trainer.accelerator.end_training()
-    if not main_process:
-        return results
-    if push_to:
-        push_training_folder(output_dir, push_to)
-        print(f"pushed to {push_to}")
-    return results
+    metrics = evaluate_held_out(output_dir, eval_root, data_args.test_split, data_args.test_reasoning,
+                                data_args.dataset if Path(data_args.dataset, "summary.json").is_file() else None)
+    results.update({f"test_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
+    if not trainer.is_world_process_zero():
+        return []
+    print("held-out " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if v is not None))
+    if data_args.test_reasoning:
+        print(f"reasoning metrics: {(output_dir / 'eval-reasoning' / 'metrics.json').resolve()}")
+    print(f"test metrics: {(output_dir / 'eval' / 'metrics.json').resolve()}")
+    return [json.loads((output_dir / folder / "metrics.json").read_text()) for folder in ("eval", "eval-generate")]
 
 
 def parse_arguments(argv: list[str]):
     """The three argument dataclasses from flags, or from one JSON / YAML file."""
     parser = HfArgumentParser((ModelArguments, DataArguments, EmoVitTrainingArguments))
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(os.path.abspath(argv[0]))
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        return parser.parse_yaml_file(os.path.abspath(argv[0]))
+    if is_argument_file(argv):
+        return read_argument_file(parser, argv[0], "train.py")
     # with neither --model_name_or_path nor --dataset, the offline default's flags go first
     return parser.parse_args_into_dataclasses(args=with_offline_defaults(argv))
 
@@ -207,5 +243,4 @@ def parse_arguments(argv: list[str]):
 if __name__ == "__main__":
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
                         handlers=[logging.StreamHandler(sys.stdout)])
-    use_cpu_without_accelerator()  # before parsing: the arguments build the distributed state
-    run_command("train.py", lambda: main(*parse_arguments(sys.argv[1:])))
+    run_command("train.py", main)

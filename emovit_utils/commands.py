@@ -2,10 +2,13 @@
 #
 # Licensed under the BSD 3-Clause License (the "License"); you may not use this file except in compliance with the
 # License. You may obtain a copy of the License in the LICENSE file at the root of this repository.
-"""How every command of the project ends on bad input: one line that says what to do, not a traceback."""
+"""What every command of the project shares: its arguments as flags or as one JSON / YAML file, and how it ends on
+bad input (one line that says what to do, not a traceback)."""
 
 import os
 import sys
+
+import yaml
 
 
 # Errors that mean the user's input is wrong (a flag's value, a file's content, a missing path): the command prints
@@ -27,4 +30,28 @@ def run_command(prog: str, main, *args):
         sys.exit(1)
 
 
-__all__ = ["DEBUG_VARIABLE", "INPUT_ERRORS", "run_command"]
+# ---------------------------------------------------------------------------------------------------- arguments
+
+ARGUMENT_FILE_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+def is_argument_file(argv: list[str]) -> bool:
+    """Whether the command line is one JSON or YAML file holding the arguments instead of flags."""
+    return len(argv) == 1 and argv[0].endswith(ARGUMENT_FILE_SUFFIXES)
+
+
+def read_argument_file(parser, path: str, prog: str) -> tuple:
+    """The dataclasses of `parser` (an `HfArgumentParser`) filled from the JSON or YAML file `path`; a ValueError
+    naming the file when it cannot be read or parsed, or holds an unknown key, a wrong value or misses a required
+    one."""
+    parse = parser.parse_json_file if path.endswith(".json") else parser.parse_yaml_file
+    try:
+        return parse(os.path.abspath(path))
+    # TypeError: a required argument is missing from the file.
+    except (OSError, ValueError, TypeError, yaml.YAMLError) as e:
+        raise ValueError(f"argument file {path}: {e}. Fix the file: it holds one object of {prog}'s flags without "
+                         "the dashes, e.g. {\"output_dir\": \"runs/out\"}.") from e
+
+
+__all__ = ["ARGUMENT_FILE_SUFFIXES", "DEBUG_VARIABLE", "INPUT_ERRORS", "is_argument_file", "read_argument_file",
+           "run_command"]

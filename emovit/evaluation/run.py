@@ -8,12 +8,11 @@ process computes and writes, and every process gets the metrics back.
 
 import logging
 import math
-import os
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+import evaluate
 import numpy as np
 import torch
 from accelerate import Accelerator
@@ -36,17 +35,6 @@ from .data import EvalData
 from .labels import map_scores, reference_indices, resolve_label_map, target_indices
 from .reasoning import evaluate_reasoning
 from .report import prediction_line, write_report
-
-
-# The repository root holds the script `evaluate.py`, which shadows the `evaluate` library wherever the root is on
-# sys.path (`python evaluate.py`, `python train.py`, `python -c` in the checkout). The library is a package, never a
-# file `evaluate.py`, so path entries holding such a file are hidden while it is imported.
-_saved_sys_path = list(sys.path)
-sys.path[:] = [entry for entry in sys.path if not os.path.isfile(os.path.join(entry or os.curdir, "evaluate.py"))]
-try:
-    import evaluate
-finally:
-    sys.path[:] = _saved_sys_path
 
 
 logger = logging.getLogger(__name__)
