@@ -265,30 +265,67 @@ def _module_of(name: str) -> str:
 def convert(checkpoint, base_model, output_dir=None, mode="auto", dtype="float32", test_image=None,
             emotion_labels=None):
     """Converts `checkpoint` onto `base_model`; returns `(model, processor, report)`. Saves when `output_dir`."""
+    # ---- the checkpoint, mapped to transformers' names and checked
     original = load_original_state_dict(checkpoint)
-    checkpoint_dtypes = dict(Counter(str(tensor.dtype).removeprefix("torch.") for tensor in original.values()))
-    # Every tensor EmoVIT takes from a file is a floating-point weight: an integer (or boolean, complex) one is a
-    # quantised or damaged file, and casting it to the weights' dtype would load rounded values without a word. The
-    # stored buffers (integer position_ids among them) are checked on their own and dropped.
+    check_floating_point(original, checkpoint)
+    converted, dropped, computed = convert_state_dict(original)
+    check_finite(converted, checkpoint)
+
+    # ---- the base model it lands on
+    model = EmoVitForConditionalGeneration.from_pretrained(base_model, dtype=getattr(torch, dtype)).eval()
+    processor = EmoVitProcessor.from_pretrained(base_model, emotion_labels=emotion_labels or model.config.emotion_labels)
+    model.config.emotion_labels = list(processor.emotion_labels)  # id2label / label2id follow
+    buffers = check_computed_buffers(computed, model)
+    notes = _fit_vocabulary(converted, model)
+    mode, missing = check_against_base(converted, model.state_dict(), base_model, mode)
+
+    # ---- load, and compare the logits with the base model's on a test image
+    changed, logits_diff = load_converted(model, converted, _test_inputs(processor, test_image))
+
+    report = {
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest(),
+        "checkpoint_dtypes": dict(Counter(str(t.dtype).removeprefix("torch.") for t in original.values())),
+        "dtype": dtype,
+        "base_model": str(base_model),
+        "mode": mode,
+        "loaded_tensors": len(converted),
+        "kept_from_base": len(missing),
+        "dropped_keys": dropped,
+        "computed_buffers": buffers,
+        "notes": notes,
+        "changed_modules": {module: len(names) for module, names in sorted(changed.items())},
+        "max_logits_diff_vs_base": logits_diff,
+    }
+    if output_dir is not None:
+        save(model, processor, report, output_dir)
+    return model, processor, report
+
+
+def check_floating_point(original: dict[str, torch.Tensor], checkpoint) -> None:
+    """Every tensor EmoVIT takes from a file is a floating-point weight: an integer (or boolean, complex) one is a
+    quantised or damaged file, and casting it to the weights' dtype would load rounded values without a word. The
+    stored buffers (integer position_ids among them) are checked on their own and dropped."""
     not_float = [f"{key} ({str(tensor.dtype).removeprefix('torch.')})" for key, tensor in sorted(original.items())
                  if not tensor.is_floating_point() and not any(pattern.match(key) for pattern, _ in COMPUTED_BUFFERS)]
     if not_float:
         raise ValueError(f"{checkpoint}: {len(not_float)} tensors are not floating point, e.g. {not_float[:10]}; "
                          "EmoVIT's weights are. Convert the float32/float16/bfloat16 checkpoint LAVIS saved, not a "
                          "quantised or edited copy.")
-    converted, dropped, computed = convert_state_dict(original)
+
+
+def check_finite(converted: dict[str, torch.Tensor], checkpoint) -> None:
     not_finite = sorted(k for k, v in converted.items() if v.is_floating_point() and not torch.isfinite(v).all())
     if not_finite:
         raise ValueError(f"{checkpoint}: {len(not_finite)} tensors hold NaN or Inf, e.g. {not_finite[:10]}. The run "
                          "that saved it diverged; convert an earlier checkpoint.")
-    torch_dtype = getattr(torch, dtype)
-    model = EmoVitForConditionalGeneration.from_pretrained(base_model, dtype=torch_dtype).eval()
-    processor = EmoVitProcessor.from_pretrained(base_model, emotion_labels=emotion_labels or model.config.emotion_labels)
-    model.config.emotion_labels = list(processor.emotion_labels)  # id2label / label2id follow
-    buffers = check_computed_buffers(computed, model)
-    notes = _fit_vocabulary(converted, model)
 
-    target = model.state_dict()
+
+def check_against_base(converted: dict[str, torch.Tensor], target: dict[str, torch.Tensor], base_model,
+                       mode: str) -> tuple[str, list[str]]:
+    """Checks that the converted tensors fit the base model (names and shapes) and that the checkpoint is complete
+    (`full`) or holds exactly EmoVIT's trained tensors (`trained`); `auto` picks the one that fits. Returns the mode
+    and the base model's tensors the checkpoint does not hold (kept from the base)."""
     unmatched = sorted(set(converted) - set(target))
     if unmatched:
         raise ValueError(f"Mapped keys that {base_model} does not have: {unmatched[:20]}. Wrong --base_model?")
@@ -317,8 +354,13 @@ def convert(checkpoint, base_model, output_dir=None, mode="auto", dtype="float32
                 f"{' ...' if len(lacking) > 20 else ''}. Keeping the base model's values for them would mix two "
                 "models silently; pass the complete trained-tensor file."
             )
+    return mode, missing
 
-    inputs = _test_inputs(processor, test_image)
+
+def load_converted(model, converted: dict[str, torch.Tensor], inputs) -> tuple[dict[str, list[str]], float]:
+    """Loads the converted tensors into `model`; returns the tensors that differ from the base model's, by module,
+    and the largest logits difference on `inputs` between the base model and the converted one."""
+    target = model.state_dict()
     reference_logits = _logits(model, inputs)
     changed = {}
     for name, tensor in converted.items():
@@ -326,27 +368,7 @@ def convert(checkpoint, base_model, output_dir=None, mode="auto", dtype="float32
         if difference > 0:
             changed.setdefault(_module_of(name), []).append(name)
     model.load_state_dict({k: v.to(target[k].dtype) for k, v in converted.items()}, strict=False)
-    converted_logits = _logits(model, inputs)
-    logits_diff = (converted_logits - reference_logits).abs().max().item()
-
-    report = {
-        "checkpoint": str(checkpoint),
-        "checkpoint_sha256": hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest(),
-        "checkpoint_dtypes": checkpoint_dtypes,
-        "dtype": dtype,
-        "base_model": str(base_model),
-        "mode": mode,
-        "loaded_tensors": len(converted),
-        "kept_from_base": len(missing),
-        "dropped_keys": dropped,
-        "computed_buffers": buffers,
-        "notes": notes,
-        "changed_modules": {module: len(names) for module, names in sorted(changed.items())},
-        "max_logits_diff_vs_base": logits_diff,
-    }
-    if output_dir is not None:
-        save(model, processor, report, output_dir)
-    return model, processor, report
+    return changed, (_logits(model, inputs) - reference_logits).abs().max().item()
 
 
 CARD_BODY = """# EmoVIT: {name}
