@@ -20,7 +20,7 @@ from transformers import (
 
 from modeling_emovit import EmoVitConfig, EmoVitForConditionalGeneration, EmoVitModel, EmoVitProcessor
 
-from testing_utils import random_images
+from testing_utils import random_images, training_batch
 
 
 def instructblip_twin(model):
@@ -32,12 +32,6 @@ def instructblip_twin(model):
     missing, unexpected = reference.load_state_dict(model.state_dict(), strict=True)
     assert not missing and not unexpected
     return reference
-
-
-def training_batch(processor, images):
-    instructions = [processor.categorical_instruction] * len(images)
-    answers = ["Predict emotion: awe", "Predict emotion: fear", "It looks calm and bright.", "Predict emotion: anger"]
-    return processor.training_features(instructions, answers[: len(images)], images=images)
 
 
 def test_parity_with_instructblip(tiny_model, tiny_processor, images):
@@ -229,36 +223,6 @@ def test_generate_reads_a_trained_answer(tiny_model, tiny_processor, images):
     assert tiny_model.classify(images[:1], tiny_processor, method="score").labels == ["fear"]
 
 
-def test_processor_training_masks(tiny_processor, images):
-    batch = training_batch(tiny_processor, images[:2])
-    tokenizer = tiny_processor.tokenizer
-    q = tiny_processor.num_query_tokens
-    for row in range(2):
-        ids, labels, mask = batch["input_ids"][row], batch["labels"][row], batch["attention_mask"][row]
-        assert (ids[:q] == tiny_processor.image_token_id).all() and (labels[:q] == -100).all()
-        assert ids[q] == tokenizer.bos_token_id
-        supervised = labels != -100
-        answer = tokenizer.decode(ids[supervised], skip_special_tokens=True).strip()
-        assert answer == ["Predict emotion: awe", "Predict emotion: fear"][row]
-        last = int(mask.sum()) - 1
-        assert ids[last] == tokenizer.eos_token_id and labels[last] == tokenizer.eos_token_id
-        assert (labels[last + 1:] == -100).all() and (ids[last + 1:] == tokenizer.pad_token_id).all()
-        # the instruction is never supervised
-        assert not supervised[: q + len(tokenizer(tiny_processor.categorical_instruction)["input_ids"])].any()
-    qformer_text = tiny_processor.qformer_tokenizer.decode(batch["qformer_input_ids"][0], skip_special_tokens=True)
-    assert qformer_text.startswith("which emotion does this image evoke")
-
-
-def test_long_instruction_keeps_bos_and_its_end(tiny_processor):
-    long_instruction = "word " * 300 + "final question?"
-    batch = tiny_processor.training_features([long_instruction], ["Predict emotion: awe"], max_instruction_length=20)
-    q = tiny_processor.num_query_tokens
-    ids = batch["input_ids"][0]
-    assert ids[q] == tiny_processor.tokenizer.bos_token_id
-    prompt = tiny_processor.tokenizer.decode(ids[q + 1 : q + 20])
-    assert prompt.strip().endswith("question?")
-
-
 def test_bad_images_are_named(tiny_model, tiny_processor):
     with pytest.raises(ValueError, match="Image 1 has PIL mode 'La'"):
         tiny_processor.classification_inputs([random_images(1)[0], Image.new("La", (40, 40))])
@@ -367,19 +331,6 @@ def test_flan_t5_style_instructblip_loads_and_scores(tmp_path, tiny_processor, i
     assert not info["missing_keys"] and not info["unexpected_keys"]
     result = model.eval().classify(images[:2], tiny_processor, method="score")
     assert torch.allclose(result.scores.sum(-1), torch.ones(2), atol=1e-5)
-
-
-def test_pipeline_image_text_to_text(tiny_dir, tiny_model, tiny_processor, images):
-    """transformers' image-text-to-text pipeline runs on a saved EmoVIT and decodes what classify() generates."""
-    from transformers import pipeline
-
-    pipe = pipeline("image-text-to-text", model=str(tiny_dir))
-    assert isinstance(pipe.model, EmoVitForConditionalGeneration) and isinstance(pipe.processor, EmoVitProcessor)
-    expected = tiny_model.classify(images[:1], tiny_processor, method="generate").texts[0]
-    budget = int(tiny_processor.classification_inputs(images[:1])["candidate_attention_mask"].sum(-1).max()) + 4
-    out = pipe(images=images[0], text=tiny_processor.categorical_instruction, max_new_tokens=budget, do_sample=False,
-               return_full_text=False)
-    assert out[0]["generated_text"].strip() == expected
 
 
 # ---------------------------------------------------------------- transformers' contracts

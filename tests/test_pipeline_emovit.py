@@ -10,7 +10,12 @@ import pytest
 import torch
 from transformers import pipeline
 
-from modeling_emovit import VisualEmotionRecognitionPipeline, ranked_scores
+from modeling_emovit import (
+    EmoVitForConditionalGeneration,
+    EmoVitProcessor,
+    VisualEmotionRecognitionPipeline,
+    ranked_scores,
+)
 
 from testing_utils import random_images
 
@@ -168,3 +173,16 @@ def test_the_pipeline_refuses_an_empty_list_and_names_an_unknown_keyword(tiny_mo
     # Explanation options without explain=True still say so.
     with pytest.raises(ValueError, match="only apply with `explain=True`"):
         classifier(random_images(1)[0], preset="humour")
+
+
+def test_pipeline_image_text_to_text(tiny_dir, tiny_model, tiny_processor, images):
+    """transformers' image-text-to-text pipeline runs on a saved EmoVIT and decodes what classify() generates."""
+    from transformers import pipeline
+
+    pipe = pipeline("image-text-to-text", model=str(tiny_dir))
+    assert isinstance(pipe.model, EmoVitForConditionalGeneration) and isinstance(pipe.processor, EmoVitProcessor)
+    expected = tiny_model.classify(images[:1], tiny_processor, method="generate").texts[0]
+    budget = int(tiny_processor.classification_inputs(images[:1])["candidate_attention_mask"].sum(-1).max()) + 4
+    out = pipe(images=images[0], text=tiny_processor.categorical_instruction, max_new_tokens=budget, do_sample=False,
+               return_full_text=False)
+    assert out[0]["generated_text"].strip() == expected

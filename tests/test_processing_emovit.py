@@ -7,6 +7,8 @@ import torch
 
 from modeling_emovit import EmoVitProcessor
 
+from testing_utils import training_batch
+
 
 def test_save_leaves_the_processor_as_a_reload_gives_it(tiny_processor, tmp_path):
     before = tiny_processor.to_dict()
@@ -73,3 +75,33 @@ def test_generation_inputs_left_pad_each_images_own_instruction(tiny_processor, 
     assert inputs["qformer_input_ids"].shape[0] == 2 and inputs["pixel_values"].shape[0] == 2
     with pytest.raises(ValueError, match="2 images but 1 instructions"):
         tiny_processor.generation_inputs(images[:2], [short])
+
+
+def test_processor_training_masks(tiny_processor, images):
+    batch = training_batch(tiny_processor, images[:2])
+    tokenizer = tiny_processor.tokenizer
+    q = tiny_processor.num_query_tokens
+    for row in range(2):
+        ids, labels, mask = batch["input_ids"][row], batch["labels"][row], batch["attention_mask"][row]
+        assert (ids[:q] == tiny_processor.image_token_id).all() and (labels[:q] == -100).all()
+        assert ids[q] == tokenizer.bos_token_id
+        supervised = labels != -100
+        answer = tokenizer.decode(ids[supervised], skip_special_tokens=True).strip()
+        assert answer == ["Predict emotion: awe", "Predict emotion: fear"][row]
+        last = int(mask.sum()) - 1
+        assert ids[last] == tokenizer.eos_token_id and labels[last] == tokenizer.eos_token_id
+        assert (labels[last + 1:] == -100).all() and (ids[last + 1:] == tokenizer.pad_token_id).all()
+        # the instruction is never supervised
+        assert not supervised[: q + len(tokenizer(tiny_processor.categorical_instruction)["input_ids"])].any()
+    qformer_text = tiny_processor.qformer_tokenizer.decode(batch["qformer_input_ids"][0], skip_special_tokens=True)
+    assert qformer_text.startswith("which emotion does this image evoke")
+
+
+def test_long_instruction_keeps_bos_and_its_end(tiny_processor):
+    long_instruction = "word " * 300 + "final question?"
+    batch = tiny_processor.training_features([long_instruction], ["Predict emotion: awe"], max_instruction_length=20)
+    q = tiny_processor.num_query_tokens
+    ids = batch["input_ids"][0]
+    assert ids[q] == tiny_processor.tokenizer.bos_token_id
+    prompt = tiny_processor.tokenizer.decode(ids[q + 1 : q + 20])
+    assert prompt.strip().endswith("question?")

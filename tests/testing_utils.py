@@ -42,6 +42,14 @@ REASONING_REPLY = (
 MALFORMED_REPLY = "I am sorry, but I cannot help with that request."
 
 
+def training_batch(processor, images):
+    """A training batch of the categorical instruction for `images` (up to 4), with answers awe, fear, a sentence
+    and anger."""
+    instructions = [processor.categorical_instruction] * len(images)
+    answers = ["Predict emotion: awe", "Predict emotion: fear", "It looks calm and bright.", "Predict emotion: anger"]
+    return processor.training_features(instructions, answers[: len(images)], images=images)
+
+
 def subprocess_env(**extra: str) -> dict[str, str]:
     """The environment for running a project command in a subprocess, with `extra` variables set."""
     env = dict(os.environ)
@@ -222,3 +230,20 @@ class BatchApiServer:
                 return self._send(404, {"error": {"message": f"no route {path}"}})
 
         return Handler
+
+
+def load_script(name: str):
+    """The launch script `name` (train, evaluate, predict, app, ablation) as a module, so that a test calls its
+    `main(argv)` in this process, as transformers' example tests do. It is loaded under `<name>_script`: under its
+    own name, evaluate.py would stand for the `evaluate` library (see its load_evaluate_library)."""
+    import importlib.util
+    import sys
+
+    module_name = f"{name}_script"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, REPO_ROOT / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
