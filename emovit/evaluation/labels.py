@@ -15,7 +15,7 @@ from modeling_emovit.configuration_emovit import normalise_label
 
 
 _POSITIVE, _NEGATIVE = EMOSET_EMOTIONS[:4], EMOSET_EMOTIONS[4:]
-# Presets for a model with EmoSet's 8 labels; the README and evaluate.py's docstring give the reasons for each choice.
+# Presets for a model with EmoSet's 8 labels; docs/evaluation.md ("Presets for the benchmarks") gives the reasons.
 LABEL_MAP_PRESETS = {
     "binary": {**{label: "positive" for label in _POSITIVE}, **{label: "negative" for label in _NEGATIVE}},
     "emotion6": {
