@@ -247,3 +247,38 @@ def load_script(name: str):
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
     return module
+
+
+class ScriptRun:
+    """What a script's run left: its exit status and what it printed (logging included)."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run_script(name: str, argv, capsys) -> ScriptRun:
+    """Runs script `name`'s `main(argv)` in this process as its command line does: through `run_command`, so an
+    input error ends it with one line on stderr and exit status 1, and with the library's INFO logging on stdout (as
+    the scripts configure it). `capsys` is the test's pytest fixture."""
+    import logging
+    import sys
+
+    from emovit_utils.commands import run_command
+
+    script = load_script(name)
+    capsys.readouterr()  # what the test printed before belongs to no run
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stdout)
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        run_command(f"{name}.py", script.main, [str(arg) for arg in argv])
+        returncode = 0
+    except SystemExit as e:
+        returncode = e.code if isinstance(e.code, int) else 1
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    captured = capsys.readouterr()
+    return ScriptRun(returncode, captured.out, captured.err)
