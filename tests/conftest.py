@@ -12,6 +12,11 @@ from modeling_emovit.tiny import save_tiny_emovit
 from testing_utils import BatchApiServer, random_images
 
 
+# tests/transformers_conformance/ runs inside transformers' unpacked source distribution, where
+# test_transformers_conformance.py copies it; its modules import from that tree, so they are not collected here.
+collect_ignore = ["transformers_conformance"]
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny-emovit")
