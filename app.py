@@ -68,7 +68,8 @@ class AppArguments:
                 raise ValueError(f"--{name} is {getattr(self, name)}; use a positive number.")
 
 
-def main(args: AppArguments) -> None:
+def main(argv=None) -> None:
+    (args,) = HfArgumentParser(AppArguments).parse_args_into_dataclasses(args=argv)
     # ---- model: the flag, the environment, or the offline default's; a clear message if there is none
     model_path = args.model or os.environ.get("EMOVIT_MODEL")
     if model_path is None:
@@ -107,5 +108,4 @@ def main(args: AppArguments) -> None:
 
 
 if __name__ == "__main__":
-    parser = HfArgumentParser(AppArguments)
-    run_command("app.py", lambda: main(*parser.parse_args_into_dataclasses()))
+    run_command("app.py", main)

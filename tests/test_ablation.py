@@ -6,10 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.integration
 def test_the_ablation_trains_each_variant_on_the_same_inputs_and_writes_its_tables(tmp_path):
     output_dir = tmp_path / "ablation"
     done = subprocess.run(

@@ -23,7 +23,7 @@ from emovit.inference.demo import _agreement_note, _contradiction
 from emovit.inference.loading import load_model
 from modeling_emovit.image_utils import open_image
 
-from testing_utils import REPO_ROOT, subprocess_env
+from testing_utils import REPO_ROOT, run_script, subprocess_env
 
 
 EXAMPLE = REPO_ROOT / "examples" / "images" / "awe.png"
@@ -89,6 +89,7 @@ def expected(tiny_dir):
             "explain": model.explain([image], processor, preset="label", method="score", max_new_tokens=128)}
 
 
+@pytest.mark.integration
 def test_the_predict_endpoint_answers_gradio_client_as_classify_does(app_url, expected, tmp_path):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
@@ -123,6 +124,7 @@ def test_the_predict_endpoint_answers_gradio_client_as_classify_does(app_url, ex
     assert chart["label"] == expected["score"].labels[0]
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
                     reason="needs Chromium and its driver on PATH (Debian: apt-get install chromium chromium-driver)")
 def test_a_person_uploads_an_image_in_chromium_and_sees_classify_result(app_url, expected, tmp_path):
@@ -202,31 +204,40 @@ def test_a_person_uploads_an_image_in_chromium_and_sees_classify_result(app_url,
     assert web and all(url.startswith(app_url) for url in web), sorted(web - {u for u in web if u.startswith(app_url)})
 
 
-def test_without_a_model_it_says_how_to_get_one(tmp_path):
-    done = subprocess.run([sys.executable, str(REPO_ROOT / "app.py")], cwd=tmp_path, env=app_env(),
-                          capture_output=True, text=True, timeout=300)
+def app_in_process(argv, capsys, monkeypatch, tmp_path, **environment):
+    """app.py's main(argv) in this process, from `tmp_path`, with only `environment` of its own variables set; for
+    the refusals that come before a server starts."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("EMOVIT_MODEL", "EMOVIT_DTYPE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    return run_script("app", argv, capsys)
+
+
+def test_without_a_model_it_says_how_to_get_one(tmp_path, capsys, monkeypatch):
+    done = app_in_process([], capsys, monkeypatch, tmp_path)
     assert done.returncode == 1
     assert "No model to serve: there is no runs/emovit-offline/" in done.stderr
     assert "Run `accelerate launch train.py` first" in done.stderr and "pass --model" in done.stderr
     assert "Traceback" not in done.stderr
 
 
-def test_a_model_or_dtype_from_the_environment_that_does_not_work_is_named(tmp_path, tiny_dir):
+def test_a_model_or_dtype_from_the_environment_that_does_not_work_is_named(tmp_path, tiny_dir, capsys,
+                                                                            monkeypatch):
     (tmp_path / "empty").mkdir()
-    done = subprocess.run([sys.executable, str(REPO_ROOT / "app.py")], cwd=tmp_path,
-                          env=app_env(EMOVIT_MODEL=str(tmp_path / "empty")), capture_output=True, text=True,
-                          timeout=300)
+    done = app_in_process([], capsys, monkeypatch, tmp_path, EMOVIT_MODEL=str(tmp_path / "empty"))
     assert done.returncode == 1
     assert f"--model '{tmp_path / 'empty'}' is a folder without config.json" in done.stderr
     assert "(the model came from $EMOVIT_MODEL)" in done.stderr
     assert "Traceback" not in done.stderr
-    done = subprocess.run([sys.executable, str(REPO_ROOT / "app.py"), "--model", str(tiny_dir)], cwd=tmp_path,
-                          env=app_env(EMOVIT_DTYPE="int8"), capture_output=True, text=True, timeout=300)
+    done = app_in_process(["--model", tiny_dir], capsys, monkeypatch, tmp_path, EMOVIT_DTYPE="int8")
     assert done.returncode == 1
     assert "--dtype (or $EMOVIT_DTYPE) is 'int8'; use one of ['float32', 'bfloat16', 'float16']" in done.stderr
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.integration
 def test_refusals_show_no_server_path_and_the_budget_is_bounded(app_url):
     """A file that was not uploaded is refused by Gradio itself, whose message names the path it resolved, under the
     server's working directory: the caller learns only that the request failed. A budget past the page's slider is
@@ -249,10 +260,8 @@ def test_refusals_show_no_server_path_and_the_budget_is_bounded(app_url):
         client.predict(handle_file(str(EXAMPLE)), "score", "label", 1_000_000, api_name="/predict")
 
 
-def test_limits_that_are_not_positive_are_refused_before_the_model_loads(tmp_path):
-    done = subprocess.run([sys.executable, str(REPO_ROOT / "app.py"), "--model", str(tmp_path / "nowhere"),
-                           "--queue_size", "0"], cwd=tmp_path, env=app_env(), capture_output=True, text=True,
-                          timeout=300)
+def test_limits_that_are_not_positive_are_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    done = app_in_process(["--model", tmp_path / "nowhere", "--queue_size", "0"], capsys, monkeypatch, tmp_path)
     assert done.returncode == 1
     assert "app.py: error: --queue_size is 0; use a positive number." in done.stderr
     assert "Traceback" not in done.stderr

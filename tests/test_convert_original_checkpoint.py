@@ -306,11 +306,8 @@ def test_a_tensor_that_is_not_floating_point_is_refused_by_name(base_dir, tmp_pa
 
 
 @pytest.mark.parametrize("case", ["empty file", "unknown keys"])
-def test_the_command_ends_input_errors_in_one_line(base_dir, tmp_path, case):
-    import subprocess
-    import sys
-
-    from testing_utils import subprocess_env
+def test_the_command_ends_input_errors_in_one_line(base_dir, tmp_path, case, capsys):
+    from testing_utils import run_main
 
     if case == "empty file":
         (tmp_path / "weights.pth").write_bytes(b"")
@@ -318,9 +315,8 @@ def test_the_command_ends_input_errors_in_one_line(base_dir, tmp_path, case):
     else:
         torch.save({"t5_proj.weight": torch.zeros(2, 2)}, tmp_path / "weights.pth")
         message = "convert_original_checkpoint: error: 1 checkpoint keys have no mapping to EmoVIT: ['t5_proj.weight']"
-    done = subprocess.run([sys.executable, "-m", "modeling_emovit.convert_original_checkpoint", "--checkpoint",
-                           str(tmp_path / "weights.pth"), "--base_model", str(base_dir), "--output_dir",
-                           str(tmp_path / "out")], capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    done = run_main("convert_original_checkpoint", main, ["--checkpoint", tmp_path / "weights.pth", "--base_model",
+                                                          base_dir, "--output_dir", tmp_path / "out"], capsys)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert message in done.stderr
     assert not (tmp_path / "out").exists()

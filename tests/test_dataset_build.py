@@ -183,6 +183,7 @@ def test_unusable_inputs_raise_with_the_file_named(synthetic_root, tmp_path, bre
     assert message in str(info.value) and str(root) in str(info.value)
 
 
+@pytest.mark.integration
 def test_killed_build_resumes_without_repeating_completed_requests(synthetic_root, tmp_path, llmock):
     llmock.add(Delay(0.15, times=None), Reply(text=CONVERSATION_REPLY, times=None))
     out = tmp_path / "out"

@@ -158,6 +158,7 @@ def test_captions_do_not_depend_on_batch_composition(tiny_blip2, synthetic_root)
     assert len(set(alone.values())) >= 3  # the images do get different captions, so the equality means something
 
 
+@pytest.mark.integration
 def test_two_processes_write_the_cache_of_one_and_build_reuses_it(tiny_blip2, synthetic_root, one_process_captions,
                                                                   tmp_path):
     """torchrun with 2 CPU processes: 11 batches of 3 dealt out 6 + 5, each process appends to its own shard, the main
@@ -182,6 +183,7 @@ def test_two_processes_write_the_cache_of_one_and_build_reuses_it(tiny_blip2, sy
     assert all(r["caption"] == captions[str(synthetic_root / r["image"])] for r in records)
 
 
+@pytest.mark.integration
 def test_a_rerun_after_a_kill_captions_only_what_is_missing(tiny_blip2, synthetic_root, one_process_captions, tmp_path):
     """What a killed run leaves: 5 captions merged, 4 in rank 0's shard ending in a torn line, 2 in the shard of a rank
     that the next launch does not have. A 2-process rerun captions the other 21, merges everything and removes the
@@ -234,6 +236,7 @@ def test_sharded_run_refuses_a_folder_another_build_holds(tiny_blip2, tmp_path):
             caption_images_sharded([], str(tiny_blip2), out / "captions.jsonl", folder_lock=hold_folder_lock(out))
 
 
+@pytest.mark.integration
 def test_two_processes_stop_together_on_a_folder_another_build_holds(tiny_blip2, synthetic_root, tmp_path):
     """The main process fails to take the lock and tells the other one: both exit, one error line, no shard."""
     out = tmp_path / "out"

@@ -2,8 +2,6 @@
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import datasets
@@ -128,17 +126,18 @@ def _tree(folder):
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
-def test_push_never_deletes_a_folder_it_did_not_write(small_build, tmp_path):
+def test_push_never_deletes_a_folder_it_did_not_write(small_build, tmp_path, capsys):
     """`--export_dir` naming a folder of the user's own is refused with one line, and the folder stays as it was."""
-    from testing_utils import subprocess_env
+    from dataset_builder.__main__ import main
+
+    from testing_utils import run_main
 
     mine = tmp_path / "mine"
     (mine / "sub").mkdir(parents=True)
     (mine / "thesis.txt").write_text("three years of work")
     (mine / "sub" / "notes.md").write_text("notes")
-    result = subprocess.run([sys.executable, "-m", "dataset_builder", "push", "--dataset_dir", str(small_build),
-                             "--export_dir", str(mine)], env=subprocess_env(), capture_output=True, text=True,
-                            timeout=300)
+    result = run_main("python -m dataset_builder", main,
+                      ["push", "--dataset_dir", small_build, "--export_dir", mine], capsys)
     assert result.returncode == 1, result.stderr[-2000:]
     assert "Traceback" not in result.stderr and "--export_dir" in result.stderr and "thesis.txt" in result.stderr
     assert _tree(mine) == ["sub", "sub/notes.md", "thesis.txt"]
@@ -181,15 +180,16 @@ def test_push_replaces_its_own_earlier_export_and_uploads_no_marker(small_build,
     (lambda out: (out / "summary.json").write_text("[]"), "summary.json holds a list"),
     (lambda out: shutil.rmtree(out), "summary.json does not exist"),
 ])
-def test_push_input_errors_end_in_one_line_naming_the_file(small_build, tmp_path, damage, words):
-    from testing_utils import subprocess_env
+def test_push_input_errors_end_in_one_line_naming_the_file(small_build, tmp_path, damage, words, capsys):
+    from dataset_builder.__main__ import main
+
+    from testing_utils import run_main
 
     out = tmp_path / "out"
     shutil.copytree(small_build, out)
     damage(out)
-    result = subprocess.run([sys.executable, "-m", "dataset_builder", "push", "--dataset_dir", str(out),
-                             "--export_dir", str(tmp_path / "hub")], env=subprocess_env(), capture_output=True,
-                            text=True, timeout=300)
+    result = run_main("python -m dataset_builder", main,
+                      ["push", "--dataset_dir", out, "--export_dir", tmp_path / "hub"], capsys)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert f"python -m dataset_builder: error: {out}" in result.stderr and words in result.stderr
     assert not (tmp_path / "hub").exists()

@@ -6,11 +6,11 @@ import math
 import os
 from pathlib import Path
 
+import evaluate
 import numpy as np
 import pytest
 import torch
 
-import evaluate
 from emovit.evaluation.calibration import (
     fit_temperature,
     negative_log_likelihood,

@@ -161,6 +161,7 @@ def test_prompt_variants_report_each_accuracy_and_spread(tmp_path, run_evaluatio
     assert lines[16]["id"] == lines[0]["id"] and first != second
 
 
+@pytest.mark.integration
 def test_two_processes_split_gather_and_return_to_every_process(tmp_path, eval_score_run, tiny_dir, eval_emoset_dir):
     """torchrun with 2 CPU processes (gloo): an uneven split (4 + 3 images) gathered back in dataset order, metrics
     over all of them, one set of outputs, and the metrics returned to both processes."""
@@ -303,21 +304,6 @@ def test_an_undecodable_image_in_a_saved_dataset_is_counted(tmp_path, run_evalua
     assert metrics["num_images"] == len(lines) == 15 and "test/2" not in {line["id"] for line in lines}
     assert [entry["id"] for entry in metrics["skipped"]] == ["test/2"]
     assert "test/2 (row 2) could not be read" in metrics["skipped"][0]["reason"]
-
-
-# ----------------------------------------------------------------------------------------------------- the name
-
-
-def test_importing_the_run_from_the_repo_root_gets_the_evaluate_library():
-    """With the repository root first on sys.path (as under `python train.py`), the run still imports the
-    `evaluate` library, not the script of that name beside it."""
-    code = ("import emovit.evaluation.run as run, evaluate, sys; print(run.evaluate.__file__); "
-            "print(evaluate is run.evaluate); print(sys.path[0] == '')")
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    path, same, root_first = done.stdout.split()[-3:]
-    assert path.endswith(os.path.join("site-packages", "evaluate", "__init__.py"))
-    assert same == "True" and root_first == "True"
 
 
 def test_batch_size_reaches_the_model_unsplit(tmp_path, run_evaluation, tiny_dir):

@@ -15,6 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "bench" / "gpu_check.sh"
+pytestmark = pytest.mark.integration  # it launches the script, torchrun and the benchmark
 # Without a GPU, accelerate gives DeepSpeed no process group: the script leaves that part to the tests.
 NO_GPU_DEEPSPEED = "no GPU: DeepSpeed on CPU is checked by tests/test_training_distributed.py"
 
@@ -38,7 +39,6 @@ def test_the_script_parses():
     assert done.returncode == 0, done.stderr
 
 
-@pytest.mark.slow  # two torchrun launches and the one-device run: a minute on 2 free cores, several when shared
 def test_two_processes_run_the_ddp_and_fsdp_step_and_every_part_is_in_one_file(tmp_path):
     report = run_check(tmp_path, 2)
     assert report["device"] == "cpu" and report["gpu_count"] == 2

@@ -3,9 +3,9 @@
 import math
 from pathlib import Path
 
+import evaluate
 import pytest
 
-import evaluate
 from emovit.evaluation.run import METRIC_PATH
 
 

@@ -99,6 +99,7 @@ torch.save({"logits": logits, "class": type(model).__module__ + "." + type(model
 """
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("with_project", ["no", "yes"])
 def test_fresh_process_loads_saved_folder(with_project, tiny_model, tiny_processor, tmp_path, images):
     """Without the project: trust_remote_code runs the copied code. With it: the registered Auto classes."""

@@ -50,6 +50,7 @@ def saved_folder(tiny_model, tiny_processor, tmp_path):
     return folder
 
 
+@pytest.mark.integration
 def test_saved_folder_offers_the_pipeline_where_the_project_is_not_installed(saved_folder, tiny_model,
                                                                              tiny_processor, tmp_path):
     config = json.loads((saved_folder / "config.json").read_text())

@@ -4,6 +4,8 @@ import hashlib
 import subprocess
 import sys
 
+import pytest
+
 from testing_utils import REPO_ROOT, subprocess_env
 
 
@@ -12,6 +14,7 @@ def folder_digest(folder):
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.integration
 def test_two_processes_write_the_same_tiny_model(tmp_path):
     """Tokenizers, weights and configs are the same in every process: tests that fit the tiny model, and the offline
     default's results, would otherwise change from run to run."""

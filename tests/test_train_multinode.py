@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 
+pytestmark = pytest.mark.integration  # two launchers, each starting a process
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE = Path(sys.executable).parent / "accelerate"
 TIMEOUT_S = 300

@@ -173,6 +173,7 @@ def single_process_run(tiny_without_dropout, instructions_dir, tmp_path_factory)
     return output_dir
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("kind", ["FSDP", "MULTI_CPU", pytest.param("DEEPSPEED", marks=needs_deepspeed)],
                          ids=["fsdp2-sharded", "ddp", "deepspeed-zero2"])
 def test_two_cpu_processes_train_the_weights_of_one(kind, single_process_run, tiny_without_dropout, instructions_dir,
@@ -194,6 +195,7 @@ def test_two_cpu_processes_train_the_weights_of_one(kind, single_process_run, ti
     assert [entry["step"] for entry in log if "loss" in entry] == [1, 2, 3]
 
 
+@pytest.mark.integration
 def test_sharded_lora_is_gathered_and_merged_into_the_weights_of_one_process(tiny_without_dropout, instructions_dir,
                                                                            tmp_path):
     """LoRA's adapters sit in the language model's FSDP units beside frozen weights; the saved folder merges them."""
@@ -212,6 +214,7 @@ def test_sharded_lora_is_gathered_and_merged_into_the_weights_of_one_process(tin
     assert difference < TOLERANCE
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("kind", ["FSDP", pytest.param("DEEPSPEED", marks=needs_deepspeed)],
                          ids=["fsdp2-sharded", "deepspeed-zero2"])
 def test_sharded_checkpoints_resume_exactly(kind, tiny_without_dropout, instructions_dir, tmp_path):
@@ -236,6 +239,7 @@ def test_sharded_checkpoints_resume_exactly(kind, tiny_without_dropout, instruct
     assert difference < 1e-6
 
 
+@pytest.mark.integration
 def test_sharded_bf16_run_saves_frozen_towers_in_bf16_and_the_trained_side_in_float32(tiny_without_dropout,
                                                                                     instructions_dir, tmp_path):
     flags = train_flags(tiny_without_dropout, instructions_dir, tmp_path / "run", 12)
@@ -250,6 +254,7 @@ def test_sharded_bf16_run_saves_frozen_towers_in_bf16_and_the_trained_side_in_fl
     assert max_difference({n: saved[n] for n in trainable}, trainable) > 0.1
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("launch", [fsdp_cpu, ddp_cpu], ids=["fsdp2", "ddp"])
 def test_offline_default_builds_its_inputs_once_under_two_processes(launch, tmp_path):
     """No flags but a smaller sample and 1 step: the main process draws the sample, writes the instruction data,

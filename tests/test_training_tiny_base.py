@@ -45,6 +45,7 @@ def test_the_language_model_writes_corpus_sentences_about_its_context(pretrained
     assert torch.count_nonzero(model.query_tokens) > 0  # InstructBLIP's start, not zeros
 
 
+@pytest.mark.integration
 def test_a_short_offline_run_lifts_accuracy_and_consistency_above_the_untrained_base(pretrained_base, tmp_path):
     """The offline default's recipe (all three types, the curriculum, cached features), shortened, on this module's
     base: the held-out score accuracy and the explanations' consistency both rise well above the base's own. A change

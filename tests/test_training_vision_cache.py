@@ -141,6 +141,7 @@ def _entries(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
 
 
+@pytest.mark.integration
 def test_two_processes_each_encode_their_share_and_match_one_process(tiny_dir, tiny_processor, tmp_path):
     paths = _synthetic_image_files(tmp_path / "images", 9)
     done = _launch_build(tmp_path, tiny_dir, tmp_path / "sharded", tmp_path / "images")
@@ -162,6 +163,7 @@ def test_two_processes_each_encode_their_share_and_match_one_process(tiny_dir, t
     assert sharded.shape == single.array.shape and np.abs(sharded - single.array).max() <= 1e-6
 
 
+@pytest.mark.integration
 def test_a_process_killed_mid_build_leaves_no_entry_and_the_next_build_replaces_its_leftovers(tiny_dir, tiny_processor,
                                                                                              tmp_path):
     paths = _synthetic_image_files(tmp_path / "images", 6)

@@ -257,15 +257,19 @@ class ScriptRun:
 
 
 def run_script(name: str, argv, capsys) -> ScriptRun:
-    """Runs script `name`'s `main(argv)` in this process as its command line does: through `run_command`, so an
-    input error ends it with one line on stderr and exit status 1, and with the library's INFO logging on stdout (as
-    the scripts configure it). `capsys` is the test's pytest fixture."""
+    """Runs script `name`'s `main(argv)` in this process as `python name.py ARGV` does (see `run_main`)."""
+    return run_main(f"{name}.py", load_script(name).main, argv, capsys)
+
+
+def run_main(prog: str, main, argv, capsys) -> ScriptRun:
+    """Runs a command's `main(argv)` in this process as its command line does: through `run_command`, so an input
+    error ends it with one line on stderr and exit status 1, and with the library's INFO logging on stdout (as the
+    scripts configure it). `capsys` is the test's pytest fixture."""
     import logging
     import sys
 
     from emovit_utils.commands import run_command
 
-    script = load_script(name)
     capsys.readouterr()  # what the test printed before belongs to no run
     root = logging.getLogger()
     handler = logging.StreamHandler(sys.stdout)
@@ -273,8 +277,9 @@ def run_script(name: str, argv, capsys) -> ScriptRun:
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     try:
-        run_command(f"{name}.py", script.main, [str(arg) for arg in argv])
-        returncode = 0
+        result = run_command(prog, main, [str(arg) for arg in argv])
+        # `python -m dataset_builder` exits with what its main returns
+        returncode = result if isinstance(result, int) and not isinstance(result, bool) else 0
     except SystemExit as e:
         returncode = e.code if isinstance(e.code, int) else 1
     finally:
