@@ -146,7 +146,7 @@ def prepare_run_folder(sdist: Path, version: str, root: Path) -> Path:
     shutil.copytree(SUITE, root / "tests" / "emovit_conformance", ignore=shutil.ignore_patterns("__pycache__"))
     (root / "src").mkdir()
     (root / "src" / "transformers").symlink_to(Path(transformers.__file__).parent, target_is_directory=True)
-    # A config of its own keeps the project's pytest settings (`-m "not slow"`, its markers) out of this run;
+    # A config of its own keeps the project's pytest settings (`-m "not integration"`, its markers) out of this run;
     # transformers declares its markers in a conftest.py that the sdist leaves out.
     (root / "pytest.ini").write_text(
         "[pytest]\nfilterwarnings =\n    ignore::DeprecationWarning\n    ignore::pytest.PytestUnknownMarkWarning\n")
