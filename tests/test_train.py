@@ -89,6 +89,7 @@ def test_training_run_end_to_end(capsys, tiny_dir, synthetic_root, instructions_
     assert "| eval_accuracy |" in card
 
 
+@pytest.mark.integration  # a whole run: the offline default end to end
 def test_offline_default_with_a_few_steps(capsys, tmp_path):
     """No --model_name_or_path and no --dataset: the offline default's data, model and flags (here with fewer steps
     and images), then the held-out evaluation of the saved model: classification and explanations."""

@@ -18,6 +18,7 @@ def pretrained_base(tmp_path_factory):
     return folder, record
 
 
+@pytest.mark.integration  # a whole pretraining run (300 steps)
 def test_pretraining_brings_perplexity_down_to_the_corpus(pretrained_base):
     folder, record = pretrained_base
     assert json.loads((folder / PRETRAINING_FILE).read_text()) == record
@@ -26,6 +27,7 @@ def test_pretraining_brings_perplexity_down_to_the_corpus(pretrained_base):
     assert record["loss"][-1] < record["loss"][0] / 5 and len(record["loss"]) == record["steps"] == 300
 
 
+@pytest.mark.integration  # a whole pretraining run (300 steps)
 def test_the_language_model_writes_corpus_sentences_about_its_context(pretrained_base):
     """Given a description and a question, the pretrained language model (alone, as text) answers in the corpus's
     words and about the described scene; the saved folder loads as an EmoVIT with the Q-Former side untouched."""
