@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 
 from emovit_utils.jsonl_cache import JsonlCache
 
-from .pacing import HeaderPacer, RateLimiter, parse_retry_after
+from .llm.pacing import HeaderPacer, RateLimiter, parse_retry_after
 
 
 logger = logging.getLogger(__name__)

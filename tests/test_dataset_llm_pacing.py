@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from dataset_builder.pacing import HeaderPacer, RateLimiter, parse_duration, parse_retry_after
+from dataset_builder.llm.pacing import HeaderPacer, RateLimiter, parse_duration, parse_retry_after
 
 
 def test_retry_after_header_forms():
