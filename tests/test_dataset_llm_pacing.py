@@ -1,5 +1,5 @@
 """Pacing: the waits a server asks for (Retry-After), the quota its rate-limit headers describe, and the hold that
-follows from it. The client tests (test_dataset_llm_client.py) check the same against a real server."""
+follows from it. The client tests (test_dataset_llm_online.py) check the same against a real server."""
 
 import asyncio
 import time

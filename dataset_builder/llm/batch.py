@@ -1,4 +1,4 @@
-"""Batch mode of the LLM client: the same chat completions as `ChatClient`, sent through the OpenAI Batch API,
+"""The batch LLM client: the same chat completions as `ChatClient`, sent through the OpenAI Batch API,
 which answers within a completion window (24 h) at half the online price.
 
 `BatchClient.complete_all(requests)` keeps `ChatClient`'s contract (results in the order of the requests, the
@@ -45,20 +45,12 @@ from tqdm.auto import tqdm
 
 from emovit_utils.files import atomic_write_text
 
-from .llm_client import (
-    REFUSING_STATUSES,
-    ChatClient,
-    ChatRequest,
-    ChatResult,
-    ClientSettings,
-    ResponseCache,
-    UsageStats,
-    _split_query,
-    cache_key,
-    cost_usd,
-    estimate_tokens,
-    redact_url,
-)
+from .base import REFUSING_STATUSES, ChatRequest, ChatResult, UsageStats, cache_key, split_query
+from .cache import ResponseCache
+from .online import ChatClient
+from .prices import cost_usd, estimate_tokens
+from .redaction import redact_url
+from .settings import ClientSettings
 
 
 logger = logging.getLogger(__name__)
@@ -262,7 +254,7 @@ class BatchClient:
 
     def _openai(self) -> openai.OpenAI:
         if self._client is None:
-            base_url, query = _split_query(self.settings.base_url)
+            base_url, query = split_query(self.settings.base_url)
             self._client = openai.OpenAI(api_key=self.settings.api_key or "not-needed", base_url=base_url,
                                          default_query=query, max_retries=self.settings.max_retries,
                                          timeout=self.settings.timeout_s)

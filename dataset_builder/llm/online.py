@@ -1,4 +1,4 @@
-"""LLM client stage, the only module that talks to the network: chat completions for many prompts.
+"""The online LLM client: chat completions for many prompts, each sent as a request of its own.
 
 Any OpenAI-compatible server works (OpenAI, vLLM, Ollama, ...) through the official `openai` client.
 What this adds around it:
@@ -32,317 +32,32 @@ What this adds around it:
 The API key is passed in by the caller (read from OPENAI_API_KEY by the CLI) and is never written to
 the cache, logged, or included in any result; nor are the user info, query or fragment of the base URL.
 """
-
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
-import math
-import os
 import random
 import re
 import time
-from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import openai
 from tqdm.auto import tqdm
 
-from emovit_utils.jsonl_cache import JsonlCache
-
-from .llm.pacing import HeaderPacer, RateLimiter, parse_retry_after
+from .base import REFUSING_STATUSES, ChatRequest, ChatResult, UsageStats, cache_key, split_query
+from .cache import ResponseCache
+from .pacing import HeaderPacer, RateLimiter, parse_retry_after
+from .prices import cost_usd, estimate_tokens
+from .redaction import mask, redact_url, secrets_of
+from .settings import ClientSettings
 
 
 logger = logging.getLogger(__name__)
 
-# USD per million (prompt, completion) tokens. Override with --price_per_mtok for other models or prices.
-DEFAULT_PRICES = {
-    "gpt-4": (30.0, 60.0),
-    "gpt-4-turbo": (10.0, 30.0),
-    "gpt-4o": (2.5, 10.0),
-    "gpt-4o-mini": (0.15, 0.6),
-    "gpt-4.1": (2.0, 8.0),
-    "gpt-4.1-mini": (0.4, 1.6),
-    "gpt-4.1-nano": (0.1, 0.4),
-}
 NO_RETRY_STATUSES = frozenset({400, 401, 403, 404, 422})
-# Statuses that say the key, the model or the URL is wrong, not the one request: repeated, they stop the run.
-REFUSING_STATUSES = frozenset({401, 403, 404})
-# A reply the server cut short: complete as HTTP, but not the whole answer.
-CUT_OFF_FINISH_REASONS = frozenset({"length", "content_filter"})
-RESPONSE_FORMATS = ("text", "json_schema")
 # A 400/422 whose message or `param` names one of these refuses the structured-output field, not the request.
 _FORMAT_REFUSAL = re.compile(r"response_format|json_schema|structured output|guided_json|guided decoding", re.IGNORECASE)
 # Answers are written at once; fsync (durability across a power loss) runs in the background this far apart.
 CACHE_SYNC_INTERVAL_S = 0.5
-
-
-def redact_url(url: str | None) -> str | None:
-    """`url` without user info, query and fragment (where keys hide), for summaries, logs and errors."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return urlunsplit((parts.scheme, host + (f":{port}" if port else ""), parts.path, "", ""))
-
-
-class _RedactUrlsFilter(logging.Filter):
-    """The HTTP library logs every request URL at INFO, query string included; a key passed in the base URL's
-    query would land in the log. This rewrites those URLs without user info, query and fragment."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(redact_url(str(a)) if "://" in str(a) else a for a in record.args)
-        return True
-
-
-for _name in ("httpx", "httpx2"):
-    logging.getLogger(_name).addFilter(_RedactUrlsFilter())
-
-
-def check_base_url(url: str | None) -> None:
-    """Raises ValueError (showing the URL without its credential-like parts) unless `url` is http(s) with a host."""
-    if url is None:
-        return
-    parts = urlsplit(url)
-    try:
-        parts.port
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"base_url {redact_url(url)!r} is not an http(s) URL with a host; use e.g. "
-                         "http://localhost:8000/v1")
-
-
-@dataclass(frozen=True)
-class ChatRequest:
-    """One chat completion to make.
-
-    `name` identifies the request (e.g. type/image id) in results and failures, and is part of the cache key:
-    two images whose messages are identical still get, and keep, their own answers.
-    """
-
-    name: str
-    messages: list
-    prompt_hash: str
-    max_tokens: int | None = None
-    # A different sample index asks for a fresh reply to the same prompt (a different cache key).
-    sample: int = 0
-    expected_completion_tokens: int = 300
-    # The OpenAI `response_format` object (e.g. a JSON schema) to send, or None for free text.
-    response_format: dict | None = None
-
-
-@dataclass
-class ChatResult:
-    request: ChatRequest
-    text: str | None = None
-    error: str | None = None
-    from_cache: bool = False
-    not_run: bool = False
-    # The server's finish reason; "length" or "content_filter" mean the text was cut short.
-    finish_reason: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    # The server refused the request's response_format (or refused it for an earlier request): ask without it.
-    format_refused: bool = False
-
-
-# The command-line flags that the client's advice names, by setting: the data builder's. A command whose flags are
-# named otherwise passes its own (evaluate.py's judge: --judge_model, ...), so the advice names flags it has.
-BUILDER_FLAGS = {"model": "--llm_model", "base_url": "--base_url", "max_cost": "--max_cost"}
-
-
-@dataclass
-class ClientSettings:
-    model: str
-    base_url: str | None = field(default=None, repr=False)
-    api_key: str | None = field(default=None, repr=False)
-    concurrency: int = 8
-    requests_per_minute: int | None = None
-    tokens_per_minute: int | None = None
-    max_retries: int = 6
-    timeout_s: float = 120.0
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 60.0
-    temperature: float = 1.0
-    top_p: float | None = None
-    stream: bool = True
-    price_per_mtok: tuple[float, float] | None = None
-    max_cost: float | None = None
-    # No single wait before a retry is longer than this, whatever the server's Retry-After says.
-    max_retry_wait_s: float = 120.0
-    # This many requests in a row refused the same way (401, 403, 404, no connection) stop the run.
-    fail_fast_after: int = 3
-    # "json_schema" asks the writer for JSON replies under a schema (structured outputs); "text" for labelled lines.
-    response_format: str = "text"
-    # Hold requests back while the server's x-ratelimit-* headers say its quota is spent.
-    pace_from_headers: bool = True
-    # The flags messages name for `model`, `base_url` and `max_cost` (see BUILDER_FLAGS).
-    flag_names: dict = field(default_factory=lambda: dict(BUILDER_FLAGS))
-
-    def __post_init__(self):
-        def require(name, ok, what):
-            if not ok:
-                raise ValueError(f"{name} is {getattr(self, name)!r}; {what}")
-
-        def is_int(value):
-            return isinstance(value, int) and not isinstance(value, bool)
-
-        def finite(value):
-            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-        require("concurrency", is_int(self.concurrency) and self.concurrency >= 1, "use 1 or more requests in flight")
-        for name in ("requests_per_minute", "tokens_per_minute"):
-            value = getattr(self, name)
-            require(name, value is None or (is_int(value) and value >= 1), "use a whole number >= 1, or leave it unset")
-        require("max_retries", is_int(self.max_retries) and self.max_retries >= 0, "use 0 or more")
-        require("fail_fast_after", is_int(self.fail_fast_after) and self.fail_fast_after >= 1, "use 1 or more")
-        for name in ("timeout_s", "backoff_base_s", "backoff_max_s"):
-            require(name, finite(getattr(self, name)) and getattr(self, name) > 0, "use a finite number of seconds > 0")
-        require("max_retry_wait_s", finite(self.max_retry_wait_s) and self.max_retry_wait_s >= 0,
-                "use a finite number of seconds >= 0")
-        require("temperature", finite(self.temperature) and self.temperature >= 0, "use a finite number >= 0")
-        require("top_p", self.top_p is None or (finite(self.top_p) and 0 < self.top_p <= 1), "use a number in (0, 1]")
-        require("max_cost", self.max_cost is None or (finite(self.max_cost) and self.max_cost >= 0),
-                "use a finite number of USD >= 0, or leave it unset for no ceiling")
-        require("price_per_mtok", self.price_per_mtok is None
-                or (len(self.price_per_mtok) == 2 and all(finite(p) and p >= 0 for p in self.price_per_mtok)),
-                "use two finite prices >= 0 (prompt, completion)")
-        require("response_format", self.response_format in RESPONSE_FORMATS, f"use one of {', '.join(RESPONSE_FORMATS)}")
-        check_base_url(self.base_url)
-
-    def prices(self) -> tuple[float, float]:
-        if self.price_per_mtok is not None:
-            return self.price_per_mtok
-        if self.model in DEFAULT_PRICES:
-            return DEFAULT_PRICES[self.model]
-        return (0.0, 0.0)
-
-
-@dataclass
-class UsageStats:
-    api_calls: int = 0
-    retries: int = 0
-    cache_hits: int = 0
-    failed: int = 0
-    not_run: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    # What the cache records as spent before this client started; --max_cost counts it.
-    spent_before_usd: float = 0.0
-    stopped_by_max_cost: bool = False
-    # Waits the server asked for that were longer than max_retry_wait_s and were cut to it.
-    capped_retry_waits: int = 0
-    # Requests held back because the server's rate-limit headers said its quota was spent.
-    held_by_rate_limit_headers: int = 0
-
-
-def cost_usd(prompt_tokens: int, completion_tokens: int, prices: tuple[float, float]) -> float:
-    """The price of the tokens, `prices` being USD per million (prompt, completion) tokens."""
-    return (prompt_tokens * prices[0] + completion_tokens * prices[1]) / 1e6
-
-
-def estimate_tokens(messages: list) -> int:
-    """About 4 characters per token plus a few per message: good enough for budgets and limits."""
-    return sum(len(str(m.get("content", ""))) // 4 + 4 for m in messages)
-
-
-def cache_key(settings: ClientSettings, request: ChatRequest) -> str:
-    payload = {
-        "name": request.name,
-        "prompt_hash": request.prompt_hash,
-        "model": settings.model,
-        "messages": request.messages,
-        "temperature": settings.temperature,
-        "top_p": settings.top_p,
-        "max_tokens": request.max_tokens,
-        "sample": request.sample,
-    }
-    if request.response_format is not None:  # absent for text requests, so their keys stay what they were
-        payload["response_format"] = request.response_format
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def _is_cache_entry(entry) -> bool:
-    """Whether a parsed cache line has what a cached reply needs, with the right types."""
-    if not isinstance(entry, dict) or not isinstance(entry.get("key"), str) or not isinstance(entry.get("text"), str):
-        return False
-    for name in ("prompt_tokens", "completion_tokens"):
-        value = entry.get(name, 0)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            return False
-    cost = entry.get("cost_usd", 0.0)
-    if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not math.isfinite(cost) or cost < 0:
-        return False
-    return entry.get("finish_reason") is None or isinstance(entry["finish_reason"], str)
-
-
-class ResponseCache(JsonlCache):
-    """The cache of replies: one `{"key", "text", "finish_reason", "prompt_tokens", "cost_usd", ...}` line each.
-    Also the record of money spent: `spent_usd` sums every line's cost, and `uncosted_tokens` the tokens of lines
-    written without one.
-
-    Besides `append` (write + fsync at once), `write` puts one entry in the file with a single `os.write` on a
-    descriptor kept open, without waiting for the disk: once it returns, the line survives the process being
-    killed. `sync` (safe to call from another thread) and `close` fsync what was written, which makes it survive
-    a power loss too. The client writes every answer and syncs in the background.
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        self.spent_usd = 0.0
-        self.uncosted_tokens = [0, 0]
-        self._fd: int | None = None
-        self._written = self._synced = 0
-        super().__init__(path, is_entry=_is_cache_entry)
-
-    def write(self, entry: dict) -> None:
-        """Appends `entry` as one line without fsync; see the class docstring."""
-        data = (json.dumps(entry, ensure_ascii=False) + "\n").encode()
-        if self._needs_newline:  # a torn last line from a crash: start on a fresh line
-            data = b"\n" + data
-            self._needs_newline = False
-        if self._fd is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        view = memoryview(data)
-        while view:  # a regular file takes it in one go; the loop only guards against a short write
-            view = view[os.write(self._fd, view):]
-        self._written += 1
-        self._add(entry)
-
-    def sync(self) -> None:
-        """Fsyncs the lines `write` has put in the file so far."""
-        fd, written = self._fd, self._written
-        if fd is not None and written > self._synced:
-            os.fsync(fd)
-            self._synced = written
-
-    def close(self) -> None:
-        """Fsyncs and closes the file `write` appends to; a later `write` opens it again."""
-        if self._fd is not None:
-            self.sync()
-            os.close(self._fd)
-            self._fd = None
-
-    def _add(self, entry: dict) -> None:
-        # Every line counts towards the money spent, also one whose key was answered before: it was paid for.
-        super()._add(entry)
-        if "cost_usd" in entry:
-            self.spent_usd += entry["cost_usd"]
-        else:
-            self.uncosted_tokens[0] += entry.get("prompt_tokens", 0)
-            self.uncosted_tokens[1] += entry.get("completion_tokens", 0)
 
 
 class _TransientError(Exception):
@@ -377,15 +92,11 @@ class ChatClient:
         self._resume_at = 0.0
         self._reserved_cost = 0.0
         self._pacer = HeaderPacer(settings.max_retry_wait_s) if settings.pace_from_headers else None
-        # Values too short to be keys would only mangle the text.
-        self._secrets = sorted((s for s in {settings.api_key, *_url_secrets(settings.base_url)} if s and len(s) >= 3),
-                               key=len, reverse=True)
+        self._secrets = secrets_of(settings.api_key, settings.base_url)
 
     def _redact(self, text: str) -> str:
         """`text` with the API key and the base URL's credential-like parts masked (servers may echo them)."""
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return mask(text, self._secrets)
 
     def _note_outcome(self, refusal: str | None, reason: str = "") -> None:
         """Counts identical refusals in a row (any other outcome breaks the row) and stops the run at the limit."""
@@ -575,7 +286,7 @@ class ChatClient:
     async def _run(self, requests: list[ChatRequest], keys: list[str], results: list, pending: list[int],
                    progress) -> None:
         settings = self.settings
-        base_url, query = _split_query(settings.base_url)
+        base_url, query = split_query(settings.base_url)
         client = openai.AsyncOpenAI(api_key=settings.api_key or "not-needed", base_url=base_url, default_query=query,
                                     max_retries=0, timeout=settings.timeout_s)
         limiter = RateLimiter(settings.requests_per_minute, settings.tokens_per_minute)
@@ -638,28 +349,6 @@ class ChatClient:
                 asyncio.run(self._run(requests, keys, results, pending, progress))
         return results  # type: ignore[return-value]
 
-
-def _split_query(url: str | None) -> tuple[str | None, dict | None]:
-    """The base URL without query and fragment, and the query as parameters: the openai client appends the
-    request path to the base URL's text, which would land after a query string."""
-    if not url:
-        return url, None
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query, keep_blank_values=True)) or None
-    return urlunsplit(parts._replace(query="", fragment="")), query
-
-
-def _url_secrets(url: str | None) -> list[str]:
-    """The credential-like parts of a URL as they could appear in text: user info, query (whole, and each value
-    decoded) and fragment."""
-    if not url:
-        return []
-    parts = urlsplit(url)
-    found = [parts.username, parts.password, parts.query, parts.fragment]
-    found += [value for _, value in parse_qsl(parts.query, keep_blank_values=True)]
-    if "@" in parts.netloc:
-        found.append(parts.netloc.rpartition("@")[0])
-    return [s for s in found if s]
 
 
 def estimate(requests: list[ChatRequest], settings: ClientSettings, cache: ResponseCache, held=frozenset(),

@@ -1,4 +1,4 @@
-"""The LLM client against a real OpenAI-compatible server on loopback (llmock's pytest fixture `llmock`).
+"""The online LLM client against a real OpenAI-compatible server on loopback (llmock's pytest fixture `llmock`).
 
 Requests are counted at the server (llmock's journal), never by patching the openai client.
 """
@@ -9,7 +9,7 @@ import time
 import pytest
 from llmock.scenarios import Delay, Fail, Reply, StreamFault
 
-from dataset_builder.llm_client import (
+from dataset_builder.llm import (
     ChatClient,
     ChatRequest,
     ClientSettings,
