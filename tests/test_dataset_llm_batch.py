@@ -126,7 +126,7 @@ def test_tiny_byte_limit_splits_uploads_and_refuses_a_line_too_big(batch_api, tm
     first = files[0][0]
     assert first["method"] == "POST" and first["url"] == "/v1/chat/completions"
     assert first["custom_id"] == cache_key(client.settings, requests[0])
-    assert first["body"] == client._online.request_body(requests[0])
+    assert first["body"] == ChatClient(client.settings, client.cache).request_body(requests[0])
 
 
 def test_results_are_mapped_back_by_custom_id_when_output_comes_out_of_order(batch_api, tmp_path):

@@ -45,9 +45,8 @@ from tqdm.auto import tqdm
 
 from emovit_utils.files import atomic_write_text
 
-from .base import REFUSING_STATUSES, ChatRequest, ChatResult, UsageStats, cache_key, split_query
+from .base import REFUSING_STATUSES, BaseClient, ChatRequest, ChatResult, cache_key
 from .cache import ResponseCache
-from .online import ChatClient
 from .prices import cost_usd, estimate_tokens
 from .redaction import redact_url
 from .settings import ClientSettings
@@ -183,40 +182,31 @@ def held_requests(state_path: str | os.PathLike) -> set[str]:
     return {cid for e in BatchState(path).pending() if e.get("batch_id") for cid in e["custom_ids"]}
 
 
-class BatchClient:
+class BatchClient(BaseClient):
     """Sends chat completions through the Batch API; see the module docstring. Same `complete_all`, `stats`,
     `stop_reason` and `cache` as `ChatClient`, plus `counts` (uploads, batches, polls, lines)."""
 
     def __init__(self, settings: ClientSettings, batch: BatchSettings, cache: ResponseCache,
                  state_path: str | os.PathLike):
-        self.settings = settings
+        super().__init__(settings, cache)
         self.batch = batch
-        self.cache = cache
         self.state_path = Path(state_path)
-        # The online client supplies the request body (identical to an online call's) and the redaction of secrets.
-        self._online = ChatClient(settings, cache)
-        self.stats = UsageStats()
-        self.stats.spent_before_usd = self._online.stats.spent_before_usd
         self.counts = BatchCounts()
-        self.stop_reason: str | None = None
         self._client: openai.OpenAI | None = None
         # The request name of each custom id of this round, for the cache lines.
         self._names: dict[str, str] = {}
 
     # ------------------------------------------------------------------ accounting
 
-    def _cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return cost_usd(prompt_tokens, completion_tokens, self.batch.prices(self.settings))
-
-    def _estimated_cost(self, request: ChatRequest) -> float:
-        return self._cost(estimate_tokens(request.messages), request.expected_completion_tokens)
+    def _prices(self) -> tuple[float, float]:
+        return self.batch.prices(self.settings)
 
     def reserved_usd(self) -> float:
         """What the batches recorded as submitted and not collected are estimated to cost (see `BatchState`)."""
         return BatchState(self.state_path).reserved_usd()
 
     def _line(self, custom_id: str, request: ChatRequest) -> bytes:
-        body = self._online.request_body(request)
+        body = self.request_body(request)
         return (json.dumps({"custom_id": custom_id, "method": "POST", "url": CHAT_ENDPOINT, "body": body},
                            ensure_ascii=False) + "\n").encode("utf-8")
 
@@ -230,7 +220,7 @@ class BatchClient:
                                      self.batch.max_bytes_per_file)
         prompt_tokens = sum(estimate_tokens(r.messages) for _, r in to_send)
         completion_tokens = sum(r.expected_completion_tokens for _, r in to_send)
-        prices = self.batch.prices(self.settings)
+        prices = self._prices()
         return {
             "llm_mode": "batch",
             "requests": len(requests),
@@ -254,10 +244,7 @@ class BatchClient:
 
     def _openai(self) -> openai.OpenAI:
         if self._client is None:
-            base_url, query = split_query(self.settings.base_url)
-            self._client = openai.OpenAI(api_key=self.settings.api_key or "not-needed", base_url=base_url,
-                                         default_query=query, max_retries=self.settings.max_retries,
-                                         timeout=self.settings.timeout_s)
+            self._client = openai.OpenAI(**self._openai_arguments(self.settings.max_retries))
         return self._client
 
     def _reason(self, error: Exception) -> str:
@@ -265,7 +252,7 @@ class BatchClient:
             text = f"HTTP {error.status_code}: {str(error.message)[:200]}"
         else:
             text = f"{type(error).__name__}: {str(error)[:200]}"
-        return self._online._redact(text)
+        return self._redact(text)
 
     def _refused(self, error: Exception, doing: str) -> _Stop | None:
         """A _Stop when `error` means nothing more will work (key, URL or model refused; no server), else None."""
@@ -390,7 +377,7 @@ class BatchClient:
                 detail = error or body.get("error") or "no choices in the reply"
                 if isinstance(detail, dict):
                     detail = ": ".join(str(detail[k]) for k in ("code", "message") if detail.get(k))
-                outcome[custom_id] = self._online._redact(
+                outcome[custom_id] = self._redact(
                     f"batch {batch.id}: the request failed (status {status}): {str(detail)[:300]}")
                 continue
             message = choices[0].get("message") if isinstance(choices[0].get("message"), dict) else {}
@@ -434,7 +421,7 @@ class BatchClient:
     def _batch_errors(self, batch) -> str:
         data = getattr(batch.errors, "data", None) or []
         messages = [": ".join(str(v) for v in (e.code, e.message) if v) for e in data]
-        return self._online._redact("; ".join(messages)[:300]) or "no reason given"
+        return self._redact("; ".join(messages)[:300]) or "no reason given"
 
     def _wait(self, entries: list[dict], state: BatchState, progress, base: int) -> dict[str, ChatResult | str]:
         """Polls the batches of `entries` every poll_seconds until each has ended and is collected."""
@@ -560,25 +547,19 @@ class BatchClient:
 
     def complete_all(self, requests: list[ChatRequest], desc: str = "LLM batch", show_progress: bool = True) -> list[ChatResult]:
         """Results in the order of `requests`: cached answers without a request, the others from one batch round."""
-        results: list[ChatResult | None] = [None] * len(requests)
+        results, keys = self._look_up(requests)
+        # Identical requests (same key) share one line of the batch.
         pending: dict[str, list[int]] = {}
-        for index, request in enumerate(requests):
-            key = cache_key(self.settings, request)
-            entry = self.cache.get(key)
-            if entry is not None:
-                results[index] = self._online._result_from_cache(request, entry)
-                self.stats.cache_hits += 1
-            else:
-                pending.setdefault(key, []).append(index)
+        for index, result in enumerate(results):
+            if result is None:
+                pending.setdefault(keys[index], []).append(index)
         if pending:
             with tqdm(total=len(requests), initial=len(requests) - sum(map(len, pending.values())), desc=desc,
                       disable=not show_progress) as progress:
                 self._round(requests, pending, results, progress)
         for result in results:
             assert result is not None
-            if result.error is not None and not result.not_run:
-                self.stats.failed += 1
-                logger.warning("%s failed: %s", result.request.name, result.error)
+            self._count_failure(result)
         return results  # type: ignore[return-value]
 
     def _round(self, requests, pending: dict[str, list[int]], results: list, progress) -> None:
@@ -593,8 +574,7 @@ class BatchClient:
                                                 prompt_tokens=outcome.prompt_tokens,
                                                 completion_tokens=outcome.completion_tokens, cost_usd=outcome.cost_usd)
                 elif not_run:
-                    self.stats.not_run += 1
-                    results[index] = ChatResult(request, error=f"not sent: {outcome}", not_run=True)
+                    results[index] = self._not_sent(request, outcome)
                 else:
                     results[index] = ChatResult(request, error=outcome)
 

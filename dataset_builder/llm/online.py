@@ -43,11 +43,11 @@ import time
 import openai
 from tqdm.auto import tqdm
 
-from .base import REFUSING_STATUSES, ChatRequest, ChatResult, UsageStats, cache_key, split_query
+from .base import REFUSING_STATUSES, BaseClient, ChatRequest, ChatResult, cache_key
 from .cache import ResponseCache
 from .pacing import HeaderPacer, RateLimiter, parse_retry_after
 from .prices import cost_usd, estimate_tokens
-from .redaction import mask, redact_url, secrets_of
+from .redaction import redact_url
 from .settings import ClientSettings
 
 
@@ -77,14 +77,11 @@ class _FatalError(Exception):
         self.format_refusal = format_refusal
 
 
-class ChatClient:
+class ChatClient(BaseClient):
+    """Sends each request as an HTTP call of its own, `concurrency` at a time; see the module docstring."""
+
     def __init__(self, settings: ClientSettings, cache: ResponseCache):
-        self.settings = settings
-        self.cache = cache
-        self.stats = UsageStats()
-        self.stats.spent_before_usd = cache.spent_usd + self._cost(*cache.uncosted_tokens)
-        # Set when the server keeps refusing; nothing more is sent after that.
-        self.stop_reason: str | None = None
+        super().__init__(settings, cache)
         self._refusal: str | None = None
         self._refusals_in_a_row = 0
         # Set when the server refused the response_format field; requests carrying one are not sent after that.
@@ -92,11 +89,6 @@ class ChatClient:
         self._resume_at = 0.0
         self._reserved_cost = 0.0
         self._pacer = HeaderPacer(settings.max_retry_wait_s) if settings.pace_from_headers else None
-        self._secrets = secrets_of(settings.api_key, settings.base_url)
-
-    def _redact(self, text: str) -> str:
-        """`text` with the API key and the base URL's credential-like parts masked (servers may echo them)."""
-        return mask(text, self._secrets)
 
     def _note_outcome(self, refusal: str | None, reason: str = "") -> None:
         """Counts identical refusals in a row (any other outcome breaks the row) and stops the run at the limit."""
@@ -118,31 +110,7 @@ class ChatClient:
                                 f"({reason}); {advice}. Answers already received are kept in {self.cache.path}")
             logger.error("%s", self.stop_reason)
 
-    # ------------------------------------------------------------------ accounting
-
-    def _cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return cost_usd(prompt_tokens, completion_tokens, self.settings.prices())
-
-    def _estimated_cost(self, request: ChatRequest) -> float:
-        return self._cost(estimate_tokens(request.messages), request.expected_completion_tokens)
-
-    def _result_from_cache(self, request: ChatRequest, entry: dict) -> ChatResult:
-        return ChatResult(request, text=entry["text"], from_cache=True, finish_reason=entry.get("finish_reason"),
-                          prompt_tokens=entry.get("prompt_tokens", 0), completion_tokens=entry.get("completion_tokens", 0))
-
     # ------------------------------------------------------------------ one HTTP call
-
-    def request_body(self, request: ChatRequest) -> dict:
-        """The chat completion's parameters for `request` (model, messages, sampling, response format): what the
-        online call sends, and the `body` of the request's line in a batch file."""
-        body = dict(model=self.settings.model, messages=request.messages, temperature=self.settings.temperature)
-        if self.settings.top_p is not None:
-            body["top_p"] = self.settings.top_p
-        if request.max_tokens is not None:
-            body["max_tokens"] = request.max_tokens
-        if request.response_format is not None:
-            body["response_format"] = request.response_format
-        return body
 
     async def _call(self, client: openai.AsyncOpenAI, request: ChatRequest) -> tuple[str, str, int, int, object]:
         """(text, finish reason, prompt tokens, completion tokens, response headers) of one request."""
@@ -203,10 +171,6 @@ class ChatClient:
                 retry_after = self.settings.max_retry_wait_s
             delay = max(delay, retry_after + random.uniform(0, 0.1 * retry_after + 0.01))
         return min(delay, self.settings.max_retry_wait_s)
-
-    def _not_sent(self, request: ChatRequest, reason: str) -> ChatResult:
-        self.stats.not_run += 1
-        return ChatResult(request, error=f"not sent: {reason}", not_run=True)
 
     async def _complete(self, client, limiter: RateLimiter, request: ChatRequest, key: str) -> ChatResult:
         settings = self.settings
@@ -286,9 +250,8 @@ class ChatClient:
     async def _run(self, requests: list[ChatRequest], keys: list[str], results: list, pending: list[int],
                    progress) -> None:
         settings = self.settings
-        base_url, query = split_query(settings.base_url)
-        client = openai.AsyncOpenAI(api_key=settings.api_key or "not-needed", base_url=base_url, default_query=query,
-                                    max_retries=0, timeout=settings.timeout_s)
+        # Retries are this client's own (backoff, Retry-After, pacing), so the openai client makes none.
+        client = openai.AsyncOpenAI(**self._openai_arguments(max_retries=0))
         limiter = RateLimiter(settings.requests_per_minute, settings.tokens_per_minute)
         queue: asyncio.Queue[int] = asyncio.Queue()
         for index in pending:
@@ -302,9 +265,7 @@ class ChatClient:
                     return
                 result = await self._complete(client, limiter, requests[index], keys[index])
                 results[index] = result
-                if result.error and not result.not_run and not result.format_refused:
-                    self.stats.failed += 1
-                    logger.warning("%s failed: %s", result.request.name, result.error)
+                self._count_failure(result)
                 if not progress.disable:
                     # The bar redraws at its own pace (update); forcing a redraw per request costs more than the request.
                     progress.set_postfix(failed=self.stats.failed, cost=f"${self.stats.cost_usd:.4f}", refresh=False)
@@ -334,16 +295,8 @@ class ChatClient:
 
     def complete_all(self, requests: list[ChatRequest], desc: str = "LLM requests", show_progress: bool = True) -> list[ChatResult]:
         """Results in the order of `requests`; cached answers are returned without a request."""
-        results: list[ChatResult | None] = [None] * len(requests)
-        keys = [cache_key(self.settings, request) for request in requests]
-        pending = []
-        for index, request in enumerate(requests):
-            entry = self.cache.get(keys[index])
-            if entry is not None:
-                results[index] = self._result_from_cache(request, entry)
-                self.stats.cache_hits += 1
-            else:
-                pending.append(index)
+        results, keys = self._look_up(requests)
+        pending = [index for index, result in enumerate(results) if result is None]
         with tqdm(total=len(requests), initial=len(requests) - len(pending), desc=desc, disable=not show_progress) as progress:
             if pending:
                 asyncio.run(self._run(requests, keys, results, pending, progress))
