@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from .cache import ResponseCache
 from .prices import cost_usd, estimate_tokens
-from .redaction import mask, secrets_of
+from .redaction import mask, redact_http_logs, secrets_of
 from .settings import ClientSettings
 
 
@@ -126,6 +126,8 @@ class BaseClient:
         # Set when the server keeps refusing; nothing more is sent after that.
         self.stop_reason: str | None = None
         self._secrets = secrets_of(settings.api_key, settings.base_url)
+        # The HTTP library logs each request's URL, base URL query included; from here on those logs are masked.
+        redact_http_logs()
 
     # ------------------------------------------------------------------ accounting
 

@@ -3,7 +3,8 @@ caches, state files and logs.
 
 A base URL may carry a key in its user info, query or fragment (some proxies take `?api_key=...`), and a server
 may echo the key it was sent in an error message. `redact_url` drops those parts from a URL; `secrets_of` lists
-what to mask and `mask` masks it in any text; `RedactUrlsFilter` rewrites the request URLs the HTTP library logs.
+what to mask and `mask` masks it in any text; `RedactUrlsFilter` rewrites the request URLs the HTTP library logs,
+and `redact_http_logs` installs it.
 """
 
 from __future__ import annotations
@@ -70,5 +71,10 @@ class RedactUrlsFilter(logging.Filter):
         return True
 
 
-for _name in HTTP_LOGGERS:
-    logging.getLogger(_name).addFilter(RedactUrlsFilter())
+def redact_http_logs() -> None:
+    """Puts a `RedactUrlsFilter` on the HTTP libraries' loggers, unless one is there already. The clients call it
+    when they are made, before their first request; importing the package changes no logging."""
+    for name in HTTP_LOGGERS:
+        http_logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactUrlsFilter) for f in http_logger.filters):
+            http_logger.addFilter(RedactUrlsFilter())
