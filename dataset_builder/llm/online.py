@@ -39,6 +39,7 @@ import logging
 import random
 import re
 import time
+from typing import NamedTuple
 
 import openai
 from tqdm.auto import tqdm
@@ -58,6 +59,17 @@ NO_RETRY_STATUSES = frozenset({400, 401, 403, 404, 422})
 _FORMAT_REFUSAL = re.compile(r"response_format|json_schema|structured output|guided_json|guided decoding", re.IGNORECASE)
 # Answers are written at once; fsync (durability across a power loss) runs in the background this far apart.
 CACHE_SYNC_INTERVAL_S = 0.5
+
+
+class _Reply(NamedTuple):
+    """An answered request as the server sent it."""
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    # The response headers, which carry the server's rate-limit quota.
+    headers: object
 
 
 class _TransientError(Exception):
@@ -112,33 +124,14 @@ class ChatClient(BaseClient):
 
     # ------------------------------------------------------------------ one HTTP call
 
-    async def _call(self, client: openai.AsyncOpenAI, request: ChatRequest) -> tuple[str, str, int, int, object]:
-        """(text, finish reason, prompt tokens, completion tokens, response headers) of one request."""
-        kwargs = self.request_body(request)
+    async def _call(self, client: openai.AsyncOpenAI, request: ChatRequest) -> _Reply:
+        """One HTTP call of `request`; its failures come out as `_TransientError` (worth another try) or
+        `_FatalError` (would fail the same way again)."""
+        body = self.request_body(request)
+        receive = self._receive_stream if self.settings.stream else self._receive_whole
         try:
             async with asyncio.timeout(self.settings.timeout_s):
-                if not self.settings.stream:
-                    raw = await client.chat.completions.with_raw_response.create(**kwargs)
-                    headers = raw.headers
-                    response = raw.parse()
-                    if not response.choices:
-                        raise _TransientError("reply had no choices")
-                    text = response.choices[0].message.content or ""
-                    usage = response.usage
-                    finish = response.choices[0].finish_reason
-                else:
-                    stream = await client.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True})
-                    headers = stream.response.headers
-                    parts, finish, usage = [], None, None
-                    async for chunk in stream:
-                        if chunk.usage is not None:
-                            usage = chunk.usage
-                        for choice in chunk.choices:
-                            if choice.delta is not None and choice.delta.content:
-                                parts.append(choice.delta.content)
-                            if choice.finish_reason:
-                                finish = choice.finish_reason
-                    text = "".join(parts)
+                text, finish, usage, headers = await receive(client, body)
         except TimeoutError as e:
             raise _TransientError(f"no complete reply within {self.settings.timeout_s:g} s") from e
         except openai.APIStatusError as e:
@@ -158,7 +151,33 @@ class ChatClient(BaseClient):
             raise _TransientError("reply ended without a finish reason (truncated stream)")
         prompt_tokens = usage.prompt_tokens if usage else estimate_tokens(request.messages)
         completion_tokens = usage.completion_tokens if usage else max(1, len(text) // 4)
-        return text, finish, prompt_tokens, completion_tokens, headers
+        return _Reply(text, finish, prompt_tokens, completion_tokens, headers)
+
+    @staticmethod
+    async def _receive_whole(client: openai.AsyncOpenAI, body: dict) -> tuple:
+        """(text, finish reason, usage, headers) of a reply sent in one piece."""
+        raw = await client.chat.completions.with_raw_response.create(**body)
+        response = raw.parse()
+        if not response.choices:
+            raise _TransientError("reply had no choices")
+        choice = response.choices[0]
+        return choice.message.content or "", choice.finish_reason, response.usage, raw.headers
+
+    @staticmethod
+    async def _receive_stream(client: openai.AsyncOpenAI, body: dict) -> tuple:
+        """(text, finish reason, usage, headers) of a streamed reply; the finish reason is None when the stream
+        ended without one."""
+        stream = await client.chat.completions.create(**body, stream=True, stream_options={"include_usage": True})
+        parts, finish, usage = [], None, None
+        async for chunk in stream:
+            if chunk.usage is not None:
+                usage = chunk.usage
+            for choice in chunk.choices:
+                if choice.delta is not None and choice.delta.content:
+                    parts.append(choice.delta.content)
+                if choice.finish_reason:
+                    finish = choice.finish_reason
+        return "".join(parts), finish, usage, stream.response.headers
 
     def _backoff(self, request: ChatRequest, attempt: int, retry_after: float | None) -> float:
         # Full jitter keeps many workers that failed together from retrying together.
@@ -172,78 +191,125 @@ class ChatClient(BaseClient):
             delay = max(delay, retry_after + random.uniform(0, 0.1 * retry_after + 0.01))
         return min(delay, self.settings.max_retry_wait_s)
 
+    # ------------------------------------------------------------------ one request, with its retries
+
     async def _complete(self, client, limiter: RateLimiter, request: ChatRequest, key: str) -> ChatResult:
-        settings = self.settings
+        """The result of `request`: refused before sending, or sent and retried until it is answered, fails for
+        good, or runs out of attempts."""
+        estimate = self._estimated_cost(request)
+        not_sent = self._check_before_sending(request, estimate)
+        if not_sent is not None:
+            return not_sent
+        # Reserved while the request is in flight, so that requests sent together cannot pass max_cost together.
+        self._reserved_cost += estimate
+        try:
+            return await self._send_with_retries(client, limiter, request, key)
+        finally:
+            self._reserved_cost -= estimate
+
+    def _check_before_sending(self, request: ChatRequest, estimate: float) -> ChatResult | None:
+        """The result of a request that must not be sent (the run has stopped, the server refused its response
+        format, or its estimated cost would pass max_cost), else None."""
         if self.stop_reason is not None:
             return self._not_sent(request, self.stop_reason)
         if request.response_format is not None and self.format_refusal is not None:
             return ChatResult(request, error=f"not sent: {self.format_refusal}", format_refused=True)
-        estimate = self._estimated_cost(request)
+        max_cost = self.settings.max_cost
         spent = self.stats.spent_before_usd + self.stats.cost_usd
-        if settings.max_cost is not None and spent + self._reserved_cost + estimate > settings.max_cost:
+        if max_cost is not None and spent + self._reserved_cost + estimate > max_cost:
             self.stats.stopped_by_max_cost = True
-            return self._not_sent(request, f"{settings.flag_names['max_cost']} {settings.max_cost:g} USD reached ({spent:.4f} USD spent "
-                                           "on this cache, this run and earlier ones)")
-        self._reserved_cost += estimate
+            return self._not_sent(request, f"{self.settings.flag_names['max_cost']} {max_cost:g} USD reached "
+                                           f"({spent:.4f} USD spent on this cache, this run and earlier ones)")
+        return None
+
+    async def _send_with_retries(self, client, limiter: RateLimiter, request: ChatRequest, key: str) -> ChatResult:
+        """Up to 1 + max_retries calls of `request`, each after the wait the last failure asked for."""
+        last_error, no_connection = "", False
+        for attempt in range(self.settings.max_retries + 1):
+            await self._wait_for_resume()
+            if self.stop_reason is not None:
+                return self._not_sent(request, self.stop_reason)
+            try:
+                reply = await self._paced_call(client, limiter, request)
+            except _FatalError as e:
+                return self._failed_for_good(request, e)
+            except _TransientError as e:
+                last_error, no_connection = str(e), e.no_connection
+                if attempt == self.settings.max_retries:
+                    break
+                await self._retry_later(request, attempt, e)
+                continue
+            return self._answered(request, key, reply)
+        reason = f"gave up after {self.settings.max_retries + 1} attempts; last error: {last_error}"
+        self._note_outcome("no connection" if no_connection else None, reason)
+        return ChatResult(request, error=reason)
+
+    async def _wait_for_resume(self) -> None:
+        """Waits out the pause a server's Retry-After put on every worker."""
+        wait = self._resume_at - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    async def _paced_call(self, client, limiter: RateLimiter, request: ChatRequest) -> _Reply:
+        """`_call` once the user's ceilings and the server's quota allow it; the pacer learns from the reply's
+        headers, or from those of a transient error (a 429 carries them)."""
+        prompt_estimate = estimate_tokens(request.messages)
+        await limiter.acquire(prompt_estimate + request.expected_completion_tokens)
+        ticket = None
+        if self._pacer is not None:
+            # Servers count a request's max_tokens against the token quota, not what it will use.
+            completion_quota = request.max_tokens or request.expected_completion_tokens
+            ticket = await self._pacer.acquire(prompt_estimate + completion_quota)
+        self.stats.api_calls += 1
         try:
-            last_error, no_connection = "", False
-            for attempt in range(settings.max_retries + 1):
-                wait = self._resume_at - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                if self.stop_reason is not None:
-                    return self._not_sent(request, self.stop_reason)
-                prompt_estimate = estimate_tokens(request.messages)
-                await limiter.acquire(prompt_estimate + request.expected_completion_tokens)
-                ticket = None
-                if self._pacer is not None:
-                    # Servers count a request's max_tokens against the token quota, not what it will use.
-                    ticket = await self._pacer.acquire(prompt_estimate + (request.max_tokens or request.expected_completion_tokens))
-                self.stats.api_calls += 1
-                try:
-                    try:
-                        text, finish, prompt_tokens, completion_tokens, headers = await self._call(client, request)
-                        if ticket is not None:
-                            self._pacer.observe(ticket, headers)
-                    finally:
-                        if ticket is not None:
-                            self._pacer.done(ticket)
-                except _FatalError as e:
-                    self._note_outcome(f"HTTP {e.status}" if e.status in REFUSING_STATUSES else None, str(e))
-                    if e.format_refusal:
-                        if self.format_refusal is None:
-                            self.format_refusal = f"the server refused the response_format field ({e})"
-                            logger.warning("%s; no more requests with a response_format are sent", self.format_refusal)
-                        return ChatResult(request, error=str(e), format_refused=True)
-                    return ChatResult(request, error=str(e))
-                except _TransientError as e:
-                    if ticket is not None:
-                        self._pacer.observe(ticket, e.headers)
-                    last_error, no_connection = str(e), e.no_connection
-                    if attempt == settings.max_retries:
-                        break
-                    delay = self._backoff(request, attempt, e.retry_after)
-                    if e.retry_after is not None:
-                        self._resume_at = max(self._resume_at, time.monotonic() + delay)
-                    self.stats.retries += 1
-                    logger.info("%s: %s; retry %d in %.2f s", request.name, last_error, attempt + 1, delay)
-                    await asyncio.sleep(delay)
-                    continue
-                self._note_outcome(None)
-                cost = self._cost(prompt_tokens, completion_tokens)
-                self.stats.prompt_tokens += prompt_tokens
-                self.stats.completion_tokens += completion_tokens
-                self.stats.cost_usd += cost
-                self.cache.write({"key": key, "name": request.name, "model": settings.model, "text": text,
-                                  "finish_reason": finish, "prompt_tokens": prompt_tokens,
-                                  "completion_tokens": completion_tokens, "cost_usd": cost})
-                return ChatResult(request, text=text, finish_reason=finish, prompt_tokens=prompt_tokens,
-                                  completion_tokens=completion_tokens, cost_usd=cost)
-            reason = f"gave up after {settings.max_retries + 1} attempts; last error: {last_error}"
-            self._note_outcome("no connection" if no_connection else None, reason)
-            return ChatResult(request, error=reason)
+            reply = await self._call(client, request)
+        except _TransientError as e:
+            self._observe(ticket, e.headers)
+            raise
+        else:
+            self._observe(ticket, reply.headers)
         finally:
-            self._reserved_cost -= estimate
+            if ticket is not None:
+                self._pacer.done(ticket)
+        return reply
+
+    def _observe(self, ticket, headers) -> None:
+        """Hands the headers of the reply to the request of `ticket` to the pacer, when there is one."""
+        if ticket is not None:
+            self._pacer.observe(ticket, headers)
+
+    async def _retry_later(self, request: ChatRequest, attempt: int, error: _TransientError) -> None:
+        delay = self._backoff(request, attempt, error.retry_after)
+        if error.retry_after is not None:
+            # The server asked the client, not this request, to wait: every worker holds off until then.
+            self._resume_at = max(self._resume_at, time.monotonic() + delay)
+        self.stats.retries += 1
+        logger.info("%s: %s; retry %d in %.2f s", request.name, error, attempt + 1, delay)
+        await asyncio.sleep(delay)
+
+    def _failed_for_good(self, request: ChatRequest, error: _FatalError) -> ChatResult:
+        """The result of a request the server refused for good; a refused response format is noted once, so that
+        no later request carries one."""
+        self._note_outcome(f"HTTP {error.status}" if error.status in REFUSING_STATUSES else None, str(error))
+        if not error.format_refusal:
+            return ChatResult(request, error=str(error))
+        if self.format_refusal is None:
+            self.format_refusal = f"the server refused the response_format field ({error})"
+            logger.warning("%s; no more requests with a response_format are sent", self.format_refusal)
+        return ChatResult(request, error=str(error), format_refused=True)
+
+    def _answered(self, request: ChatRequest, key: str, reply: _Reply) -> ChatResult:
+        """Counts the reply's tokens and cost, writes it to the cache and returns its result."""
+        self._note_outcome(None)
+        cost = self._cost(reply.prompt_tokens, reply.completion_tokens)
+        self.stats.prompt_tokens += reply.prompt_tokens
+        self.stats.completion_tokens += reply.completion_tokens
+        self.stats.cost_usd += cost
+        self.cache.write({"key": key, "name": request.name, "model": self.settings.model, "text": reply.text,
+                          "finish_reason": reply.finish_reason, "prompt_tokens": reply.prompt_tokens,
+                          "completion_tokens": reply.completion_tokens, "cost_usd": cost})
+        return ChatResult(request, text=reply.text, finish_reason=reply.finish_reason,
+                          prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens, cost_usd=cost)
 
     # ------------------------------------------------------------------ many calls
 
