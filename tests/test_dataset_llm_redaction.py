@@ -4,6 +4,7 @@ library's request logs filtered once a client exists, and no logging changed by 
 import logging
 import subprocess
 import sys
+from contextlib import ExitStack
 
 import pytest
 from llmock.scenarios import Reply
@@ -80,8 +81,11 @@ def test_a_client_keeps_the_key_in_its_base_url_out_of_request_logs(unfiltered_h
     for name in HTTP_LOGGERS:
         assert sum(isinstance(f, RedactUrlsFilter) for f in logging.getLogger(name).filters) == 1
     request = ChatRequest("img0", [{"role": "user", "content": "describe"}], "hash", 100)
-    # The command line quiets httpx to WARNING; the test wants its request lines.
-    with caplog.at_level("DEBUG"), caplog.at_level("DEBUG", logger="httpx"):
+    # The command line quiets the HTTP loggers to WARNING (earlier tests run it); this test wants their request lines.
+    with ExitStack() as levels:
+        levels.enter_context(caplog.at_level("DEBUG"))
+        for name in HTTP_LOGGERS:
+            levels.enter_context(caplog.at_level("DEBUG", logger=name))
         [result] = client.complete_all([request], show_progress=False)
     assert result.text == "fine"
     assert "HTTP Request" in caplog.text and llmock.base_url() in caplog.text
