@@ -31,7 +31,8 @@ import openai
 from llmock.scenarios import Delay, Reply
 from llmock.testing import LLMockServer
 
-from dataset_builder.llm_client import ChatClient, ChatRequest, ClientSettings, ResponseCache
+from dataset_builder.llm import ChatClient, ChatRequest, ClientSettings, ResponseCache
+
 
 REPLY = "Question: What is in the picture?\nAnswer: A red ball on green grass in the sun."
 

@@ -20,8 +20,7 @@ import sys
 from urllib.parse import urlsplit
 
 from .build import DEFAULT_PER_CLASS, BuildOptions, BuildStopped, FolderLockedError, run_build
-from .llm_batch import BatchSettings
-from .llm_client import DEFAULT_PRICES, ClientSettings, check_base_url
+from .llm import DEFAULT_PRICES, BatchSettings, ClientSettings, check_base_url
 from .records import INSTRUCTION_TYPES, parse_per_class, parse_types
 from .synthetic import DEFAULT_LABEL_NOISE
 

@@ -18,12 +18,12 @@ from pathlib import Path
 from .attributes import prepare_images
 from .build_folder import SUMMARY_FILE, BuildSummary, read_summary, read_written_records, write_outputs
 from .emoset import read_split, sample_per_class
-from .llm_batch import BatchSettings
-from .llm_client import ClientSettings, redact_url
+from .llm import BatchSettings, ClientSettings, redact_url
 from .prompts import prompt_hash
 from .quality import carry_over, plot_quality, quality_report, remove_duplicates
 from .records import INSTRUCTION_TYPES, Record
 from .writers import LlmWriter, TemplateWriter, categorical_records
+
 
 logger = logging.getLogger(__name__)
 

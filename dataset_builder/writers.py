@@ -18,8 +18,19 @@ from pathlib import Path
 
 from .attributes import PreparedImage, render_attributes
 from .build_folder import LlmUsage
-from .llm_batch import BATCH_STATE_FILE, BatchClient, BatchSettings, BatchState, held_requests
-from .llm_client import CUT_OFF_FINISH_REASONS, ChatClient, ChatRequest, ClientSettings, ResponseCache, estimate
+from .llm import (
+    BATCH_STATE_FILE,
+    CUT_OFF_FINISH_REASONS,
+    BatchClient,
+    BatchSettings,
+    BatchState,
+    ChatClient,
+    ChatRequest,
+    ClientSettings,
+    ResponseCache,
+    estimate,
+    held_requests,
+)
 from .parsing import parse_reply
 from .prompts import (
     EXPECTED_COMPLETION_TOKENS,
@@ -31,6 +42,7 @@ from .prompts import (
 )
 from .records import Record, categorical_pair, question_and_answer
 from .template_backend import write_conversation, write_reasoning
+
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from llmock.scenarios import Delay, Reply
 from dataset_builder.__main__ import main
 from dataset_builder.build import BuildOptions, run_build
 from dataset_builder.build_folder import load_records
-from dataset_builder.llm_client import ClientSettings
+from dataset_builder.llm import ClientSettings
 
 from testing_utils import CONVERSATION_REPLY, MALFORMED_REPLY, REASONING_REPLY, subprocess_env
 

@@ -1,4 +1,4 @@
-"""Batch mode of the LLM client (`dataset_builder.llm_batch`) against real servers on loopback: llmock (its
+"""Batch mode of the LLM client (`dataset_builder.llm.batch`) against real servers on loopback: llmock (its
 `/v1/files` and `/v1/batches`, whose lines it answers with its own text) and the scripted `batch_api` server of
 testing_utils.py (well-formed replies, per-line errors, expired/failed/cancelled batches, output out of order).
 
@@ -17,8 +17,17 @@ import pytest
 
 from dataset_builder.__main__ import main
 from dataset_builder.build import BuildOptions, run_build
-from dataset_builder.llm_batch import BATCH_STATE_FILE, BatchClient, BatchSettings, split_lines
-from dataset_builder.llm_client import ChatClient, ChatRequest, ClientSettings, ResponseCache, cache_key
+from dataset_builder.llm import (
+    BATCH_STATE_FILE,
+    BatchClient,
+    BatchSettings,
+    ChatClient,
+    ChatRequest,
+    ClientSettings,
+    ResponseCache,
+    cache_key,
+)
+from dataset_builder.llm.batch import split_lines
 from dataset_builder.prompts import REASONING_SYSTEM
 
 from testing_utils import CONVERSATION_REPLY, MALFORMED_REPLY, REASONING_REPLY, subprocess_env
@@ -117,7 +126,7 @@ def test_tiny_byte_limit_splits_uploads_and_refuses_a_line_too_big(batch_api, tm
     first = files[0][0]
     assert first["method"] == "POST" and first["url"] == "/v1/chat/completions"
     assert first["custom_id"] == cache_key(client.settings, requests[0])
-    assert first["body"] == client._online.request_body(requests[0])
+    assert first["body"] == ChatClient(client.settings, client.cache).request_body(requests[0])
 
 
 def test_results_are_mapped_back_by_custom_id_when_output_comes_out_of_order(batch_api, tmp_path):

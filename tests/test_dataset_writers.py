@@ -8,7 +8,7 @@ from llmock.scenarios import Fail, Reply
 
 from dataset_builder.attributes import prepare_images
 from dataset_builder.emoset import read_split
-from dataset_builder.llm_client import ClientSettings
+from dataset_builder.llm import ClientSettings
 from dataset_builder.prompts import prompt_hash, response_format_field, template_hash
 from dataset_builder.records import training_record_problem
 from dataset_builder.writers import SAMPLES_PER_PROMPT, LlmWriter, TemplateWriter, categorical_records

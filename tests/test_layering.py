@@ -106,3 +106,15 @@ def test_the_model_package_holds_no_project_utility():
     files = {p.stem for p in (REPO_ROOT / "modeling_emovit").glob("*.py")}
     assert files == {"__init__", "configuration_emovit", "modeling_emovit", "processing_emovit", "pipeline_emovit",
                      "image_utils", "convert_original_checkpoint", "tiny"}
+
+
+def test_the_llm_package_stands_alone_and_is_used_through_its_exports():
+    """The LLM client imports only itself and the helpers; everything else imports `dataset_builder.llm`, never one
+    of its modules."""
+    inside = {m: targets for m, targets in GRAPH.items() if m.startswith("dataset_builder.llm")}
+    assert inside and {t for targets in inside.values() for t in targets
+                       if not t.startswith(("dataset_builder.llm", "emovit_utils"))} == set()
+    # `from dataset_builder.llm import ChatClient` lists dataset_builder.llm.ChatClient too: only modules count.
+    reaching_in = [f"{m} -> {t}" for m, targets in GRAPH.items() if m not in inside for t in targets
+                   if t in inside and t != "dataset_builder.llm"]
+    assert reaching_in == []

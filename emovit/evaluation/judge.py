@@ -1,5 +1,5 @@
 """The optional LLM judge of explanations, through the project's OpenAI-compatible client
-(`dataset_builder.llm_client`: concurrent, rate-limited, retried, cached on disk, cost-capped).
+(`dataset_builder.llm`: concurrent, rate-limited, retried, cached on disk, cost-capped).
 
 The judge is a text model: it reads the image's annotated attributes (what EmoSet's annotators saw) and the
 explanation, never the image or the label, and scores the explanation 1-5 on three criteria of `RUBRIC`. It is
@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from dataset_builder.attributes import render_attributes
-from dataset_builder.llm_client import (
+from dataset_builder.llm import (
     CUT_OFF_FINISH_REASONS,
     ChatClient,
     ChatRequest,

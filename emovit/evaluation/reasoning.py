@@ -26,7 +26,7 @@ from accelerate.utils import broadcast_object_list, gather_object
 from tqdm.auto import tqdm
 
 from dataset_builder.attributes import complete_attributes, normalise_attributes
-from dataset_builder.llm_client import redact_url
+from dataset_builder.llm import redact_url
 from emovit.inference.loading import DTYPES, check_max_new_tokens, load_model
 from emovit_utils.files import atomic_write_text
 from modeling_emovit import EXPLANATION_PRESETS, mentioned_emotions

@@ -1,12 +1,12 @@
 """Pacing: the waits a server asks for (Retry-After), the quota its rate-limit headers describe, and the hold that
-follows from it. The client tests (test_dataset_llm_client.py) check the same against a real server."""
+follows from it. The client tests (test_dataset_llm_online.py) check the same against a real server."""
 
 import asyncio
 import time
 
 import pytest
 
-from dataset_builder.pacing import HeaderPacer, RateLimiter, parse_duration, parse_retry_after
+from dataset_builder.llm.pacing import HeaderPacer, RateLimiter, parse_duration, parse_retry_after
 
 
 def test_retry_after_header_forms():

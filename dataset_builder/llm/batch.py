@@ -1,4 +1,4 @@
-"""Batch mode of the LLM client: the same chat completions as `ChatClient`, sent through the OpenAI Batch API,
+"""The batch LLM client: the same chat completions as `ChatClient`, sent through the OpenAI Batch API,
 which answers within a completion window (24 h) at half the online price.
 
 `BatchClient.complete_all(requests)` keeps `ChatClient`'s contract (results in the order of the requests, the
@@ -45,20 +45,11 @@ from tqdm.auto import tqdm
 
 from emovit_utils.files import atomic_write_text
 
-from .llm_client import (
-    REFUSING_STATUSES,
-    ChatClient,
-    ChatRequest,
-    ChatResult,
-    ClientSettings,
-    ResponseCache,
-    UsageStats,
-    _split_query,
-    cache_key,
-    cost_usd,
-    estimate_tokens,
-    redact_url,
-)
+from .base import REFUSING_STATUSES, BaseClient, ChatRequest, ChatResult, cache_key
+from .cache import ResponseCache
+from .prices import cost_usd, estimate_tokens
+from .redaction import redact_url
+from .settings import ClientSettings
 
 
 logger = logging.getLogger(__name__)
@@ -191,40 +182,45 @@ def held_requests(state_path: str | os.PathLike) -> set[str]:
     return {cid for e in BatchState(path).pending() if e.get("batch_id") for cid in e["custom_ids"]}
 
 
-class BatchClient:
+@dataclass
+class _Round:
+    """The requests of one `complete_all` call that the cache did not answer, and where their results go."""
+
+    requests: list[ChatRequest]
+    # Cache key -> the indices of the requests with that key.
+    pending: dict[str, list[int]]
+    results: list
+    state: BatchState
+
+    def request(self, key: str) -> ChatRequest:
+        return self.requests[self.pending[key][0]]
+
+
+class BatchClient(BaseClient):
     """Sends chat completions through the Batch API; see the module docstring. Same `complete_all`, `stats`,
     `stop_reason` and `cache` as `ChatClient`, plus `counts` (uploads, batches, polls, lines)."""
 
     def __init__(self, settings: ClientSettings, batch: BatchSettings, cache: ResponseCache,
                  state_path: str | os.PathLike):
-        self.settings = settings
+        super().__init__(settings, cache)
         self.batch = batch
-        self.cache = cache
         self.state_path = Path(state_path)
-        # The online client supplies the request body (identical to an online call's) and the redaction of secrets.
-        self._online = ChatClient(settings, cache)
-        self.stats = UsageStats()
-        self.stats.spent_before_usd = self._online.stats.spent_before_usd
         self.counts = BatchCounts()
-        self.stop_reason: str | None = None
         self._client: openai.OpenAI | None = None
         # The request name of each custom id of this round, for the cache lines.
         self._names: dict[str, str] = {}
 
     # ------------------------------------------------------------------ accounting
 
-    def _cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return cost_usd(prompt_tokens, completion_tokens, self.batch.prices(self.settings))
-
-    def _estimated_cost(self, request: ChatRequest) -> float:
-        return self._cost(estimate_tokens(request.messages), request.expected_completion_tokens)
+    def _prices(self) -> tuple[float, float]:
+        return self.batch.prices(self.settings)
 
     def reserved_usd(self) -> float:
         """What the batches recorded as submitted and not collected are estimated to cost (see `BatchState`)."""
         return BatchState(self.state_path).reserved_usd()
 
     def _line(self, custom_id: str, request: ChatRequest) -> bytes:
-        body = self._online.request_body(request)
+        body = self.request_body(request)
         return (json.dumps({"custom_id": custom_id, "method": "POST", "url": CHAT_ENDPOINT, "body": body},
                            ensure_ascii=False) + "\n").encode("utf-8")
 
@@ -238,7 +234,7 @@ class BatchClient:
                                      self.batch.max_bytes_per_file)
         prompt_tokens = sum(estimate_tokens(r.messages) for _, r in to_send)
         completion_tokens = sum(r.expected_completion_tokens for _, r in to_send)
-        prices = self.batch.prices(self.settings)
+        prices = self._prices()
         return {
             "llm_mode": "batch",
             "requests": len(requests),
@@ -262,10 +258,7 @@ class BatchClient:
 
     def _openai(self) -> openai.OpenAI:
         if self._client is None:
-            base_url, query = _split_query(self.settings.base_url)
-            self._client = openai.OpenAI(api_key=self.settings.api_key or "not-needed", base_url=base_url,
-                                         default_query=query, max_retries=self.settings.max_retries,
-                                         timeout=self.settings.timeout_s)
+            self._client = openai.OpenAI(**self._openai_arguments(self.settings.max_retries))
         return self._client
 
     def _reason(self, error: Exception) -> str:
@@ -273,7 +266,7 @@ class BatchClient:
             text = f"HTTP {error.status_code}: {str(error.message)[:200]}"
         else:
             text = f"{type(error).__name__}: {str(error)[:200]}"
-        return self._online._redact(text)
+        return self._redact(text)
 
     def _refused(self, error: Exception, doing: str) -> _Stop | None:
         """A _Stop when `error` means nothing more will work (key, URL or model refused; no server), else None."""
@@ -398,7 +391,7 @@ class BatchClient:
                 detail = error or body.get("error") or "no choices in the reply"
                 if isinstance(detail, dict):
                     detail = ": ".join(str(detail[k]) for k in ("code", "message") if detail.get(k))
-                outcome[custom_id] = self._online._redact(
+                outcome[custom_id] = self._redact(
                     f"batch {batch.id}: the request failed (status {status}): {str(detail)[:300]}")
                 continue
             message = choices[0].get("message") if isinstance(choices[0].get("message"), dict) else {}
@@ -442,7 +435,7 @@ class BatchClient:
     def _batch_errors(self, batch) -> str:
         data = getattr(batch.errors, "data", None) or []
         messages = [": ".join(str(v) for v in (e.code, e.message) if v) for e in data]
-        return self._online._redact("; ".join(messages)[:300]) or "no reason given"
+        return self._redact("; ".join(messages)[:300]) or "no reason given"
 
     def _wait(self, entries: list[dict], state: BatchState, progress, base: int) -> dict[str, ChatResult | str]:
         """Polls the batches of `entries` every poll_seconds until each has ended and is collected."""
@@ -568,115 +561,129 @@ class BatchClient:
 
     def complete_all(self, requests: list[ChatRequest], desc: str = "LLM batch", show_progress: bool = True) -> list[ChatResult]:
         """Results in the order of `requests`: cached answers without a request, the others from one batch round."""
-        results: list[ChatResult | None] = [None] * len(requests)
+        results, keys = self._look_up(requests)
+        # Identical requests (same key) share one line of the batch.
         pending: dict[str, list[int]] = {}
-        for index, request in enumerate(requests):
-            key = cache_key(self.settings, request)
-            entry = self.cache.get(key)
-            if entry is not None:
-                results[index] = self._online._result_from_cache(request, entry)
-                self.stats.cache_hits += 1
-            else:
-                pending.setdefault(key, []).append(index)
+        for index, result in enumerate(results):
+            if result is None:
+                pending.setdefault(keys[index], []).append(index)
         if pending:
             with tqdm(total=len(requests), initial=len(requests) - sum(map(len, pending.values())), desc=desc,
                       disable=not show_progress) as progress:
                 self._round(requests, pending, results, progress)
         for result in results:
             assert result is not None
-            if result.error is not None and not result.not_run:
-                self.stats.failed += 1
-                logger.warning("%s failed: %s", result.request.name, result.error)
+            self._count_failure(result)
         return results  # type: ignore[return-value]
 
-    def _round(self, requests, pending: dict[str, list[int]], results: list, progress) -> None:
-        state = BatchState(self.state_path)
-        self._names = {key: requests[indices[0]].name for key, indices in pending.items()}
-
-        def settle(key: str, outcome: ChatResult | str, not_run: bool = False) -> None:
-            for index in pending.get(key, []):
-                request = requests[index]
-                if isinstance(outcome, ChatResult):
-                    results[index] = ChatResult(request, text=outcome.text, finish_reason=outcome.finish_reason,
-                                                prompt_tokens=outcome.prompt_tokens,
-                                                completion_tokens=outcome.completion_tokens, cost_usd=outcome.cost_usd)
-                elif not_run:
-                    self.stats.not_run += 1
-                    results[index] = ChatResult(request, error=f"not sent: {outcome}", not_run=True)
-                else:
-                    results[index] = ChatResult(request, error=outcome)
-
-        # Batches an earlier run submitted for these requests: polled, never submitted again.
-        resumed = self._recorded_batches(state, set(pending))
+    def _round(self, requests: list[ChatRequest], pending: dict[str, list[int]], results: list, progress) -> None:
+        """One batch round for the requests the cache did not answer: batches an earlier run submitted for them are
+        polled, never submitted again; the others are submitted as far as max_cost allows; every batch is polled
+        until it ends, and each request gets its answer or the reason it has none."""
+        round_ = _Round(requests, pending, results, BatchState(self.state_path))
+        self._names = {key: round_.request(key).name for key in pending}
+        resumed = self._recorded_batches(round_.state, set(pending))
         held = {key for entry in resumed for key in entry["custom_ids"]}
+        lines = self._lines_within_budget(round_, held)
+        submitted = self._submit_files(round_, lines)
+        entries = [entry for entry in resumed + submitted if entry.get("batch_id")]
+        if entries:
+            self._collect_round(round_, entries, progress)
 
-        # New submissions, as far as --max_cost allows.
+    def _settle(self, round_: _Round, keys: list[str], outcome: ChatResult | str, not_run: bool = False) -> None:
+        """Gives each request of `keys` its result: the answer, or the reason it failed, or (`not_run`) the reason
+        it was not sent."""
+        for key in keys:
+            for index in round_.pending.get(key, []):
+                request = round_.requests[index]
+                if isinstance(outcome, ChatResult):
+                    round_.results[index] = ChatResult(
+                        request, text=outcome.text, finish_reason=outcome.finish_reason,
+                        prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens,
+                        cost_usd=outcome.cost_usd)
+                elif not_run:
+                    round_.results[index] = self._not_sent(request, outcome)
+                else:
+                    round_.results[index] = ChatResult(request, error=outcome)
+
+    def _lines_within_budget(self, round_: _Round, held: set[str]) -> list[tuple[str, bytes]]:
+        """The batch lines of the pending requests that no recorded batch holds, in order, as far as max_cost
+        allows; the requests left out are settled as not sent."""
         max_cost = self.settings.max_cost
         spent = self.stats.spent_before_usd + self.stats.cost_usd
         # Every batch submitted and not collected may still be paid for, whichever requests it holds.
-        reserved = state.reserved_usd()
+        reserved = round_.state.reserved_usd()
         lines = []
-        for key, indices in pending.items():
+        for key in round_.pending:
             if key in held:
                 continue
             if self.stop_reason is not None:
-                settle(key, self.stop_reason, not_run=True)
+                self._settle(round_, [key], self.stop_reason, not_run=True)
                 continue
-            cost = self._estimated_cost(requests[indices[0]])
+            cost = self._estimated_cost(round_.request(key))
             if max_cost is not None and spent + reserved + cost > max_cost:
                 self.stats.stopped_by_max_cost = True
-                settle(key, f"--max_cost {max_cost:g} USD reached ({spent:.4f} USD spent on this cache, "
-                            f"{reserved:.4f} USD reserved for batches submitted and not collected)", not_run=True)
+                self._settle(round_, [key], f"--max_cost {max_cost:g} USD reached ({spent:.4f} USD spent on this "
+                                            f"cache, {reserved:.4f} USD reserved for batches submitted and not "
+                                            "collected)", not_run=True)
                 continue
             reserved += cost
-            lines.append((key, self._line(key, requests[indices[0]])))
-        files, too_big = split_lines(lines, self.batch.max_lines_per_file, self.batch.max_bytes_per_file)
-        for key in too_big:
-            settle(key, f"the request's batch line is over the {self.batch.max_bytes_per_file} bytes a batch file "
-                        "may hold")
-        entries = list(resumed)
-        for number, file_lines in enumerate(files):
-            try:
-                if self.stop_reason is not None:
-                    raise _Stop(self.stop_reason)
-                estimated = sum(self._estimated_cost(requests[pending[k][0]]) for k, _ in file_lines)
-                entries.append(self._submit(file_lines, estimated, state))
-            except _Stop as e:
-                self.stop_reason = str(e)
-                for key, _ in file_lines:
-                    settle(key, self.stop_reason, not_run=True)
-            except openai.APIError as e:
-                stop = self._refused(e, f"batch file {number + 1} of {len(files)}")
-                if stop is not None:
-                    self.stop_reason = str(stop)
-                    logger.error("%s", self.stop_reason)
-                    for key, _ in file_lines:
-                        settle(key, self.stop_reason, not_run=True)
-                    continue
-                reason = f"submitting batch file {number + 1} of {len(files)} failed: {self._reason(e)}"
-                logger.warning("%s", reason)
-                for key, _ in file_lines:
-                    settle(key, reason)
-        entries = [e for e in entries if e.get("batch_id")]
-        if not entries:
-            return
+            lines.append((key, self._line(key, round_.request(key))))
+        return lines
 
-        # Waiting: every batch polled until it ends, then collected.
-        base = progress.n
+    def _submit_files(self, round_: _Round, lines: list[tuple[str, bytes]]) -> list[dict]:
+        """`lines` cut into files under the API's limits, each submitted as a batch; returns the state entries of
+        those submitted. A line too big for any file is settled as failed."""
+        files, too_big = split_lines(lines, self.batch.max_lines_per_file, self.batch.max_bytes_per_file)
+        self._settle(round_, too_big, f"the request's batch line is over the {self.batch.max_bytes_per_file} bytes a "
+                                      "batch file may hold")
+        entries = []
+        for number, file_lines in enumerate(files):
+            entry = self._submit_file(round_, file_lines, f"batch file {number + 1} of {len(files)}")
+            if entry is not None:
+                entries.append(entry)
+        return entries
+
+    def _submit_file(self, round_: _Round, file_lines: list[tuple[str, bytes]], which: str) -> dict | None:
+        """Submits one file as a batch and returns its state entry. When it is not submitted (the run has stopped,
+        the server refuses, the upload or create failed), its requests are settled with the reason and None is
+        returned."""
+        keys = [key for key, _ in file_lines]
+        if self.stop_reason is not None:
+            self._settle(round_, keys, self.stop_reason, not_run=True)
+            return None
+        estimated = sum(self._estimated_cost(round_.request(key)) for key in keys)
         try:
-            outcome = self._wait(entries, state, progress, base)
+            return self._submit(file_lines, estimated, round_.state)
+        except openai.APIError as e:
+            stop = self._refused(e, which)
+            if stop is not None:
+                self.stop_reason = str(stop)
+                logger.error("%s", self.stop_reason)
+                self._settle(round_, keys, self.stop_reason, not_run=True)
+                return None
+            reason = f"submitting {which} failed: {self._reason(e)}"
+            logger.warning("%s", reason)
+            self._settle(round_, keys, reason)
+            return None
+
+    def _collect_round(self, round_: _Round, entries: list[dict], progress) -> None:
+        """Polls the batches of `entries` until each has ended and settles the round's requests with what they
+        brought; when the server stops answering, the requests still waiting are settled as not sent."""
+        try:
+            outcome = self._wait(entries, round_.state, progress, progress.n)
         except _Stop as e:
             self.stop_reason = str(e)
             logger.error("%s", self.stop_reason)
             outcome = {}
         for entry in entries:
             for key in entry["custom_ids"]:
-                if key not in pending:
+                if key not in round_.pending:
                     continue
                 if key in outcome:
-                    settle(key, outcome[key])
+                    self._settle(round_, [key], outcome[key])
                 else:
-                    settle(key, f"submitted in batch {entry['batch_id']}, not collected: {self.stop_reason}",
-                           not_run=True)
+                    self._settle(round_, [key], f"submitted in batch {entry['batch_id']}, not collected: "
+                                                f"{self.stop_reason}", not_run=True)
         self.counts.lines_answered += sum(isinstance(o, ChatResult) for o in outcome.values())
         self.counts.lines_failed += sum(isinstance(o, str) for o in outcome.values())
