@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import sys
 from urllib.parse import urlsplit
 
+from emovit_utils.numbers import is_finite_number, is_whole_number
+
 from .build import DEFAULT_PER_CLASS, BuildOptions, BuildStopped, FolderLockedError, run_build
-from .llm import DEFAULT_PRICES, BatchSettings, ClientSettings, check_base_url
+from .llm import DEFAULT_PRICES, BatchSettings, ClientSettings, check_base_url, parse_prices
 from .records import INSTRUCTION_TYPES, parse_per_class, parse_types
 from .synthetic import DEFAULT_LABEL_NOISE
 
@@ -42,14 +43,14 @@ def _types(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _prices(text: str) -> tuple[float, float]:
-    try:
-        prompt, completion = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--price_per_mtok {text!r}: use PROMPT,COMPLETION in USD per million tokens, e.g. 2.5,10")
-    if not all(math.isfinite(p) and p >= 0 for p in (prompt, completion)):
-        raise argparse.ArgumentTypeError(f"--price_per_mtok {text!r}: both prices must be finite numbers >= 0")
-    return prompt, completion
+def _prices(flag: str):
+    def parse(text: str) -> tuple[float, float]:
+        try:
+            return parse_prices(text, flag)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return parse
 
 
 def _whole_number(minimum: int):
@@ -58,7 +59,7 @@ def _whole_number(minimum: int):
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; use {minimum} or more") from None
-        if value < minimum:
+        if not is_whole_number(value, minimum):
             raise argparse.ArgumentTypeError(f"{value} is too small; use {minimum} or more")
         return value
 
@@ -73,8 +74,7 @@ def _finite_number(minimum: float, above: bool = False, maximum: float | None = 
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number; use a finite number {bound}") from None
-        if (not math.isfinite(value) or value < minimum or (above and value == minimum)
-                or (maximum is not None and value > maximum)):
+        if not is_finite_number(value, minimum, above, maximum):
             raise argparse.ArgumentTypeError(f"{text!r} is not allowed; use a finite number {bound}")
         return value
 
@@ -145,7 +145,7 @@ def make_parser() -> argparse.ArgumentParser:
                        "to text once for the whole run if the server refuses the field")
     build.add_argument("--pace_from_headers", type=_bool, default=True,
                        help="hold requests back while the server's x-ratelimit-* headers say its quota is spent")
-    build.add_argument("--price_per_mtok", type=_prices, default=None,
+    build.add_argument("--price_per_mtok", type=_prices("--price_per_mtok"), default=None,
                        help=f"PROMPT,COMPLETION USD per million tokens; known defaults: {DEFAULT_PRICES}")
     build.add_argument("--max_cost", type=_finite_number(0), default=None,
                        help="USD ceiling for the folder's LLM cache: money spent by earlier runs counts; no new requests past it")
@@ -161,7 +161,7 @@ def make_parser() -> argparse.ArgumentParser:
                        "them and keeps their answers; cancel cancels them (the lines they finished are kept and paid "
                        "for, the others are sent again)")
     build.add_argument("--batch_completion_window", default="24h", help="batch mode: the batches' completion window")
-    build.add_argument("--batch_price_per_mtok", type=_prices, default=None,
+    build.add_argument("--batch_price_per_mtok", type=_prices("--batch_price_per_mtok"), default=None,
                        help="batch mode: PROMPT,COMPLETION USD per million tokens (default: half the online price)")
     build.add_argument("--captioner", default="none", help="image-to-text model id or folder (e.g. Salesforce/blip2-opt-2.7b), or none")
     build.add_argument("--caption_batch_size", type=_whole_number(1), default=16, help="images per captioning batch")

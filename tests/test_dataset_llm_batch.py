@@ -347,6 +347,7 @@ def test_dry_run_in_batch_mode_estimates_batch_cost_and_sends_nothing(synthetic_
               "batch"])
 
 
+@pytest.mark.integration
 def test_killed_while_a_batch_is_pending_the_rerun_polls_the_same_batch(synthetic_root, tmp_path, batch_api,
                                                                         monkeypatch):
     batch_api.reply = well_formed
@@ -406,6 +407,7 @@ def online(command):
     return [arg for arg in command[3:] if arg not in ("--llm_mode", "batch")]
 
 
+@pytest.mark.integration
 def test_online_rerun_after_a_killed_batch_build_collects_the_batch_first_and_counts_its_cost(
         synthetic_root, tmp_path, batch_api, monkeypatch):
     """kill -9 while a batch is in progress, then the same build online: the batch is collected (its answers and
@@ -434,6 +436,7 @@ def test_online_rerun_after_a_killed_batch_build_collects_the_batch_first_and_co
     assert main(command[3:]) == 0 and len(batch_api.calls) == calls  # batch mode again: all answered, nothing sent
 
 
+@pytest.mark.integration
 def test_online_rerun_cancels_a_pending_batch_when_asked_before_sending(synthetic_root, tmp_path, llmock,
                                                                         monkeypatch):
     monkeypatch.setattr(llmock_batches, "_BATCH_DELAY", 60.0)

@@ -20,3 +20,18 @@ def test_token_estimate_grows_with_the_text_and_the_messages():
     one = [{"role": "user", "content": "x" * 400}]
     assert estimate_tokens(one) == 100 + 4
     assert estimate_tokens(one + [{"role": "system", "content": ""}]) == 100 + 4 + 4
+
+
+@pytest.mark.parametrize("text", ["2.5", "2.5,10,1", "a,b", "-1,2", "nan,1", "inf,1", ""])
+def test_parse_prices_names_the_flag_and_the_text(text):
+    from dataset_builder.llm import parse_prices
+
+    with pytest.raises(ValueError) as info:
+        parse_prices(text, "--judge_price_per_mtok")
+    assert str(info.value).startswith(f"--judge_price_per_mtok is {text!r}; use PROMPT,COMPLETION")
+
+
+def test_parse_prices_reads_two_prices():
+    from dataset_builder.llm import parse_prices
+
+    assert parse_prices("2.5,10", "--price_per_mtok") == (2.5, 10.0)

@@ -19,7 +19,7 @@ from .base import CUT_OFF_FINISH_REASONS, ChatRequest, ChatResult, UsageStats, c
 from .batch import BATCH_STATE_FILE, BatchClient, BatchCounts, BatchSettings, BatchState, held_requests
 from .cache import ResponseCache
 from .online import ChatClient, estimate
-from .prices import DEFAULT_PRICES, cost_usd, estimate_tokens
+from .prices import DEFAULT_PRICES, are_prices, cost_usd, estimate_tokens, parse_prices
 from .redaction import redact_url
 from .settings import BUILDER_FLAGS, RESPONSE_FORMATS, ClientSettings, check_base_url
 
@@ -28,5 +28,5 @@ __all__ = [
     "BATCH_STATE_FILE", "BUILDER_FLAGS", "BatchClient", "BatchCounts", "BatchSettings", "BatchState",
     "CUT_OFF_FINISH_REASONS", "ChatClient", "ChatRequest", "ChatResult", "ClientSettings", "DEFAULT_PRICES",
     "RESPONSE_FORMATS", "ResponseCache", "UsageStats", "cache_key", "check_base_url", "cost_usd", "estimate",
-    "estimate_tokens", "held_requests", "redact_url",
+    "estimate_tokens", "held_requests", "parse_prices", "redact_url", "are_prices",
 ]

@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -44,10 +43,11 @@ import openai
 from tqdm.auto import tqdm
 
 from emovit_utils.files import atomic_write_text
+from emovit_utils.numbers import is_finite_number, is_whole_number
 
 from .base import REFUSING_STATUSES, BaseClient, ChatRequest, ChatResult, cache_key
 from .cache import ResponseCache
-from .prices import cost_usd, estimate_tokens
+from .prices import are_prices, cost_usd, estimate_tokens
 from .redaction import redact_url
 from .settings import ClientSettings
 
@@ -76,20 +76,16 @@ class BatchSettings:
     max_bytes_per_file: int = MAX_BYTES_PER_FILE
 
     def __post_init__(self):
-        def finite(value):
-            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-        if not (finite(self.poll_seconds) and self.poll_seconds > 0):
+        if not is_finite_number(self.poll_seconds, 0, above=True):
             raise ValueError(f"batch poll_seconds is {self.poll_seconds!r}; use a finite number of seconds > 0")
         if not (isinstance(self.completion_window, str) and self.completion_window):
             raise ValueError(f"batch completion_window is {self.completion_window!r}; use e.g. 24h")
-        if self.price_per_mtok is not None and not (
-                len(self.price_per_mtok) == 2 and all(finite(p) and p >= 0 for p in self.price_per_mtok)):
+        if self.price_per_mtok is not None and not are_prices(self.price_per_mtok):
             raise ValueError(f"batch price_per_mtok is {self.price_per_mtok!r}; use two finite prices >= 0 "
                              "(prompt, completion)")
         for name in ("max_lines_per_file", "max_bytes_per_file"):
             value = getattr(self, name)
-            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            if not is_whole_number(value, 1):
                 raise ValueError(f"batch {name} is {value!r}; use a whole number >= 1")
 
     def prices(self, settings: ClientSettings) -> tuple[float, float]:

@@ -10,10 +10,10 @@ cost is not counted). A torn line, or one without a text, is ignored and counted
 from __future__ import annotations
 
 import json
-import math
 import os
 
 from emovit_utils.jsonl_cache import JsonlCache
+from emovit_utils.numbers import is_finite_number, is_whole_number
 
 
 def _is_cache_entry(entry) -> bool:
@@ -22,10 +22,9 @@ def _is_cache_entry(entry) -> bool:
         return False
     for name in ("prompt_tokens", "completion_tokens"):
         value = entry.get(name, 0)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if not is_whole_number(value, 0):
             return False
-    cost = entry.get("cost_usd", 0.0)
-    if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not math.isfinite(cost) or cost < 0:
+    if not is_finite_number(entry.get("cost_usd", 0.0), 0):
         return False
     return entry.get("finish_reason") is None or isinstance(entry["finish_reason"], str)
 

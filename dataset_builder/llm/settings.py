@@ -4,11 +4,12 @@ named with what to use instead."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from .prices import DEFAULT_PRICES
+from emovit_utils.numbers import is_finite_number, is_whole_number
+
+from .prices import DEFAULT_PRICES, are_prices
 from .redaction import redact_url
 
 
@@ -70,28 +71,21 @@ class ClientSettings:
             if not ok:
                 raise ValueError(f"{name} is {getattr(self, name)!r}; {what}")
 
-        def is_int(value):
-            return isinstance(value, int) and not isinstance(value, bool)
-
-        def finite(value):
-            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-        require("concurrency", is_int(self.concurrency) and self.concurrency >= 1, "use 1 or more requests in flight")
+        require("concurrency", is_whole_number(self.concurrency, 1), "use 1 or more requests in flight")
         for name in ("requests_per_minute", "tokens_per_minute"):
             value = getattr(self, name)
-            require(name, value is None or (is_int(value) and value >= 1), "use a whole number >= 1, or leave it unset")
-        require("max_retries", is_int(self.max_retries) and self.max_retries >= 0, "use 0 or more")
-        require("fail_fast_after", is_int(self.fail_fast_after) and self.fail_fast_after >= 1, "use 1 or more")
+            require(name, value is None or is_whole_number(value, 1), "use a whole number >= 1, or leave it unset")
+        require("max_retries", is_whole_number(self.max_retries, 0), "use 0 or more")
+        require("fail_fast_after", is_whole_number(self.fail_fast_after, 1), "use 1 or more")
         for name in ("timeout_s", "backoff_base_s", "backoff_max_s"):
-            require(name, finite(getattr(self, name)) and getattr(self, name) > 0, "use a finite number of seconds > 0")
-        require("max_retry_wait_s", finite(self.max_retry_wait_s) and self.max_retry_wait_s >= 0,
+            require(name, is_finite_number(getattr(self, name), 0, above=True), "use a finite number of seconds > 0")
+        require("max_retry_wait_s", is_finite_number(self.max_retry_wait_s, 0),
                 "use a finite number of seconds >= 0")
-        require("temperature", finite(self.temperature) and self.temperature >= 0, "use a finite number >= 0")
-        require("top_p", self.top_p is None or (finite(self.top_p) and 0 < self.top_p <= 1), "use a number in (0, 1]")
-        require("max_cost", self.max_cost is None or (finite(self.max_cost) and self.max_cost >= 0),
+        require("temperature", is_finite_number(self.temperature, 0), "use a finite number >= 0")
+        require("top_p", self.top_p is None or is_finite_number(self.top_p, 0, above=True, maximum=1), "use a number in (0, 1]")
+        require("max_cost", self.max_cost is None or is_finite_number(self.max_cost, 0),
                 "use a finite number of USD >= 0, or leave it unset for no ceiling")
-        require("price_per_mtok", self.price_per_mtok is None
-                or (len(self.price_per_mtok) == 2 and all(finite(p) and p >= 0 for p in self.price_per_mtok)),
+        require("price_per_mtok", self.price_per_mtok is None or are_prices(self.price_per_mtok),
                 "use two finite prices >= 0 (prompt, completion)")
         require("response_format", self.response_format in RESPONSE_FORMATS, f"use one of {', '.join(RESPONSE_FORMATS)}")
         check_base_url(self.base_url)

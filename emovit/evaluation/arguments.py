@@ -1,13 +1,14 @@
 """The arguments of an evaluation run, as a dataclass for `HfArgumentParser` (evaluate.py's command line) and for
 callers that evaluate in-process (train.py's held-out evaluation)."""
 
-import math
 import os
 from dataclasses import dataclass, field
 
+from dataset_builder.llm import parse_prices
 from emovit.inference.loading import DTYPES
 from emovit_utils.files import check_output_path
 from emovit_utils.hub import check_card
+from emovit_utils.numbers import is_finite_number
 from modeling_emovit import CATEGORICAL_INSTRUCTION_VARIANTS, CLASSIFY_METHODS, EXPLANATION_PRESETS
 
 from .benchmarks import DATASET_FORMATS
@@ -162,12 +163,12 @@ class EvalArguments:
             raise ValueError(f"--explain_preset is {self.explain_preset!r}; use one of {list(EXPLANATION_PRESETS)}.")
         if isinstance(self.max_new_tokens, bool) or self.max_new_tokens < 1:
             raise ValueError(f"--max_new_tokens is {self.max_new_tokens}; use a positive number of tokens.")
-        if self.judge_max_cost is not None and not (math.isfinite(self.judge_max_cost) and self.judge_max_cost >= 0):
+        if self.judge_max_cost is not None and not is_finite_number(self.judge_max_cost, 0):
             raise ValueError(f"--judge_max_cost is {self.judge_max_cost}; use a finite number of USD >= 0.")
         if self.judge_concurrency < 1:
             raise ValueError(f"--judge_concurrency is {self.judge_concurrency}; use 1 or more requests in flight.")
         if self.judge_price_per_mtok is not None:
-            parse_prices(self.judge_price_per_mtok)
+            parse_prices(self.judge_price_per_mtok, "--judge_price_per_mtok")
         given = [name for name in ("judge_base_url", "judge_max_cost", "judge_price_per_mtok", "judge_cache")
                  if getattr(self, name) is not None] + (["judge_dry_run"] if self.judge_dry_run else [])
         if given and self.judge_model is None:
@@ -220,14 +221,3 @@ class EvalArguments:
                 check_card(self.update_card)
             except ValueError as e:
                 raise ValueError(f"--update_card {self.update_card!r}: {e}") from e
-
-
-def parse_prices(text: str) -> tuple[float, float]:
-    """"PROMPT,COMPLETION" USD per million tokens -> two finite numbers >= 0; ValueError quoting the text."""
-    try:
-        prices = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        prices = ()
-    if len(prices) != 2 or not all(math.isfinite(p) and p >= 0 for p in prices):
-        raise ValueError(f"--judge_price_per_mtok is {text!r}; use two prices >= 0, e.g. 2.5,10")
-    return prices

@@ -25,9 +25,10 @@ from dataset_builder.llm import (
     ClientSettings,
     ResponseCache,
     estimate,
+    parse_prices,
 )
 
-from .arguments import EvalArguments, parse_prices
+from .arguments import EvalArguments
 
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def judge_settings(args: EvalArguments) -> ClientSettings:
     settings = ClientSettings(
         model=args.judge_model, base_url=base_url, api_key=api_key, concurrency=args.judge_concurrency,
         temperature=0.0, max_cost=args.judge_max_cost,
-        price_per_mtok=parse_prices(args.judge_price_per_mtok) if args.judge_price_per_mtok else None,
+        price_per_mtok=parse_prices(args.judge_price_per_mtok, "--judge_price_per_mtok") if args.judge_price_per_mtok else None,
         flag_names=dict(JUDGE_FLAGS))
     if settings.prices() == (0.0, 0.0):
         logger.warning("no price known for judge model %r; costs count as 0 and --judge_max_cost cannot stop the "
