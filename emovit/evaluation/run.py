@@ -34,6 +34,7 @@ from .calibration import calibration_problems, fit_temperature, save_temperature
 from .card import eval_results_of
 from .data import EvalData
 from .labels import map_scores, reference_indices, resolve_label_map, target_indices
+from .metric import METRIC_PATH
 from .reasoning import evaluate_reasoning
 from .report import prediction_line, write_report
 
@@ -51,8 +52,7 @@ finally:
 
 logger = logging.getLogger(__name__)
 
-# The metric module ships with the repository (Hub metrics cannot be fetched offline) and is loaded by path.
-METRIC_PATH = str(Path(__file__).resolve().parents[2] / "metrics" / "emotion_classification")
+
 def evaluate_model(args: EvalArguments) -> dict:
     """Evaluates `args.model` on split `args.split` of `args.dataset` and writes metrics.json, predictions.jsonl and
     confusion_matrix.png (with `score` also reliability_diagram.png) into `args.output_dir`. With
