@@ -15,22 +15,106 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list, gather_object
-from tqdm.auto import tqdm
 
 from dataset_builder.attributes import complete_attributes, normalise_attributes
 from dataset_builder.llm_client import redact_url
+from emovit.distributed import from_main_process, run_in_shares
 from emovit.inference.loading import DTYPES, check_max_new_tokens, load_model
 from emovit_utils.files import atomic_write_text
 from modeling_emovit import EXPLANATION_PRESETS
 
 from .arguments import EvalArguments
-from .data import EvalData, load_eval_data
+from .data import EvalData, check_readable, load_eval_data, skipped_entries, split_off_unreadable, unreadable_rows
 from .explanations import DEFINITIONS, answer_vocabulary, known_word_rate, score_explanation, summarise_scores
 from .judge import judge_failure, judge_rows, judge_settings
 
 
 logger = logging.getLogger(__name__)
+
+
+def evaluate_reasoning(args: EvalArguments) -> dict:
+    """Explains every image of split `args.split` of `args.dataset` with `args.model` (preset
+    `args.explain_preset`), scores the explanations, optionally has an LLM judge them, and writes metrics.json and
+    predictions.jsonl into `args.output_dir`. Returns metrics.json's content on every process."""
+    accelerator = Accelerator()
+    # The judge's settings are checked (key, URL, prices) before the model spends time on explanations.
+    judge_client = judge_settings(args) if args.judge_model else None
+
+    # ---- model and data
+    model, processor = load_model(args.model, DTYPES[args.dtype])
+    check_max_new_tokens(model.config, args.max_new_tokens)
+    model.to(accelerator.device)
+    labels = list(model.config.emotion_labels)
+    data = load_labelled_split(args, labels)
+
+    # ---- the run: explanations, each process its share
+    started = time.perf_counter()
+    rows, unreadable = explain_split(model, processor, data, args, labels, accelerator)
+    seconds = time.perf_counter() - started
+    check_readable(rows, unreadable, len(data.ids), f"{args.dataset!r} ({args.split})")
+    if not accelerator.is_main_process:
+        return from_main_process()
+
+    # ---- metrics, judge and report (main process)
+    annotation_problems = take_annotation_problems(rows)
+    judge = judge_rows(rows, args, judge_client) if judge_client is not None else None
+    metrics = reasoning_metrics(args, rows, judge, skipped_entries(data, unreadable), annotation_problems, seconds,
+                                labels, accelerator)
+    write_reasoning_report(args.output_dir, metrics, rows)
+    # The other processes leave with the metrics now, so a failed judge ends this process instead of hanging them.
+    metrics = from_main_process(metrics)
+
+    # ---- after the report: a judge that did not score every explanation fails the run
+    check_judge(judge, rows, args)
+    return metrics
+
+
+def load_labelled_split(args: EvalArguments, labels: list[str]) -> EvalData:
+    """Split `args.split` of `args.dataset`, cut to `args.max_images`; refused when it has labels other than the
+    model's `labels`."""
+    data = load_eval_data(args.dataset, args.split)
+    if args.max_images is not None:
+        data.ids, data.labels = data.ids[: args.max_images], data.labels[: args.max_images]
+    unknown = sorted(set(data.labels) - set(labels))
+    if unknown:
+        raise ValueError(f"The dataset's labels {unknown} are not among the model's {labels}. --task reasoning "
+                         "checks explanations against the model's own emotion words, so it needs a dataset "
+                         "labelled with them (no --label_map).")
+    return data
+
+
+def explain_split(model, processor, data: EvalData, args: EvalArguments, labels: list[str],
+                  accelerator: Accelerator) -> tuple[list[dict], list[dict]]:
+    """Explains and scores the images of `data`, each process its share in batches of `args.batch_size`.
+
+    Returns, on every process, (a row per explained image as `explain_batch` gives it, `{"index", "reason"}` per
+    image that could not be read), each in dataset order.
+    """
+    rows = run_in_shares(accelerator, range(len(data.ids)),
+                         lambda indices: explain_batch(model, processor, data, indices, args, labels),
+                         args.batch_size, f"explain ({args.explain_preset})")
+    return split_off_unreadable(rows)
+
+
+def explain_batch(model, processor, data: EvalData, indices: list[int], args: EvalArguments,
+                  labels: list[str]) -> list[dict]:
+    """Explains and scores the images `indices`: one row per readable image, with its dataset index, and
+    `{"index", "reason"}` for an image that could not be read; in the order of `indices`."""
+    images, batch, errors = data.read_images(indices)  # a corrupt file is counted and reported; the others explained
+    rows = []
+    if batch:
+        with torch.inference_mode():
+            result = model.explain(images, processor, preset=args.explain_preset, method=args.method,
+                                   max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+        for row, (index, image) in enumerate(zip(batch, images)):
+            annotation_path = data.annotation_paths[index] if data.annotation_paths is not None else None
+            attributes, computed, problem = image_attributes(annotation_path, image)
+            label, prediction = data.labels[index], result.labels[row]
+            scores = score_explanation(result.explanations[row], label, prediction, labels, attributes)
+            rows.append({"index": index, "id": data.ids[index], "label": label, "prediction": prediction,
+                         "correct": prediction == label, "explanation": result.explanations[row], **scores,
+                         "attributes": attributes, "attributes_computed": computed, "annotation_problem": problem})
+    return sorted(rows + unreadable_rows(errors), key=lambda row: row["index"])
 
 
 def image_attributes(annotation_path: str | None, image) -> tuple[dict, list[str], str | None]:
@@ -56,62 +140,27 @@ def image_attributes(annotation_path: str | None, image) -> tuple[dict, list[str
     return attributes, computed, problem
 
 
-def evaluate_reasoning(args: EvalArguments) -> dict:
-    """Explains every image of split `args.split` of `args.dataset` with `args.model` (preset
-    `args.explain_preset`), scores the explanations, optionally has an LLM judge them, and writes metrics.json and
-    predictions.jsonl into `args.output_dir`. Returns metrics.json's content on every process."""
-    accelerator = Accelerator()
-    # The judge's settings are checked (key, URL, prices) before the model spends time on explanations.
-    judge_client = judge_settings(args) if args.judge_model else None
 
-    # ---- model and data
-    model, processor = load_model(args.model, DTYPES[args.dtype])
-    check_max_new_tokens(model.config, args.max_new_tokens)
-    model.to(accelerator.device)
-    labels = list(model.config.emotion_labels)
-    data = load_eval_data(args.dataset, args.split)
-    if args.max_images is not None:
-        data.ids, data.labels = data.ids[: args.max_images], data.labels[: args.max_images]
-    unknown = sorted(set(data.labels) - set(labels))
-    if unknown:
-        raise ValueError(f"The dataset's labels {unknown} are not among the model's {labels}. --task reasoning "
-                         "checks explanations against the model's own emotion words, so it needs a dataset "
-                         "labelled with them (no --label_map).")
-
-    # ---- explanations, this process's share
-    with accelerator.split_between_processes(list(range(len(data.ids)))) as local_indices:
-        local_indices = list(local_indices)
-    started = time.perf_counter()
-    progress = tqdm(total=len(local_indices), unit="img", disable=not accelerator.is_local_main_process,
-                    desc=f"explain ({args.explain_preset})")
-    local_rows, unreadable = [], []
-    for start in range(0, len(local_indices), args.batch_size):
-        local_rows += explain_batch(model, processor, data, local_indices[start : start + args.batch_size], args,
-                                    labels, unreadable)
-        progress.update(len(local_indices[start : start + args.batch_size]))
-    progress.close()
-    rows = gather_object(local_rows)
-    unreadable = gather_object(unreadable)
-    seconds = time.perf_counter() - started
-    if not rows:
-        raise ValueError(f"None of the {len(data.ids)} images of {args.dataset!r} ({args.split}) could be read; "
-                         f"first error: {unreadable[0]['reason'] if unreadable else 'on another process'}")
-    if not accelerator.is_main_process:
-        return broadcast_object_list([None])[0]
-
-    # ---- metrics, judge and report (main process)
+def take_annotation_problems(rows: list[dict]) -> list[dict]:
+    """Takes what only the run needs out of the gathered rows (their dataset index, and the problem met reading
+    the image's annotation file), leaving predictions.jsonl's lines; returns the problems as `{"id", "reason"}`."""
     assert [r["index"] for r in rows] == sorted(r["index"] for r in rows), "gathered rows out of dataset order"
-    skipped = data.skipped + [{"id": data.ids[u["index"]], "reason": u["reason"]}
-                              for u in sorted(unreadable, key=lambda u: u["index"])]
-    annotation_problems = [{"id": r["id"], "reason": r.pop("annotation_problem")} for r in rows
-                           if r.get("annotation_problem")]
+    problems = [{"id": r["id"], "reason": r.pop("annotation_problem")} for r in rows if r.get("annotation_problem")]
     for row in rows:
         row.pop("annotation_problem", None)
         row.pop("index")
-    judge = judge_rows(rows, args, judge_client) if judge_client is not None else None
+    return problems
+
+
+def reasoning_metrics(args: EvalArguments, rows: list[dict], judge: dict | None, skipped: list[dict],
+                      annotation_problems: list[dict], seconds: float, labels: list[str],
+                      accelerator: Accelerator) -> dict:
+    """metrics.json's content: the offline scores' rates (`summarise_scores`), the judge's scores, the counts of
+    what was skipped or computed from pixels, the speed, the definitions and the arguments (the judge's URL
+    without credentials)."""
     arguments = asdict(args)
     arguments["judge_base_url"] = redact_url(args.judge_base_url)
-    metrics = {
+    return {
         "task": "reasoning",
         "preset": args.explain_preset,
         "question": EXPLANATION_PRESETS[args.explain_preset],
@@ -135,47 +184,23 @@ def evaluate_reasoning(args: EvalArguments) -> dict:
         "definitions": DEFINITIONS,
         "arguments": arguments,
     }
-    write_reasoning_report(args.output_dir, metrics, rows)
-    logger.info("consistency %.3f, grounding %s, contradiction rate %s on %d images; wrote %s",
-                metrics["consistency"], metrics["grounding"], metrics["contradiction_rate"], len(rows),
-                args.output_dir)
-    # The other processes leave with the metrics now, so a failed judge ends this process instead of hanging them.
-    metrics = broadcast_object_list([metrics])[0]
-    failure = judge_failure(judge, rows)
-    if failure is not None:
-        # The run asked for the judge's scores and did not get them all: it fails, keeping what it wrote.
-        raise ValueError(f"{failure}. The explanations, their offline scores and the judge's counts are in "
-                         f"{str(Path(args.output_dir) / 'metrics.json')!r}; fix the cause and rerun the same command "
-                         "(answers already received are cached; only the others are sent).")
-    return metrics
-
-
-def explain_batch(model, processor, data: EvalData, indices: list[int], args: EvalArguments, labels: list[str],
-                  unreadable: list[dict]) -> list[dict]:
-    """Explains and scores the images `indices`; one row per readable image (unreadable ones go to `unreadable`
-    with their error, and are counted by the run)."""
-    images, batch, errors = data.read_images(indices)  # a corrupt file is counted and reported; the others explained
-    unreadable += [{"index": index, "reason": reason} for index, reason in errors.items()]
-    if not batch:
-        return []
-    with torch.inference_mode():
-        result = model.explain(images, processor, preset=args.explain_preset, method=args.method,
-                               max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
-    rows = []
-    for row, (index, image) in enumerate(zip(batch, images)):
-        annotation_path = data.annotation_paths[index] if data.annotation_paths is not None else None
-        attributes, computed, problem = image_attributes(annotation_path, image)
-        label, prediction = data.labels[index], result.labels[row]
-        scores = score_explanation(result.explanations[row], label, prediction, labels, attributes)
-        rows.append({"index": index, "id": data.ids[index], "label": label, "prediction": prediction,
-                     "correct": prediction == label, "explanation": result.explanations[row], **scores,
-                     "attributes": attributes, "attributes_computed": computed, "annotation_problem": problem})
-    return rows
 
 
 def write_reasoning_report(output_dir: str | Path, metrics: dict, rows: list[dict]) -> None:
-    """Writes metrics.json and predictions.jsonl (one row per explained image), each whole or not at all."""
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2))
-    atomic_write_text(output_dir / "predictions.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+    """Writes metrics.json and predictions.jsonl (one row per explained image), each whole or not at all, and logs
+    the headline scores."""
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2))
+    atomic_write_text(folder / "predictions.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+    logger.info("consistency %.3f, grounding %s, contradiction rate %s on %d images; wrote %s",
+                metrics["consistency"], metrics["grounding"], metrics["contradiction_rate"], len(rows), output_dir)
+
+
+def check_judge(judge: dict | None, rows: list[dict], args: EvalArguments) -> None:
+    """Fails the run when it asked for the judge's scores and did not get them all, keeping what it wrote."""
+    failure = judge_failure(judge, rows)
+    if failure is not None:
+        raise ValueError(f"{failure}. The explanations, their offline scores and the judge's counts are in "
+                         f"{str(Path(args.output_dir) / 'metrics.json')!r}; fix the cause and rerun the same command "
+                         "(answers already received are cached; only the others are sent).")
