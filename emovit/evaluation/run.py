@@ -197,6 +197,29 @@ def prediction_rows(result: EmotionPrediction, batch: list[int], variant: int, m
     return rows
 
 
+def fit_on_split(model, processor, data: EvalData, references: list[int], args: EvalArguments,
+                 labels: LabelMapping, accelerator: Accelerator) -> dict | None:
+    """Classifies `data` (split `args.calibrate_on`, labels `references`) under the training instruction, each
+    process its share, and on the main process fits the temperature on it. Returns {temperature, split, num_images,
+    num_skipped, skipped, warnings} there (`warnings`: why the fit is not to be trusted, see `calibration_problems`)
+    and None on the other processes."""
+    rows, unreadable = classify_split(model, processor, data, 0, args, labels, accelerator,
+                                      f"calibrating on {args.calibrate_on}")
+    if not accelerator.is_main_process:
+        return None
+    check_readable(rows, unreadable, len(data.ids), f"--calibrate_on {args.calibrate_on!r}")
+    log_likelihoods = np.array([list(row["log_likelihoods"].values()) for row in rows])
+    fitted_references = [references[row["index"]] for row in rows]
+    temperature = fit_temperature(log_likelihoods, fitted_references, labels.target_of, len(labels.targets))
+    problems = calibration_problems(fitted_references, temperature)
+    for problem in problems:
+        logger.warning("the temperature %.4g fitted on %s is unreliable: %s", temperature, args.calibrate_on, problem)
+    skipped = skipped_entries(data, unreadable)
+    logger.info("temperature %.4f fitted on %d images of %s", temperature, len(rows), args.calibrate_on)
+    return {"temperature": temperature, "split": args.calibrate_on, "num_images": len(rows),
+            "num_skipped": len(skipped), "skipped": skipped, "warnings": problems}
+
+
 # ---------------------------------------------------------------------------------------------- metrics
 
 
@@ -267,29 +290,6 @@ def calibration_summary(metric, first: dict, rows: list[dict], references: list[
     if fit is not None:
         summary["calibrated"] = calibrated_metrics(metric, rows, references, labels, fit)
     return summary
-
-
-def fit_on_split(model, processor, data: EvalData, references: list[int], args: EvalArguments,
-                 labels: LabelMapping, accelerator: Accelerator) -> dict | None:
-    """Classifies `data` (split `args.calibrate_on`, labels `references`) under the training instruction, each
-    process its share, and on the main process fits the temperature on it. Returns {temperature, split, num_images,
-    num_skipped, skipped, warnings} there (`warnings`: why the fit is not to be trusted, see `calibration_problems`)
-    and None on the other processes."""
-    rows, unreadable = classify_split(model, processor, data, 0, args, labels, accelerator,
-                                      f"calibrating on {args.calibrate_on}")
-    if not accelerator.is_main_process:
-        return None
-    check_readable(rows, unreadable, len(data.ids), f"--calibrate_on {args.calibrate_on!r}")
-    log_likelihoods = np.array([list(row["log_likelihoods"].values()) for row in rows])
-    fitted_references = [references[row["index"]] for row in rows]
-    temperature = fit_temperature(log_likelihoods, fitted_references, labels.target_of, len(labels.targets))
-    problems = calibration_problems(fitted_references, temperature)
-    for problem in problems:
-        logger.warning("the temperature %.4g fitted on %s is unreliable: %s", temperature, args.calibrate_on, problem)
-    skipped = skipped_entries(data, unreadable)
-    logger.info("temperature %.4f fitted on %d images of %s", temperature, len(rows), args.calibrate_on)
-    return {"temperature": temperature, "split": args.calibrate_on, "num_images": len(rows),
-            "num_skipped": len(skipped), "skipped": skipped, "warnings": problems}
 
 
 def calibrated_metrics(metric, rows: list[dict], references: list[int], labels: LabelMapping, fit: dict) -> dict:
