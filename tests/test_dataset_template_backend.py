@@ -8,7 +8,7 @@ import numpy as np
 from dataset_builder.attributes import compute_brightness, compute_colorfulness
 from dataset_builder.synthetic import draw_scene
 from dataset_builder.template_backend import describe, write_conversation, write_reasoning
-from emovit.evaluation.reasoning import annotated_terms, contradictions, ground
+from emovit.evaluation.explanations import annotated_terms, contradictions, ground
 from modeling_emovit import EXPLANATION_PRESETS, mentioned_emotions
 from modeling_emovit.configuration_emovit import EMOSET_EMOTIONS
 

@@ -10,7 +10,15 @@ import pytest
 from PIL import Image
 
 from dataset_builder.emoset import read_split
-from emovit.evaluation.data import EvalData, is_saved_dataset, load_eval_data
+from emovit.evaluation.data import (
+    EvalData,
+    check_readable,
+    is_saved_dataset,
+    load_eval_data,
+    skipped_entries,
+    split_off_unreadable,
+    unreadable_rows,
+)
 
 
 def hf_table(emoset_dir):
@@ -116,3 +124,18 @@ def test_an_undecodable_image_in_a_table_names_its_row(tmp_path, eval_emoset_dir
     assert data.image(1).mode == "RGB"
     with pytest.raises(ValueError, match=r"z \(row 2\) could not be read"):
         data.image(2)
+
+
+def test_unreadable_images_travel_as_rows_and_become_skipped_entries():
+    data = EvalData(ids=["a", "b", "c", "d"], labels=["awe"] * 4, skipped=[{"id": "x", "reason": "missing file"}])
+    rows = [{"index": 0, "prediction": 1}, *unreadable_rows({3: "truncated", 1: "not an image"}),
+            {"index": 2, "prediction": 0}]
+    read, unreadable = split_off_unreadable(rows)
+    assert read == [{"index": 0, "prediction": 1}, {"index": 2, "prediction": 0}]
+    assert unreadable == [{"index": 3, "reason": "truncated"}, {"index": 1, "reason": "not an image"}]
+    assert skipped_entries(data, unreadable) == [{"id": "x", "reason": "missing file"},
+                                                 {"id": "b", "reason": "not an image"},
+                                                 {"id": "d", "reason": "truncated"}]
+    check_readable(read, unreadable, 4, "the split")
+    with pytest.raises(ValueError, match=r"None of the 4 images of 'd' \(test\) could be read; first error: truncated"):
+        check_readable([], unreadable, 4, "'d' (test)")

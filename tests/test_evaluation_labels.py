@@ -6,6 +6,8 @@ import pytest
 
 from emovit.evaluation.labels import (
     LABEL_MAP_PRESETS,
+    LabelMapping,
+    label_mapping,
     map_scores,
     normalise_label,
     reference_indices,
@@ -44,6 +46,15 @@ def test_presets_map_every_emoset_label():
 def test_no_label_map_is_the_identity():
     mapping, targets = resolve_label_map(None, MODEL_LABELS)
     assert mapping == {label: label for label in MODEL_LABELS} and targets == MODEL_LABELS
+
+
+def test_label_mapping_holds_the_map_its_targets_and_each_model_labels_target():
+    labels = label_mapping("unbiasedemo", MODEL_LABELS)
+    assert labels == LabelMapping(MODEL_LABELS, *resolve_label_map("unbiasedemo", MODEL_LABELS),
+                                  target_indices(MODEL_LABELS, *resolve_label_map("unbiasedemo", MODEL_LABELS)))
+    assert labels.mapping["disgust"] is None and labels.target_of[MODEL_LABELS.index("disgust")] is None
+    assert labels.targets[labels.target_of[MODEL_LABELS.index("contentment")]] == "love"
+    assert label_mapping(None, MODEL_LABELS).target_of == list(range(8))
 
 
 def test_label_map_file_is_normalised_and_may_drop_labels(tmp_path):

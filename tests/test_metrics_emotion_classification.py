@@ -6,15 +6,8 @@ from pathlib import Path
 import evaluate
 import pytest
 
-from emovit.evaluation.run import METRIC_PATH
-
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def test_the_run_loads_the_shipped_metric_module():
-    assert Path(METRIC_PATH) == REPO / "metrics" / "emotion_classification"
-    assert (Path(METRIC_PATH) / "emotion_classification.py").is_file()
 
 
 def test_metric_module_counts_invalid_answers_as_wrong_and_not_as_a_class():

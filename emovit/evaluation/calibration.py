@@ -3,8 +3,9 @@ and store it in a saved model's config.json (`score_temperature`, which `classif
 
 The probabilities follow the same rule as `classify` followed by the label map: softmax over the model labels of
 log-likelihood / T, then each dataset label gets the summed probability of the model labels mapping to it,
-renormalised over the labels the map keeps (`labels.map_scores`). The NLL is the metric module's (probabilities
-clamped to at least `NLL_FLOOR`), so the fitted temperature minimises exactly the `nll` metrics.json reports.
+renormalised over the labels the map keeps (`labels.map_scores`). The NLL is the metric module's own function
+(`negative_log_likelihood` of metrics/emotion_classification, loaded by `.metric`), so the fitted temperature
+minimises exactly the `nll` metrics.json reports.
 """
 
 import json
@@ -17,10 +18,11 @@ import numpy as np
 from emovit_utils.files import atomic_write_text
 from modeling_emovit.configuration_emovit import SCORE_TEMPERATURE_RANGE, validate_temperature
 
+from .metric import metric_functions
+
 
 logger = logging.getLogger(__name__)
 
-NLL_FLOOR = 1e-12  # as metrics/emotion_classification's nll
 # The search range of the temperature is the range a model's config accepts: wide enough for any sensible model
 # (1/100 sharpens, 100 flattens to nearly uniform), bounded so a split the model gets entirely right or wrong gives
 # an edge value rather than 0 or infinity.
@@ -55,12 +57,6 @@ def tempered_probabilities(log_likelihoods: np.ndarray, temperature: float, targ
     return mapped / np.where(total > 0, total, 1.0)
 
 
-def negative_log_likelihood(probabilities: np.ndarray, references: list[int]) -> float:
-    """Mean -ln p(reference), each p clamped to at least NLL_FLOOR."""
-    picked = probabilities[np.arange(len(references)), np.asarray(references)]
-    return float(-np.log(np.maximum(picked, NLL_FLOOR)).mean() + 0.0)  # 0.0, never -0.0
-
-
 def fit_temperature(log_likelihoods: np.ndarray, references: list[int], target_of: list[int | None],
                     num_targets: int) -> float:
     """The temperature in [MIN_TEMPERATURE, MAX_TEMPERATURE] that minimises the NLL of `references` (indices into
@@ -71,6 +67,7 @@ def fit_temperature(log_likelihoods: np.ndarray, references: list[int], target_o
     """
     if len(references) == 0:
         raise ValueError("No images to fit a temperature on.")
+    negative_log_likelihood = metric_functions().negative_log_likelihood
 
     def loss(log_t: float) -> float:
         return negative_log_likelihood(

@@ -57,6 +57,34 @@ class EvalData:
         return images, readable, errors
 
 
+# A run keeps the images it could not read among its rows, as rows `{"index", "reason"}` of their own, so that they
+# reach the main process with the other rows of a multi-process run.
+
+
+def unreadable_rows(errors: dict[int, str]) -> list[dict]:
+    """`read_images`' {index: error} as rows `{"index", "reason"}`."""
+    return [{"index": index, "reason": reason} for index, reason in errors.items()]
+
+
+def split_off_unreadable(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(the rows of images that were read, the rows of those that could not be), each in the order given."""
+    return [row for row in rows if "reason" not in row], [row for row in rows if "reason" in row]
+
+
+def check_readable(rows: list[dict], unreadable: list[dict], count: int, source: str) -> None:
+    """Raises when none of the `count` images of `source` could be read (no `rows`), quoting the first error."""
+    if not rows:
+        raise ValueError(f"None of the {count} images of {source} could be read; first error: "
+                         f"{unreadable[0]['reason'] if unreadable else 'none recorded'}")
+
+
+def skipped_entries(data: EvalData, unreadable: list[dict]) -> list[dict]:
+    """metrics.json's `skipped`: the entries the reader left out, then the images that could not be read, by id and
+    in dataset order, each with its reason."""
+    return data.skipped + [{"id": data.ids[row["index"]], "reason": row["reason"]}
+                           for row in sorted(unreadable, key=lambda row: row["index"])]
+
+
 def is_saved_dataset(path: Path) -> bool:
     """Whether `path` is a folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`."""
     return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()

@@ -8,6 +8,7 @@ split, Emotion6 or UnbiasedEmo.
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from modeling_emovit import EMOSET_EMOTIONS
@@ -78,6 +79,25 @@ def resolve_label_map(label_map: str | None, model_labels: list[str]) -> tuple[d
     if len(targets) < 2:
         raise ValueError(f"--label_map {source} leaves {targets} as the dataset labels; it needs at least two.")
     return {label: mapping[label] for label in model_labels}, targets
+
+
+@dataclass(frozen=True)
+class LabelMapping:
+    """A model's labels scored as a dataset's: `mapping` sends each of `model_labels` to a dataset label or None
+    (dropped), `targets` are the dataset labels it keeps (the metrics' classes, in order of first appearance) and
+    `target_of` gives each model label's index in `targets` (None when dropped)."""
+
+    model_labels: list[str]
+    mapping: dict[str, str | None]
+    targets: list[str]
+    target_of: list[int | None]
+
+
+def label_mapping(label_map: str | None, model_labels: list[str]) -> LabelMapping:
+    """`--label_map` (a preset, a JSON file, or None for the model's own labels) resolved for `model_labels`; see
+    `resolve_label_map` for what is refused."""
+    mapping, targets = resolve_label_map(label_map, model_labels)
+    return LabelMapping(model_labels, mapping, targets, target_indices(model_labels, mapping, targets))
 
 
 def reference_indices(dataset_labels: list[str], mapping: dict, targets: list[str]) -> list[int]:

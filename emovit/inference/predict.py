@@ -1,9 +1,9 @@
 """The prediction run behind predict.py: classify (or explain) every image of a list of files, in batches, and gather
 one line per image from all processes.
 
-Under `accelerate launch` / `torchrun` each process takes a contiguous share of the sorted files; `gather_object`
-concatenates the shares in rank order, so the main process holds the lines in file order, each image once, exactly
-as a one-process run gives them.
+Under `accelerate launch` / `torchrun` each process takes a contiguous share of the sorted files
+(`emovit.distributed.run_in_shares`), and the main process gets the lines of all of them in file order, each image
+once, exactly as a one-process run gives them.
 
 A line is `{"path", "label", "scores": [{"label", "score"}, ...]}` with the scores sorted from most to least likely
 (`top_k` of them), plus `"text"` (the generated answer, `--method generate`), or, with `explain`, `"explanation"`,
@@ -19,9 +19,8 @@ from collections import Counter
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object
-from tqdm.auto import tqdm
 
+from emovit.distributed import run_in_shares
 from emovit_utils.files import atomic_write_text
 from modeling_emovit import ranked_scores
 
@@ -39,21 +38,13 @@ def predict_images(args: PredictArguments, files: ImageFiles) -> tuple[list[dict
     model, processor = load_model(args.model, DTYPES[args.dtype])
     model.to(accelerator.device)
 
-    # ---- prediction, this process's share
-    with accelerator.split_between_processes(files.paths) as share:
-        share = list(share)
+    # ---- prediction: each process its share of the files, all lines in file order on every process
     started = time.perf_counter()
-    progress = tqdm(total=len(share), unit="img", desc="explaining" if args.explain else "predicting",
-                    disable=not accelerator.is_local_main_process)
-    lines = []
-    for start in range(0, len(share), args.batch_size):
-        lines += predict_batch(model, processor, share[start : start + args.batch_size], args)
-        progress.update(min(args.batch_size, len(share) - start))
-    progress.close()
-
-    # ---- all shares, in file order, on the main process
-    lines = gather_object(lines)
+    lines = run_in_shares(accelerator, files.paths, lambda paths: predict_batch(model, processor, paths, args),
+                          args.batch_size, "explaining" if args.explain else "predicting")
     seconds = time.perf_counter() - started
+
+    # ---- the summary (main process)
     if not accelerator.is_main_process:
         return None, None
     assert [line["path"] for line in lines] == files.paths, "gathered lines out of file order"
