@@ -8,7 +8,7 @@ hash of the image id, so reruns give identical text.
 The sentences describe only what the attributes say is there: the scene, the objects, a person's face and action,
 the light and the colours. Faces are described by what shows (a smile, a scowl, wide eyes), never by an emotion
 word, so that an explanation names no emotion but the one it argues for; light and colour words follow the
-thresholds the reasoning metrics use (`emovit.evaluation.reasoning`), so that no sentence contradicts the image.
+thresholds the reasoning metrics use (`emovit.evaluation.explanations`), so that no sentence contradicts the image.
 """
 
 from __future__ import annotations
