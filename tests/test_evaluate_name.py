@@ -45,3 +45,9 @@ def test_the_script_hands_the_name_over_when_imported_as_evaluate(monkeypatch):
     library = sys.modules["evaluate"]
     assert library is not script and hasattr(library, "load") and not hasattr(library, "main")
     assert hasattr(script, "main")  # the script's own body still ran: nothing imported at its top but the standard library
+
+
+def test_import_evaluate_in_tests_is_the_library():
+    import evaluate
+
+    assert hasattr(evaluate, "load") and "site-packages" in evaluate.__file__

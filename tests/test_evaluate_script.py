@@ -1,6 +1,6 @@
-"""evaluate.py through its command line: `--help`, a JSON argument file under torchrun with 2 processes, and the
-`evaluate` name (the script must never take it from the library). The evaluation itself is tested on the library
-(tests/test_evaluation_*.py)."""
+"""evaluate.py's main(argv) in this process (`--help`, calibration with the card, a suite, input errors, a refused
+judge) and under torchrun with 2 and 3 processes. The evaluation itself is tested on the library
+(tests/test_evaluation_*.py); the `evaluate` name in tests/test_evaluate_name.py."""
 
 import json
 import os
@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from testing_utils import run_script
+
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,9 +20,8 @@ def accuracy_of(lines):
     return sum(line["prediction"] == line["label"] for line in lines) / len(lines)
 
 
-def test_script_help_runs_from_repo_root():
-    done = subprocess.run([sys.executable, "evaluate.py", "--help"], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+def test_help_lists_the_flags(capsys):
+    done = run_script("evaluate", ["--help"], capsys)
     assert done.returncode == 0, done.stderr
     for flag in ("--model", "--dataset", "--method", "--label_map", "--prompt_variants", "--dtype"):
         assert flag in done.stdout
@@ -28,6 +29,7 @@ def test_script_help_runs_from_repo_root():
         assert flag in done.stdout
 
 
+@pytest.mark.integration
 def test_two_processes_from_a_json_file_split_gather_and_write_once(tmp_path, eval_score_run, tiny_dir,
                                                                     eval_emoset_dir):
     """torchrun with 2 CPU processes (gloo), arguments from one JSON file: an uneven split (4 + 3 images) gathered
@@ -62,6 +64,7 @@ def test_two_processes_from_a_json_file_split_gather_and_write_once(tmp_path, ev
     assert metrics["accuracy"] == pytest.approx(accuracy_of(lines))
 
 
+@pytest.mark.integration
 def test_more_processes_than_images_gather_each_image_once(tmp_path, eval_score_run, tiny_dir, eval_emoset_dir):
     """torchrun with 3 CPU processes on 2 images: the shares are 1, 1 and 0 images; the process without a share
     still joins every gather, and the outputs hold each image once, in dataset order, written once."""
@@ -90,7 +93,8 @@ def test_more_processes_than_images_gather_each_image_once(tmp_path, eval_score_
 # ----------------------------------------------------------------------------------- calibration and the card
 
 
-def test_calibrate_store_and_update_the_card_from_the_command_line(tmp_path, tiny_dir, eval_emoset_dir):
+def test_calibrate_store_and_update_the_card_from_the_command_line(tmp_path, tiny_dir, eval_emoset_dir, capsys,
+                                                                  monkeypatch):
     import shutil
 
     from huggingface_hub import ModelCard
@@ -99,10 +103,11 @@ def test_calibrate_store_and_update_the_card_from_the_command_line(tmp_path, tin
     shutil.copytree(tiny_dir, model)
     (model / "README.md").write_text("---\nlicense: bsd-3-clause\n---\n\n# Tiny\n\nNotes.\n")
     out = tmp_path / "out"
-    command = [sys.executable, str(REPO / "evaluate.py"), "--model", str(model), "--dataset", str(eval_emoset_dir),
+    monkeypatch.chdir(tmp_path)
+    command = ["--model", str(model), "--dataset", str(eval_emoset_dir),
                "--max_images", "8", "--batch_size", "4", "--calibrate_on", "val", "--save_temperature",
                "--save_unreliable_temperature", "--update_card", str(model), "--output_dir", str(out)]
-    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    done = run_script("evaluate", command, capsys)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     calibrated = metrics["calibrated"]
@@ -119,36 +124,16 @@ def test_calibrate_store_and_update_the_card_from_the_command_line(tmp_path, tin
     assert all((r.dataset_type, r.dataset_split, r.dataset_args) == (eval_emoset_dir.name, "test", {"max_images": 8})
                for r in card.data.eval_results)
 
-    refused = subprocess.run([*command[:-2], "--output_dir", str(tmp_path / "generate"), "--method", "generate"],
-                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    refused = run_script("evaluate", [*command[:-2], "--output_dir", str(tmp_path / "generate"), "--method",
+                                      "generate"], capsys)
     assert refused.returncode != 0 and "--calibrate_on 'val' needs --method score" in refused.stderr
     assert not (tmp_path / "generate").exists()
-
-
-# ----------------------------------------------------------------------------------------------------- the name
-
-
-def test_import_evaluate_in_tests_is_the_library():
-    import evaluate
-
-    assert hasattr(evaluate, "load") and "site-packages" in evaluate.__file__
-
-
-@pytest.mark.parametrize("flags", [["-P"], []], ids=["pytest-style-path", "cwd-on-path"])
-def test_import_evaluate_from_repo_root_is_the_library(flags):
-    # `pytest` (the console script) does not put the working directory on sys.path; `-P` does the same for python.
-    # Plain `python -c` from the repository root does, so `import evaluate` first finds the script, which runs its
-    # imports, steps aside, and leaves the library under the name.
-    code = "import evaluate; print(evaluate.__file__); print(callable(evaluate.load))"
-    done = subprocess.run([sys.executable, *flags, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    path, has_load = done.stdout.split()[-2:]
-    assert "site-packages" in path and path.endswith(os.path.join("evaluate", "__init__.py")) and has_load == "True"
 
 
 # ----------------------------------------------------------------------------------------------------- reasoning
 
 
+@pytest.mark.integration
 def test_reasoning_under_two_processes_with_the_judge_keeps_the_key_out_of_every_file(tmp_path, tiny_dir,
                                                                                       eval_emoset_dir, llmock):
     """`--task reasoning` through the command line under torchrun with 2 CPU processes: each explains its share
@@ -203,7 +188,7 @@ def test_reasoning_under_two_processes_with_the_judge_keeps_the_key_out_of_every
 # ----------------------------------------------------------------------------------------------------- suite
 
 
-def test_suite_from_the_command_line_prints_and_writes_one_table(tmp_path, tiny_dir):
+def test_suite_from_the_command_line_prints_and_writes_one_table(tmp_path, tiny_dir, capsys, monkeypatch):
     from emovit.evaluation.synthetic_benchmarks import write_synthetic_benchmarks
 
     write_synthetic_benchmarks(tmp_path / "bench", images_per_class=3)
@@ -211,9 +196,9 @@ def test_suite_from_the_command_line_prints_and_writes_one_table(tmp_path, tiny_
         "- {name: abstract, dataset: bench/Abstract, dataset_format: abstract, split: all}\n"
         "- {name: emotionroi, dataset: bench/EmotionROI, dataset_format: emotionroi, label_map: emotionroi}\n")
     out = tmp_path / "out"
-    command = [sys.executable, str(REPO / "evaluate.py"), "--model", str(tiny_dir), "--suite",
-               str(tmp_path / "suite.yaml"), "--output_dir", str(out), "--batch_size", "8"]
-    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    monkeypatch.chdir(tmp_path)
+    done = run_script("evaluate", ["--model", tiny_dir, "--suite", tmp_path / "suite.yaml", "--output_dir", out,
+                                   "--batch_size", "8"], capsys)
     assert done.returncode == 0, done.stderr[-3000:]
     table = json.loads((out / "suite_results.json").read_text())
     assert [row["name"] for row in table["rows"]] == ["abstract", "emotionroi"]
@@ -228,7 +213,8 @@ def test_suite_from_the_command_line_prints_and_writes_one_table(tmp_path, tiny_
 
 @pytest.mark.parametrize("case", ["bad value", "missing dataset", "unreliable temperature", "malformed argument file",
                                   "missing suite", "bad suite entry"])
-def test_input_errors_end_in_one_message_without_traceback(case, tmp_path, tiny_dir, eval_emoset_dir):
+def test_input_errors_end_in_one_message_without_traceback(case, tmp_path, tiny_dir, eval_emoset_dir, capsys,
+                                                           monkeypatch):
     (tmp_path / "args.json").write_text("{not json")
     (tmp_path / "suite.yaml").write_text(f"- {{name: a, dataset: {eval_emoset_dir}}}\n"
                                          f"- {{name: b, dataset: {eval_emoset_dir}, method: bogus}}\n")
@@ -246,8 +232,8 @@ def test_input_errors_end_in_one_message_without_traceback(case, tmp_path, tiny_
                              str(tmp_path / "out")], f"Suite file {tmp_path / 'suite.yaml'}, entry 1 ('b'): --method "
                                                      "is 'bogus'"),
     }[case]
-    done = subprocess.run([sys.executable, str(REPO / "evaluate.py"), *argv], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
+    monkeypatch.chdir(tmp_path)
+    done = run_script("evaluate", argv, capsys)
     assert done.returncode == 1, done.stderr[-3000:]
     assert "Traceback" not in done.stderr and "evaluate.py: error: " in done.stderr, done.stderr[-3000:]
     assert message in done.stderr
@@ -255,16 +241,18 @@ def test_input_errors_end_in_one_message_without_traceback(case, tmp_path, tiny_
 
 
 def test_a_refused_judge_ends_the_reasoning_run_with_exit_status_1_naming_its_flag(tmp_path, tiny_dir,
-                                                                                   eval_emoset_dir, llmock):
+                                                                                   eval_emoset_dir, llmock, capsys,
+                                                                                   monkeypatch):
     from llmock.scenarios import Fail
 
     llmock.add(Fail(401, times=None))
     out = tmp_path / "out"
-    command = [sys.executable, str(REPO / "evaluate.py"), "--model", str(tiny_dir), "--dataset", str(eval_emoset_dir),
+    command = ["--model", str(tiny_dir), "--dataset", str(eval_emoset_dir),
                "--output_dir", str(out), "--task", "reasoning", "--max_images", "4", "--batch_size", "4",
                "--max_new_tokens", "4", "--judge_model", "gpt-4o", "--judge_base_url", llmock.base_url()]
-    env = {**os.environ, "OPENAI_API_KEY": "sk-refused"}
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-refused")
+    monkeypatch.chdir(tmp_path)
+    done = run_script("evaluate", command, capsys)
     assert done.returncode == 1, done.stderr[-3000:]
     assert "evaluate.py: error: the judge" in done.stderr and "Traceback" not in done.stderr
     assert "--judge_model" in done.stderr and "--llm_model" not in done.stderr + done.stdout
