@@ -204,34 +204,33 @@ def test_a_person_uploads_an_image_in_chromium_and_sees_classify_result(app_url,
     assert web and all(url.startswith(app_url) for url in web), sorted(web - {u for u in web if u.startswith(app_url)})
 
 
-def app_in_process(argv, capsys, monkeypatch, tmp_path, **environment):
+def app_in_process(argv, monkeypatch, tmp_path, **environment):
     """app.py's main(argv) in this process, from `tmp_path`, with only `environment` of its own variables set; for
     the refusals that come before a server starts."""
-    monkeypatch.chdir(tmp_path)
     for name in ("EMOVIT_MODEL", "EMOVIT_DTYPE"):
         monkeypatch.delenv(name, raising=False)
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    return run_script("app", argv, capsys)
+    return run_script("app", argv, cwd=tmp_path)
 
 
-def test_without_a_model_it_says_how_to_get_one(tmp_path, capsys, monkeypatch):
-    done = app_in_process([], capsys, monkeypatch, tmp_path)
+def test_without_a_model_it_says_how_to_get_one(tmp_path, monkeypatch):
+    done = app_in_process([], monkeypatch, tmp_path)
     assert done.returncode == 1
     assert "No model to serve: there is no runs/emovit-offline/" in done.stderr
     assert "Run `accelerate launch train.py` first" in done.stderr and "pass --model" in done.stderr
     assert "Traceback" not in done.stderr
 
 
-def test_a_model_or_dtype_from_the_environment_that_does_not_work_is_named(tmp_path, tiny_dir, capsys,
+def test_a_model_or_dtype_from_the_environment_that_does_not_work_is_named(tmp_path, tiny_dir,
                                                                             monkeypatch):
     (tmp_path / "empty").mkdir()
-    done = app_in_process([], capsys, monkeypatch, tmp_path, EMOVIT_MODEL=str(tmp_path / "empty"))
+    done = app_in_process([], monkeypatch, tmp_path, EMOVIT_MODEL=str(tmp_path / "empty"))
     assert done.returncode == 1
     assert f"--model '{tmp_path / 'empty'}' is a folder without config.json" in done.stderr
     assert "(the model came from $EMOVIT_MODEL)" in done.stderr
     assert "Traceback" not in done.stderr
-    done = app_in_process(["--model", tiny_dir], capsys, monkeypatch, tmp_path, EMOVIT_DTYPE="int8")
+    done = app_in_process(["--model", tiny_dir], monkeypatch, tmp_path, EMOVIT_DTYPE="int8")
     assert done.returncode == 1
     assert "--dtype (or $EMOVIT_DTYPE) is 'int8'; use one of ['float32', 'bfloat16', 'float16']" in done.stderr
     assert "Traceback" not in done.stderr
@@ -260,8 +259,8 @@ def test_refusals_show_no_server_path_and_the_budget_is_bounded(app_url):
         client.predict(handle_file(str(EXAMPLE)), "score", "label", 1_000_000, api_name="/predict")
 
 
-def test_limits_that_are_not_positive_are_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):
-    done = app_in_process(["--model", tmp_path / "nowhere", "--queue_size", "0"], capsys, monkeypatch, tmp_path)
+def test_limits_that_are_not_positive_are_refused_before_the_model_loads(tmp_path, monkeypatch):
+    done = app_in_process(["--model", tmp_path / "nowhere", "--queue_size", "0"], monkeypatch, tmp_path)
     assert done.returncode == 1
     assert "app.py: error: --queue_size is 0; use a positive number." in done.stderr
     assert "Traceback" not in done.stderr

@@ -306,7 +306,7 @@ def test_a_tensor_that_is_not_floating_point_is_refused_by_name(base_dir, tmp_pa
 
 
 @pytest.mark.parametrize("case", ["empty file", "unknown keys"])
-def test_the_command_ends_input_errors_in_one_line(base_dir, tmp_path, case, capsys):
+def test_the_command_ends_input_errors_in_one_line(base_dir, tmp_path, case):
     from testing_utils import run_main
 
     if case == "empty file":
@@ -316,7 +316,7 @@ def test_the_command_ends_input_errors_in_one_line(base_dir, tmp_path, case, cap
         torch.save({"t5_proj.weight": torch.zeros(2, 2)}, tmp_path / "weights.pth")
         message = "convert_original_checkpoint: error: 1 checkpoint keys have no mapping to EmoVIT: ['t5_proj.weight']"
     done = run_main("convert_original_checkpoint", main, ["--checkpoint", tmp_path / "weights.pth", "--base_model",
-                                                          base_dir, "--output_dir", tmp_path / "out"], capsys)
+                                                          base_dir, "--output_dir", tmp_path / "out"])
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert message in done.stderr
     assert not (tmp_path / "out").exists()

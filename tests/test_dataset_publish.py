@@ -126,7 +126,7 @@ def _tree(folder):
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
-def test_push_never_deletes_a_folder_it_did_not_write(small_build, tmp_path, capsys):
+def test_push_never_deletes_a_folder_it_did_not_write(small_build, tmp_path):
     """`--export_dir` naming a folder of the user's own is refused with one line, and the folder stays as it was."""
     from dataset_builder.__main__ import main
 
@@ -137,7 +137,7 @@ def test_push_never_deletes_a_folder_it_did_not_write(small_build, tmp_path, cap
     (mine / "thesis.txt").write_text("three years of work")
     (mine / "sub" / "notes.md").write_text("notes")
     result = run_main("python -m dataset_builder", main,
-                      ["push", "--dataset_dir", small_build, "--export_dir", mine], capsys)
+                      ["push", "--dataset_dir", small_build, "--export_dir", mine])
     assert result.returncode == 1, result.stderr[-2000:]
     assert "Traceback" not in result.stderr and "--export_dir" in result.stderr and "thesis.txt" in result.stderr
     assert _tree(mine) == ["sub", "sub/notes.md", "thesis.txt"]
@@ -180,7 +180,7 @@ def test_push_replaces_its_own_earlier_export_and_uploads_no_marker(small_build,
     (lambda out: (out / "summary.json").write_text("[]"), "summary.json holds a list"),
     (lambda out: shutil.rmtree(out), "summary.json does not exist"),
 ])
-def test_push_input_errors_end_in_one_line_naming_the_file(small_build, tmp_path, damage, words, capsys):
+def test_push_input_errors_end_in_one_line_naming_the_file(small_build, tmp_path, damage, words):
     from dataset_builder.__main__ import main
 
     from testing_utils import run_main
@@ -189,7 +189,7 @@ def test_push_input_errors_end_in_one_line_naming_the_file(small_build, tmp_path
     shutil.copytree(small_build, out)
     damage(out)
     result = run_main("python -m dataset_builder", main,
-                      ["push", "--dataset_dir", out, "--export_dir", tmp_path / "hub"], capsys)
+                      ["push", "--dataset_dir", out, "--export_dir", tmp_path / "hub"])
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert f"python -m dataset_builder: error: {out}" in result.stderr and words in result.stderr
     assert not (tmp_path / "hub").exists()

@@ -20,8 +20,8 @@ def accuracy_of(lines):
     return sum(line["prediction"] == line["label"] for line in lines) / len(lines)
 
 
-def test_help_lists_the_flags(capsys):
-    done = run_script("evaluate", ["--help"], capsys)
+def test_help_lists_the_flags():
+    done = run_script("evaluate", ["--help"])
     assert done.returncode == 0, done.stderr
     for flag in ("--model", "--dataset", "--method", "--label_map", "--prompt_variants", "--dtype"):
         assert flag in done.stdout
@@ -93,7 +93,7 @@ def test_more_processes_than_images_gather_each_image_once(tmp_path, eval_score_
 # ----------------------------------------------------------------------------------- calibration and the card
 
 
-def test_calibrate_store_and_update_the_card_from_the_command_line(tmp_path, tiny_dir, eval_emoset_dir, capsys,
+def test_calibrate_store_and_update_the_card_from_the_command_line(tmp_path, tiny_dir, eval_emoset_dir,
                                                                   monkeypatch):
     import shutil
 
@@ -107,7 +107,7 @@ def test_calibrate_store_and_update_the_card_from_the_command_line(tmp_path, tin
     command = ["--model", str(model), "--dataset", str(eval_emoset_dir),
                "--max_images", "8", "--batch_size", "4", "--calibrate_on", "val", "--save_temperature",
                "--save_unreliable_temperature", "--update_card", str(model), "--output_dir", str(out)]
-    done = run_script("evaluate", command, capsys)
+    done = run_script("evaluate", command)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     calibrated = metrics["calibrated"]
@@ -125,7 +125,7 @@ def test_calibrate_store_and_update_the_card_from_the_command_line(tmp_path, tin
                for r in card.data.eval_results)
 
     refused = run_script("evaluate", [*command[:-2], "--output_dir", str(tmp_path / "generate"), "--method",
-                                      "generate"], capsys)
+                                      "generate"])
     assert refused.returncode != 0 and "--calibrate_on 'val' needs --method score" in refused.stderr
     assert not (tmp_path / "generate").exists()
 
@@ -188,7 +188,7 @@ def test_reasoning_under_two_processes_with_the_judge_keeps_the_key_out_of_every
 # ----------------------------------------------------------------------------------------------------- suite
 
 
-def test_suite_from_the_command_line_prints_and_writes_one_table(tmp_path, tiny_dir, capsys, monkeypatch):
+def test_suite_from_the_command_line_prints_and_writes_one_table(tmp_path, tiny_dir, monkeypatch):
     from emovit.evaluation.synthetic_benchmarks import write_synthetic_benchmarks
 
     write_synthetic_benchmarks(tmp_path / "bench", images_per_class=3)
@@ -198,7 +198,7 @@ def test_suite_from_the_command_line_prints_and_writes_one_table(tmp_path, tiny_
     out = tmp_path / "out"
     monkeypatch.chdir(tmp_path)
     done = run_script("evaluate", ["--model", tiny_dir, "--suite", tmp_path / "suite.yaml", "--output_dir", out,
-                                   "--batch_size", "8"], capsys)
+                                   "--batch_size", "8"])
     assert done.returncode == 0, done.stderr[-3000:]
     table = json.loads((out / "suite_results.json").read_text())
     assert [row["name"] for row in table["rows"]] == ["abstract", "emotionroi"]
@@ -213,7 +213,7 @@ def test_suite_from_the_command_line_prints_and_writes_one_table(tmp_path, tiny_
 
 @pytest.mark.parametrize("case", ["bad value", "missing dataset", "unreliable temperature", "malformed argument file",
                                   "missing suite", "bad suite entry"])
-def test_input_errors_end_in_one_message_without_traceback(case, tmp_path, tiny_dir, eval_emoset_dir, capsys,
+def test_input_errors_end_in_one_message_without_traceback(case, tmp_path, tiny_dir, eval_emoset_dir,
                                                            monkeypatch):
     (tmp_path / "args.json").write_text("{not json")
     (tmp_path / "suite.yaml").write_text(f"- {{name: a, dataset: {eval_emoset_dir}}}\n"
@@ -233,7 +233,7 @@ def test_input_errors_end_in_one_message_without_traceback(case, tmp_path, tiny_
                                                      "is 'bogus'"),
     }[case]
     monkeypatch.chdir(tmp_path)
-    done = run_script("evaluate", argv, capsys)
+    done = run_script("evaluate", argv)
     assert done.returncode == 1, done.stderr[-3000:]
     assert "Traceback" not in done.stderr and "evaluate.py: error: " in done.stderr, done.stderr[-3000:]
     assert message in done.stderr
@@ -241,7 +241,7 @@ def test_input_errors_end_in_one_message_without_traceback(case, tmp_path, tiny_
 
 
 def test_a_refused_judge_ends_the_reasoning_run_with_exit_status_1_naming_its_flag(tmp_path, tiny_dir,
-                                                                                   eval_emoset_dir, llmock, capsys,
+                                                                                   eval_emoset_dir, llmock,
                                                                                    monkeypatch):
     from llmock.scenarios import Fail
 
@@ -252,7 +252,7 @@ def test_a_refused_judge_ends_the_reasoning_run_with_exit_status_1_naming_its_fl
                "--max_new_tokens", "4", "--judge_model", "gpt-4o", "--judge_base_url", llmock.base_url()]
     monkeypatch.setenv("OPENAI_API_KEY", "sk-refused")
     monkeypatch.chdir(tmp_path)
-    done = run_script("evaluate", command, capsys)
+    done = run_script("evaluate", command)
     assert done.returncode == 1, done.stderr[-3000:]
     assert "evaluate.py: error: the judge" in done.stderr and "Traceback" not in done.stderr
     assert "--judge_model" in done.stderr and "--llm_model" not in done.stderr + done.stdout

@@ -29,14 +29,14 @@ def test_synthetic_benchmarks_read_back_in_every_layout(tmp_path):
     assert counts["emotion6"] == 18 and counts["emotionroi"] == 6  # every third image is in testing.txt
 
 
-def test_too_few_images_per_class_ends_in_one_line_and_writes_nothing(tmp_path, capsys):
+def test_too_few_images_per_class_ends_in_one_line_and_writes_nothing(tmp_path):
     from emovit.evaluation.synthetic_benchmarks import main
 
     from testing_utils import run_main
 
     out = tmp_path / "bench"
     result = run_main("python -m emovit.evaluation.synthetic_benchmarks", main,
-                      ["--output_dir", out, "--images_per_class", "2"], capsys)
+                      ["--output_dir", out, "--images_per_class", "2"])
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     first = result.stderr.splitlines()[0]
     assert first.startswith("python -m emovit.evaluation.synthetic_benchmarks: error: --images_per_class 2")

@@ -1,5 +1,5 @@
-"""predict.py through its command line: PATHs and flags in any order, the output file and the printed summary, bad
-input as a clear message without a traceback, and torchrun with 2 processes writing the same file as one. The
+"""predict.py's main(argv) in this process: PATHs and flags in any order, the output file and the printed summary, bad
+input as a clear message without a traceback; and under torchrun, 2 processes writing the same file as one. The
 prediction run itself is tested on the library (tests/test_inference_predict.py)."""
 
 import json
@@ -14,14 +14,16 @@ import pytest
 from emovit.inference.files import read_image
 from emovit.inference.loading import PROCESSOR_FILES
 
+from testing_utils import run_script
+
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
-def run_predict(*arguments, cwd=None, timeout=180):
-    return subprocess.run([sys.executable, str(REPO / "predict.py"), *map(str, arguments)], cwd=cwd or REPO,
-                          env=ENV, capture_output=True, text=True, timeout=timeout)
+def run_predict(*arguments, cwd=None):
+    """predict.py's main with `arguments`, in this process, from `cwd` (default: the repository root)."""
+    return run_script("predict", arguments, cwd=cwd or REPO)
 
 
 def read_lines(path):
@@ -75,6 +77,7 @@ def test_lines_equal_classify_and_the_summary_counts_labels_and_skips(one_proces
     assert done.stdout.rstrip().endswith(f"wrote {out}")
 
 
+@pytest.mark.integration
 def test_two_processes_write_the_same_file_as_one(tmp_path, one_process_run, tiny_dir, photo_folder):
     """torchrun with 2 CPU processes (gloo), the arguments from one JSON file: the processes take 7 and 6 of the 13
     files in batches of 3 (so their batches differ from the one-process run's), and the main process alone writes the
@@ -103,6 +106,7 @@ def test_two_processes_write_the_same_file_as_one(tmp_path, one_process_run, tin
     assert sorted(os.listdir(tmp_path)) == ["predict.json", "preds.jsonl"]
 
 
+@pytest.mark.integration
 def test_more_processes_than_images_leave_one_process_without_a_share(tmp_path, one_process_run, tiny_dir,
                                                                     photo_folder):
     """torchrun with 3 CPU processes on 2 images (one readable, one unreadable): the shares are 1, 1 and 0 files; the
@@ -190,7 +194,7 @@ def test_bad_input_is_a_message_without_traceback_and_leaves_the_output_alone(ca
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["preds.jsonl"]  # no temporary file
 
 
-@pytest.mark.parametrize("processes", [1, 2])
+@pytest.mark.parametrize("processes", [1, pytest.param(2, marks=pytest.mark.integration)])
 def test_broken_links_and_pipes_in_a_folder_are_error_lines_and_the_run_goes_on(tmp_path, tiny_dir, processes):
     """A link to nothing, a link to itself, a named pipe and a link to /dev/zero with image names inside a searched
     folder: each is an `error` line counted in the summary, the readable image is predicted, exit status 0; the same

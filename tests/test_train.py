@@ -29,9 +29,9 @@ def flags(tiny_dir, instructions_dir, output_dir, *extra):
             *map(str, extra)]
 
 
-def train_script(capsys, *args, check=True):
+def train_script(*args, check=True):
     """Runs train.py's main with ARGS in this process; with `check`, fails the test on a non-zero exit."""
-    done = run_script("train", args, capsys)
+    done = run_script("train", args)
     if check:
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return done
@@ -50,7 +50,7 @@ def losses(output_dir):
     return [entry["loss"] for entry in history(output_dir) if "loss" in entry]
 
 
-def test_training_run_end_to_end(capsys, tiny_dir, synthetic_root, instructions_dir, tmp_path):
+def test_training_run_end_to_end(tiny_dir, synthetic_root, instructions_dir, tmp_path):
     """One run that checks what a user sees: the loss falls, only the Q-Former side changes, the folder is complete;
     16-bit training images train; an unreadable evaluation image is left out (not fatal); evaluation reports the
     Trainer's loss on the evaluation images and emotion accuracy."""
@@ -62,7 +62,7 @@ def test_training_run_end_to_end(capsys, tiny_dir, synthetic_root, instructions_
     broken = read_split(root, "val").items[0]
     Path(broken.image_path).write_bytes(b"not an image")
     # 24 categorical examples, batch 24: every step sees the same batch.
-    done = train_script(capsys, *flags(tiny_dir, data, tmp_path / "run", "--per_device_train_batch_size", 24,
+    done = train_script(*flags(tiny_dir, data, tmp_path / "run", "--per_device_train_batch_size", 24,
                                "--max_steps", 4, "--lr_scheduler_type", "constant", "--warmup_ratio", 0,
                                "--curriculum", "categorical", "--eval_strategy", "steps", "--eval_steps", 2))
     steps = losses(tmp_path / "run")
@@ -90,11 +90,11 @@ def test_training_run_end_to_end(capsys, tiny_dir, synthetic_root, instructions_
 
 
 @pytest.mark.integration  # a whole run: the offline default end to end
-def test_offline_default_with_a_few_steps(capsys, tmp_path):
+def test_offline_default_with_a_few_steps(tmp_path):
     """No --model_name_or_path and no --dataset: the offline default's data, model and flags (here with fewer steps
     and images), then the held-out evaluation of the saved model: classification and explanations."""
     output_dir = tmp_path / "offline"
-    done = train_script(capsys, "--max_steps", 2, "--offline_images_per_class", 3, "--offline_lm_steps", 2,
+    done = train_script("--max_steps", 2, "--offline_images_per_class", 3, "--offline_lm_steps", 2,
                         "--output_dir", output_dir)
     for built in ("emoset-synthetic/info.json", "instructions/summary.json", "tiny-base/config.json"):
         assert (output_dir / "offline-inputs" / built).is_file(), built
@@ -112,7 +112,7 @@ def test_offline_default_with_a_few_steps(capsys, tmp_path):
     assert "This is the offline miniature, not an emotion model" in card
 
 
-def test_lora_from_a_yaml_file_trains_the_language_model_and_saves_a_plain_emovit(capsys, tiny_dir, instructions_dir,
+def test_lora_from_a_yaml_file_trains_the_language_model_and_saves_a_plain_emovit(tiny_dir, instructions_dir,
                                                                                    tmp_path):
     config = {"model_name_or_path": str(tiny_dir), "dataset": str(instructions_dir),
               "output_dir": str(tmp_path / "lora"), "types": "categorical", "learning_rate": 1e-3,
@@ -120,7 +120,7 @@ def test_lora_from_a_yaml_file_trains_the_language_model_and_saves_a_plain_emovi
               "eval_strategy": "no", "test_split": "none", "report_to": "none", "save_strategy": "no", "seed": 0,
               "dataloader_num_workers": 0, "weight_decay": 0.0, "max_steps": 3, "lora_r": 4}
     (tmp_path / "lora.yaml").write_text(yaml.safe_dump(config))
-    train_script(capsys, tmp_path / "lora.yaml")
+    train_script(tmp_path / "lora.yaml")
     saved = tmp_path / "lora"
     state = trainable_tensors(saved)  # loads as a plain EmoVIT: no LoRA keys, nothing missing
     assert not any("lora_" in name for name in state)
@@ -133,8 +133,8 @@ def test_lora_from_a_yaml_file_trains_the_language_model_and_saves_a_plain_emovi
     assert "Trainable (Q-Former side + LoRA)" in (saved / "README.md").read_text()
 
 
-def test_bf16_keeps_the_trainable_side_in_float32(capsys, tiny_dir, instructions_dir, tmp_path):
-    train_script(capsys, *flags(tiny_dir, instructions_dir, tmp_path / "bf16", "--max_steps", 2, "--bf16", "--use_cpu"))
+def test_bf16_keeps_the_trainable_side_in_float32(tiny_dir, instructions_dir, tmp_path):
+    train_script(*flags(tiny_dir, instructions_dir, tmp_path / "bf16", "--max_steps", 2, "--bf16", "--use_cpu"))
     losses_bf16 = losses(tmp_path / "bf16")
     assert all(torch.isfinite(torch.tensor(losses_bf16)))
     from safetensors import safe_open
@@ -146,8 +146,8 @@ def test_bf16_keeps_the_trainable_side_in_float32(capsys, tiny_dir, instructions
     assert dtypes["vision_model.encoder.layers.0.mlp.fc1.weight"] == "BF16"
 
 
-def test_augment_and_cache_exclude_each_other(capsys, tiny_dir, instructions_dir, tmp_path):
-    done = train_script(capsys, *flags(tiny_dir, instructions_dir, tmp_path, "--augment", "--cache_vision_features",
+def test_augment_and_cache_exclude_each_other(tiny_dir, instructions_dir, tmp_path):
+    done = train_script(*flags(tiny_dir, instructions_dir, tmp_path, "--augment", "--cache_vision_features",
                                "--max_steps", 1), check=False)
     assert done.returncode != 0
     assert "train.py: error: --augment and --cache_vision_features exclude each other" in done.stderr
@@ -173,13 +173,13 @@ def test_ddp_two_processes_on_cpu(tiny_dir, instructions_dir, tmp_path):
     assert done.stdout.count("held-out ") == 1
 
 
-def test_an_output_dir_inside_the_evaluation_dataset_is_refused_before_training(capsys, tiny_dir, synthetic_root,
+def test_an_output_dir_inside_the_evaluation_dataset_is_refused_before_training(tiny_dir, synthetic_root,
                                                                                 instructions_dir, tmp_path):
     """The held-out evaluation writes output_dir/eval, which may not lie inside the dataset it reads: refused before
     the first step, not after training."""
     root, data = private_copy(synthetic_root, instructions_dir, tmp_path)
     before = sorted(root.rglob("*"))
-    done = train_script(capsys, *flags(tiny_dir, data, root / "runs" / "emovit", "--max_steps", 1), check=False)
+    done = train_script(*flags(tiny_dir, data, root / "runs" / "emovit", "--max_steps", 1), check=False)
     assert done.returncode != 0, done.stderr[-3000:]
     assert f"train.py: error: --output_dir '{root / 'runs' / 'emovit'}' lies inside '{root}'" in done.stderr
     assert sorted(root.rglob("*")) == before

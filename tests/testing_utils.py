@@ -256,34 +256,42 @@ class ScriptRun:
         self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
 
 
-def run_script(name: str, argv, capsys) -> ScriptRun:
+def run_script(name: str, argv, cwd=None) -> ScriptRun:
     """Runs script `name`'s `main(argv)` in this process as `python name.py ARGV` does (see `run_main`)."""
-    return run_main(f"{name}.py", load_script(name).main, argv, capsys)
+    return run_main(f"{name}.py", load_script(name).main, argv, cwd)
 
 
-def run_main(prog: str, main, argv, capsys) -> ScriptRun:
-    """Runs a command's `main(argv)` in this process as its command line does: through `run_command`, so an input
-    error ends it with one line on stderr and exit status 1, and with the library's INFO logging on stdout (as the
-    scripts configure it). `capsys` is the test's pytest fixture."""
+def run_main(prog: str, main, argv, cwd=None) -> ScriptRun:
+    """Runs a command's `main(argv)` in this process as its command line does, from the folder `cwd` (default: where
+    the test is): through `run_command`, so an input error ends it with one line on stderr and exit status 1, and
+    with the library's INFO logging on stdout (as the scripts configure it). Returns its exit status and what it
+    printed."""
+    import contextlib
+    import io
     import logging
-    import sys
 
     from emovit_utils.commands import run_command
 
-    capsys.readouterr()  # what the test printed before belongs to no run
+    stdout, stderr = io.StringIO(), io.StringIO()
     root = logging.getLogger()
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(stdout)
     level = root.level
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    here = os.getcwd()
     try:
-        result = run_command(prog, main, [str(arg) for arg in argv])
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            result = run_command(prog, main, [str(arg) for arg in argv])
         # `python -m dataset_builder` exits with what its main returns
         returncode = result if isinstance(result, int) and not isinstance(result, bool) else 0
     except SystemExit as e:
-        returncode = e.code if isinstance(e.code, int) else 1
+        returncode = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+        if isinstance(e.code, str):  # `sys.exit(message)`: the interpreter prints it to stderr
+            stderr.write(e.code + "\n")
     finally:
+        os.chdir(here)
         root.removeHandler(handler)
         root.setLevel(level)
-    captured = capsys.readouterr()
-    return ScriptRun(returncode, captured.out, captured.err)
+    return ScriptRun(returncode, stdout.getvalue(), stderr.getvalue())
