@@ -276,6 +276,7 @@ def test_keeping_records_of_another_emoset_root_is_refused(synthetic_root, tmp_p
     assert len((out / "instructions.jsonl").read_text().splitlines()) == 8 + 24
 
 
+@pytest.mark.integration
 def test_second_build_on_a_locked_folder_fails_and_a_killed_holder_does_not_block(synthetic_root, tmp_path, llmock, capsys):
     import multiprocessing
 

@@ -49,6 +49,7 @@ assert changed == {}, changed
 """
 
 
+@pytest.mark.integration  # a fresh interpreter
 def test_importing_the_package_leaves_logging_filters_alone():
     # A fresh interpreter: in this one, earlier tests have made clients, which do install the filter.
     done = subprocess.run([sys.executable, "-c", IMPORT_CHECK], cwd=REPO_ROOT, env=subprocess_env(),

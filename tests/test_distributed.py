@@ -28,6 +28,7 @@ def test_one_process_works_through_all_items_in_batches():
     assert from_main_process({"accuracy": 0.5}) == {"accuracy": 0.5}
 
 
+@pytest.mark.integration
 def test_two_processes_take_contiguous_shares_and_get_every_row_in_order(tmp_path):
     """torchrun with 2 CPU processes (gloo) on 5 items in batches of 2: shares of 3 and 2 items, a row per item and
     one row more for item 3, all back in item order on both processes, and the main process's value on both."""
