@@ -172,6 +172,9 @@ def distributed_step(args, config) -> None:
         save(results, args.output)
         print(json.dumps(entry), flush=True)
         print(f"wrote {args.output}")
+    # Every process leaves together: one that closes its group while rank 0 is still writing can hang in gloo's
+    # shutdown, and the launcher then waits for it until the part's time limit.
+    dist.barrier()
     dist.destroy_process_group()
 
 
