@@ -18,11 +18,8 @@ METRIC_PATH = str(Path(__file__).resolve().parents[2] / "metrics" / "emotion_cla
 
 @cache
 def metric_functions() -> ModuleType:
-    """The metric file as a module, loaded once, on first use.
-
-    Not when this module is imported: the file imports the `evaluate` library, which the repository's evaluate.py
-    script shadows until `emovit.evaluation.run` has imported the library (see the top of that module).
-    """
+    """The metric file as a module, loaded once, on first use (it imports the `evaluate` library, which only a
+    computation of metrics needs)."""
     path = Path(METRIC_PATH) / "emotion_classification.py"
     spec = importlib.util.spec_from_file_location("emotion_classification", path)
     module = importlib.util.module_from_spec(spec)
