@@ -37,3 +37,8 @@ def run_in_shares(accelerator: Accelerator, items: Sequence, work: Callable[[lis
 def from_main_process(value=None):
     """`value` as the main process passes it, on every process (the others pass nothing and wait for it)."""
     return broadcast_object_list([value])[0]
+
+
+def from_every_process(value) -> list:
+    """Each process's `value`, in process order, on every process (one entry for a plain run)."""
+    return gather_object([value])

@@ -31,7 +31,8 @@ def test_one_process_works_through_all_items_in_batches():
 @pytest.mark.integration
 def test_two_processes_take_contiguous_shares_and_get_every_row_in_order(tmp_path):
     """torchrun with 2 CPU processes (gloo) on 5 items in batches of 2: shares of 3 and 2 items, a row per item and
-    one row more for item 3, all back in item order on both processes, and the main process's value on both."""
+    one row more for item 3, all back in item order on both processes, the main process's value on both, and each
+    process's value, in process order, on both."""
     torchrun = Path(sys.executable).parent / "torchrun"
     if not torchrun.exists():
         pytest.skip("torchrun is not installed next to this Python")
@@ -39,14 +40,15 @@ def test_two_processes_take_contiguous_shares_and_get_every_row_in_order(tmp_pat
         "import json, os\n"
         "import torch.distributed\n"
         "from accelerate import Accelerator\n"
-        "from emovit.distributed import from_main_process, run_in_shares\n"
+        "from emovit.distributed import from_every_process, from_main_process, run_in_shares\n"
         "accelerator = Accelerator()\n"
         "rank = accelerator.process_index\n"
         "work = lambda batch: [row for item in batch for row in [{'item': item, 'rank': rank, 'batch': batch}]\n"
         "                      + ([{'item': item, 'extra': True}] if item == 3 else [])]\n"
         "rows = run_in_shares(accelerator, range(5), work, 2, 'test')\n"
         "value = from_main_process({'from': rank} if accelerator.is_main_process else None)\n"
-        "print('RESULT ' + json.dumps({'rank': rank, 'rows': rows, 'value': value}), flush=True)\n"
+        "every = from_every_process({'rank': rank})\n"
+        "print('RESULT ' + json.dumps({'rank': rank, 'rows': rows, 'value': value, 'every': every}), flush=True)\n"
         "torch.distributed.destroy_process_group()\n"
     )
     env = subprocess_env(ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
@@ -60,3 +62,13 @@ def test_two_processes_take_contiguous_shares_and_get_every_row_in_order(tmp_pat
                 {"item": 3, "extra": True}, {"item": 4, "rank": 1, "batch": [3, 4]}]
     assert [result["rank"] for result in results] == [0, 1]
     assert all(result["rows"] == expected and result["value"] == {"from": 0} for result in results)
+    assert all(result["every"] == [{"rank": 0}, {"rank": 1}] for result in results)
+
+
+def test_a_plain_run_is_one_process_that_sees_its_own_values():
+    """Without a launcher the helpers need no process group: one entry per process, the main process's value."""
+    from emovit.distributed import from_every_process
+
+    Accelerator()
+    assert from_every_process({"rank": 0}) == [{"rank": 0}]
+    assert from_main_process("main's") == "main's"

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emovit.distributed import from_every_process, from_main_process
 from modeling_emovit.image_utils import open_image
 
 
@@ -30,24 +31,6 @@ def _launch_state():
 
     # Without cpu=True a launch on a machine without CUDA would run every process as a lone one (gloo needs it).
     return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
-
-
-def _gather(state, value) -> list:
-    """`value` from every process, in process order, on every process."""
-    if state.num_processes == 1:
-        return [value]
-    from accelerate.utils import gather_object
-
-    return gather_object([value])
-
-
-def _from_main(state, value):
-    """The main process's `value`, on every process."""
-    if state.num_processes == 1:
-        return value
-    from accelerate.utils import broadcast_object_list
-
-    return broadcast_object_list([value])[0]
 
 
 def share_of(count: int, process_index: int, num_processes: int) -> range:
@@ -132,7 +115,7 @@ class VisionCache:
         keys = list(images)
         key = json.loads(json.dumps(cls.cache_key(model, processor, images)))  # as it reads back from key.json
         fingerprint = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-        fingerprints = _gather(state, fingerprint)
+        fingerprints = from_every_process(fingerprint)
         if len(set(fingerprints)) > 1:
             differing = [k for k, f in enumerate(fingerprints) if f != fingerprints[0]]
             raise ValueError(
@@ -144,7 +127,7 @@ class VisionCache:
 
         # ---- an entry built earlier: the main process decides, so that every process takes the same path
         cache = cls._open_finished(entry, key, keys) if state.is_main_process else None
-        if _from_main(state, cache is not None):
+        if from_main_process(cache is not None):
             return cache if cache is not None else cls(entry, keys)
 
         # ---- the temporary folder and the whole array, made by the main process before anyone writes a row
@@ -161,7 +144,7 @@ class VisionCache:
                                           shape=(len(keys), *row_shape)).flush()
             except OSError as e:
                 problem = f"process 0 could not create the vision-feature cache in {folder}: {e}"
-        tmp, problem = _from_main(state, (tmp, problem))
+        tmp, problem = from_main_process((tmp, problem))
         if problem is None and not (tmp / "features.npy").is_file():
             problem = (f"process {state.process_index} does not see {tmp}, which the main process created: the "
                        f"vision-feature cache folder {folder} must be on a filesystem every process shares "
@@ -175,7 +158,7 @@ class VisionCache:
             except Exception as e:  # noqa: BLE001 - reported on every process below, so none waits forever
                 problem = f"process {state.process_index}: {type(e).__name__}: {e}"
                 own_error = e
-        problems = [p for p in _gather(state, problem) if p is not None]  # also the barrier after the last row
+        problems = [p for p in from_every_process(problem) if p is not None]  # also the barrier after the last row
         if problems:
             if state.is_main_process and tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -201,7 +184,7 @@ class VisionCache:
                         shutil.rmtree(stale, ignore_errors=True)
                 logger.info("vision features of %d images cached in %s by %d process(es)", len(keys), entry,
                             state.num_processes)
-        problem = _from_main(state, None if own_error is None else f"process 0: {type(own_error).__name__}: "
+        problem = from_main_process(None if own_error is None else f"process 0: {type(own_error).__name__}: "
                                                                    f"{own_error}")  # also the barrier before reading
         if own_error is not None:
             raise own_error
