@@ -5,8 +5,10 @@
 """A tiny random EmoVIT, built offline: the model tests, the offline demo and CI run on.
 
     python -m modeling_emovit.tiny --output_dir runs/tiny-emovit
+    python -m modeling_emovit.tiny --output_dir runs/tiny-emovit-t5 --language_model t5
 
-writes a normal `from_pretrained` folder (model, processor, both tokenizers) in a second. Nothing comes from the Hub:
+writes a normal `from_pretrained` folder (model, processor, both tokenizers) in a second. The language model is a
+Llama (decoder-only, as Vicuna) by default, or a T5 (encoder-decoder, as FlanT5) with `language_model="t5"`. Nothing comes from the Hub:
 the tokenizers are trained here with `tokenizers` on the project's own prompts, and every weight is random.
 
 Two choices make this random model *trainable* on the Q-Former side alone (the offline default reaches 100 % with them):
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import BertTokenizer, BlipImageProcessorPil, LlamaConfig, PreTrainedTokenizerFast
+from transformers import BertTokenizer, BlipImageProcessorPil, LlamaConfig, PreTrainedTokenizerFast, T5Config
 
 from .configuration_emovit import EMOSET_EMOTIONS, EmoVitConfig
 from .modeling_emovit import EmoVitForConditionalGeneration
@@ -39,6 +41,8 @@ from .processing_emovit import (
 
 
 IMAGE_TOKEN = "<image>"
+# The language models the tiny preset can be built with: a decoder-only Llama or an encoder-decoder T5.
+TINY_LANGUAGE_MODELS = ("llama", "t5")
 
 # Words the offline template backend and the synthetic sample write about (colours, shapes, attribute names), so
 # the tiny tokenizers split them into few pieces. Any other text still tokenises: the alphabet covers ASCII.
@@ -60,28 +64,46 @@ def _corpus(labels, texts=()) -> list[str]:
     return lines * 20 + list(texts)
 
 
-def build_lm_tokenizer(labels=EMOSET_EMOTIONS, vocab_size: int = 600, texts=()) -> PreTrainedTokenizerFast:
-    """A SentencePiece-style BPE tokenizer (like Llama's): `<s>` prepended, `</s>` as EOS, `<pad>`, `<image>`."""
+def build_lm_tokenizer(labels=EMOSET_EMOTIONS, vocab_size: int = 600, texts=(),
+                       language_model: str = "llama") -> PreTrainedTokenizerFast:
+    """A SentencePiece-style BPE tokenizer with `</s>` as EOS, `<pad>` and `<image>`. Llama's layout (`<s>` prepended)
+    by default; with `language_model="t5"` T5's (no BOS, `</s>` appended, ids `<pad>` 0, `</s>` 1, `<unk>` 2)."""
+    _check_language_model(language_model)
+    special_tokens = ["<unk>", "<s>", "</s>", "<pad>"] if language_model == "llama" else ["<pad>", "</s>", "<unk>"]
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.normalizer = normalizers.NFKC()
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
     tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
+        special_tokens=special_tokens,
         initial_alphabet=list(string.printable.strip()) + ["▁"],
         show_progress=False,
     )
     tokenizer.train_from_iterator(_corpus(labels, texts), trainer=trainer)
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tokenizer.token_to_id("<s>"))]
-    )
+    if language_model == "llama":
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tokenizer.token_to_id("<s>"))]
+        )
+        bos_token = "<s>"
+    else:
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", tokenizer.token_to_id("</s>"))]
+        )
+        bos_token = None
     wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+        tokenizer_object=tokenizer, bos_token=bos_token, eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
     )
     wrapped.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
     wrapped.image_token = IMAGE_TOKEN
     return wrapped
+
+
+def _check_language_model(language_model: str) -> None:
+    if language_model not in TINY_LANGUAGE_MODELS:
+        raise ValueError(
+            f"Unknown tiny language model {language_model!r}; use one of {list(TINY_LANGUAGE_MODELS)}."
+        )
 
 
 def build_qformer_tokenizer(labels=EMOSET_EMOTIONS, vocab_size: int = 400, texts=()) -> BertTokenizer:
@@ -113,7 +135,10 @@ def tiny_config(
     pad_token_id: int = 3,
     bos_token_id: int = 1,
     eos_token_id: int = 2,
+    language_model: str = "llama",
 ) -> EmoVitConfig:
+    """The tiny preset's configuration. `bos_token_id` is unused by a T5 language model, which has no BOS."""
+    _check_language_model(language_model)
     vision_config = dict(
         hidden_size=vision_hidden_size,
         intermediate_size=2 * vision_hidden_size,
@@ -132,19 +157,37 @@ def tiny_config(
         cross_attention_frequency=1,
         max_position_embeddings=256,
     )
-    text_config = LlamaConfig(
-        vocab_size=lm_vocab_size,
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=512,
-        pad_token_id=pad_token_id,
-        bos_token_id=bos_token_id,
-        eos_token_id=eos_token_id,
-        tie_word_embeddings=False,
-    )
+    if language_model == "llama":
+        text_config = LlamaConfig(
+            vocab_size=lm_vocab_size,
+            hidden_size=hidden_size,
+            intermediate_size=2 * hidden_size,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=512,
+            pad_token_id=pad_token_id,
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
+            tie_word_embeddings=False,
+        )
+    else:
+        # FlanT5's choices: gated-GELU feed-forward blocks and an output head not tied to the embeddings. The decoder
+        # starts from the pad token, as T5's does.
+        text_config = T5Config(
+            vocab_size=lm_vocab_size,
+            d_model=hidden_size,
+            d_kv=hidden_size // 4,
+            d_ff=2 * hidden_size,
+            num_layers=2,
+            num_decoder_layers=2,
+            num_heads=4,
+            feed_forward_proj="gated-gelu",
+            pad_token_id=pad_token_id,
+            eos_token_id=eos_token_id,
+            decoder_start_token_id=pad_token_id,
+            tie_word_embeddings=False,
+        )
     return EmoVitConfig(
         vision_config=vision_config,
         qformer_config=qformer_config,
@@ -164,11 +207,13 @@ def build_tiny_emovit(
     texts=(),
     lm_vocab_size: int = 600,
     qformer_vocab_size: int = 400,
+    language_model: str = "llama",
 ):
     """Returns `(model, processor)` of a tiny random EmoVIT. `texts` join the project's prompts in the text the
-    tokenizers are trained on (the vocabularies then hold their words)."""
+    tokenizers are trained on (the vocabularies then hold their words). `language_model` is `"llama"` (decoder-only)
+    or `"t5"` (encoder-decoder)."""
     torch.manual_seed(seed)
-    tokenizer = build_lm_tokenizer(emotion_labels, lm_vocab_size, texts)
+    tokenizer = build_lm_tokenizer(emotion_labels, lm_vocab_size, texts, language_model=language_model)
     qformer_tokenizer = build_qformer_tokenizer(emotion_labels, qformer_vocab_size, texts)
     config = tiny_config(
         lm_vocab_size=len(tokenizer),
@@ -180,6 +225,7 @@ def build_tiny_emovit(
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
+        language_model=language_model,
     )
     model = EmoVitForConditionalGeneration(config)
     with torch.no_grad():
@@ -199,6 +245,7 @@ def build_tiny_emovit(
         qformer_tokenizer,
         num_query_tokens=config.num_query_tokens,
         emotion_labels=list(config.emotion_labels),
+        use_decoder_only_language_model=config.use_decoder_only_language_model,
     )
     return model, processor
 
@@ -217,8 +264,11 @@ def main(argv=None):
     parser.add_argument("--output_dir", required=True, help="Folder to write; loads with from_pretrained.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lm_init_std", type=float, default=0.2, help="Std of the frozen random language model.")
+    parser.add_argument("--language_model", choices=TINY_LANGUAGE_MODELS, default="llama",
+                        help="llama: decoder-only, as Vicuna; t5: encoder-decoder, as FlanT5.")
     args = parser.parse_args(argv)
-    model, _ = save_tiny_emovit(args.output_dir, seed=args.seed, lm_init_std=args.lm_init_std)
+    model, _ = save_tiny_emovit(args.output_dir, seed=args.seed, lm_init_std=args.lm_init_std,
+                                language_model=args.language_model)
     print(f"Tiny EmoVIT ({model.num_parameters():,} parameters) written to {args.output_dir}")
 
 
