@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 from transformers import GenerationMixin, InstructBlipForConditionalGeneration, InstructBlipModel
+from transformers.loss.loss_utils import fixed_cross_entropy
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.instructblip.modeling_instructblip import (
     BaseModelOutputWithVisionQformerOutputs,
@@ -388,6 +389,15 @@ class EmoVitForConditionalGeneration(InstructBlipForConditionalGeneration, Gener
             return_dict=True,
             **kwargs,
         )
+        num_items_in_batch = kwargs.get("num_items_in_batch")
+        if labels is not None and num_items_in_batch is not None and not self.config.use_decoder_only_language_model:
+            # The encoder-decoder language model averages its loss over this batch's answer tokens and ignores
+            # `num_items_in_batch`; the Trainer, which sees `**kwargs` here, then expects a sum over the tokens of
+            # all accumulated batches divided by it, as the decoder-only path computes it.
+            outputs.loss = fixed_cross_entropy(
+                outputs.logits.float().flatten(0, 1), labels.to(outputs.logits.device).flatten(),
+                num_items_in_batch=num_items_in_batch,
+            )
         return EmoVitForConditionalGenerationModelOutput(**outputs, image_outputs=mm_encoder_outputs["image"])
 
     # ------------------------------------------------------------------ classification
@@ -474,6 +484,15 @@ class EmoVitForConditionalGeneration(InstructBlipForConditionalGeneration, Gener
             raise ValueError(
                 f"The processor's `<image>` token has id {processor.image_token_id} but the model expects "
                 f"{self.config.image_token_index}; load the processor that was saved with this model."
+            )
+        if getattr(processor, "use_decoder_only_language_model", True) != self.config.use_decoder_only_language_model:
+            kind = "decoder-only" if self.config.use_decoder_only_language_model else "encoder-decoder"
+            raise ValueError(
+                f"The processor lays out training batches with use_decoder_only_language_model="
+                f"{processor.use_decoder_only_language_model}, but the model's language model is {kind} "
+                f"({self.config.text_config.model_type}); training on such batches would put the answer in the wrong "
+                "place. Build the processor with `use_decoder_only_language_model=model.config."
+                "use_decoder_only_language_model`, or load the processor saved with this model."
             )
         if processor.num_query_tokens != self.config.num_query_tokens:
             raise ValueError(

@@ -127,7 +127,8 @@ class EmoVitProcessor(InstructBlipProcessor):
 
     - the categorical instruction for `emotion_labels` (`categorical_instruction`),
     - inputs for emotion classification by scoring or generation (`classification_inputs`),
-    - training examples with the language-model labels masked to the answer (`training_features`).
+    - training examples with the language-model labels masked to the answer (`training_features`), laid out for a
+      decoder-only or an encoder-decoder language model.
 
     Instructions and answers are tokenised as text: a literal `<image>`, `</s>` or `[SEP]` inside them becomes
     ordinary characters, never a special token, so generated data cannot add image placeholders or end a sequence.
@@ -140,6 +141,9 @@ class EmoVitProcessor(InstructBlipProcessor):
         emotion_labels (`list[str]`, *optional*): the labels to classify into; EmoSet's 8 by default. Must equal the
             model's `config.emotion_labels`.
         categorical_template (`str`, *optional*): the categorical instruction with a `{labels}` placeholder.
+        use_decoder_only_language_model (`bool`, *optional*, defaults to `True`): how training batches are laid out,
+            as the model's `config.use_decoder_only_language_model`: the answer follows the instruction in one
+            sequence (decoder-only), or is the decoder's target only (encoder-decoder, e.g. FlanT5).
     """
 
     def __init__(
@@ -150,6 +154,7 @@ class EmoVitProcessor(InstructBlipProcessor):
         num_query_tokens=None,
         emotion_labels=None,
         categorical_template=None,
+        use_decoder_only_language_model=True,
         **kwargs,
     ):
         super().__init__(image_processor, tokenizer, qformer_tokenizer, num_query_tokens=num_query_tokens, **kwargs)
@@ -157,6 +162,12 @@ class EmoVitProcessor(InstructBlipProcessor):
             list(EMOSET_EMOTIONS) if emotion_labels is None else emotion_labels, field="processor.emotion_labels"
         )
         self.categorical_template = categorical_template or CATEGORICAL_INSTRUCTION
+        if not isinstance(use_decoder_only_language_model, bool):
+            raise TypeError(
+                f"`use_decoder_only_language_model` must be True or False, got {use_decoder_only_language_model!r}; "
+                "take it from the model's `config.use_decoder_only_language_model`."
+            )
+        self.use_decoder_only_language_model = use_decoder_only_language_model
         # Rendering once here turns a template without `{labels}` into an error at construction time.
         format_categorical_instruction(self.emotion_labels, self.categorical_template)
 
@@ -309,28 +320,46 @@ class EmoVitProcessor(InstructBlipProcessor):
         max_instruction_length: int = 128,
         max_answer_length: int = 256,
     ) -> BatchFeature:
-        """Builds a training batch laid out as LAVIS does:
-        `[image placeholders][BOS instruction][answer EOS][pad]`, right-padded.
+        """Builds a training batch laid out as LAVIS does, for the language model named by
+        `use_decoder_only_language_model`.
 
-        `labels` copy `input_ids` on the answer and its EOS, and are -100 on the image placeholders, the instruction
-        and the padding, so the loss covers the answer only. The Q-Former gets the instruction text.
-        Pass `images` (PIL) or ready `pixel_values`; with neither, no `pixel_values` are returned (cached features).
+        Decoder-only (Vicuna, Llama): one right-padded sequence `[image placeholders][BOS instruction][answer EOS][pad]`
+        in `input_ids`; `labels` copy it on the answer and its EOS and are -100 on the image placeholders, the
+        instruction and the padding, so the loss covers the answer only.
+
+        Encoder-decoder (FlanT5, as LAVIS's blip2_t5_instruct): `input_ids`/`attention_mask` hold the encoder's input
+        `[image placeholders][instruction EOS]`, right-padded, and `labels` the answer and its EOS, right-padded with
+        -100, with `decoder_attention_mask` over them. The answer is never in the encoder's input: the model sees it
+        there neither at training nor at inference. The language model builds its decoder input from `labels`.
+
+        The Q-Former gets the instruction text. Pass `images` (PIL) or ready `pixel_values`; with neither, no
+        `pixel_values` are returned (cached features).
         """
         if len(instructions) != len(answers):
             raise ValueError(f"Got {len(instructions)} instructions but {len(answers)} answers; they pair up 1:1.")
         pad = self._pad_id()
-        rows, label_rows = [], []
-        for instruction, answer in zip(instructions, answers):
-            prompt = self._instruction_ids(instruction, max_instruction_length)
-            target = self._answer_ids(answer, max_answer_length)
-            rows.append(prompt + target)
-            label_rows.append([-100] * len(prompt) + target)
-        longest = max(len(row) for row in rows)
-        features = {
-            "input_ids": torch.tensor([row + [pad] * (longest - len(row)) for row in rows]),
-            "attention_mask": torch.tensor([[1] * len(row) + [0] * (longest - len(row)) for row in rows]),
-            "labels": torch.tensor([row + [-100] * (longest - len(row)) for row in label_rows]),
-        }
+        prompts = [self._instruction_ids(instruction, max_instruction_length) for instruction in instructions]
+        targets = [self._answer_ids(answer, max_answer_length) for answer in answers]
+        if self.use_decoder_only_language_model:
+            rows = [prompt + target for prompt, target in zip(prompts, targets)]
+            label_rows = [[-100] * len(prompt) + target for prompt, target in zip(prompts, targets)]
+            longest = max(len(row) for row in rows)
+            features = {
+                "input_ids": torch.tensor([row + [pad] * (longest - len(row)) for row in rows]),
+                "attention_mask": torch.tensor([[1] * len(row) + [0] * (longest - len(row)) for row in rows]),
+                "labels": torch.tensor([row + [-100] * (longest - len(row)) for row in label_rows]),
+            }
+        else:
+            longest_prompt = max(len(prompt) for prompt in prompts)
+            longest_target = max(len(target) for target in targets)
+            features = {
+                "input_ids": torch.tensor([p + [pad] * (longest_prompt - len(p)) for p in prompts]),
+                "attention_mask": torch.tensor([[1] * len(p) + [0] * (longest_prompt - len(p)) for p in prompts]),
+                "labels": torch.tensor([t + [-100] * (longest_target - len(t)) for t in targets]),
+                "decoder_attention_mask": torch.tensor(
+                    [[1] * len(t) + [0] * (longest_target - len(t)) for t in targets]
+                ),
+            }
         features.update(self._qformer_text(list(instructions), max_instruction_length))
         if images is not None:
             features["pixel_values"] = self.preprocess_images(images)

@@ -34,6 +34,23 @@ def tiny_processor(tiny_dir):
     return EmoVitProcessor.from_pretrained(tiny_dir)
 
 
+@pytest.fixture(scope="session")
+def tiny_t5_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-emovit-t5")
+    save_tiny_emovit(path, seed=0, language_model="t5")
+    return path
+
+
+@pytest.fixture()
+def tiny_t5_model(tiny_t5_dir):
+    return EmoVitForConditionalGeneration.from_pretrained(tiny_t5_dir).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_processor(tiny_t5_dir):
+    return EmoVitProcessor.from_pretrained(tiny_t5_dir)
+
+
 @pytest.fixture()
 def images():
     return random_images(4)

@@ -330,7 +330,10 @@ def test_flan_t5_style_instructblip_loads_and_scores(tmp_path, tiny_processor, i
     model, info = EmoVitForConditionalGeneration.from_pretrained(tmp_path, output_loading_info=True)
     assert type(model.config) is EmoVitConfig and not model.config.use_decoder_only_language_model
     assert not info["missing_keys"] and not info["unexpected_keys"]
-    result = model.eval().classify(images[:2], tiny_processor, method="score")
+    processor = EmoVitProcessor(tiny_processor.image_processor, tiny_processor.tokenizer,
+                                tiny_processor.qformer_tokenizer, num_query_tokens=tiny_processor.num_query_tokens,
+                                use_decoder_only_language_model=False)
+    result = model.eval().classify(images[:2], processor, method="score")
     assert torch.allclose(result.scores.sum(-1), torch.ones(2), atol=1e-5)
 
 
@@ -542,3 +545,93 @@ def test_classify_refuses_scores_that_are_not_finite(tiny_model, tiny_processor,
         tiny_model.language_model.get_output_embeddings().weight[0, 0] = float("nan")
     with pytest.raises(ValueError, match=r"scores of image 0 .*are not finite"):
         tiny_model.classify(images[:1], tiny_processor, method="score")
+
+
+# ---------------------------------------------------------------- encoder-decoder (FlanT5-style) language model
+
+
+def test_t5_parity_with_instructblip(tiny_t5_model, tiny_t5_processor, images):
+    """On an encoder-decoder batch, EmoVIT's loss and logits are transformers' InstructBLIP's with the same weights,
+    and so is generation."""
+    model, processor = tiny_t5_model, tiny_t5_processor
+    assert not model.config.use_decoder_only_language_model
+    reference = instructblip_twin(model)
+    batch = training_batch(processor, images)
+    with torch.no_grad():
+        ours = model(**batch)
+        theirs = reference(**batch)
+    assert ours.logits.shape[:2] == batch["labels"].shape  # one logit row per answer token: the decoder's
+    assert (ours.logits - theirs.logits).abs().max().item() <= 1e-6
+    assert torch.isfinite(ours.loss) and abs(ours.loss.item() - theirs.loss.item()) <= 1e-6
+
+    prompt = processor.classification_inputs(images)
+    kwargs = dict(do_sample=False, num_beams=1, max_new_tokens=6)
+    inputs = {k: prompt[k] for k in ("pixel_values", "qformer_input_ids", "qformer_attention_mask", "input_ids",
+                                     "attention_mask")}
+    assert torch.equal(model.generate(**inputs, **kwargs), reference.generate(**inputs, **kwargs))
+
+
+def test_t5_loss_follows_num_items_in_batch(tiny_t5_model, tiny_t5_processor, images):
+    """Under gradient accumulation the Trainer passes the answer-token count of all accumulated batches and expects
+    the summed loss divided by it, as the decoder-only path gives."""
+    batch = training_batch(tiny_t5_processor, images)
+    tokens = int((batch["labels"] != -100).sum())
+    with torch.no_grad():
+        mean = tiny_t5_model(**batch).loss
+        shared = tiny_t5_model(**batch, num_items_in_batch=torch.tensor(2 * tokens)).loss
+    assert torch.allclose(shared, mean / 2, atol=1e-6)
+
+
+def test_t5_training_steps_change_only_the_qformer_side_and_lower_the_loss(tiny_t5_model, tiny_t5_processor, images):
+    model = tiny_t5_model
+    counts = model.freeze_for_instruction_tuning(freeze_unused=True)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(name.startswith(model.TRAINABLE_PREFIXES) for name in trainable)
+    assert counts["trainable"] < counts["total"]
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.0)
+    batch = training_batch(tiny_t5_processor, images)
+
+    def eval_loss():
+        model.eval()
+        with torch.no_grad():
+            return model(**batch).loss.item()
+
+    first = eval_loss()
+    model.train()
+    for _ in range(8):
+        optimizer.zero_grad()
+        model(**batch).loss.backward()
+        optimizer.step()
+    last = eval_loss()
+    assert np.isfinite(last) and last < first, (first, last)
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    assert changed == trainable
+
+
+def test_t5_scores_generates_and_explains(tiny_t5_model, tiny_t5_processor, images):
+    model, processor = tiny_t5_model, tiny_t5_processor
+    scored = model.classify(images[:2], processor, method="score")
+    assert scored.scores.shape == (2, 8) and torch.allclose(scored.scores.sum(-1), torch.ones(2), atol=1e-5)
+    # scoring one candidate by hand: the decoder's log-likelihood of the answer and its EOS
+    inputs = processor.classification_inputs(images[:1])
+    target = inputs["candidate_input_ids"][:1][inputs["candidate_attention_mask"][:1] == 1].unsqueeze(0)
+    with torch.no_grad():
+        manual = -model(pixel_values=inputs["pixel_values"], qformer_input_ids=inputs["qformer_input_ids"],
+                        qformer_attention_mask=inputs["qformer_attention_mask"], input_ids=inputs["input_ids"],
+                        attention_mask=inputs["attention_mask"], labels=target).loss * target.shape[1]
+    assert torch.allclose(scored.log_likelihoods[0, 0], manual, atol=1e-4)
+
+    generated = model.classify(images[:2], processor, method="generate", max_new_tokens=4)
+    assert len(generated.texts) == 2 and all(isinstance(text, str) for text in generated.texts)
+    explained = model.explain(images[:2], processor, max_new_tokens=5)
+    assert explained.labels == scored.labels and len(explained.explanations) == 2
+
+
+def test_check_processor_refuses_a_layout_for_the_other_kind_of_language_model(tiny_t5_model, tiny_t5_processor,
+                                                                              images):
+    decoder_only = EmoVitProcessor(tiny_t5_processor.image_processor, tiny_t5_processor.tokenizer,
+                                   tiny_t5_processor.qformer_tokenizer, num_query_tokens=8)
+    with pytest.raises(ValueError, match="use_decoder_only_language_model"):
+        tiny_t5_model.check_processor(decoder_only)
+    tiny_t5_model.check_processor(tiny_t5_processor)

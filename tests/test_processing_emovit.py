@@ -105,3 +105,42 @@ def test_long_instruction_keeps_bos_and_its_end(tiny_processor):
     assert ids[q] == tiny_processor.tokenizer.bos_token_id
     prompt = tiny_processor.tokenizer.decode(ids[q + 1 : q + 20])
     assert prompt.strip().endswith("question?")
+
+
+def test_encoder_decoder_batch_keeps_the_answer_out_of_the_encoder(tiny_t5_processor, images):
+    """For a T5 language model the encoder reads the image placeholders and the instruction only; the answer and its
+    EOS are the decoder's target, as LAVIS's blip2_t5_instruct trains FlanT5."""
+    processor = tiny_t5_processor
+    assert not processor.use_decoder_only_language_model
+    instructions = [processor.categorical_instruction, "Why does it feel that way?"]
+    answers = ["Predict emotion: awe", "The dark sky looks sad."]
+    batch = processor.training_features(instructions, answers, images=images[:2])
+    tokenizer = processor.tokenizer
+    for row, (instruction, answer) in enumerate(zip(instructions, answers)):
+        encoder = batch["input_ids"][row][batch["attention_mask"][row] == 1].tolist()
+        assert encoder == [processor.image_token_id] * processor.num_query_tokens + tokenizer(instruction)["input_ids"]
+        target = batch["labels"][row][batch["labels"][row] != -100].tolist()
+        assert target == tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        assert batch["decoder_attention_mask"][row].tolist() == [1] * len(target) + [0] * (
+            batch["labels"].shape[1] - len(target))
+        assert batch["labels"][row][: len(target)].tolist() == target  # right-padded with -100
+        answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        windows = [encoder[i : i + len(answer_ids)] for i in range(len(encoder) - len(answer_ids) + 1)]
+        assert answer_ids not in windows
+
+
+def test_decoder_only_batch_is_one_sequence(tiny_processor, images):
+    processor = tiny_processor
+    assert processor.use_decoder_only_language_model
+    batch = training_batch(processor, images[:2])
+    assert batch["labels"].shape == batch["input_ids"].shape and "decoder_attention_mask" not in batch
+    supervised = batch["labels"] != -100
+    assert torch.equal(batch["labels"][supervised], batch["input_ids"][supervised])
+
+
+def test_layout_survives_save_and_reload(tiny_t5_processor, tmp_path):
+    tiny_t5_processor.save_pretrained(tmp_path)
+    assert EmoVitProcessor.from_pretrained(tmp_path).use_decoder_only_language_model is False
+    with pytest.raises(TypeError, match="use_decoder_only_language_model"):
+        EmoVitProcessor(tiny_t5_processor.image_processor, tiny_t5_processor.tokenizer,
+                        tiny_t5_processor.qformer_tokenizer, num_query_tokens=8, use_decoder_only_language_model="no")

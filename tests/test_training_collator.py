@@ -80,3 +80,15 @@ def test_a_decompression_bomb_in_training_names_the_file(tiny_processor, synthet
     examples, _ = load_examples(DataArguments(dataset=str(data), types="categorical"))
     with pytest.raises(ValueError, match=f"{bomb}.*could not be read.*DecompressionBomb"):
         EmoVitCollator(tiny_processor)(examples)
+
+
+def test_collator_lays_out_encoder_decoder_batches(tiny_t5_processor):
+    """With a T5 processor the collator's batch keeps the answer out of the encoder: it is the decoder's target."""
+    examples = [{"image": image, "image_key": str(i), "instruction": "Which emotion?", "answer": "Predict emotion: awe",
+                 "type": "categorical", "emotion": "awe"} for i, image in enumerate(random_images(2))]
+    batch = EmoVitCollator(tiny_t5_processor)(examples)
+    tokenizer = tiny_t5_processor.tokenizer
+    assert tokenizer.decode(batch["labels"][0][batch["labels"][0] != -100], skip_special_tokens=True).strip() == (
+        "Predict emotion: awe")
+    assert "emotion: awe" not in tokenizer.decode(batch["input_ids"][0], skip_special_tokens=True)
+    assert batch["decoder_attention_mask"].shape == batch["labels"].shape
