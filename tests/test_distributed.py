@@ -48,15 +48,16 @@ def test_two_processes_take_contiguous_shares_and_get_every_row_in_order(tmp_pat
         "rows = run_in_shares(accelerator, range(5), work, 2, 'test')\n"
         "value = from_main_process({'from': rank} if accelerator.is_main_process else None)\n"
         "every = from_every_process({'rank': rank})\n"
-        "print('RESULT ' + json.dumps({'rank': rank, 'rows': rows, 'value': value, 'every': every}), flush=True)\n"
+        # a file per process: two processes printing to one pipe can interleave their lines
+        "open(f'result-{rank}.json', 'w').write(json.dumps({'rank': rank, 'rows': rows, 'value': value, "
+        "'every': every}))\n"
         "torch.distributed.destroy_process_group()\n"
     )
     env = subprocess_env(ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
     done = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(tmp_path / "launch.py")],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    results = sorted((json.loads(line[len("RESULT "):]) for line in done.stdout.splitlines()
-                      if line.startswith("RESULT ")), key=lambda result: result["rank"])
+    results = [json.loads((tmp_path / f"result-{rank}.json").read_text()) for rank in (0, 1)]
     expected = [{"item": 0, "rank": 0, "batch": [0, 1]}, {"item": 1, "rank": 0, "batch": [0, 1]},
                 {"item": 2, "rank": 0, "batch": [2]}, {"item": 3, "rank": 1, "batch": [3, 4]},
                 {"item": 3, "extra": True}, {"item": 4, "rank": 1, "batch": [3, 4]}]
