@@ -7,7 +7,9 @@
 Every prompt the project uses is defined in this file, once: the data pipeline, train.py and evaluate.py import them.
 """
 
+import json
 import math
+import os
 import re
 
 import numpy as np
@@ -15,6 +17,8 @@ import torch
 from PIL import Image
 from transformers import InstructBlipProcessor
 from transformers.feature_extraction_utils import BatchFeature
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+from transformers.utils import CONFIG_NAME, PROCESSOR_NAME, cached_file
 
 from .configuration_emovit import EMOSET_EMOTIONS, validate_emotion_labels
 from .image_utils import to_rgb
@@ -66,6 +70,8 @@ EMOTION_WORDS = {
 _ANSWER_PATTERN = re.compile(r"^\s*predict\s+emotion\s*:\s*(?P<label>.+?)\s*[.!]?\s*$", re.IGNORECASE | re.DOTALL)
 
 _MIN_IMAGE_SIDE = 2
+# What `from_pretrained` passes on to locate config.json next to the processor's files.
+_HUB_KWARGS = ("cache_dir", "force_download", "proxies", "token", "local_files_only", "revision", "subfolder")
 
 
 def format_label_list(labels) -> str:
@@ -120,6 +126,28 @@ def ranked_scores(scores, labels, top_k: int | None = None) -> list[dict]:
     return [{"label": label, "score": score} for label, score in ranked[:top_k]]
 
 
+def _layout_name(decoder_only: bool) -> str:
+    return "decoder-only" if decoder_only else "encoder-decoder"
+
+
+def _decoder_only_from_model_config(pretrained_model_name_or_path, **hub_kwargs) -> bool | None:
+    """`use_decoder_only_language_model` as the model's config.json has it (worked out from the language model's
+    type, as [`InstructBlipConfig`] does, when the file leaves it out); None without a config.json beside the
+    processor (a processor saved on its own, or a path to processor_config.json itself)."""
+    if os.path.isfile(pretrained_model_name_or_path):
+        return None
+    path = cached_file(pretrained_model_name_or_path, CONFIG_NAME, _raise_exceptions_for_missing_entries=False,
+                       _raise_exceptions_for_connection_errors=False, **hub_kwargs)
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as f:
+        config = json.load(f)
+    if "use_decoder_only_language_model" in config:
+        return bool(config["use_decoder_only_language_model"])
+    model_type = config.get("text_config", {}).get("model_type")
+    return None if model_type is None else model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+
 class EmoVitProcessor(InstructBlipProcessor):
     r"""
     Wraps a BLIP image processor, the language model's tokenizer and the Q-Former's tokenizer (as
@@ -143,7 +171,8 @@ class EmoVitProcessor(InstructBlipProcessor):
         categorical_template (`str`, *optional*): the categorical instruction with a `{labels}` placeholder.
         use_decoder_only_language_model (`bool`, *optional*, defaults to `True`): how training batches are laid out,
             as the model's `config.use_decoder_only_language_model`: the answer follows the instruction in one
-            sequence (decoder-only), or is the decoder's target only (encoder-decoder, e.g. FlanT5).
+            sequence (decoder-only), or is the decoder's target only (encoder-decoder, e.g. FlanT5). `from_pretrained`
+            takes it from the folder's config.json when processor_config.json does not set it.
     """
 
     def __init__(
@@ -170,6 +199,32 @@ class EmoVitProcessor(InstructBlipProcessor):
         self.use_decoder_only_language_model = use_decoder_only_language_model
         # Rendering once here turns a template without `{labels}` into an error at construction time.
         format_categorical_instruction(self.emotion_labels, self.categorical_template)
+
+    @classmethod
+    def get_processor_dict(cls, pretrained_model_name_or_path, **kwargs):
+        """As [`ProcessorMixin.get_processor_dict`], with `use_decoder_only_language_model` taken from the model's
+        config.json when processor_config.json does not set it (an InstructBLIP folder such as Salesforce's FlanT5
+        ones, or a processor saved before the setting existed): a FlanT5 folder then lays out encoder-decoder
+        batches without being told. A processor_config.json that contradicts config.json is refused; a value passed
+        to `from_pretrained` is used as given."""
+        hub_kwargs = {key: kwargs[key] for key in _HUB_KWARGS if key in kwargs}
+        processor_dict, kwargs = super().get_processor_dict(pretrained_model_name_or_path, **kwargs)
+        if "use_decoder_only_language_model" in kwargs:
+            return processor_dict, kwargs
+        from_model = _decoder_only_from_model_config(pretrained_model_name_or_path, **hub_kwargs)
+        if from_model is None:
+            return processor_dict, kwargs
+        saved = processor_dict.get("use_decoder_only_language_model")
+        if saved is not None and saved != from_model:
+            raise ValueError(
+                f"{pretrained_model_name_or_path!r}: {PROCESSOR_NAME} sets use_decoder_only_language_model={saved!r} "
+                f"but {CONFIG_NAME} says the language model is {_layout_name(from_model)} "
+                f"(use_decoder_only_language_model={from_model}); training batches would put the answer in the "
+                f"wrong place. Set it to {from_model} in {PROCESSOR_NAME} (or remove it there), or save the processor "
+                "that belongs to this model next to it."
+            )
+        processor_dict["use_decoder_only_language_model"] = from_model
+        return processor_dict, kwargs
 
     def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
         """As [`ProcessorMixin.save_pretrained`]. Saving writes `auto_map` into the saved files (so the folder loads

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from modeling_emovit import EmoVitProcessor
+from modeling_emovit import EmoVitForConditionalGeneration, EmoVitProcessor
 
-from testing_utils import training_batch
+from testing_utils import copy_with_layout, training_batch
 
 
 def test_save_leaves_the_processor_as_a_reload_gives_it(tiny_processor, tmp_path):
@@ -144,3 +144,25 @@ def test_layout_survives_save_and_reload(tiny_t5_processor, tmp_path):
     with pytest.raises(TypeError, match="use_decoder_only_language_model"):
         EmoVitProcessor(tiny_t5_processor.image_processor, tiny_t5_processor.tokenizer,
                         tiny_t5_processor.qformer_tokenizer, num_query_tokens=8, use_decoder_only_language_model="no")
+
+
+def test_layout_comes_from_config_json_when_the_processor_leaves_it_out(tiny_t5_dir, tiny_dir, tmp_path):
+    t5 = copy_with_layout(tiny_t5_dir, tmp_path / "t5", None)
+    processor = EmoVitProcessor.from_pretrained(t5)
+    assert processor.use_decoder_only_language_model is False
+    EmoVitForConditionalGeneration.from_pretrained(t5).check_processor(processor)
+    batch = processor.training_features(["Which emotion?"], ["Predict emotion: awe"])
+    assert (batch["labels"] != -100).sum().item() == len(processor._answer_ids("Predict emotion: awe", 256))
+    # an explicit value is taken as given; the model's check refuses it later if it is wrong
+    assert EmoVitProcessor.from_pretrained(t5, use_decoder_only_language_model=True).use_decoder_only_language_model
+    llama = copy_with_layout(tiny_dir, tmp_path / "llama", None)
+    assert EmoVitProcessor.from_pretrained(llama).use_decoder_only_language_model is True
+    assert EmoVitProcessor.from_pretrained(copy_with_layout(tiny_dir, tmp_path / "llama-set", True)) \
+        .use_decoder_only_language_model is True
+
+
+def test_processor_config_that_contradicts_config_json_is_refused(tiny_t5_dir, tmp_path):
+    folder = copy_with_layout(tiny_t5_dir, tmp_path / "t5", True)
+    with pytest.raises(ValueError, match=r"processor_config.json sets use_decoder_only_language_model=True.*"
+                                         r"config.json says the language model is encoder-decoder"):
+        EmoVitProcessor.from_pretrained(folder)

@@ -70,6 +70,18 @@ def private_copy(synthetic_root, instructions_dir, tmp_path):
     return root, data
 
 
+def copy_with_layout(folder, destination, layout):
+    """A copy of a saved tiny EmoVIT whose processor_config.json sets `use_decoder_only_language_model` to `layout`,
+    or leaves it out when `layout` is None (as an InstructBLIP folder does)."""
+    shutil.copytree(folder, destination)
+    settings = json.loads((destination / "processor_config.json").read_text())
+    settings.pop("use_decoder_only_language_model")
+    if layout is not None:
+        settings["use_decoder_only_language_model"] = layout
+    (destination / "processor_config.json").write_text(json.dumps(settings))
+    return destination
+
+
 def categorical_images(data):
     """The image paths (relative to the EmoSet root) of the categorical records of a builder folder."""
 
