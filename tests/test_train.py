@@ -13,9 +13,9 @@ import torch
 import yaml
 from PIL import Image
 
-from modeling_emovit import EmoVitForConditionalGeneration
+from modeling_emovit import EmoVitForConditionalGeneration, EmoVitProcessor
 
-from testing_utils import categorical_images, private_copy, run_script
+from testing_utils import categorical_images, copy_with_layout, private_copy, random_images, run_script
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,6 +88,35 @@ def test_training_run_end_to_end(tiny_dir, synthetic_root, instructions_dir, tmp
     assert accuracies and all(0.0 <= accuracy <= 1.0 for accuracy in accuracies)
     assert "| eval_accuracy |" in card
 
+
+
+def test_an_encoder_decoder_language_model_trains_only_the_qformer_side(tiny_t5_dir, instructions_dir, tmp_path):
+    """A tiny FlanT5-style EmoVIT whose processor_config.json leaves the layout out, as Salesforce's FlanT5 folders
+    do: train.py lays out encoder-decoder batches from config.json, the loss falls, only the Q-Former side changes,
+    and the saved folder scores images as a T5 EmoVIT."""
+    base = copy_with_layout(tiny_t5_dir, tmp_path / "base", None)
+    # 24 categorical examples, batch 24: every step sees the same batch.
+    train_script(*flags(base, instructions_dir, tmp_path / "run", "--per_device_train_batch_size", 24,
+                        "--max_steps", 4, "--lr_scheduler_type", "constant", "--warmup_ratio", 0,
+                        "--curriculum", "categorical"))
+    steps = losses(tmp_path / "run")
+    assert len(steps) == 4 and all(torch.isfinite(torch.tensor(steps)))
+    assert steps[-1] < steps[0]
+
+    before, after = trainable_tensors(base), trainable_tensors(tmp_path / "run")
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed, "nothing trained"
+    allowed = ("qformer.", "query_tokens", "language_projection.", "vision_model.post_layernorm.")
+    assert all(name.startswith(allowed) for name in changed), sorted(changed)[:5]
+
+    model = EmoVitForConditionalGeneration.from_pretrained(tmp_path / "run").eval()
+    processor = EmoVitProcessor.from_pretrained(tmp_path / "run")
+    assert model.config.text_config.model_type == "t5" and not model.config.use_decoder_only_language_model
+    assert processor.use_decoder_only_language_model is False
+    prediction = model.classify(random_images(2), processor, method="score")
+    scores = prediction.scores
+    assert scores.shape == (2, len(model.config.emotion_labels)) and torch.isfinite(scores).all()
+    assert torch.allclose(scores.sum(-1), torch.ones(2), atol=1e-4)
 
 @pytest.mark.integration  # a whole run: the offline default end to end
 def test_offline_default_with_a_few_steps(tmp_path):
