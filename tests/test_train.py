@@ -93,12 +93,14 @@ def test_training_run_end_to_end(tiny_dir, synthetic_root, instructions_dir, tmp
 def test_an_encoder_decoder_language_model_trains_only_the_qformer_side(tiny_t5_dir, instructions_dir, tmp_path):
     """A tiny FlanT5-style EmoVIT whose processor_config.json leaves the layout out, as Salesforce's FlanT5 folders
     do: train.py lays out encoder-decoder batches from config.json, the loss falls, only the Q-Former side changes,
-    and the saved folder scores images as a T5 EmoVIT."""
+    the evaluation during training and on the held-out split runs, and the saved folder scores images as a T5
+    EmoVIT."""
     base = copy_with_layout(tiny_t5_dir, tmp_path / "base", None)
     # 24 categorical examples, batch 24: every step sees the same batch.
     train_script(*flags(base, instructions_dir, tmp_path / "run", "--per_device_train_batch_size", 24,
                         "--max_steps", 4, "--lr_scheduler_type", "constant", "--warmup_ratio", 0,
-                        "--curriculum", "categorical"))
+                        "--curriculum", "categorical", "--eval_strategy", "steps", "--eval_steps", 2,
+                        "--test_split", "test"))
     steps = losses(tmp_path / "run")
     assert len(steps) == 4 and all(torch.isfinite(torch.tensor(steps)))
     assert steps[-1] < steps[0]
@@ -108,6 +110,12 @@ def test_an_encoder_decoder_language_model_trains_only_the_qformer_side(tiny_t5_
     assert changed, "nothing trained"
     allowed = ("qformer.", "query_tokens", "language_projection.", "vision_model.post_layernorm.")
     assert all(name.startswith(allowed) for name in changed), sorted(changed)[:5]
+
+    evaluations = [entry for entry in history(tmp_path / "run") if "eval_loss" in entry]
+    assert evaluations and all(0 < entry["eval_loss"] < 50 for entry in evaluations)
+    for method in ("eval", "eval-generate"):  # the held-out split, scored and generated
+        metrics = json.loads((tmp_path / "run" / method / "metrics.json").read_text())
+        assert metrics["num_images"] == 8 and 0.0 <= metrics["accuracy"] <= 1.0, method
 
     model = EmoVitForConditionalGeneration.from_pretrained(tmp_path / "run").eval()
     processor = EmoVitProcessor.from_pretrained(tmp_path / "run")
