@@ -82,11 +82,12 @@ def main(argv=None) -> dict:
     model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else list(argv))
     check_arguments(data_args, training_args)
     prepare_run(training_args)
+    output_dir = Path(training_args.output_dir)
     offline = is_offline(model_args, data_args)
     if offline:
         with training_args.main_process_first(desc="offline default data"):
             data_args.dataset, model_args.model_name_or_path = build_offline_default(
-                Path(training_args.output_dir) / "offline-inputs", data_args.offline_images_per_class,
+                output_dir / "offline-inputs", data_args.offline_images_per_class,
                 training_args.seed, data_args.offline_lm_steps)
 
     # ---- model
@@ -101,7 +102,7 @@ def main(argv=None) -> dict:
     data = load_data(model, processor, data_args, training_args)
 
     # ---- training
-    push_to = (training_args.hub_model_id or Path(training_args.output_dir).name) if training_args.push_to_hub else None
+    push_to = (training_args.hub_model_id or output_dir.name) if training_args.push_to_hub else None
     training_args.push_to_hub = False  # the final folder is pushed below, not the checkpoints
     trainer = EmoVitTrainer(
         model=model,
@@ -125,9 +126,9 @@ def main(argv=None) -> dict:
     save_folder(trainer, model, processor, model_args, training_args)
     evaluations = evaluate_on_test_split(trainer, data_args, data.eval_root, results)
     if trainer.is_world_process_zero():
-        write_training_card(Path(training_args.output_dir), model, model_args, data_args, training_args, counts,
+        write_training_card(output_dir, model, model_args, data_args, training_args, counts,
                             data.type_counts, results, evaluations, offline)
-        print(f"model: {Path(training_args.output_dir).resolve()}")
+        print(f"model: {output_dir.resolve()}")
     # Every process closes the process group once all are done: a process that exits with the group open can abort
     # at exit ("terminate called without an active exception") while gloo's threads still hold its last work.
     trainer.accelerator.wait_for_everyone()

@@ -45,7 +45,8 @@ AutoProcessor.register(EmoVitConfig, EmoVitProcessor, exist_ok=True)
 # In a process that imports this package, `pipeline("visual-emotion-recognition", model=emovit_model)` works for an
 # in-memory model too; saved folders name the pipeline in `config.custom_pipelines`.
 PIPELINE_REGISTRY.register_pipeline(
-    PIPELINE_TASK, pipeline_class=VisualEmotionRecognitionPipeline, pt_model=AutoModelForImageTextToText, type="multimodal"
+    PIPELINE_TASK, pipeline_class=VisualEmotionRecognitionPipeline, pt_model=AutoModelForImageTextToText,
+    type="multimodal",
 )
 
 EmoVitConfig.register_for_auto_class()

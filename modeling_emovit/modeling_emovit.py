@@ -172,12 +172,13 @@ class EmoVitForConditionalGeneration(InstructBlipForConditionalGeneration, Gener
         The model never imports its pipeline; the file is copied by name, with the pipeline's own relative imports
         (the processor and the image rule), which the model's code needs too."""
         pipeline_file = Path(__file__).with_name("pipeline_emovit.py")
-        if pipeline_file.is_file():
+        offers_pipeline = pipeline_file.is_file()
+        if offers_pipeline:
             self.config.custom_pipelines = {task: dict(info) for task, info in CUSTOM_PIPELINES.items()}
         else:  # loaded from a folder that came without it: save what there is rather than name a missing file
             logger.warning(f"{pipeline_file} is missing, so the saved folder will not offer the pipeline.")
         result = super().save_pretrained(save_directory, *args, **kwargs)
-        if pipeline_file.is_file() and self._auto_class is not None and kwargs.get("is_main_process", True):
+        if offers_pipeline and self._auto_class is not None and kwargs.get("is_main_process", True):
             shutil.copy(pipeline_file, Path(save_directory) / pipeline_file.name)
         return result
 

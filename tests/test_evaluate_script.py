@@ -93,8 +93,7 @@ def test_more_processes_than_images_gather_each_image_once(tmp_path, eval_score_
 # ----------------------------------------------------------------------------------- calibration and the card
 
 
-def test_calibrate_store_and_update_the_card_from_the_command_line(tmp_path, tiny_dir, eval_emoset_dir,
-                                                                  monkeypatch):
+def test_calibrate_store_and_update_the_card_from_the_command_line(tmp_path, tiny_dir, eval_emoset_dir):
     import shutil
 
     from huggingface_hub import ModelCard
@@ -103,11 +102,10 @@ def test_calibrate_store_and_update_the_card_from_the_command_line(tmp_path, tin
     shutil.copytree(tiny_dir, model)
     (model / "README.md").write_text("---\nlicense: bsd-3-clause\n---\n\n# Tiny\n\nNotes.\n")
     out = tmp_path / "out"
-    monkeypatch.chdir(tmp_path)
     command = ["--model", str(model), "--dataset", str(eval_emoset_dir),
                "--max_images", "8", "--batch_size", "4", "--calibrate_on", "val", "--save_temperature",
                "--save_unreliable_temperature", "--update_card", str(model), "--output_dir", str(out)]
-    done = run_script("evaluate", command)
+    done = run_script("evaluate", command, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     calibrated = metrics["calibrated"]
@@ -125,7 +123,7 @@ def test_calibrate_store_and_update_the_card_from_the_command_line(tmp_path, tin
                for r in card.data.eval_results)
 
     refused = run_script("evaluate", [*command[:-2], "--output_dir", str(tmp_path / "generate"), "--method",
-                                      "generate"])
+                                      "generate"], cwd=tmp_path)
     assert refused.returncode != 0 and "--calibrate_on 'val' needs --method score" in refused.stderr
     assert not (tmp_path / "generate").exists()
 
@@ -188,7 +186,7 @@ def test_reasoning_under_two_processes_with_the_judge_keeps_the_key_out_of_every
 # ----------------------------------------------------------------------------------------------------- suite
 
 
-def test_suite_from_the_command_line_prints_and_writes_one_table(tmp_path, tiny_dir, monkeypatch):
+def test_suite_from_the_command_line_prints_and_writes_one_table(tmp_path, tiny_dir):
     from emovit.evaluation.synthetic_benchmarks import write_synthetic_benchmarks
 
     write_synthetic_benchmarks(tmp_path / "bench", images_per_class=3)
@@ -196,9 +194,8 @@ def test_suite_from_the_command_line_prints_and_writes_one_table(tmp_path, tiny_
         "- {name: abstract, dataset: bench/Abstract, dataset_format: abstract, split: all}\n"
         "- {name: emotionroi, dataset: bench/EmotionROI, dataset_format: emotionroi, label_map: emotionroi}\n")
     out = tmp_path / "out"
-    monkeypatch.chdir(tmp_path)
     done = run_script("evaluate", ["--model", tiny_dir, "--suite", tmp_path / "suite.yaml", "--output_dir", out,
-                                   "--batch_size", "8"])
+                                   "--batch_size", "8"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     table = json.loads((out / "suite_results.json").read_text())
     assert [row["name"] for row in table["rows"]] == ["abstract", "emotionroi"]
@@ -213,8 +210,7 @@ def test_suite_from_the_command_line_prints_and_writes_one_table(tmp_path, tiny_
 
 @pytest.mark.parametrize("case", ["bad value", "missing dataset", "unreliable temperature", "malformed argument file",
                                   "missing suite", "bad suite entry"])
-def test_input_errors_end_in_one_message_without_traceback(case, tmp_path, tiny_dir, eval_emoset_dir,
-                                                           monkeypatch):
+def test_input_errors_end_in_one_message_without_traceback(case, tmp_path, tiny_dir, eval_emoset_dir):
     (tmp_path / "args.json").write_text("{not json")
     (tmp_path / "suite.yaml").write_text(f"- {{name: a, dataset: {eval_emoset_dir}}}\n"
                                          f"- {{name: b, dataset: {eval_emoset_dir}, method: bogus}}\n")
@@ -232,8 +228,7 @@ def test_input_errors_end_in_one_message_without_traceback(case, tmp_path, tiny_
                              str(tmp_path / "out")], f"Suite file {tmp_path / 'suite.yaml'}, entry 1 ('b'): --method "
                                                      "is 'bogus'"),
     }[case]
-    monkeypatch.chdir(tmp_path)
-    done = run_script("evaluate", argv)
+    done = run_script("evaluate", argv, cwd=tmp_path)
     assert done.returncode == 1, done.stderr[-3000:]
     assert "Traceback" not in done.stderr and "evaluate.py: error: " in done.stderr, done.stderr[-3000:]
     assert message in done.stderr
@@ -251,8 +246,7 @@ def test_a_refused_judge_ends_the_reasoning_run_with_exit_status_1_naming_its_fl
                "--output_dir", str(out), "--task", "reasoning", "--max_images", "4", "--batch_size", "4",
                "--max_new_tokens", "4", "--judge_model", "gpt-4o", "--judge_base_url", llmock.base_url()]
     monkeypatch.setenv("OPENAI_API_KEY", "sk-refused")
-    monkeypatch.chdir(tmp_path)
-    done = run_script("evaluate", command)
+    done = run_script("evaluate", command, cwd=tmp_path)
     assert done.returncode == 1, done.stderr[-3000:]
     assert "evaluate.py: error: the judge" in done.stderr and "Traceback" not in done.stderr
     assert "--judge_model" in done.stderr and "--llm_model" not in done.stderr + done.stdout

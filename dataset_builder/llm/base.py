@@ -111,6 +111,36 @@ def split_query(url: str | None) -> tuple[str | None, dict | None]:
     return urlunsplit(parts._replace(query="", fragment="")), query
 
 
+def spent_on_cache(cache: ResponseCache, settings: ClientSettings) -> float:
+    """What the cache records as spent by earlier runs; lines it holds without a cost are priced at the online
+    prices, whichever client reads them."""
+    return cache.spent_usd + cost_usd(*cache.uncosted_tokens, settings.prices())
+
+
+@dataclass
+class SendPlan:
+    """Which of a list of requests a client would send: the cache key of each request, the (key, request) pairs
+    neither cached nor held by an earlier run's batches, their estimated tokens, and the counts of the others."""
+
+    keys: list[str]
+    to_send: list[tuple[str, ChatRequest]]
+    prompt_tokens: int
+    completion_tokens: int
+    cached: int
+    already_submitted: int
+
+
+def plan_sending(requests: list[ChatRequest], settings: ClientSettings, cache: ResponseCache,
+                 held=frozenset()) -> SendPlan:
+    """The `SendPlan` of `requests`; `held` are the cache keys of requests an earlier run's batches hold."""
+    keys = [cache_key(settings, request) for request in requests]
+    to_send = [(key, request) for key, request in zip(keys, requests) if key not in cache and key not in held]
+    return SendPlan(keys=keys, to_send=to_send,
+                    prompt_tokens=sum(estimate_tokens(request.messages) for _, request in to_send),
+                    completion_tokens=sum(request.expected_completion_tokens for _, request in to_send),
+                    cached=sum(key in cache for key in keys),
+                    already_submitted=sum(key in held and key not in cache for key in keys))
+
 
 class BaseClient:
     """The part of `ChatClient` and `BatchClient` that does not depend on how requests travel. Each subclass adds
@@ -121,8 +151,7 @@ class BaseClient:
         self.settings = settings
         self.cache = cache
         self.stats = UsageStats()
-        # Lines the cache holds without a cost are priced at the online prices, whichever client reads them.
-        self.stats.spent_before_usd = cache.spent_usd + cost_usd(*cache.uncosted_tokens, settings.prices())
+        self.stats.spent_before_usd = spent_on_cache(cache, settings)
         # Set when the server keeps refusing; nothing more is sent after that.
         self.stop_reason: str | None = None
         self._secrets = secrets_of(settings.api_key, settings.base_url)

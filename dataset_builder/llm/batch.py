@@ -45,9 +45,9 @@ from tqdm.auto import tqdm
 from emovit_utils.files import atomic_write_text
 from emovit_utils.numbers import is_finite_number, is_whole_number
 
-from .base import REFUSING_STATUSES, BaseClient, ChatRequest, ChatResult, cache_key
+from .base import REFUSING_STATUSES, BaseClient, ChatRequest, ChatResult, plan_sending
 from .cache import ResponseCache
-from .prices import are_prices, cost_usd, estimate_tokens
+from .prices import are_prices, cost_usd
 from .redaction import redact_url
 from .settings import ClientSettings
 
@@ -223,27 +223,24 @@ class BatchClient(BaseClient):
     def estimate(self, requests: list[ChatRequest]) -> dict:
         """What `complete_all` would submit, with no network: requests, tokens, cost at batch prices, files and
         batches, and the requests already waiting in recorded batches."""
-        held = held_requests(self.state_path)
-        keys = [cache_key(self.settings, r) for r in requests]
-        to_send = [(k, r) for k, r in zip(keys, requests) if k not in self.cache and k not in held]
-        files, too_big = split_lines([(k, self._line(k, r)) for k, r in to_send], self.batch.max_lines_per_file,
+        plan = plan_sending(requests, self.settings, self.cache, held_requests(self.state_path))
+        files, too_big = split_lines([(k, self._line(k, r)) for k, r in plan.to_send], self.batch.max_lines_per_file,
                                      self.batch.max_bytes_per_file)
-        prompt_tokens = sum(estimate_tokens(r.messages) for _, r in to_send)
-        completion_tokens = sum(r.expected_completion_tokens for _, r in to_send)
+        tokens = (plan.prompt_tokens, plan.completion_tokens)
         prices = self._prices()
         return {
             "llm_mode": "batch",
             "requests": len(requests),
-            "cached": sum(k in self.cache for k in keys),
-            "already_submitted": sum(k in held and k not in self.cache for k in keys),
-            "to_send": len(to_send),
+            "cached": plan.cached,
+            "already_submitted": plan.already_submitted,
+            "to_send": len(plan.to_send),
             "batch_files": len(files),
             "batches": len(files),
             "too_big_for_a_file": len(too_big),
-            "estimated_prompt_tokens": prompt_tokens,
-            "estimated_completion_tokens": completion_tokens,
-            "estimated_cost_usd": round(cost_usd(prompt_tokens, completion_tokens, prices), 6),
-            "estimated_cost_usd_online": round(cost_usd(prompt_tokens, completion_tokens, self.settings.prices()), 6),
+            "estimated_prompt_tokens": plan.prompt_tokens,
+            "estimated_completion_tokens": plan.completion_tokens,
+            "estimated_cost_usd": round(cost_usd(*tokens, prices), 6),
+            "estimated_cost_usd_online": round(cost_usd(*tokens, self.settings.prices()), 6),
             "price_per_mtok": list(prices),
             "already_spent_usd": round(self.stats.spent_before_usd, 6),
             # Batches submitted by earlier runs and not collected: counted against --max_cost until they are.

@@ -44,7 +44,7 @@ from typing import NamedTuple
 import openai
 from tqdm.auto import tqdm
 
-from .base import REFUSING_STATUSES, BaseClient, ChatRequest, ChatResult, cache_key
+from .base import REFUSING_STATUSES, BaseClient, ChatRequest, ChatResult, plan_sending, spent_on_cache
 from .cache import ResponseCache
 from .pacing import HeaderPacer, RateLimiter, parse_retry_after
 from .prices import cost_usd, estimate_tokens
@@ -375,22 +375,18 @@ def estimate(requests: list[ChatRequest], settings: ClientSettings, cache: Respo
     """What `complete_all` would send, with no network: request count, estimated tokens and cost. `held` are the
     cache keys of requests that batches of an earlier run hold (collected first, not sent), `reserved_usd` those
     batches' estimated cost."""
-    keys = [cache_key(settings, r) for r in requests]
-    to_send = [r for r, key in zip(requests, keys) if key not in cache and key not in held]
-    prompt_tokens = sum(estimate_tokens(r.messages) for r in to_send)
-    completion_tokens = sum(r.expected_completion_tokens for r in to_send)
+    plan = plan_sending(requests, settings, cache, held)
     prices = settings.prices()
-    spent = cache.spent_usd + cost_usd(*cache.uncosted_tokens, prices)
     return {
         "requests": len(requests),
-        "cached": sum(key in cache for key in keys),
-        "already_submitted": sum(key in held and key not in cache for key in keys),
-        "to_send": len(to_send),
-        "estimated_prompt_tokens": prompt_tokens,
-        "estimated_completion_tokens": completion_tokens,
-        "estimated_cost_usd": round(cost_usd(prompt_tokens, completion_tokens, prices), 6),
+        "cached": plan.cached,
+        "already_submitted": plan.already_submitted,
+        "to_send": len(plan.to_send),
+        "estimated_prompt_tokens": plan.prompt_tokens,
+        "estimated_completion_tokens": plan.completion_tokens,
+        "estimated_cost_usd": round(cost_usd(plan.prompt_tokens, plan.completion_tokens, prices), 6),
         "price_per_mtok": list(prices),
         # Spent on this cache by earlier runs, and reserved by their batches not yet collected; --max_cost counts both.
-        "already_spent_usd": round(spent, 6),
+        "already_spent_usd": round(spent_on_cache(cache, settings), 6),
         "reserved_usd": round(reserved_usd, 6),
     }

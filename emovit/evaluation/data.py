@@ -30,6 +30,12 @@ class EvalData:
     # Per image, the annotators' probability of each label (Emotion6's ground truth), or None without one.
     distributions: list[dict[str, float]] | None = None
 
+    def keep_first(self, count: int | None) -> None:
+        """Cuts the split to its first `count` images (`--max_images`); None keeps them all. Per-image lists are
+        read by index, so only the ids and labels, which set the split's length, are cut."""
+        if count is not None:
+            self.ids, self.labels = self.ids[:count], self.labels[:count]
+
     def image(self, index: int) -> Image.Image:
         """Image `index` as 8-bit RGB, by the opener training uses; ValueError naming it when it cannot be read."""
         if self.table is None:

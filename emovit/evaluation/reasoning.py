@@ -73,8 +73,7 @@ def load_labelled_split(args: EvalArguments, labels: list[str]) -> EvalData:
     """Split `args.split` of `args.dataset`, cut to `args.max_images`; refused when it has labels other than the
     model's `labels`."""
     data = load_eval_data(args.dataset, args.split)
-    if args.max_images is not None:
-        data.ids, data.labels = data.ids[: args.max_images], data.labels[: args.max_images]
+    data.keep_first(args.max_images)
     unknown = sorted(set(data.labels) - set(labels))
     if unknown:
         raise ValueError(f"The dataset's labels {unknown} are not among the model's {labels}. --task reasoning "
@@ -138,7 +137,6 @@ def image_attributes(annotation_path: str | None, image) -> tuple[dict, list[str
                        "and colourfulness computed from pixels are scored")
     attributes, computed = complete_attributes(annotation, np.asarray(image))
     return attributes, computed, problem
-
 
 
 def take_annotation_problems(rows: list[dict]) -> list[dict]:

@@ -93,8 +93,7 @@ def load_split(args: EvalArguments, split: str, labels: LabelMapping) -> tuple[E
     data = load_benchmark(args.dataset, split, args.dataset_format)
     if args.skip_uncovered_labels:
         data = drop_uncovered(data, set(labels.targets) | {label for label, target in labels.mapping.items() if target})
-    if args.max_images is not None:
-        data.ids, data.labels = data.ids[: args.max_images], data.labels[: args.max_images]
+    data.keep_first(args.max_images)
     return data, reference_indices(data.labels, labels.mapping, labels.targets)
 
 
