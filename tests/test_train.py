@@ -89,7 +89,6 @@ def test_training_run_end_to_end(tiny_dir, synthetic_root, instructions_dir, tmp
     assert "| eval_accuracy |" in card
 
 
-
 def test_an_encoder_decoder_language_model_trains_only_the_qformer_side(tiny_t5_dir, instructions_dir, tmp_path):
     """A tiny FlanT5-style EmoVIT whose processor_config.json leaves the layout out, as Salesforce's FlanT5 folders
     do: train.py lays out encoder-decoder batches from config.json, the loss falls, only the Q-Former side changes,
@@ -125,6 +124,7 @@ def test_an_encoder_decoder_language_model_trains_only_the_qformer_side(tiny_t5_
     scores = prediction.scores
     assert scores.shape == (2, len(model.config.emotion_labels)) and torch.isfinite(scores).all()
     assert torch.allclose(scores.sum(-1), torch.ones(2), atol=1e-4)
+
 
 @pytest.mark.integration  # a whole run: the offline default end to end
 def test_offline_default_with_a_few_steps(tmp_path):
