@@ -176,8 +176,9 @@ def tiny_config(
             tie_word_embeddings=False,
         )
     else:
-        # FlanT5's choices: gated-GELU feed-forward blocks and an output head not tied to the embeddings. The decoder
-        # starts from the pad token, as T5's does.
+        # FlanT5's choices: gated-GELU feed-forward blocks, and `tie_word_embeddings=False`, which in transformers 5
+        # selects T5 v1.1's unscaled decoder output (T5Config then ties the head to the embeddings all the same, so
+        # the tiny T5's head is its embedding matrix). The decoder starts from the pad token, as T5's does.
         text_config = T5Config(
             vocab_size=lm_vocab_size,
             d_model=hidden_size,
