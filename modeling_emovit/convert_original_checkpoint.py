@@ -6,12 +6,20 @@
 
     python -m modeling_emovit.convert_original_checkpoint --checkpoint model_weights1.pth \
         --base_model Salesforce/instructblip-vicuna-7b --output_dir emovit-vicuna-7b [--push_to_hub USER/emovit-vicuna-7b]
+    python -m modeling_emovit.convert_original_checkpoint --checkpoint checkpoint_best.pth \
+        --base_model Salesforce/instructblip-flan-t5-xl --output_dir emovit-flan-t5-xl
+
+Checkpoints of both LAVIS InstructBLIP models convert: `blip2_vicuna_instruct` (Vicuna under `llm_model.`, projection
+`llm_proj`) and `blip2_t5_instruct` (FlanT5-XL/XXL under `t5_model.`, projection `t5_proj`). Which one a file is
+comes from its keys, and `--base_model` must have that language model (decoder-only Vicuna, encoder-decoder FlanT5);
+the saved processor lays out batches for it.
 
 Two kinds of file are accepted, as `{"model": state_dict}` or as a bare state dict:
-(a) a full LAVIS `blip2_vicuna_instruct` state dict: every weight comes from the file; `--base_model` supplies the
-    configuration and the tokenizers only (and the `<image>` embedding row, which LAVIS never had);
-(b) the official EmoVIT release `model_weights1.pth`, which holds only the tensors EmoVIT trains (Q-Former, query
-    tokens, `llm_proj`, `ln_vision`): they replace those of `--base_model`, everything else stays.
+(a) a full LAVIS state dict: every weight comes from the file; `--base_model` supplies the configuration and the
+    tokenizers only (and the `<image>` embedding row, which LAVIS's Vicuna never had);
+(b) a file holding only the tensors EmoVIT trains (Q-Former, query tokens, `llm_proj`/`t5_proj`, `ln_vision`), as the
+    official EmoVIT release `model_weights1.pth` and LAVIS's own training checkpoints do: they replace those of
+    `--base_model`, everything else stays.
 
 Every key is mapped through the table below, checked and dropped by name, or stops the conversion:
 - LAVIS saved its checkpoints with the transformers of its day and kept every buffer. Buffers that today's
@@ -20,6 +28,11 @@ Every key is mapped through the table below, checked and dropped by name, or sto
   computes, the largest difference is reported, and they are dropped; a real disagreement (another RoPE base, say) is
   an error.
 - The Q-Former's BERT language-model head (`Qformer.cls.*`), used only in its pretraining, is dropped.
+- Names under which the model holds a tensor it already holds under another name (FlanT5's
+  `t5_model.encoder.embed_tokens.weight` and `t5_model.decoder.embed_tokens.weight` are its `t5_model.shared.weight`)
+  are compared with that tensor, or with `--base_model`'s when the file lacks it, and dropped. LAVIS trims its
+  checkpoints by `named_parameters()`, which lists a shared tensor once, so even a trained-only FlanT5 file keeps
+  these two copies of the frozen embedding.
 - Any other unknown key is an error that lists it.
 The file may wrap its state dict as `{"model": ...}` (LAVIS, with its optimizer, config, scaler and epoch beside
 it) or `{"state_dict": ...}`; tensors of any floating dtype (LAVIS trains in fp16) are cast to `--dtype`, and any other
@@ -43,7 +56,7 @@ from PIL import Image
 from emovit_utils.commands import run_command
 from emovit_utils.hub import push_folder, usage_snippet, write_card
 
-from .configuration_emovit import EMOSET_EMOTIONS
+from .configuration_emovit import EMOSET_EMOTIONS, EmoVitConfig
 from .image_utils import open_image
 from .modeling_emovit import EmoVitForConditionalGeneration
 from .processing_emovit import EmoVitProcessor, format_answer
@@ -68,8 +81,18 @@ KEY_MAPPING = [
     (r"^Qformer\.bert\.encoder\.(.+)$", r"qformer.encoder.\1"),
     (r"^llm_proj\.(weight|bias)$", r"language_projection.\1"),
     (r"^llm_model\.(.+)$", r"language_model.\1"),
+    # LAVIS's T5 is a copy of transformers' T5ForConditionalGeneration: shared, encoder.block..., decoder.block...,
+    # lm_head keep their names under the prefix.
+    (r"^t5_proj\.(weight|bias)$", r"language_projection.\1"),
+    (r"^t5_model\.(.+)$", r"language_model.\1"),
     (r"^query_tokens$", "query_tokens"),
 ]
+# The two LAVIS InstructBLIP models, told apart by the prefixes of their language-model side, each with whether its
+# language model is decoder-only (as the base model's `config.use_decoder_only_language_model` must say).
+LAVIS_MODELS = {
+    "blip2_vicuna_instruct": (("llm_proj.", "llm_model."), True),
+    "blip2_t5_instruct": (("t5_proj.", "t5_model."), False),
+}
 # EVA's attention keeps separate q and v biases and no k bias; transformers stores one qkv bias.
 QKV_BIAS = re.compile(r"^visual_encoder\.blocks\.(\d+)\.attn\.(q_bias|v_bias)$")
 # The BERT LM head the Q-Former pretraining used: no counterpart in InstructBLIP.
@@ -134,14 +157,50 @@ def load_original_state_dict(path) -> dict[str, torch.Tensor]:
     return checkpoint
 
 
+def detect_lavis_model(original: dict[str, torch.Tensor], checkpoint) -> tuple[str | None, str | None]:
+    """Which LAVIS model saved `original`: `(name, the key that told)`, or `(None, None)` when no key belongs to a
+    language-model side (such a file lacks the projection, which the later checks report). A file with keys of both
+    models raises."""
+    found = {}
+    for name, (prefixes, _) in LAVIS_MODELS.items():
+        # The projection names the model best; a full file without one still has the language model's keys.
+        key = next((key for prefix in prefixes for key in sorted(original) if key.startswith(prefix)), None)
+        if key is not None:
+            found[name] = key
+    if len(found) > 1:
+        raise ValueError(
+            f"{checkpoint} holds keys of two LAVIS models: "
+            + ", ".join(f"{key!r} ({name})" for name, key in found.items())
+            + ". A LAVIS InstructBLIP checkpoint has one language model; convert the file of one run."
+        )
+    return next(iter(found.items()), (None, None))
+
+
+def check_language_model(lavis_model: str | None, told_by: str | None, checkpoint, config, base_model) -> None:
+    """Raises when the checkpoint's language model (Vicuna or FlanT5) is not the kind `--base_model` has: the
+    mapped names would not fit, and a trained-only file would land on a language model it was never trained with."""
+    if lavis_model is None:
+        return
+    decoder_only = LAVIS_MODELS[lavis_model][1]
+    if config.use_decoder_only_language_model != decoder_only:
+        layout = "a decoder-only" if config.use_decoder_only_language_model else "an encoder-decoder"
+        wanted = ("a decoder-only Vicuna, e.g. Salesforce/instructblip-vicuna-7b" if decoder_only
+                  else "an encoder-decoder FlanT5, e.g. Salesforce/instructblip-flan-t5-xl (or -xxl)")
+        raise ValueError(
+            f"Checkpoint {str(checkpoint)!r} is a LAVIS {lavis_model} checkpoint (it holds {told_by!r}), but "
+            f"--base_model {str(base_model)!r} has {layout} language model ({config.text_config.model_type}). "
+            f"Pass a base model with {wanted}."
+        )
+
+
 def convert_state_dict(original: dict[str, torch.Tensor]):
     """Renames LAVIS keys to transformers keys.
 
-    Returns `(converted, dropped_keys, computed_buffers)`: the renamed tensors, the keys dropped as having no
-    counterpart, and the buffers today's transformers computes (LAVIS name -> tensor) for `check_computed_buffers`.
-    Unknown keys raise.
+    Returns `(converted, dropped_keys, computed_buffers, sources)`: the renamed tensors, the keys dropped as having no
+    counterpart, the buffers today's transformers computes (LAVIS name -> tensor) for `check_computed_buffers`, and
+    each renamed tensor's LAVIS name (transformers name -> LAVIS name). Unknown keys raise.
     """
-    converted, dropped, computed, unknown, biases = {}, [], {}, [], {}
+    converted, dropped, computed, unknown, biases, sources = {}, [], {}, [], {}, {}
     for key, tensor in original.items():
         if any(pattern.match(key) for pattern in DROPPED):
             dropped.append(key)
@@ -155,23 +214,24 @@ def convert_state_dict(original: dict[str, torch.Tensor]):
             continue
         for pattern, replacement in KEY_MAPPING:
             if re.match(pattern, key):
-                converted[re.sub(pattern, replacement, key)] = tensor
+                name = re.sub(pattern, replacement, key)
+                converted[name], sources[name] = tensor, key
                 break
         else:
             unknown.append(key)
     if unknown:
         raise ValueError(
             f"{len(unknown)} checkpoint keys have no mapping to EmoVIT: {sorted(unknown)[:20]}"
-            f"{' ...' if len(unknown) > 20 else ''}. Is this a LAVIS blip2_vicuna_instruct / EmoVIT checkpoint?"
+            f"{' ...' if len(unknown) > 20 else ''}. Is this a LAVIS {' / '.join(LAVIS_MODELS)} / EmoVIT checkpoint?"
         )
     for layer, pair in biases.items():
         if set(pair) != {"q_bias", "v_bias"}:
             raise ValueError(f"Vision block {layer} has {sorted(pair)} but needs both q_bias and v_bias.")
         q_bias, v_bias = pair["q_bias"], pair["v_bias"]
-        converted[f"vision_model.encoder.layers.{layer}.self_attn.qkv.bias"] = torch.cat(
-            [q_bias, torch.zeros_like(q_bias), v_bias]
-        )
-    return converted, dropped, computed
+        name = f"vision_model.encoder.layers.{layer}.self_attn.qkv.bias"
+        converted[name] = torch.cat([q_bias, torch.zeros_like(q_bias), v_bias])
+        sources[name] = f"visual_encoder.blocks.{layer}.attn.q_bias/v_bias"
+    return converted, dropped, computed, sources
 
 
 def _expected_buffer(key: str, kind: str, tensor: torch.Tensor, inv_freq: torch.Tensor | None) -> torch.Tensor:
@@ -221,12 +281,72 @@ def check_computed_buffers(computed: dict[str, torch.Tensor], model) -> dict[str
     return report
 
 
+def tied_aliases(model) -> dict[str, str]:
+    """The names under which `model` holds a parameter it already holds under an earlier name, each with that first
+    name: T5's encoder and decoder `embed_tokens` are its `shared` embedding, and an output head tied to the input
+    embedding is that embedding. Loading the first name sets them all."""
+    first, aliases = {}, {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in first:
+            aliases[name] = first[id(param)]
+        else:
+            first[id(param)] = name
+    return aliases
+
+
+def check_tied_copies(converted: dict[str, torch.Tensor], sources: dict[str, str], model, checkpoint,
+                      base_model) -> dict[str, dict]:
+    """Takes out of `converted` the tensors that `model` holds as an alias of another (`tied_aliases`), after
+    checking them: against the file's own tensor under the first name when the file holds it (they were one tensor
+    in LAVIS), else against the base model's, to the rounding of both dtypes (LAVIS keeps FlanT5 in bfloat16). A
+    copy that differs from the base model's means the file was trained on another language model.
+
+    Returns per LAVIS key `{"of": what it was compared with, "max_abs_diff": float}`.
+    """
+    aliases = tied_aliases(model)
+    base = model.state_dict()
+    report, wrong = {}, []
+    for name in sorted(set(converted) & set(aliases)):
+        tensor, key, source = converted.pop(name), sources[name], aliases[name]
+        if source in converted:
+            other = converted[source]
+            if tensor.shape != other.shape or not torch.equal(tensor, other):
+                raise ValueError(
+                    f"{checkpoint}: {key!r} and {sources[source]!r} differ, but --base_model {str(base_model)!r} holds "
+                    f"them as one tensor ({name} is {source}); loading would keep only one of them. The file is "
+                    "damaged, or its language model does not tie them; then pass a base whose configuration does not "
+                    "tie them either."
+                )
+            report[key] = {"of": sources[source], "max_abs_diff": 0.0}
+            continue
+        expected = base[source]
+        if tensor.shape[0] < expected.shape[0] and tensor.shape[1:] == expected.shape[1:]:
+            expected = expected[: tensor.shape[0]]  # the rows of the vocabulary the file has (see _fit_vocabulary)
+        if tensor.shape != expected.shape:
+            wrong.append(f"{key}: shape {tuple(tensor.shape)}, base model's {tuple(expected.shape)}")
+            continue
+        difference = (tensor.double() - expected.double()).abs()
+        rounding = (torch.finfo(tensor.dtype).eps + torch.finfo(expected.dtype).eps) * expected.double().abs()
+        if (difference > rounding + torch.finfo(tensor.dtype).tiny).any():
+            wrong.append(f"{key}: max |difference| {difference.max().item():.3e} from the base model's {source}")
+        report[key] = {"of": f"{base_model} {source}", "max_abs_diff": difference.max().item()}
+    if wrong:
+        raise ValueError(
+            f"{checkpoint}: {len(wrong)} stored copies of frozen tensors disagree with --base_model "
+            f"{str(base_model)!r} beyond rounding: {wrong[:5]}. The checkpoint was trained on another language model; "
+            "pass the base model it was trained from."
+        )
+    return report
+
+
 def _fit_vocabulary(converted, model) -> list[str]:
-    """LAVIS's Vicuna has one row fewer than transformers' (no `<image>` token). Keep the file's rows and the
-    base model's extra rows, whose values never reach an output (the placeholder is overwritten)."""
+    """LAVIS's Vicuna has one row fewer than transformers' (no `<image>` token), and so has LAVIS's FlanT5 where the
+    base model added the `<image>` row to its embeddings. Keep the file's rows and the base model's extra rows, whose
+    values never reach an output (the placeholder is overwritten)."""
     notes = []
     target = model.state_dict()
-    for name in ("language_model.model.embed_tokens.weight", "language_model.lm_head.weight"):
+    for name in ("language_model.model.embed_tokens.weight", "language_model.shared.weight",
+                 "language_model.lm_head.weight"):
         if name in converted and converted[name].shape[0] < target[name].shape[0]:
             rows = converted[name].shape[0]
             merged = target[name].clone()
@@ -268,16 +388,25 @@ def convert(checkpoint, base_model, output_dir=None, mode="auto", dtype="float32
     # ---- the checkpoint, mapped to transformers' names and checked
     original = load_original_state_dict(checkpoint)
     check_floating_point(original, checkpoint)
-    converted, dropped, computed = convert_state_dict(original)
+    lavis_model, told_by = detect_lavis_model(original, checkpoint)
+    converted, dropped, computed, sources = convert_state_dict(original)
     check_finite(converted, checkpoint)
+    # Read before the weights, so that a Vicuna file on a FlanT5 base (or the other way) fails in a second.
+    check_language_model(lavis_model, told_by, checkpoint, EmoVitConfig.from_pretrained(base_model), base_model)
 
-    # ---- the base model it lands on
+    # ---- the base model it lands on; the processor lays out batches for its language model
     model = EmoVitForConditionalGeneration.from_pretrained(base_model, dtype=getattr(torch, dtype)).eval()
-    processor = EmoVitProcessor.from_pretrained(base_model, emotion_labels=emotion_labels or model.config.emotion_labels)
+    processor = EmoVitProcessor.from_pretrained(
+        base_model, emotion_labels=emotion_labels or model.config.emotion_labels,
+        use_decoder_only_language_model=model.config.use_decoder_only_language_model,
+    )
     model.config.emotion_labels = list(processor.emotion_labels)  # id2label / label2id follow
     buffers = check_computed_buffers(computed, model)
+    tied = check_tied_copies(converted, sources, model, checkpoint, base_model)
     notes = _fit_vocabulary(converted, model)
-    mode, missing = check_against_base(converted, model.state_dict(), base_model, mode)
+    aliases = tied_aliases(model)
+    target = {name: tensor for name, tensor in model.state_dict().items() if name not in aliases}
+    mode, missing = check_against_base(converted, target, base_model, mode)
 
     # ---- load, and compare the logits with the base model's on a test image
     changed, logits_diff = load_converted(model, converted, _test_inputs(processor, test_image))
@@ -286,6 +415,10 @@ def convert(checkpoint, base_model, output_dir=None, mode="auto", dtype="float32
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest(),
         "checkpoint_dtypes": dict(Counter(str(t.dtype).removeprefix("torch.") for t in original.values())),
+        "lavis_model": lavis_model,
+        "lavis_model_key": told_by,
+        "language_model": model.config.text_config.model_type,
+        "decoder_only": model.config.use_decoder_only_language_model,
         "dtype": dtype,
         "base_model": str(base_model),
         "mode": mode,
@@ -293,6 +426,7 @@ def convert(checkpoint, base_model, output_dir=None, mode="auto", dtype="float32
         "kept_from_base": len(missing),
         "dropped_keys": dropped,
         "computed_buffers": buffers,
+        "tied_copies": tied,
         "notes": notes,
         "changed_modules": {module: len(names) for module, names in sorted(changed.items())},
         "max_logits_diff_vs_base": logits_diff,
@@ -388,12 +522,14 @@ The categorical instruction is `{instruction}` and the answer format `{answer}`.
 
 ## Provenance
 
+- LAVIS model: {lavis_model}; language model: {language_model} ({layout})
 - conversion mode: `{mode}` ({mode_text})
 - base model (configuration, tokenizers{base_weights}): `{base_model}`
 - tensors from the checkpoint: {loaded}; kept from the base model: {kept}
 - checkpoint dtypes: {dtypes}; saved as {dtype}
 - dropped checkpoint keys: {dropped}
 - stored buffers that transformers computes, checked against the base model and dropped: {buffers}
+- stored copies of tied tensors, checked and dropped: {tied}
 - modules that differ from the base model: {changed}
 - largest logits difference from the base model on a test image: {diff:.3e}
 {notes}
@@ -418,6 +554,10 @@ def save(model, processor, report, output_dir):
         labels=", ".join(f"{i}: {label}" for i, label in enumerate(model.config.emotion_labels)),
         instruction=processor.categorical_instruction,
         answer=format_answer("<emotion>"),
+        lavis_model=(f"`{report['lavis_model']}` (told by `{report['lavis_model_key']}`)" if report["lavis_model"]
+                     else "not told by the keys"),
+        language_model=report["language_model"],
+        layout="decoder-only" if report["decoder_only"] else "encoder-decoder",
         mode=report["mode"],
         mode_text="EmoVIT's trained tensors applied on the base model" if trained else "every weight from the file",
         base_weights=", and every weight the checkpoint does not hold" if trained else "",
@@ -428,6 +568,8 @@ def save(model, processor, report, output_dir):
         dropped=", ".join(f"`{key}`" for key in report["dropped_keys"]) or "none",
         buffers=", ".join(f"{e['count']} {kind} (max difference {e['max_abs_diff']:.1e})"
                           for kind, e in report["computed_buffers"].items()) or "none",
+        tied=", ".join(f"`{key}` (as {e['of']}, max difference {e['max_abs_diff']:.1e})"
+                       for key, e in report["tied_copies"].items()) or "none",
         changed=", ".join(f"{m} ({n} tensors)" for m, n in report["changed_modules"].items()) or "none",
         diff=report["max_logits_diff_vs_base"],
         notes="".join(f"- {note}\n" for note in report["notes"]),
@@ -440,7 +582,8 @@ def save(model, processor, report, output_dir):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="LAVIS or EmoVIT .pth file.")
+    parser.add_argument("--checkpoint", required=True,
+                        help="LAVIS (blip2_vicuna_instruct or blip2_t5_instruct) or EmoVIT .pth file.")
     parser.add_argument("--base_model", required=True,
                         help="InstructBLIP/EmoVIT folder or Hub id giving the configuration, tokenizers (and weights "
                              "the checkpoint lacks).")
@@ -458,6 +601,9 @@ def main(argv=None):
     labels = args.emotion_labels.split(",") if args.emotion_labels else None
     _, _, report = convert(args.checkpoint, args.base_model, args.output_dir, mode=args.mode, dtype=args.dtype,
                            test_image=args.test_image, emotion_labels=labels)
+    if report["lavis_model"]:
+        print(f"LAVIS model: {report['lavis_model']} (from key {report['lavis_model_key']}); language model: "
+              f"{report['language_model']}, {'decoder-only' if report['decoder_only'] else 'encoder-decoder'}")
     print(f"mode: {report['mode']}; {report['loaded_tensors']} tensors from the checkpoint, "
           f"{report['kept_from_base']} kept from the base model")
     print("checkpoint dtypes: " + ", ".join(f"{n} {name}" for name, n in report["checkpoint_dtypes"].items())
@@ -467,6 +613,9 @@ def main(argv=None):
     for kind, entry in report["computed_buffers"].items():
         print(f"checked and dropped {entry['count']} stored {kind} buffers (computed by transformers; max |difference| "
               f"from the base model's: {entry['max_abs_diff']:.3e})")
+    for key, entry in report["tied_copies"].items():
+        print(f"checked and dropped tied copy {key} (the same tensor as {entry['of']}; max |difference| "
+              f"{entry['max_abs_diff']:.3e})")
     for note in report["notes"]:
         print(f"note: {note}")
     for module, count in report["changed_modules"].items():
