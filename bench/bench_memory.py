@@ -22,11 +22,12 @@ loading and again before the run, so the run's peak is its own (it includes the 
 The load's peak and time are `from_pretrained`'s (and, for training, the cast of the frozen towers); a float32 model
 read from float32 safetensors is mapped rather than read, so its load is quick and small. The weights are then copied
 out of the checkpoint's memory map (`copy_out_of_checkpoint`), so that the resident set after loading, and the run's,
-count each weight once, in the form the model holds it. The times are of one `classify` call on --batch_size
-images and of one training step (forward, backward, AdamW step; the first step allocates AdamW's state, which the
-peak includes).
+count each weight once, in the form the model holds it, and the memory loading freed is handed back to the system
+(`release_freed_memory`). The times are of one `classify` call on --batch_size images and of one training step
+(forward, backward, AdamW step; the first step allocates AdamW's state, which the peak includes).
 """
 
+import ctypes
 import json
 import os
 import shutil
@@ -165,10 +166,21 @@ def copy_out_of_checkpoint(model) -> None:
     """A tensor loaded in the checkpoint's own dtype is a view of the memory-mapped file: its pages count as resident
     once read, and every read page of the file stays so while any view lives (after cast_frozen_towers, the Q-Former
     side's), the pages of towers cast away included. Copied out of the map, each weight counts once, as the model
-    holds it."""
+    holds it. Quantised weights are made by quantising, never mapped; they are left alone (bitsandbytes' 8-bit weight
+    is also referenced as its `CB`, which a copy would double)."""
     with torch.no_grad():
         for tensor in [*model.parameters(), *model.buffers()]:
-            tensor.data = tensor.data.clone()
+            if tensor.is_floating_point():
+                tensor.data = tensor.data.clone()
+
+
+def release_freed_memory() -> None:
+    """Loading frees much of what it allocates, on several threads, and glibc keeps freed memory resident in each
+    thread's arena, more or less of it by chance; handed back to the system, the resident set is what is in use."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: its allocator is left as it is
 
 
 def random_images(count: int, size: int) -> list:
@@ -194,6 +206,7 @@ def measure(setting: str, task: str, model_dir: str, batch_size: int) -> dict:
     model = load_for(setting, task, model_dir)
     result = {"load_s": time.perf_counter() - start, "load_peak_mb": memory_mb("VmHWM") - baseline}
     copy_out_of_checkpoint(model)
+    release_freed_memory()
     result.update(loaded_mb=memory_mb("VmRSS") - baseline, weights_mb=weight_bytes(model) / MB)
 
     reset_peak()
