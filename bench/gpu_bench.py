@@ -222,7 +222,8 @@ def quantized_run(args, config, device) -> None:
     sizes = [int(s) for s in args.batch_sizes.split(",")]
     results = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                "geometry": "tiny" if args.tiny else "EVA ViT-g + Q-Former + Llama-7B",
-               "quantization": args.quantization, "peak": "torch.cuda.max_memory_allocated (MiB), the loaded model included"}
+               "quantization": args.quantization,
+               "peak": "torch.cuda.max_memory_allocated (MiB), the loaded model included"}
     work = tempfile.mkdtemp(prefix="gpu-bench-quantized-", dir=args.work_dir)
     try:
         # ---- random bf16 weights on local disk: the quantisation then happens where users' happens, in from_pretrained
