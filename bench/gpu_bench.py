@@ -34,7 +34,7 @@ import time
 import torch
 from transformers import LlamaConfig
 
-from emovit.quantization import QUANTIZATIONS, quantization_config
+from emovit.quantization import QUANTIZATIONS, check_quantization, quantization_config
 from emovit_utils.files import atomic_write_text
 from modeling_emovit import EmoVitConfig, EmoVitForConditionalGeneration
 
@@ -219,6 +219,7 @@ def distributed_step(args, config) -> None:
 def quantized_run(args, config, device) -> None:
     """The model loaded as `--quantization` loads it, for inference and for Q-Former training steps: peak memory
     and speed at each of --batch_sizes, and (4-bit) each task's peak at the first batch size against its target."""
+    check_quantization(args.quantization)  # bitsandbytes missing: say so before writing 16 GB of weights
     sizes = [int(s) for s in args.batch_sizes.split(",")]
     results = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                "geometry": "tiny" if args.tiny else "EVA ViT-g + Q-Former + Llama-7B",
