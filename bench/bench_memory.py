@@ -52,7 +52,7 @@ from modeling_emovit.tiny import IMAGE_TOKEN, build_lm_tokenizer, build_qformer_
 
 SETTINGS = ("float32", "bfloat16", "8bit", "4bit")
 TASKS = ("inference", "training")
-MB = 2**20
+MB = 2**20  # the tables' MB are MiB
 
 
 @dataclass
@@ -246,8 +246,8 @@ def run_child(setting: str, task: str, model_dir: str, batch_size: int) -> dict:
 
 
 # Columns of the table and of the ratios: (key in the JSON, heading).
-COLUMNS = (("weights_mb", "weights MB"), ("load_peak_mb", "load peak MB"), ("load_s", "load s"),
-           ("loaded_mb", "loaded MB"), ("peak_mb", "run peak MB"), ("run_s", "run s"))
+COLUMNS = (("weights_mb", "weights MB"), ("loaded_mb", "loaded MB"), ("peak_mb", "run peak MB"),
+           ("load_peak_mb", "load peak MB"), ("load_s", "load s"), ("run_s", "run s"))
 
 
 def ratios_to_float32(settings: dict) -> dict:
@@ -262,7 +262,7 @@ def print_table(settings: dict, ratios: dict) -> None:
     print("|---" * (2 + len(COLUMNS)) + "|")
     for task in TASKS:
         for setting, entry in settings.items():
-            cells = [f"{entry[task][key]:.1f}" if key.endswith("_mb") else f"{entry[task][key]:.2f}"
+            cells = [f"{entry[task][key]:.0f}" if key.endswith("_mb") else f"{entry[task][key]:.2f}"
                      for key, _ in COLUMNS]
             if setting != "float32":
                 cells = [f"{cell} ({ratios[setting][task][key]:.2f}×)" for cell, (key, _) in zip(cells, COLUMNS)]
