@@ -4,6 +4,15 @@ gradient checkpointing, and evaluation (score / generate) throughput. Random wei
     python bench/gpu_bench.py --output gpu_bench.json          # EVA ViT-g + Q-Former + 7B Llama (needs ~40 GB)
     python bench/gpu_bench.py --tiny --output /tmp/tiny.json   # the same code path on CPU, in seconds
 
+With --quantization 4bit, the model as `--quantization 4bit` loads it (emovit.quantization: NF4, the Q-Former side in
+full precision): random bf16 weights are saved to a temporary folder (--work_dir; about 16 GB at full size) and loaded
+back quantised, once for inference (score_emotions; ViT and language model in 4-bit) and once for Q-Former training
+steps (language model in 4-bit, ViT in bf16). Records peak GPU memory against the targets (inference within 8 GiB,
+training within 12 GiB, at the first of --batch_sizes):
+
+    python bench/gpu_bench.py --quantization 4bit --output gpu_bench_4bit.json
+    python bench/gpu_bench.py --quantization 4bit --tiny --output /tmp/tiny_4bit.json   # CPU (bitsandbytes' CPU path)
+
 With --distributed, the training step on every GPU of the machine, data parallel (ddp: each GPU holds the model) or
 sharded (fsdp: FSDP-2 `fully_shard` per ViT and Llama layer, then the whole model); per-GPU batch --batch_sizes'
 first entry, with gradient checkpointing:
@@ -18,13 +27,21 @@ short keeps what it measured) and stdout.
 import argparse
 import json
 import os
+import shutil
+import tempfile
 import time
 
 import torch
 from transformers import LlamaConfig
 
+from emovit.quantization import QUANTIZATIONS, check_quantization, quantization_config
 from emovit_utils.files import atomic_write_text
 from modeling_emovit import EmoVitConfig, EmoVitForConditionalGeneration
+
+
+# Peak GPU memory (torch.cuda.max_memory_allocated, MiB) EmoVIT-7B in 4-bit should stay within: an 8 GiB card for
+# inference, 12 GiB for training the Q-Former side.
+TARGETS_4BIT_MB = {"inference": 8 * 1024, "training": 12 * 1024}
 
 
 def full_size_config() -> EmoVitConfig:
@@ -44,12 +61,13 @@ def full_size_config() -> EmoVitConfig:
 
 
 def tiny_config() -> EmoVitConfig:
+    # The ViT and the Llama are 64 wide: bitsandbytes' CPU path quantises 4-bit weights in blocks of 64 inputs.
     return EmoVitConfig(
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                            image_size=32, patch_size=8, initializer_range=0.02),
         qformer_config=dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                             intermediate_size=64),
-        text_config=LlamaConfig(vocab_size=120, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        text_config=LlamaConfig(vocab_size=120, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                 num_attention_heads=4, pad_token_id=0, bos_token_id=1, eos_token_id=2).to_dict(),
         num_query_tokens=8,
         image_token_index=119,
@@ -80,6 +98,26 @@ def sync(device):
 
 def peak_mb(device):
     return round(torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else None
+
+
+def reset_peak(device):
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def allocated_mb(device):
+    return round(torch.cuda.memory_allocated() / 2**20) if device.type == "cuda" else None
+
+
+def score(model, config, inputs):
+    """One `score_emotions` call on `inputs` (a `batch`): its first 40 instruction tokens as the prompt, random
+    candidates, one per label."""
+    labels = len(config.emotion_labels)
+    prompt = {k: inputs[k][:, : config.num_query_tokens + 40] for k in ("input_ids", "attention_mask")}
+    candidates = torch.randint(3, config.text_config.vocab_size - 2, (labels, 6), device=inputs["input_ids"].device)
+    model.score_emotions(inputs["pixel_values"], inputs["qformer_input_ids"], prompt["input_ids"], candidates,
+                         torch.ones_like(candidates), attention_mask=prompt["attention_mask"])
 
 
 def timed_steps(model, inputs, optimizer, device, steps: int, barrier=lambda: None):
@@ -178,6 +216,92 @@ def distributed_step(args, config) -> None:
     dist.destroy_process_group()
 
 
+def quantized_run(args, config, device) -> None:
+    """The model loaded as `--quantization` loads it, for inference and for Q-Former training steps: peak memory
+    and speed at each of --batch_sizes, and (4-bit) each task's peak at the first batch size against its target."""
+    check_quantization(args.quantization)  # bitsandbytes missing: say so before writing 16 GB of weights
+    sizes = [int(s) for s in args.batch_sizes.split(",")]
+    results = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+               "geometry": "tiny" if args.tiny else "EVA ViT-g + Q-Former + Llama-7B",
+               "quantization": args.quantization,
+               "peak": "torch.cuda.max_memory_allocated (MiB), the loaded model included"}
+    work = tempfile.mkdtemp(prefix="gpu-bench-quantized-", dir=args.work_dir)
+    try:
+        # ---- random bf16 weights on local disk: the quantisation then happens where users' happens, in from_pretrained
+        start = time.perf_counter()
+        torch.manual_seed(0)
+        with torch.device(device):
+            model = EmoVitForConditionalGeneration(config)
+        model.to(torch.bfloat16).save_pretrained(work)
+        del model
+        reset_peak(device)
+        results["save_s"] = round(time.perf_counter() - start, 1)
+        save(results, args.output)
+        print(json.dumps(results), flush=True)
+
+        for task in ("inference", "training"):
+            training = task == "training"
+            reset_peak(device)
+            start = time.perf_counter()
+            # As the scripts load: inference in bf16 throughout; training with the Q-Former side in float32 and the
+            # unquantised frozen towers in bf16.
+            model = EmoVitForConditionalGeneration.from_pretrained(
+                work, dtype=torch.float32 if training else torch.bfloat16,
+                quantization_config=quantization_config(args.quantization, torch.bfloat16, for_training=training))
+            if training:
+                model.cast_frozen_towers(torch.bfloat16)
+                model.freeze_for_instruction_tuning(freeze_unused=True)
+                optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+            sync(device)
+            entry = {"load_s": round(time.perf_counter() - start, 1), "load_peak_mb": peak_mb(device),
+                     "loaded_mb": allocated_mb(device), "runs": []}
+            results[task] = entry
+            model.train(training)
+            for size in sizes:
+                run = {"batch_size": size}
+                try:
+                    inputs = batch(config, size, device)
+                    reset_peak(device)
+                    if training:
+                        loss, elapsed = timed_steps(model, inputs, optimizer, device, args.steps)
+                        run.update(step_s=round(elapsed / args.steps, 4), loss=round(loss.item(), 4))
+                    else:
+                        with torch.inference_mode():
+                            score(model, config, inputs)  # warm-up
+                            sync(device)
+                            timer = time.perf_counter()
+                            for _ in range(args.steps):
+                                score(model, config, inputs)
+                            sync(device)
+                        run["images_per_s"] = round(size * args.steps / (time.perf_counter() - timer), 2)
+                    run["peak_mb"] = peak_mb(device)
+                except torch.OutOfMemoryError:
+                    run["error"] = "out of memory"
+                    if training:
+                        optimizer.zero_grad(set_to_none=True)
+                entry["runs"].append(run)
+                save(results, args.output)
+                print(json.dumps({"task": task, **run}), flush=True)
+            del model
+            if training:
+                del optimizer
+
+        # ---- the targets, at the first batch size
+        if args.quantization == "4bit":
+            results["targets"] = {}
+            for task, target in TARGETS_4BIT_MB.items():
+                first = results[task]["runs"][0]
+                peak = first.get("peak_mb")
+                passed = None if device.type != "cuda" else (peak is not None and peak <= target)
+                results["targets"][task] = {"batch_size": first["batch_size"], "target_mb": target, "peak_mb": peak,
+                                            "passed": passed}
+            save(results, args.output)
+            print(json.dumps(results["targets"]), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"wrote {args.output}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", required=True)
@@ -186,12 +310,19 @@ def main():
     parser.add_argument("--steps", type=int, default=5, help="timed steps per setting (after 2 warm-up steps)")
     parser.add_argument("--distributed", choices=("ddp", "fsdp"), default=None,
                         help="under torchrun: one training setting on every process (see above)")
+    parser.add_argument("--quantization", choices=QUANTIZATIONS, default=None,
+                        help="the model loaded quantised: peak memory of inference and training (see above)")
+    parser.add_argument("--work_dir", default=None,
+                        help="where --quantization saves the random weights it loads (default: the temporary folder)")
     args = parser.parse_args()
     config = tiny_config() if args.tiny else full_size_config()
     if args.distributed:
         distributed_step(args, config)
         return
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.quantization:
+        quantized_run(args, config, device)
+        return
 
     start = time.perf_counter()
     model, counts = build_model(config, device)
@@ -227,21 +358,17 @@ def main():
 
     model.gradient_checkpointing_disable()
     model.eval()
-    labels = len(config.emotion_labels)
     for method in ("score", "generate"):
         size = 16
         inputs = batch(config, size, device)
         prompt = {k: inputs[k][:, : config.num_query_tokens + 40] for k in ("input_ids", "attention_mask")}
-        candidates = torch.randint(3, config.text_config.vocab_size - 2, (labels, 6), device=device)
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16):
             for step in range(3 + 2):
                 if step == 2:
                     sync(device)
                     timer = time.perf_counter()
                 if method == "score":
-                    model.score_emotions(inputs["pixel_values"], inputs["qformer_input_ids"], prompt["input_ids"],
-                                         candidates, torch.ones_like(candidates),
-                                         attention_mask=prompt["attention_mask"])
+                    score(model, config, inputs)
                 else:
                     model.generate(pixel_values=inputs["pixel_values"], qformer_input_ids=inputs["qformer_input_ids"],
                                    **prompt, do_sample=False, max_new_tokens=8, min_new_tokens=8)

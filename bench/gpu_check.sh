@@ -2,6 +2,8 @@
 # The GPU checks a lent machine runs, in under 9 minutes on one H100 (each part has its own time limit, and a part
 # that fails or runs out of time is recorded, never stopping the others):
 #   1. bench/gpu_bench.py: the full-size geometry (EVA ViT-g, Q-Former, 7B Llama; random bf16) on one GPU;
+#   1b. the same geometry loaded in 4-bit NF4 (bench/gpu_bench.py --quantization 4bit): peak GPU memory of inference
+#      and of Q-Former training steps, against the targets (within 8 GiB and 12 GiB);
 #   2. with several GPUs, one 7B-geometry training setting on all of them, DDP and FSDP-2 (torchrun
 #      bench/gpu_bench.py --distributed ...); with one GPU this part is skipped and the JSON says so;
 #   3. one train.py step under configs/deepspeed_zero2.yaml on every GPU (tiny model), when deepspeed imports
@@ -21,8 +23,8 @@ if [ "${GPU_CHECK_TINY:-0}" = 1 ]; then
     TINY=(--tiny --steps 1)  # the project is installed where the script is checked
 else
     # Nothing outside the machine may be reachable: no retries, and the extra is dropped when it cannot install.
-    timeout 60 python -m pip install --quiet --retries 0 --timeout 10 -e ".[deepspeed]" > /dev/null 2>&1 \
-        || timeout 60 python -m pip install --quiet --retries 0 --timeout 10 -e . 2>&1 | tail -2
+    timeout 45 python -m pip install --quiet --retries 0 --timeout 10 -e ".[deepspeed]" > /dev/null 2>&1 \
+        || timeout 45 python -m pip install --quiet --retries 0 --timeout 10 -e . 2>&1 | tail -2
 fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 
@@ -36,11 +38,14 @@ RESULTS="${GPU_CHECK_RESULTS:-bench/results}"
 NAME="gpu_check-${DEVICE_SLUG}-${STAMP}"
 PARTS="$RESULTS/$NAME"
 mkdir -p "$PARTS"
-# Seconds per part: one GPU gives the single-GPU benchmark most of the time.
-if [ "$NGPU" -ge 2 ]; then SINGLE_S=200; DIST_S=80; else SINGLE_S=300; DIST_S=0; fi
+# Seconds per part: one GPU gives the single-GPU benchmark most of the time. The 4-bit part writes ~16 GB of random
+# bf16 weights to local disk and loads them twice.
+if [ "$NGPU" -ge 2 ]; then SINGLE_S=140; DIST_S=60; else SINGLE_S=200; DIST_S=0; fi
+QUANT_S=150
 # The tiny check runs on CPU cores that may be shared: time enough for a loaded machine.
-[ ${#TINY[@]} -gt 0 ] && DIST_S=240
-DEEPSPEED_S=100  # worst case on one GPU: 2 x 60 (install) + 300 + 100 = 520 s
+[ ${#TINY[@]} -gt 0 ] && DIST_S=240 && QUANT_S=240
+# Worst case on one GPU: 2 x 45 (install) + 200 + 150 + 90 = 530 s; on several, 90 + 140 + 2 x 60 + 150 + 90 = 590 s.
+DEEPSPEED_S=90
 
 # run_part NAME SECONDS COMMAND...: runs with a time limit, logs to $PARTS/NAME.log, records the exit status
 run_part() {
@@ -57,6 +62,10 @@ run_part() {
 
 # ---- 1. one GPU
 run_part single "$SINGLE_S" python bench/gpu_bench.py "${TINY[@]}" --output "$PARTS/single.json"
+
+# ---- 1b. one GPU, the model in 4-bit NF4: inference and Q-Former training, batch 1 (the targets) and 8
+run_part single_4bit "$QUANT_S" python bench/gpu_bench.py "${TINY[@]}" --quantization 4bit --batch_sizes 1,8 \
+    --output "$PARTS/single_4bit.json"
 
 # ---- 2. several GPUs: DDP and FSDP-2, batch 8 per GPU with gradient checkpointing
 if [ "$NGPU" -ge 2 ]; then
@@ -117,7 +126,8 @@ def load(name):
     part["log"] = os.path.join(parts, name + ".log")
     return part
 
-report = {"device": device, "gpu_count": ngpu, "date_utc": stamp, "single_gpu": load("single")}
+report = {"device": device, "gpu_count": ngpu, "date_utc": stamp, "single_gpu": load("single"),
+          "single_gpu_4bit": load("single_4bit")}
 if ngpu >= 2:
     report["multi_gpu"] = {"ddp": load("ddp"), "fsdp": load("fsdp")}
 else:
@@ -134,7 +144,9 @@ report["total_s"] = round(time.time() - int(started))
 with open(output + ".tmp", "w") as f:
     json.dump(report, f, indent=1)
 os.replace(output + ".tmp", output)
-print(json.dumps({k: v for k, v in report.items() if k != "single_gpu"}, indent=1))
+print(json.dumps({k: v for k, v in report.items() if k not in ("single_gpu", "single_gpu_4bit")}, indent=1))
+four_bit = report["single_gpu_4bit"] or {}
+print("4-bit targets:", json.dumps(four_bit.get("results", {}).get("targets", four_bit.get("error"))))
 print(f"wrote {output}")
 EOF
 if [ -n "${OUT:-}" ]; then

@@ -1,5 +1,6 @@
 """bench/gpu_check.sh, the script a lent GPU machine runs, checked on CPU: its bash parses, and on the tiny geometry
 (GPU_CHECK_TINY=1) it writes one JSON named after the device with every part's outcome: the one-device benchmark,
+the same geometry loaded in 4-bit with its memory targets (bitsandbytes' CPU path; no GPU, so no peak and no verdict),
 the DDP and FSDP-2 step on two processes standing in for two GPUs (GPU_CHECK_NPROC=2, gloo) or the reason it was
 skipped, and DeepSpeed's step or the reason it was skipped. The numbers themselves come from a GPU."""
 
@@ -34,6 +35,24 @@ def run_check(tmp_path, processes):
     return json.loads(report_path.read_text())
 
 
+def check_four_bit_part(report):
+    part = report["single_gpu_4bit"]
+    assert part["passed"] and part["seconds"] <= part["limit_s"], part
+    results = part["results"]
+    assert results["quantization"] == "4bit" and results["geometry"] == "tiny" and results["save_s"] >= 0
+    for task, speed in (("inference", "images_per_s"), ("training", "step_s")):
+        runs = results[task]["runs"]
+        assert [run["batch_size"] for run in runs] == [1, 8], runs
+        assert all(run[speed] > 0 and "peak_mb" in run for run in runs), runs
+        assert results[task]["load_s"] >= 0 and "load_peak_mb" in results[task]
+    assert all(run["loss"] > 0 for run in results["training"]["runs"])
+    # Peak GPU memory is only measured on a GPU: the targets are there, their verdict is not.
+    assert results["targets"] == {
+        "inference": {"batch_size": 1, "target_mb": 8192, "peak_mb": None, "passed": None},
+        "training": {"batch_size": 1, "target_mb": 12288, "peak_mb": None, "passed": None},
+    }
+
+
 def test_the_script_parses():
     done = subprocess.run(["bash", "-n", str(SCRIPT)], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
@@ -47,6 +66,7 @@ def test_two_processes_run_the_ddp_and_fsdp_step_and_every_part_is_in_one_file(t
     assert [e["batch_size"] for e in single["results"]["train"]] == [1, 8, 16, 1, 8, 16]
     assert all(e["samples_per_s"] > 0 and e["loss"] > 0 for e in single["results"]["train"])
     assert [e["method"] for e in single["results"]["eval"]] == ["score", "generate"]
+    check_four_bit_part(report)
     losses = []
     for mode in ("ddp", "fsdp"):
         part = report["multi_gpu"][mode]
@@ -63,5 +83,6 @@ def test_two_processes_run_the_ddp_and_fsdp_step_and_every_part_is_in_one_file(t
 def test_one_device_skips_the_multi_gpu_step_and_says_why(tmp_path):
     report = run_check(tmp_path, 1)
     assert report["single_gpu"]["passed"]
+    check_four_bit_part(report)
     assert report["multi_gpu"] == {"skipped": "1 GPU(s) on this machine; the DDP/FSDP step needs at least 2"}
     assert report["deepspeed_zero2"] == {"skipped": NO_GPU_DEEPSPEED}
