@@ -16,6 +16,9 @@ from transformers import BitsAndBytesConfig
 QUANTIZATIONS = ("4bit", "8bit")
 # Modules left in full precision whatever the quantisation: the trained Q-Former side and the output head.
 KEEP_UNQUANTIZED = ("qformer", "query_tokens", "language_projection", "lm_head")
+# The flag's help, the same for every script that loads a model.
+QUANTIZATION_HELP = ("Load the frozen towers quantised with bitsandbytes, for GPUs with little memory: 4bit (NF4) or "
+                     "8bit (LLM.int8()). The Q-Former side and the output head stay unquantised. Unset: as saved.")
 
 
 def check_quantization(quantization: str | None, flag: str = "--quantization") -> None:
@@ -46,3 +49,4 @@ def quantization_config(quantization: str | None, compute_dtype: torch.dtype = t
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                   bnb_4bit_compute_dtype=compute_dtype, llm_int8_skip_modules=keep)
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=keep)
+

@@ -53,7 +53,7 @@ def evaluate_model(args: EvalArguments) -> dict:
     accelerator = Accelerator()
 
     # ---- model and labels
-    model, processor = load_model(args.model, DTYPES[args.dtype])
+    model, processor = load_model(args.model, DTYPES[args.dtype], args.quantization)
     model.to(accelerator.device)
     labels = label_mapping(args.label_map, list(model.config.emotion_labels))
 
