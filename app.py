@@ -4,12 +4,14 @@ in the image evokes it. Also a named API endpoint, `/predict`, for `gradio_clien
     python app.py                                     # the offline default's model, runs/emovit-offline
     python app.py --model runs/emovit-vicuna-7b --dtype bfloat16 --port 7860
     python app.py --model USER/emovit-vicuna-7b --host 0.0.0.0   # a Hub id; listen on every interface
+    python app.py --model runs/emovit-vicuna-7b --dtype bfloat16 --quantization 4bit   # 4-bit frozen towers
 
     EMOVIT_MODEL=USER/emovit-vicuna-7b EMOVIT_DTYPE=bfloat16 python app.py   # as a Space sets them
 
 Needs the demo extra (`pip install -e ".[demo]"`). Tried on 2 CPU cores with the offline default's tiny model. The
 model is `--model`, else `$EMOVIT_MODEL`, else runs/emovit-offline (written by `accelerate launch train.py`); the
-dtype `--dtype`, else `$EMOVIT_DTYPE`, else float32.
+dtype `--dtype`, else `$EMOVIT_DTYPE`, else float32; the quantisation `--quantization`, else `$EMOVIT_QUANTIZATION`,
+else none.
 `--host` and `--port` default to Gradio's `GRADIO_SERVER_NAME` / `GRADIO_SERVER_PORT`, else 127.0.0.1 and the first
 free port from 7860. Nothing is sent anywhere: no share link, no usage statistics.
 
@@ -52,6 +54,10 @@ class AppArguments:
         default=None, metadata={"help": "Model weights dtype: float32, bfloat16 or float16; unset: $EMOVIT_DTYPE, "
                                         "else float32."}
     )
+    quantization: str | None = field(
+        default=None, metadata={"help": "4bit or 8bit: load the frozen towers quantised (bitsandbytes) for a GPU with "
+                                        "little memory; unset: $EMOVIT_QUANTIZATION, else unquantised."}
+    )
     queue_size: int = field(
         default=8, metadata={"help": "Requests that may wait while one runs; more are refused at once."}
     )
@@ -82,18 +88,22 @@ def main(argv=None) -> None:
     from accelerate import PartialState
 
     from emovit.inference.loading import DTYPES, load_model
+    from emovit.quantization import check_quantization
 
     dtype = args.dtype or os.environ.get("EMOVIT_DTYPE", "float32")
     if dtype not in DTYPES:
         raise ValueError(f"--dtype (or $EMOVIT_DTYPE) is {dtype!r}; use one of {list(DTYPES)}.")
+    quantization = args.quantization or os.environ.get("EMOVIT_QUANTIZATION") or None
+    check_quantization(quantization, "--quantization (or $EMOVIT_QUANTIZATION)")
     try:
-        model, processor = load_model(model_path, DTYPES[dtype])
+        model, processor = load_model(model_path, DTYPES[dtype], quantization)
     except ValueError as e:
         if args.model:
             raise
         raise ValueError(f"{e} (the model came from $EMOVIT_MODEL)") from e
     model.to(PartialState().device)  # a GPU when there is one
-    print(f"model: {model_path} ({model.config.model_type}, {dtype}, {model.device}, "
+    weights = f"{dtype}, {quantization}" if quantization else dtype
+    print(f"model: {model_path} ({model.config.model_type}, {weights}, {model.device}, "
           f"labels {model.config.emotion_labels})")
 
     # ---- demo: the page and its /predict endpoint, served on one machine

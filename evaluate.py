@@ -7,6 +7,9 @@ quality of its explanations.
     accelerate launch --num_processes 8 evaluate.py --model runs/emovit --dataset data/EmoSet-118K --split test \
         --method generate --batch_size 16 --dtype bfloat16 --output_dir runs/eval-emoset-generate
 
+    python evaluate.py --model runs/emovit --dataset data/EmoSet-118K --split test --dtype bfloat16 \
+        --quantization 4bit --output_dir runs/eval-emoset-4bit   # 4-bit frozen towers
+
     python evaluate.py configs/eval_emoset.yaml   # the same arguments from one JSON or YAML file
 
     python evaluate.py --model runs/emovit --dataset data/EmoSet-118K --split test --calibrate_on val \

@@ -8,6 +8,8 @@
 
     accelerate launch --num_processes 8 predict.py --model runs/emovit --dtype bfloat16 --batch_size 32 photos/
 
+    python predict.py --model runs/emovit --dtype bfloat16 --quantization 4bit photos/   # 4-bit frozen towers
+
     python predict.py configs/predict.yaml   # the same arguments (with `paths: [...]`) from one JSON or YAML file
 
 PATHs are image files, folders (searched recursively) and glob patterns (quote them; `**` crosses folders), in any

@@ -16,6 +16,13 @@ All flags from one JSON or YAML file:
 
     accelerate launch train.py configs/emovit_vicuna7b.yaml
 
+A GPU with little memory: the frozen language model in 4 bits (NF4, as QLoRA), the Q-Former side in float32; the
+saved folder is full precision all the same:
+
+    accelerate launch train.py --model_name_or_path Salesforce/instructblip-vicuna-7b \
+        --dataset data/emovit-instructions --quantization 4bit --bf16 --gradient_checkpointing \
+        --output_dir runs/emovit-vicuna-7b-4bit
+
 Several GPUs (or configs/fsdp.yaml, configs/deepspeed_zero2.yaml):
 
     accelerate launch --config_file configs/ddp.yaml train.py ...
@@ -36,6 +43,7 @@ from emovit.training.arguments import (
     EmoVitTrainingArguments,
     ModelArguments,
     check_arguments,
+    check_quantized_training,
     compute_dtype,
     is_offline,
     with_offline_defaults,
@@ -56,20 +64,28 @@ from emovit.training.sampling import parse_curriculum
 from emovit.training.trainer import EmoVitTrainer
 from emovit.training.vision_cache import VisionCache
 from emovit_utils.commands import is_argument_file, read_argument_file, run_command
+from emovit.quantization import quantization_config, unquantized_copy
 from emovit_utils.files import atomic_write_text, check_output_path
 from modeling_emovit import EmoVitForConditionalGeneration, EmoVitProcessor
 
 
 def load_model(model_args: ModelArguments, training_args: EmoVitTrainingArguments):
-    """The model as it trains: frozen towers in the mixed-precision dtype, the Q-Former side (and LoRA) in float32.
-    Returns it with its parameter counts."""
-    model = EmoVitForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
+    """The model as it trains: frozen towers in the mixed-precision dtype, or quantised with --quantization, the
+    Q-Former side (and LoRA) in float32. Returns it with its parameter counts."""
     dtype = compute_dtype(training_args)
+    quantization = quantization_config(model_args.quantization, dtype, for_training=True)
+    # bitsandbytes quantises the weights as they reach their device, and the Trainer cannot move them after: a
+    # quantised model loads straight onto this process's device.
+    placement = {} if quantization is None else {"quantization_config": quantization,
+                                                 "device_map": {"": training_args.device}}
+    model = EmoVitForConditionalGeneration.from_pretrained(model_args.model_name_or_path, **placement)
     if dtype != torch.float32:
-        model.cast_frozen_towers(dtype)
+        model.cast_frozen_towers(dtype)  # quantised weights keep their own format
     # The last Q-Former layer's instruction feed-forward block gets a zero gradient by construction; freezing it
     # changes no loss and lets DDP run without find_unused_parameters.
     counts = model.freeze_for_instruction_tuning(freeze_unused=True)
+    if quantization is not None:
+        counts["total"] = model.num_parameters()  # counts each packed 4-bit tensor's values, not its bytes
     if model_args.lora_r > 0:
         counts["trainable"] = model.add_lora(model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout)
     return model, counts
@@ -81,6 +97,7 @@ def main(argv=None) -> dict:
     use_cpu_without_accelerator()  # before parsing: the arguments build the distributed state
     model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else list(argv))
     check_arguments(data_args, training_args)
+    check_quantized_training(model_args, training_args)
     prepare_run(training_args)
     output_dir = Path(training_args.output_dir)
     offline = is_offline(model_args, data_args)
@@ -124,7 +141,7 @@ def main(argv=None) -> dict:
     if data.eval_images:
         results.update({k: round(v, 4) for k, v in trainer.evaluate().items() if k.endswith("accuracy")})
     save_folder(trainer, model, processor, model_args, training_args)
-    evaluations = evaluate_on_test_split(trainer, data_args, data.eval_root, results)
+    evaluations = evaluate_on_test_split(trainer, data_args, data.eval_root, results, model_args.quantization)
     if trainer.is_world_process_zero():
         write_training_card(output_dir, model, model_args, data_args, training_args, counts,
                             data.type_counts, results, evaluations, offline)
@@ -203,6 +220,8 @@ def save_folder(trainer, model, processor, model_args: ModelArguments,
     if full_weights is not None:
         model, _ = load_model(model_args, training_args)
         model.load_state_dict(full_weights)
+    elif model_args.quantization is not None:
+        model = unquantized_copy(model, model_args.model_name_or_path)  # a full-precision folder, not bitsandbytes'
     if model_args.lora_r > 0:
         model.merge_lora()  # the saved folder is a plain EmoVIT
     model.save_pretrained(output_dir)
@@ -211,9 +230,11 @@ def save_folder(trainer, model, processor, model_args: ModelArguments,
     plot_loss(trainer.state.log_history, output_dir / "loss_curve.png")
 
 
-def evaluate_on_test_split(trainer, data_args: DataArguments, eval_root: str | None, results: dict) -> list[dict]:
-    """Evaluates the saved folder on the held-out split (every process its share) and adds the numbers to
-    `results`; returns the evaluations' metrics.json contents for the card (on the main process)."""
+def evaluate_on_test_split(trainer, data_args: DataArguments, eval_root: str | None, results: dict,
+                           quantization: str | None = None) -> list[dict]:
+    """Evaluates the saved folder on the held-out split (every process its share), loaded with `quantization` as it
+    trained (so it fits where it trained), and adds the numbers to `results`; returns the evaluations' metrics.json
+    contents for the card (on the main process)."""
     if data_args.test_split in (None, "", "none") or eval_root is None:
         return []
     output_dir = Path(trainer.args.output_dir)
@@ -221,7 +242,8 @@ def evaluate_on_test_split(trainer, data_args: DataArguments, eval_root: str | N
     # main process has saved the folder they all load.
     trainer.accelerator.wait_for_everyone()
     metrics = evaluate_held_out(output_dir, eval_root, data_args.test_split, data_args.test_reasoning,
-                                data_args.dataset if Path(data_args.dataset, "summary.json").is_file() else None)
+                                data_args.dataset if Path(data_args.dataset, "summary.json").is_file() else None,
+                                quantization)
     results.update({f"test_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
     if not trainer.is_world_process_zero():
         return []

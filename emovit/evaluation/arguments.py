@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from dataset_builder.llm import parse_prices
 from emovit.inference.loading import DTYPES
+from emovit.quantization import QUANTIZATION_HELP, QUANTIZATIONS, check_quantization
 from emovit_utils.files import check_output_path
 from emovit_utils.hub import check_card
 from emovit_utils.numbers import is_finite_number
@@ -45,6 +46,7 @@ class EvalArguments:
                           "instructions (1 = the training instruction only) and report the accuracy spread."},
     )
     dtype: str = field(default="float32", metadata={"help": f"Model weights dtype: {list(DTYPES)}."})
+    quantization: str | None = field(default=None, metadata={"help": f"{list(QUANTIZATIONS)}: {QUANTIZATION_HELP}"})
     max_images: int | None = field(default=None, metadata={"help": "Evaluate only the first N images (smoke runs)."})
     # ---- benchmark datasets (emovit.evaluation.benchmarks)
     dataset_format: str | None = field(
@@ -129,6 +131,7 @@ class EvalArguments:
             raise ValueError(f"--method is {self.method!r}; use one of {list(CLASSIFY_METHODS)}.")
         if self.dtype not in DTYPES:
             raise ValueError(f"--dtype is {self.dtype!r}; use one of {list(DTYPES)}.")
+        check_quantization(self.quantization)
         if self.batch_size < 1:
             raise ValueError(f"--batch_size is {self.batch_size}; use a positive number of images per batch.")
         if not 1 <= self.prompt_variants <= len(CATEGORICAL_INSTRUCTION_VARIANTS):

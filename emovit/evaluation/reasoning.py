@@ -41,7 +41,7 @@ def evaluate_reasoning(args: EvalArguments) -> dict:
     judge_client = judge_settings(args) if args.judge_model else None
 
     # ---- model and data
-    model, processor = load_model(args.model, DTYPES[args.dtype])
+    model, processor = load_model(args.model, DTYPES[args.dtype], args.quantization)
     check_max_new_tokens(model.config, args.max_new_tokens)
     model.to(accelerator.device)
     labels = list(model.config.emotion_labels)

@@ -53,7 +53,7 @@ def evaluate_model(args: EvalArguments) -> dict:
     accelerator = Accelerator()
 
     # ---- model and labels
-    model, processor = load_model(args.model, DTYPES[args.dtype])
+    model, processor = load_model(args.model, DTYPES[args.dtype], args.quantization)
     model.to(accelerator.device)
     labels = label_mapping(args.label_map, list(model.config.emotion_labels))
 
@@ -329,20 +329,20 @@ def store_results(args: EvalArguments, fit: dict | None, metrics: dict) -> None:
 
 
 def evaluate_held_out(model_dir: str | Path, dataset, split: str, reasoning: bool = False,
-                      vocabulary_from: str | None = None) -> dict:
+                      vocabulary_from: str | None = None, quantization: str | None = None) -> dict:
     """Evaluates a saved model on `split` with both classification methods, writing `model_dir/eval` (score) and
     `model_dir/eval-generate`, and with `reasoning` also its explanations (`model_dir/eval-reasoning`, words
-    counted against the answers of `vocabulary_from`). Returns the headline numbers of each."""
+    counted against the answers of `vocabulary_from`), the model loaded with `quantization` (as evaluate.py's
+    --quantization). Returns the headline numbers of each."""
     model_dir = Path(model_dir)
-    runs = {method: evaluate_model(EvalArguments(model=str(model_dir), dataset=str(dataset), split=split, method=method,
-                                                 output_dir=str(model_dir / folder)))
+    shared = {"model": str(model_dir), "dataset": str(dataset), "split": split, "quantization": quantization}
+    runs = {method: evaluate_model(EvalArguments(**shared, method=method, output_dir=str(model_dir / folder)))
             for method, folder in (("score", "eval"), ("generate", "eval-generate"))}
     results = {"accuracy_score": runs["score"]["accuracy"], "macro_f1_score": runs["score"]["macro_f1"],
                "accuracy_generate": runs["generate"]["accuracy"],
                "invalid_rate_generate": runs["generate"]["invalid_rate"]}
     if reasoning:
-        explained = evaluate_model(EvalArguments(model=str(model_dir), dataset=str(dataset), split=split,
-                                                 task="reasoning", vocabulary_from=vocabulary_from,
+        explained = evaluate_model(EvalArguments(**shared, task="reasoning", vocabulary_from=vocabulary_from,
                                                  output_dir=str(model_dir / "eval-reasoning")))
         results.update({"reasoning_consistency": explained["consistency"],
                         "reasoning_agreement_with_prediction": explained["agreement_with_prediction"]["agrees"],

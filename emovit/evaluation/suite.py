@@ -50,6 +50,9 @@ class SuiteArguments:
         "help": "Report entries whose dataset path does not exist as skipped rows instead of stopping."})
     batch_size: int | None = field(default=None, metadata={"help": "Default batch size for entries that set none."})
     dtype: str | None = field(default=None, metadata={"help": "Default weights dtype for entries that set none."})
+    quantization: str | None = field(
+        default=None, metadata={"help": "Default --quantization (4bit, 8bit) for entries that set none."}
+    )
     max_images: int | None = field(default=None, metadata={"help": "Default image cap for entries that set none."})
 
 
@@ -112,7 +115,7 @@ def run_suite(args: SuiteArguments) -> dict:
         raise FileNotFoundError(f"Suite {args.suite}: {len(missing)} of {len(entries)} dataset paths do not exist "
                                 f"({listing}). Edit the paths in the suite file, remove those entries, or pass "
                                 "--skip_missing true to report them as skipped rows.")
-    overrides = {key: getattr(args, key) for key in ("batch_size", "dtype", "max_images")
+    overrides = {key: getattr(args, key) for key in ("batch_size", "dtype", "quantization", "max_images")
                  if getattr(args, key) is not None}
     output_dir = Path(args.output_dir)
     # Every entry's arguments are checked (its output folder among them) before the first evaluation starts, so a

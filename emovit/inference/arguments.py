@@ -4,6 +4,7 @@ import os
 from dataclasses import dataclass, field
 
 from emovit.inference.loading import DTYPES
+from emovit.quantization import QUANTIZATION_HELP, QUANTIZATIONS, check_quantization
 from modeling_emovit import CLASSIFY_METHODS
 from modeling_emovit import EXPLANATION_PRESETS
 
@@ -48,6 +49,7 @@ class PredictArguments:
     )
     batch_size: int = field(default=8, metadata={"help": "Images per forward pass (per process)."})
     dtype: str = field(default="float32", metadata={"help": f"Model weights dtype: {list(DTYPES)}."})
+    quantization: str | None = field(default=None, metadata={"help": f"{list(QUANTIZATIONS)}: {QUANTIZATION_HELP}"})
     max_image_pixels: int = field(
         default=DEFAULT_MAX_IMAGE_PIXELS,
         metadata={"help": "Images with more pixels are skipped unread, a guard against decompression bombs "
@@ -59,6 +61,7 @@ class PredictArguments:
             raise ValueError(f"--method is {self.method!r}; use one of {list(CLASSIFY_METHODS)}.")
         if self.dtype not in DTYPES:
             raise ValueError(f"--dtype is {self.dtype!r}; use one of {list(DTYPES)}.")
+        check_quantization(self.quantization)
         for name in ("batch_size", "max_image_pixels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} is {getattr(self, name)}; use a positive number.")

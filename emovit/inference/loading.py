@@ -6,6 +6,7 @@ import os
 import torch
 from transformers import AutoConfig
 
+from emovit.quantization import quantization_config
 from modeling_emovit import EmoVitForConditionalGeneration, EmoVitProcessor
 
 
@@ -61,8 +62,12 @@ def check_max_new_tokens(config, max_new_tokens: int | None, flag: str = "--max_
                          f"Pass {flag} {limit} or less.")
 
 
-def load_model(path: str, dtype: torch.dtype) -> tuple[EmoVitForConditionalGeneration, EmoVitProcessor]:
-    """Loads the model (in eval mode, `dtype`) and its processor, whose labels are the model's."""
+def load_model(path: str, dtype: torch.dtype,
+               quantization: str | None = None) -> tuple[EmoVitForConditionalGeneration, EmoVitProcessor]:
+    """Loads the model (in eval mode, `dtype`) and its processor, whose labels are the model's. With `quantization`
+    (`emovit.quantization.QUANTIZATIONS`) the frozen towers are quantised as they load, computing in `dtype`, onto
+    the current GPU when there is one (bitsandbytes quantises on the device the weights go to), else the CPU."""
+    config = quantization_config(quantization, dtype)  # refuses an unknown value or a missing bitsandbytes first
     read_config(path)
     if os.path.isdir(path) and not any(os.path.isfile(os.path.join(path, name)) for name in PROCESSOR_FILES):
         raise ValueError(
@@ -70,7 +75,7 @@ def load_model(path: str, dtype: torch.dtype) -> tuple[EmoVitForConditionalGener
             "cannot be turned into inputs. Save the processor next to the model (`processor.save_pretrained(folder)`, "
             "as train.py and the converter do), or copy its files from the base model the checkpoint was trained from."
         )
-    model = EmoVitForConditionalGeneration.from_pretrained(path, dtype=dtype).eval()
+    model = EmoVitForConditionalGeneration.from_pretrained(path, dtype=dtype, quantization_config=config).eval()
     # The processor's label list must be the model's: build it from the config, not from whatever the folder
     # says (an InstructBLIP folder has no EmoVIT processor settings at all).
     try:

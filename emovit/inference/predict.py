@@ -35,7 +35,7 @@ def predict_images(args: PredictArguments, files: ImageFiles) -> tuple[list[dict
     accelerator = Accelerator()  # reads the launch's settings (processes, device; ACCELERATE_USE_CPU under torchrun)
 
     # ---- model
-    model, processor = load_model(args.model, DTYPES[args.dtype])
+    model, processor = load_model(args.model, DTYPES[args.dtype], args.quantization)
     model.to(accelerator.device)
 
     # ---- prediction: each process its share of the files, all lines in file order on every process

@@ -1,10 +1,14 @@
 """The command-line arguments of train.py: three dataclasses for `HfArgumentParser`, the checks that span them, and
 the flags of the offline default."""
 
+import os
 from dataclasses import dataclass, field
 
 import torch
 from transformers import TrainingArguments
+from transformers.utils import strtobool
+
+from emovit.quantization import QUANTIZATIONS, check_quantization
 
 # What `accelerate launch train.py` with no flags runs: EmoVIT's progressive recipe over all three instruction types,
 # with hyperparameters for the tiny model on CPU. The official ones (lr 1e-5, batch 1, 4 epochs, warmup) suit a
@@ -37,6 +41,15 @@ class ModelArguments:
     lora_r: int = field(default=0, metadata={"help": "LoRA rank on the language model's attention (0 = no LoRA)."})
     lora_alpha: int = field(default=16)
     lora_dropout: float = field(default=0.05)
+    quantization: str | None = field(
+        default=None,
+        metadata={"help": f"{list(QUANTIZATIONS)}: load the frozen language model quantised with bitsandbytes (4bit: "
+                          "NF4, the ViT in the run's dtype; 8bit: LLM.int8(), the ViT too), as QLoRA does; the "
+                          "Q-Former side trains in float32 and the saved folder is full precision."},
+    )
+
+    def __post_init__(self):
+        check_quantization(self.quantization)
 
 
 @dataclass
@@ -124,6 +137,22 @@ def check_arguments(data_args: DataArguments, training_args: EmoVitTrainingArgum
                          "once per image, so no random crop or flip could reach them. Drop one of the two flags.")
     if training_args.load_best_model_at_end:
         raise ValueError("--load_best_model_at_end is not supported: checkpoints hold only the trainable tensors.")
+
+
+def check_quantized_training(model_args: ModelArguments, training_args: EmoVitTrainingArguments) -> None:
+    """Raises when --quantization meets a launch that shards the model: FSDP and DeepSpeed split flat float tensors
+    across processes, and bitsandbytes' packed weights are not that."""
+    if model_args.quantization is None:
+        return
+    for sharding, flag, config in (("FSDP", training_args.fsdp, "configs/fsdp.yaml"),
+                                   ("DeepSpeed", training_args.deepspeed, "configs/deepspeed_zero2.yaml")):
+        # Set by train.py's own flag, or by `accelerate launch --config_file`, which tells its processes through the
+        # environment.
+        if flag or strtobool(os.environ.get(f"ACCELERATE_USE_{sharding.upper()}", "false")):
+            raise ValueError(f"--quantization {model_args.quantization} cannot train under {sharding} (as "
+                             f"{config} launches it): it does not shard bitsandbytes' quantised weights. Launch "
+                             "with one process or with DDP (configs/ddp.yaml), where each GPU holds the whole "
+                             "quantised model, or leave --quantization out.")
 
 
 def compute_dtype(training_args: TrainingArguments) -> torch.dtype:

@@ -66,6 +66,8 @@ def write_training_card(output_dir: Path, model, model_args, data_args, training
     else:
         length = f"{training_args.num_train_epochs} epochs"
     precision = "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32"
+    if model_args.quantization is not None:
+        precision += f"; frozen towers loaded in {model_args.quantization} (bitsandbytes), saved in full precision"
     body = f"""
 # EmoVIT: {output_dir.name}
 

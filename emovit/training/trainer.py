@@ -1,5 +1,6 @@
 """The Trainer of EmoVIT's instruction tuning."""
 
+import copy
 import os
 
 import torch
@@ -20,8 +21,19 @@ class EmoVitTrainer(Trainer):
     """Trainer that checkpoints only the trainable tensors (plus optimizer state), follows a curriculum order and
     reports emotion-classification accuracy when it evaluates."""
 
-    def __init__(self, *args, curriculum=None, eval_images=None, emotion_processor=None, augment=False, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, model=None, *args, curriculum=None, eval_images=None, emotion_processor=None, augment=False,
+                 **kwargs):
+        # transformers refuses to train a bitsandbytes-quantised model unless peft adapters carry the training; here
+        # the Q-Former side does, kept out of quantisation (emovit.quantization), so the model passes that check as
+        # an unquantised one and is marked quantised again at once.
+        quantized = getattr(model, "is_quantized", False)
+        if quantized:
+            model.is_quantized = False
+        try:
+            super().__init__(model, *args, **kwargs)
+        finally:
+            if quantized:
+                model.is_quantized = True
         self.curriculum = curriculum
         self.augment = augment
         self.eval_images = eval_images or []
@@ -45,7 +57,13 @@ class EmoVitTrainer(Trainer):
         state_dict = state_dict if state_dict is not None else model.state_dict()
         tensors = {n: t.detach().cpu().contiguous() for n, t in state_dict.items() if n in trainable}
         save_file(tensors, os.path.join(output_dir, TRAINABLE_WEIGHTS), metadata={"format": "pt"})
-        model.config.save_pretrained(output_dir)
+        config = model.config
+        if getattr(config, "quantization_config", None) is not None:
+            # The trainable tensors are full precision; the folder's config says nothing of how the frozen towers
+            # were quantised in this run.
+            config = copy.deepcopy(config)
+            del config.quantization_config
+        config.save_pretrained(output_dir)
 
     def _save_optimizer_and_scheduler(self, output_dir):
         if not self.is_fsdp_enabled:
