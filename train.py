@@ -12,7 +12,7 @@ EmoVIT-Vicuna-7B on EmoSet, the paper's setting (instruction data from `python -
         --dataset data/emovit-instructions --curriculum categorical,conversation,reasoning \
         --per_device_train_batch_size 8 --bf16 --cache_vision_features --output_dir runs/emovit-vicuna-7b
 
-All flags from one JSON or YAML file:
+All flags from one JSON or YAML file (also configs/emovit_vicuna13b.yaml, configs/emovit_flant5xl.yaml):
 
     accelerate launch train.py configs/emovit_vicuna7b.yaml
 
