@@ -6,6 +6,10 @@ Offline default, no flags (tried on 2 CPU cores, no GPU): builds a synthetic Emo
 
     accelerate launch train.py
 
+The same miniature with an encoder-decoder language model (a tiny T5, as FlanT5) instead of the Llama:
+
+    accelerate launch train.py --offline_language_model t5
+
 EmoVIT-Vicuna-7B on EmoSet, the paper's setting (instruction data from `python -m dataset_builder build`):
 
     accelerate launch train.py --model_name_or_path Salesforce/instructblip-vicuna-7b \
@@ -88,7 +92,7 @@ def main(argv=None) -> dict:
         with training_args.main_process_first(desc="offline default data"):
             data_args.dataset, model_args.model_name_or_path = build_offline_default(
                 output_dir / "offline-inputs", data_args.offline_images_per_class,
-                training_args.seed, data_args.offline_lm_steps)
+                training_args.seed, data_args.offline_lm_steps, data_args.offline_language_model)
 
     # ---- model
     model, counts = load_model(model_args, training_args)

@@ -62,6 +62,15 @@ def test_dtype_follows_the_precision_flag():
     assert compute_dtype(EmoVitTrainingArguments(bf16=True, use_cpu=True)) == torch.bfloat16
 
 
+def test_offline_language_model_is_checked_by_name():
+    model_args, data_args, training_args = parse(["--offline_language_model", "t5"])
+    assert data_args.offline_language_model == "t5" and is_offline(model_args, data_args)
+    check_arguments(data_args, training_args)
+    assert parse([])[1].offline_language_model == "llama"
+    with pytest.raises(ValueError, match="--offline_language_model 'flan' .*'llama', 't5'"):
+        check_arguments(DataArguments(offline_language_model="flan"), EmoVitTrainingArguments())
+
+
 @pytest.mark.parametrize("config", sorted(REPO.glob("configs/emovit_*.yaml")), ids=lambda path: path.name)
 def test_every_training_config_parses_as_train_py_reads_it_and_names_its_base(config, tmp_path):
     """Each configs/emovit_<base>.yaml goes through train.py's file parsing (the project's dataclasses, unknown keys
