@@ -4,6 +4,10 @@ accuracy under each wording of the categorical instruction.
 
     python ablation.py --output_dir runs/ablation        # the offline miniature (CPU, a few minutes per variant)
 
+    python ablation.py --output_dir runs/ablation-emoset --model_name_or_path Salesforce/instructblip-vicuna-7b \
+        --dataset data/emovit-instructions --launcher "accelerate launch --num_processes 8" \
+        -- --per_device_train_batch_size 8 --bf16 --cache_vision_features --num_train_epochs 1
+
 With --base_models, every variant is trained on each base model, and the tables get one row per (base model, variant)
 with the base model and its language model's kind in front: the paper's backbone comparison (Vicuna-7B, Vicuna-13B,
 FlanT5-XL). `tiny` and `tiny-t5` name the offline miniature's two tiny bases (Llama, T5), trained on the same data:
@@ -11,8 +15,9 @@ FlanT5-XL). `tiny` and `tiny-t5` name the offline miniature's two tiny bases (Ll
     python ablation.py --output_dir runs/ablation-backbones --base_models tiny,tiny-t5 \
         --variants "categorical,conversation,reasoning"
 
-    python ablation.py --output_dir runs/ablation-emoset --model_name_or_path Salesforce/instructblip-vicuna-7b \
-        --dataset data/emovit-instructions --launcher "accelerate launch --num_processes 8" \
+    python ablation.py --output_dir runs/ablation-backbones-emoset --dataset data/emovit-instructions \
+        --base_models Salesforce/instructblip-vicuna-7b,Salesforce/instructblip-flan-t5-xl \
+        --variants "categorical,conversation,reasoning" --launcher "accelerate launch --num_processes 8" \
         -- --per_device_train_batch_size 8 --bf16 --cache_vision_features --num_train_epochs 1
 
 Variants (default): categorical only; categorical then conversation; categorical, conversation, then reasoning (the
