@@ -6,13 +6,17 @@ Offline default, no flags (tried on 2 CPU cores, no GPU): builds a synthetic Emo
 
     accelerate launch train.py
 
+The same miniature with an encoder-decoder language model (a tiny T5, as FlanT5) instead of the Llama:
+
+    accelerate launch train.py --offline_language_model t5
+
 EmoVIT-Vicuna-7B on EmoSet, the paper's setting (instruction data from `python -m dataset_builder build`):
 
     accelerate launch train.py --model_name_or_path Salesforce/instructblip-vicuna-7b \
         --dataset data/emovit-instructions --curriculum categorical,conversation,reasoning \
         --per_device_train_batch_size 8 --bf16 --cache_vision_features --output_dir runs/emovit-vicuna-7b
 
-All flags from one JSON or YAML file:
+All flags from one JSON or YAML file (also configs/emovit_vicuna13b.yaml, configs/emovit_flant5xl.yaml):
 
     accelerate launch train.py configs/emovit_vicuna7b.yaml
 
@@ -105,7 +109,7 @@ def main(argv=None) -> dict:
         with training_args.main_process_first(desc="offline default data"):
             data_args.dataset, model_args.model_name_or_path = build_offline_default(
                 output_dir / "offline-inputs", data_args.offline_images_per_class,
-                training_args.seed, data_args.offline_lm_steps)
+                training_args.seed, data_args.offline_lm_steps, data_args.offline_language_model)
 
     # ---- model
     model, counts = load_model(model_args, training_args)

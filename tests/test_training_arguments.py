@@ -1,7 +1,12 @@
-"""emovit.training.arguments: the offline default's flags, the cross-flag checks, the dtype."""
+"""emovit.training.arguments: the offline default's flags, the cross-flag checks, the dtype, and the shipped training
+configs read through them."""
+
+import re
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from transformers import HfArgumentParser
 
 from emovit.training.arguments import (
@@ -14,6 +19,10 @@ from emovit.training.arguments import (
     is_offline,
     with_offline_defaults,
 )
+from emovit_utils.commands import read_argument_file
+
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def parse(argv):
@@ -51,3 +60,43 @@ def test_augment_and_cache_exclude_each_other():
 def test_dtype_follows_the_precision_flag():
     assert compute_dtype(EmoVitTrainingArguments()) == torch.float32
     assert compute_dtype(EmoVitTrainingArguments(bf16=True, use_cpu=True)) == torch.bfloat16
+
+
+def test_offline_language_model_is_checked_by_name():
+    model_args, data_args, training_args = parse(["--offline_language_model", "t5"])
+    assert data_args.offline_language_model == "t5" and is_offline(model_args, data_args)
+    check_arguments(data_args, training_args)
+    assert parse([])[1].offline_language_model == "llama"
+    with pytest.raises(ValueError, match="--offline_language_model 'flan' .*'llama', 't5'"):
+        check_arguments(DataArguments(offline_language_model="flan"), EmoVitTrainingArguments())
+
+
+@pytest.mark.parametrize("config", sorted(REPO.glob("configs/emovit_*.yaml")), ids=lambda path: path.name)
+def test_every_training_config_parses_as_train_py_reads_it_and_names_its_base(config, tmp_path):
+    """Each configs/emovit_<base>.yaml goes through train.py's file parsing (the project's dataclasses, unknown keys
+    refused), passes train.py's cross-flag checks, and trains the base its name and header say: the launch command
+    names the file itself, and `model_name_or_path` and `output_dir` name the backbone in the file's name."""
+    text = config.read_text()
+    assert text.splitlines()[0] == f"# accelerate launch train.py configs/{config.name}"
+    flags = yaml.safe_load(text)
+    if not torch.cuda.is_available():
+        flags["use_cpu"] = True  # bf16 is refused on a machine without a GPU; the rest parses as on one
+    copy = tmp_path / config.name
+    copy.write_text(yaml.safe_dump(flags))
+    parser = HfArgumentParser((ModelArguments, DataArguments, EmoVitTrainingArguments))
+    model_args, data_args, training_args = read_argument_file(parser, str(copy), "train.py")
+    check_arguments(data_args, training_args)
+
+    def squashed(text):
+        return re.sub(r"[^a-z0-9]", "", text.lower())
+
+    backbone = config.stem.removeprefix("emovit_")  # e.g. vicuna7b, flant5xl
+    assert model_args.model_name_or_path.startswith("Salesforce/instructblip-")
+    assert squashed(model_args.model_name_or_path).endswith(backbone), model_args.model_name_or_path
+    assert squashed(training_args.output_dir).endswith(backbone), training_args.output_dir
+    header = squashed(" ".join(line for line in text.splitlines() if line.startswith("#")))
+    assert squashed(f"InstructBLIP-{backbone}") in header  # the comment says which base it trains
+    # the official recipe's settings (REFERENCE), whatever the backbone
+    assert (training_args.learning_rate, training_args.weight_decay, training_args.num_train_epochs,
+            training_args.seed, training_args.lr_scheduler_type.value) == (1e-5, 0.005, 4, 42, "cosine")
+    assert data_args.curriculum == "categorical,conversation,reasoning" and training_args.bf16

@@ -2,6 +2,7 @@
 
 import json
 import logging
+from pathlib import Path
 
 from emovit.training.offline import build_offline_default
 
@@ -42,3 +43,17 @@ def test_offline_default_never_replaces_a_folder_it_did_not_write(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["emoset-synthetic", "instructions", "tiny-base"]
     summary = json.loads((tmp_path / "instructions" / "summary.json").read_text())
     assert summary["args"]["output_dir"] == str(tmp_path / "instructions")  # not the temporary folder's name
+
+
+def test_the_t5_base_has_its_own_folder_beside_the_shared_data(tmp_path):
+    """The two kinds of tiny base share the sample and the instruction data, each in its own folder: building the T5
+    one next to the Llama one leaves the Llama's, and the data, as they were."""
+    dataset, llama = build_offline_default(tmp_path, images_per_class=3, seed=0, lm_steps=2)
+    written = {name: (tmp_path / name).stat().st_mtime_ns for name in ("emoset-synthetic", "instructions", "tiny-base")}
+    t5_dataset, t5 = build_offline_default(tmp_path, images_per_class=3, seed=0, lm_steps=2, language_model="t5")
+    assert t5_dataset == dataset and t5 == str(tmp_path / "tiny-base-t5") != llama
+    assert {name: (tmp_path / name).stat().st_mtime_ns for name in written} == written
+    for folder, model_type in ((llama, "llama"), (t5, "t5")):
+        config = json.loads((Path(folder) / "config.json").read_text())
+        assert config["text_config"]["model_type"] == model_type
+        assert json.loads((Path(folder) / "lm_pretraining.json").read_text())["language_model"] == model_type

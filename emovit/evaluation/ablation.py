@@ -1,5 +1,6 @@
 """The instruction-type ablation's rows: one per trained variant, read from the folders train.py and evaluate.py
-wrote for it, and the same for the instruction-sensitivity run (`--prompt_variants`)."""
+wrote for it, and the same for the instruction-sensitivity run (`--prompt_variants`). When the ablation compares base
+models, each row also names its base model and the kind of language model it trained on."""
 
 import json
 from pathlib import Path
@@ -32,24 +33,37 @@ def _lookup(metrics: dict | None, keys: list[str]):
     return metrics
 
 
-def variant_row(name: str, types: str, folder: str | Path, seconds: float) -> dict:
-    """A variant's row: its name and types, its final training loss, every TYPE_COLUMNS value (None where its
-    metrics file is missing), and the training's wall time."""
+def _base_columns(base_model: str | None, folder: Path) -> dict:
+    """`base model` and `language model` (the trained folder's `text_config.model_type`, e.g. llama or t5; None
+    without its config.json) when the ablation compares base models; nothing otherwise."""
+    if base_model is None:
+        return {}
+    config = folder / "config.json"
+    text_config = json.loads(config.read_text()).get("text_config", {}) if config.is_file() else {}
+    return {"base model": base_model, "language model": text_config.get("model_type")}
+
+
+def variant_row(name: str, types: str, folder: str | Path, seconds: float, base_model: str | None = None) -> dict:
+    """A variant's row: its base model columns (with `base_model`, see `_base_columns`), its name and types, its final
+    training loss, every TYPE_COLUMNS value (None where its metrics file is missing), and the training's wall time."""
     folder = Path(folder)
     loaded = {source: _read(folder, source) for _, source, _ in TYPE_COLUMNS}
     log = json.loads((folder / "training_log.json").read_text()) if (folder / "training_log.json").is_file() else []
-    row = {"variant": name, "types": types,
-           "train loss": next((entry["train_loss"] for entry in log if "train_loss" in entry), None)}
+    row = _base_columns(base_model, folder)
+    row.update({"variant": name, "types": types,
+                "train loss": next((entry["train_loss"] for entry in log if "train_loss" in entry), None)})
     row.update({column: _lookup(loaded[source], keys) for column, source, keys in TYPE_COLUMNS})
     row["seconds"] = round(seconds)
     return row
 
 
-def prompt_row(name: str, folder: str | Path) -> dict:
-    """A variant's accuracy under each categorical instruction variant, their mean and their spread (max - min)."""
+def prompt_row(name: str, folder: str | Path, base_model: str | None = None) -> dict:
+    """A variant's accuracy under each categorical instruction variant, their mean and their spread (max - min),
+    after its base model columns (with `base_model`)."""
     metrics = _read(Path(folder), PROMPTS_FOLDER) or {}
     accuracies = [variant["accuracy"] for variant in metrics.get("prompt_variants", [])]
-    row = {"variant": name}
+    row = _base_columns(base_model, Path(folder))
+    row["variant"] = name
     row.update({f"instruction {k + 1}": accuracy for k, accuracy in enumerate(accuracies)})
     row["mean"] = sum(accuracies) / len(accuracies) if accuracies else None
     row["spread"] = metrics.get("prompt_accuracy_spread")

@@ -10,6 +10,9 @@ from transformers.utils import strtobool
 
 from emovit.quantization import QUANTIZATIONS, check_quantization
 
+from modeling_emovit.tiny import TINY_LANGUAGE_MODELS
+
+
 # What `accelerate launch train.py` with no flags runs: EmoVIT's progressive recipe over all three instruction types,
 # with hyperparameters for the tiny model on CPU. The official ones (lr 1e-5, batch 1, 4 epochs, warmup) suit a
 # pretrained 7B model, not a tiny one whose Q-Former starts from scratch.
@@ -97,6 +100,10 @@ class DataArguments:
     offline_lm_steps: int = field(
         default=400, metadata={"help": "Pretraining steps of the tiny base's language model (offline default)."}
     )
+    offline_language_model: str = field(
+        default="llama", metadata={"help": "The tiny base's language model (offline default): 'llama' (decoder-only, "
+                                           "as Vicuna) or 't5' (encoder-decoder, as FlanT5)."}
+    )
 
 
 @dataclass
@@ -135,6 +142,10 @@ def check_arguments(data_args: DataArguments, training_args: EmoVitTrainingArgum
     if data_args.augment and data_args.cache_vision_features:
         raise ValueError("--augment and --cache_vision_features exclude each other: cached features are computed "
                          "once per image, so no random crop or flip could reach them. Drop one of the two flags.")
+    if data_args.offline_language_model not in TINY_LANGUAGE_MODELS:
+        raise ValueError(f"--offline_language_model {data_args.offline_language_model!r} is not a tiny base's language "
+                         f"model; use one of {list(TINY_LANGUAGE_MODELS)} (llama: decoder-only, as Vicuna; t5: "
+                         "encoder-decoder, as FlanT5).")
     if training_args.load_best_model_at_end:
         raise ValueError("--load_best_model_at_end is not supported: checkpoints hold only the trainable tensors.")
 

@@ -23,9 +23,16 @@ def _build_into(target: Path, done_file: str, build) -> None:
         atomic_write_folder(target, build, kind=OFFLINE_KIND)
 
 
-def build_offline_default(work_dir: Path, images_per_class: int, seed: int, lm_steps: int = 400) -> tuple[str, str]:
-    """Synthetic EmoSet sample -> template instruction data -> tiny EmoVIT whose language model is pretrained for
-    `lm_steps` steps (`tiny_base`); returns (dataset, model) paths.
+def offline_base_folder(language_model: str) -> str:
+    """The folder name of the tiny base with this language model ("llama" or "t5"): each kind has its own, so both
+    can sit beside the one sample and instruction data they share."""
+    return "tiny-base" if language_model == "llama" else f"tiny-base-{language_model}"
+
+
+def build_offline_default(work_dir: Path, images_per_class: int, seed: int, lm_steps: int = 400,
+                          language_model: str = "llama") -> tuple[str, str]:
+    """Synthetic EmoSet sample -> template instruction data -> tiny EmoVIT whose language model (a Llama, or a T5
+    with `language_model="t5"`) is pretrained for `lm_steps` steps (`tiny_base`); returns (dataset, model) paths.
     Each step is skipped when its output exists, so a rerun starts training at once. Each output is written whole
     (temporary folder, then one rename); with several processes, train.py runs this on the main process first."""
     from dataset_builder.build import BuildOptions, run_build
@@ -36,7 +43,8 @@ def build_offline_default(work_dir: Path, images_per_class: int, seed: int, lm_s
 
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    emoset, instructions, base = work_dir / "emoset-synthetic", work_dir / "instructions", work_dir / "tiny-base"
+    emoset, instructions = work_dir / "emoset-synthetic", work_dir / "instructions"
+    base = work_dir / offline_base_folder(language_model)
 
     def draw_sample(folder):
         logger.info(f"[offline default] drawing a synthetic EmoSet sample into {emoset}")
@@ -51,9 +59,9 @@ def build_offline_default(work_dir: Path, images_per_class: int, seed: int, lm_s
         atomic_write_text(folder / "summary.json", json.dumps(summary, ensure_ascii=False, indent=2))
 
     def build_base(folder):
-        logger.info(f"[offline default] building the tiny EmoVIT base model in {base} (its language model is "
-                    "pretrained on a text corpus first)")
-        build_pretrained_tiny_base(folder, seed=seed, steps=lm_steps)
+        logger.info(f"[offline default] building the tiny EmoVIT base model ({language_model}) in {base} (its "
+                    "language model is pretrained on a text corpus first)")
+        build_pretrained_tiny_base(folder, seed=seed, steps=lm_steps, language_model=language_model)
 
     _build_into(emoset, "info.json", draw_sample)
     _build_into(instructions, "summary.json", write_instructions)
