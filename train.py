@@ -42,6 +42,7 @@ import torch
 from transformers import HfArgumentParser, set_seed
 
 from emovit.evaluation.run import evaluate_held_out
+from emovit.quantization import quantization_config, unquantized_copy
 from emovit.training.arguments import (
     DataArguments,
     EmoVitTrainingArguments,
@@ -68,7 +69,6 @@ from emovit.training.sampling import parse_curriculum
 from emovit.training.trainer import EmoVitTrainer
 from emovit.training.vision_cache import VisionCache
 from emovit_utils.commands import is_argument_file, read_argument_file, run_command
-from emovit.quantization import quantization_config, unquantized_copy
 from emovit_utils.files import atomic_write_text, check_output_path
 from modeling_emovit import EmoVitForConditionalGeneration, EmoVitProcessor
 

@@ -5,6 +5,7 @@ models, each row also names its base model and the kind of language model it tra
 import json
 from pathlib import Path
 
+
 # (column, where in the variant's folder, key); a key path is a list for nested values.
 TYPE_COLUMNS = (
     ("score accuracy", "eval", ["accuracy"]),

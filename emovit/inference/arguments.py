@@ -5,8 +5,7 @@ from dataclasses import dataclass, field
 
 from emovit.inference.loading import DTYPES
 from emovit.quantization import QUANTIZATION_HELP, QUANTIZATIONS, check_quantization
-from modeling_emovit import CLASSIFY_METHODS
-from modeling_emovit import EXPLANATION_PRESETS
+from modeling_emovit import CLASSIFY_METHODS, EXPLANATION_PRESETS
 
 from .files import DEFAULT_MAX_IMAGE_PIXELS
 

@@ -9,7 +9,6 @@ from transformers import TrainingArguments
 from transformers.utils import strtobool
 
 from emovit.quantization import QUANTIZATIONS, check_quantization
-
 from modeling_emovit.tiny import TINY_LANGUAGE_MODELS
 
 
