@@ -1,6 +1,7 @@
 """Emotion classification metric for the `evaluate` library: accuracy, macro-F1, per-class accuracy, confusion
 matrix and the rate of invalid answers, from integer class indices; given the per-class probabilities as well, the
-calibration metrics ECE, Brier score, NLL and one-vs-rest AUROC, and the reliability diagram's bins.
+calibration metrics ECE, Brier score, NLL and one-vs-rest AUROC, the reliability diagram's bins, and selective
+prediction: accuracy, F1 and coverage at confidence thresholds, and the risk-coverage curve with its area (AURC).
 
 Shipped in the repository and loaded by path, because Hub metrics cannot be fetched offline:
 
@@ -40,6 +41,17 @@ CALIBRATION_DEFINITIONS = {
     "auroc_macro": "Mean of per_class_auroc over the classes where it is defined (the classes present among the "
                    "references, unless one class holds them all); null when it is defined for none.",
     "reliability": "The 15 bins of ece: bounds, count, accuracy and mean top-1 probability (null when empty).",
+    "selective": "Per confidence threshold t in 0.1, 0.2, ..., 0.9: the examples whose top-1 probability is at least t "
+                 "(within 1e-9, so float rounding of a summed probability does not drop it) are kept; coverage = "
+                 "kept / all, and accuracy, macro_f1 and weighted_f1 of the kept predictions (null when none is "
+                 "kept).",
+    "aurc": "Area under the risk-coverage curve: the examples ranked by top-1 probability, highest first; for k = 1..n "
+            "the selective risk is the error rate of the top k; aurc is the mean of those n risks (0 best; a model "
+            "whose confidence carries no information scores its error rate). Examples with equal confidence share "
+            "their errors evenly: within a tie, the risk at k counts the tied examples' mean error per ranked example, "
+            "the expectation over every order of the tie, so the result does not depend on the examples' order.",
+    "risk_coverage": "Points of the risk-coverage curve of aurc: coverage k/n and the selective risk at k, at every k "
+                     "when n <= 100, else at 100 evenly spaced k from 1 to n.",
 }
 
 _DESCRIPTION = """
@@ -50,6 +62,8 @@ Single-label classification metrics for visual emotion recognition. Predictions 
 - macro_f1: unweighted mean of the per-class F1 over the classes that occur among the references or the valid
   predictions (scikit-learn's `f1_score(average="macro")` over the same classes); invalid answers lower the recall
   of their reference class.
+- weighted_f1: the per-class F1 averaged with each class weighted by its number of references (scikit-learn's
+  `f1_score(average="weighted")`).
 - per_class_accuracy: for each class, the fraction of its references predicted correctly (its recall); None for a
   class with no references.
 - confusion_matrix: num_labels x num_labels counts, rows = references, columns = predictions.
@@ -68,9 +82,10 @@ Args:
     label_names (`list[str]`, *optional*): class names; when given, `per_class_accuracy` is keyed by name.
     probabilities (`list[list[float]]`, *optional*): per example, the probability of each class (rows sum to 1).
 Returns:
-    dict with `accuracy`, `macro_f1`, `per_class_accuracy`, `confusion_matrix`, `invalid_per_class`,
-    `invalid_rate`, `num_examples`; with `probabilities` also `ece`, `brier`, `nll`, `auroc_macro`,
-    `per_class_auroc` (keyed by name when `label_names` are given), `reliability` and `definitions`.
+    dict with `accuracy`, `macro_f1`, `weighted_f1`, `per_class_accuracy`, `confusion_matrix`,
+    `invalid_per_class`, `invalid_rate`, `num_examples`; with `probabilities` also `ece`, `brier`, `nll`,
+    `auroc_macro`, `per_class_auroc` (keyed by name when `label_names` are given), `reliability`, `selective`,
+    `aurc`, `risk_coverage` and `definitions`.
 Example:
     >>> metric = evaluate.load("metrics/emotion_classification", keep_in_memory=True)
     >>> metric.compute(predictions=[0, 1, -1, 1], references=[0, 1, 1, 0], num_labels=2)["accuracy"]
@@ -83,6 +98,9 @@ _CITATION = ""
 INVALID = -1
 ECE_BINS = 15
 NLL_FLOOR = 1e-12  # nll clamps probabilities to this, so a class given probability 0 costs ln(1e12), not infinity
+SELECTIVE_THRESHOLDS = tuple(round(0.1 * k, 1) for k in range(1, 10))
+THRESHOLD_TOLERANCE = 1e-9  # a summed, renormalised 0.3 may come out as 0.29999999999999993; it still reaches 0.3
+RISK_COVERAGE_POINTS = 100
 
 
 class EmotionClassification(evaluate.Metric):
@@ -121,38 +139,102 @@ class EmotionClassification(evaluate.Metric):
                 f"predictions hold {bad_preds}, outside 0..{num_labels - 1} and {INVALID} (the invalid marker)."
             )
 
-        invalid = predictions == INVALID
-        valid = ~invalid
-        confusion = np.zeros((num_labels, num_labels), dtype=np.int64)
-        np.add.at(confusion, (references[valid], predictions[valid]), 1)
-        invalid_per_class = np.bincount(references[invalid], minlength=num_labels)
-
-        true_positives = np.diag(confusion)
-        support = confusion.sum(axis=1) + invalid_per_class
-        predicted = confusion.sum(axis=0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            precision = np.where(predicted > 0, true_positives / np.maximum(predicted, 1), 0.0)
-            recall = np.where(support > 0, true_positives / np.maximum(support, 1), 0.0)
-            f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-        # Same class set as scikit-learn's default: classes seen among references or (valid) predictions.
-        present = (support > 0) | (predicted > 0)
-
+        scores = class_scores(predictions, references, num_labels)
+        support, recall = scores["support"], scores["recall"]
         per_class = [float(recall[k]) if support[k] > 0 else None for k in range(num_labels)]
         if label_names is not None:
             per_class = dict(zip(label_names, per_class))
         results = {
             "accuracy": float((predictions == references).mean()),
-            "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+            "macro_f1": scores["macro_f1"],
+            "weighted_f1": scores["weighted_f1"],
             "per_class_accuracy": per_class,
-            "confusion_matrix": confusion.tolist(),
-            "invalid_per_class": invalid_per_class.tolist(),
-            "invalid_rate": float(invalid.mean()),
+            "confusion_matrix": scores["confusion"].tolist(),
+            "invalid_per_class": scores["invalid_per_class"].tolist(),
+            "invalid_rate": float((predictions == INVALID).mean()),
             "num_examples": int(len(references)),
         }
         if probabilities is not None:
-            results.update(calibration_metrics(np.asarray(probabilities, dtype=np.float64), references, num_labels,
-                                               label_names))
+            probabilities = np.asarray(probabilities, dtype=np.float64)
+            results.update(calibration_metrics(probabilities, references, num_labels, label_names))
+            results.update(selective_metrics(probabilities.max(axis=1), predictions, references, num_labels))
+            results["definitions"] = dict(CALIBRATION_DEFINITIONS)
         return results
+
+
+def class_scores(predictions: np.ndarray, references: np.ndarray, num_labels: int) -> dict:
+    """The confusion matrix, invalid answers per class, per-class support, recall and F1, and their macro and
+    support-weighted means. predictions: `(num_examples,)` class indices or INVALID; references: `(num_examples,)`."""
+    invalid = predictions == INVALID
+    valid = ~invalid
+    confusion = np.zeros((num_labels, num_labels), dtype=np.int64)
+    np.add.at(confusion, (references[valid], predictions[valid]), 1)
+    invalid_per_class = np.bincount(references[invalid], minlength=num_labels)
+
+    true_positives = np.diag(confusion)
+    support = confusion.sum(axis=1) + invalid_per_class
+    predicted = confusion.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, true_positives / np.maximum(predicted, 1), 0.0)
+        recall = np.where(support > 0, true_positives / np.maximum(support, 1), 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    # Same class set as scikit-learn's default: classes seen among references or (valid) predictions.
+    present = (support > 0) | (predicted > 0)
+    return {
+        "confusion": confusion,
+        "invalid_per_class": invalid_per_class,
+        "support": support,
+        "recall": recall,
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        # A class without references weighs 0, as in scikit-learn; with no references at all there is nothing to weigh.
+        "weighted_f1": float((f1 * support).sum() / support.sum()) if support.sum() > 0 else 0.0,
+    }
+
+
+def selective_metrics(confidence: np.ndarray, predictions: np.ndarray, references: np.ndarray,
+                      num_labels: int) -> dict:
+    """Selective prediction (`CALIBRATION_DEFINITIONS`: selective, aurc, risk_coverage): the metrics of the
+    predictions kept at each of SELECTIVE_THRESHOLDS, and the risk-coverage curve with its area.
+
+    confidence: `(num_examples,)`, each example's top-1 probability; predictions, references: `(num_examples,)`
+    class indices (an INVALID prediction counts as wrong).
+    """
+    num_examples = len(references)
+    selective = []
+    for threshold in SELECTIVE_THRESHOLDS:
+        kept = confidence >= threshold - THRESHOLD_TOLERANCE
+        count = int(kept.sum())
+        row = {"threshold": threshold, "coverage": count / num_examples, "num_kept": count,
+               "accuracy": None, "macro_f1": None, "weighted_f1": None}
+        if count:
+            scores = class_scores(predictions[kept], references[kept], num_labels)
+            row.update(accuracy=float((predictions[kept] == references[kept]).mean()), macro_f1=scores["macro_f1"],
+                       weighted_f1=scores["weighted_f1"])
+        selective.append(row)
+
+    risks = selective_risks(confidence, predictions != references)
+    if num_examples <= RISK_COVERAGE_POINTS:
+        ks = np.arange(1, num_examples + 1)
+    else:
+        ks = np.unique(np.round(np.linspace(1, num_examples, RISK_COVERAGE_POINTS)).astype(np.int64))
+    return {
+        "selective": selective,
+        "aurc": float(risks.mean()),
+        "risk_coverage": {"coverage": (ks / num_examples).tolist(), "risk": risks[ks - 1].tolist()},
+    }
+
+
+def selective_risks(confidence: np.ndarray, wrong: np.ndarray) -> np.ndarray:
+    """The selective risk at k = 1..n: the error rate of the k examples of highest `confidence`, equal confidences
+    sharing their errors evenly (the expectation over the orders of a tie). confidence, wrong: `(n,)`. Returns
+    `(n,)`."""
+    order = np.argsort(-confidence, kind="stable")
+    ranked_confidence, ranked_wrong = confidence[order], wrong[order].astype(np.float64)
+    # Each tie (a run of equal confidences after sorting) gets its mean error at every one of its places: the first
+    # j of a tie of m with e errors then hold j * e / m errors, their expected number in a random order.
+    _, starts, counts = np.unique(-ranked_confidence, return_index=True, return_counts=True)
+    shared = np.repeat(np.add.reduceat(ranked_wrong, starts) / counts, counts)
+    return np.cumsum(shared) / np.arange(1, len(shared) + 1)
 
 
 def calibration_metrics(probabilities: np.ndarray, references: np.ndarray, num_labels: int, label_names=None) -> dict:
@@ -206,7 +288,6 @@ def calibration_metrics(probabilities: np.ndarray, references: np.ndarray, num_l
         "auroc_macro": float(np.mean(defined)) if defined else None,
         "per_class_auroc": per_class_auroc,
         "reliability": reliability,
-        "definitions": dict(CALIBRATION_DEFINITIONS),
     }
 
 
