@@ -99,6 +99,7 @@ def main(argv=None) -> dict:
 def print_classification_summary(metrics: dict, args) -> None:
     """The classification run's headline numbers, calibration if computed, and the files written."""
     print(f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
+          f"weighted F1 {metrics['weighted_f1']:.4f}, "
           f"invalid {metrics['invalid_rate']:.4f}, {metrics['images_per_second']:.1f} images/s "
           f"on {metrics['num_images']} images")
     skipped = metrics["skipped"]
@@ -109,6 +110,9 @@ def print_classification_summary(metrics: dict, args) -> None:
         auroc = "n/a" if metrics["auroc_macro"] is None else f"{metrics['auroc_macro']:.4f}"
         print(f"ECE {metrics['ece']:.4f}, Brier {metrics['brier']:.4f}, NLL {metrics['nll']:.4f}, "
               f"macro AUROC {auroc}")
+        kept = {row["threshold"]: row for row in metrics["selective"]}
+        print(f"AURC {metrics['aurc']:.4f}; coverage at confidence >= 0.5: {kept[0.5]['coverage']:.4f}, "
+              f">= 0.9: {kept[0.9]['coverage']:.4f}")
     if "calibrated" in metrics:
         calibrated = metrics["calibrated"]
         print(f"temperature {calibrated['temperature']:.4f} (fitted on {calibrated['split']}): "
@@ -119,7 +123,8 @@ def print_classification_summary(metrics: dict, args) -> None:
     output_dir = Path(args.output_dir)
     print(f"wrote {output_dir / 'metrics.json'}, {output_dir / 'predictions.jsonl'}, "
           f"{output_dir / 'confusion_matrix.png'}"
-          + (f", {output_dir / 'reliability_diagram.png'}" if "ece" in metrics else ""))
+          + (f", {output_dir / 'reliability_diagram.png'}, {output_dir / 'risk_coverage.png'}"
+             if "ece" in metrics else ""))
     if args.update_card is not None:
         print(f"added the results to the model-index of {Path(args.update_card) / 'README.md'}")
 

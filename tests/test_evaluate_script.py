@@ -52,7 +52,7 @@ def test_two_processes_from_a_json_file_split_gather_and_write_once(tmp_path, ev
     assert f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}" in done.stdout
     assert f"wrote {out / 'metrics.json'}, {out / 'predictions.jsonl'}, {out / 'confusion_matrix.png'}" in done.stdout
     assert sorted(os.listdir(out)) == ["confusion_matrix.png", "metrics.json", "predictions.jsonl",
-                                      "reliability_diagram.png"]
+                                      "reliability_diagram.png", "risk_coverage.png"]
     assert metrics["num_processes"] == 2 and metrics["num_images"] == 7
     assert metrics["arguments"]["batch_size"] == 3 and metrics["arguments"]["method"] == "score"
     lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
@@ -112,6 +112,10 @@ def test_calibrate_store_and_update_the_card_from_the_command_line(tmp_path, tin
     assert f"ECE {metrics['ece']:.4f}, Brier {metrics['brier']:.4f}, NLL {metrics['nll']:.4f}" in done.stdout
     assert f"temperature {calibrated['temperature']:.4f} (fitted on val)" in done.stdout
     assert f"stored in {model / 'config.json'}" in done.stdout and (out / "reliability_diagram.png").is_file()
+    assert f"weighted F1 {metrics['weighted_f1']:.4f}" in done.stdout
+    assert f"AURC {metrics['aurc']:.4f}; coverage at confidence >= 0.5" in done.stdout
+    assert {"selective", "aurc", "risk_coverage"} <= set(metrics) and {"selective", "aurc"} <= set(calibrated)
+    assert len(metrics["selective"]) == 9 and (out / "risk_coverage.png").is_file()
     assert "warning: the temperature is unreliable: it is fitted on 8 images" in done.stdout
     assert json.loads((model / "config.json").read_text())["score_temperature"] == calibrated["temperature"]
     card = ModelCard.load(model / "README.md")

@@ -5,7 +5,13 @@ import os
 
 import pytest
 
-from emovit.evaluation.report import plot_confusion_matrix, plot_reliability, prediction_line, write_report
+from emovit.evaluation.report import (
+    plot_confusion_matrix,
+    plot_reliability,
+    plot_risk_coverage,
+    prediction_line,
+    write_report,
+)
 
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -80,3 +86,19 @@ def test_reliability_diagram_is_written_for_runs_with_calibration_bins(tmp_path)
     assert sorted(os.listdir(tmp_path / "out")) == ["confusion_matrix.png", "metrics.json", "predictions.jsonl",
                                                     "reliability_diagram.png"]
     assert (tmp_path / "out" / "reliability_diagram.png").read_bytes()[:8] == PNG
+
+
+def test_risk_coverage_curve_is_plotted_and_written_beside_metrics_json(tmp_path):
+    raw = {"coverage": [0.25, 0.5, 0.75, 1.0], "risk": [0.0, 0.0, 1 / 3, 0.5]}
+    calibrated = {"temperature": 2.0, "aurc": 0.25, "risk_coverage": {"coverage": [0.5, 1.0], "risk": [0.0, 0.5]}}
+    figure = plot_risk_coverage(raw, 5 / 24, "t", calibrated)
+    axes = figure.axes[0]
+    assert axes.get_title() == "t" and axes.get_xlim() == (0, 1)
+    assert [text.get_text() for text in axes.get_legend().get_texts()] == ["raw: AURC 0.208", "T = 2: AURC 0.250"]
+    assert list(axes.lines[0].get_ydata()) == raw["risk"] and list(axes.lines[1].get_xdata()) == [0.5, 1.0]
+    metrics = {"confusion_matrix": [[1]], "invalid_per_class": [0], "labels": ["x"], "aurc": 5 / 24,
+               "risk_coverage": raw}
+    write_report(tmp_path / "out", metrics, [], "a title")
+    assert sorted(os.listdir(tmp_path / "out")) == ["confusion_matrix.png", "metrics.json", "predictions.jsonl",
+                                                    "risk_coverage.png"]
+    assert (tmp_path / "out" / "risk_coverage.png").read_bytes()[:8] == PNG

@@ -46,7 +46,7 @@ def test_score_run_writes_consistent_outputs(eval_score_run, eval_emoset_dir):
     assert on_disk == metrics
     assert (out / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(os.listdir(out)) == ["confusion_matrix.png", "metrics.json", "predictions.jsonl",
-                                      "reliability_diagram.png"]  # no temp files
+                                      "reliability_diagram.png", "risk_coverage.png"]  # no temp files
 
     items = read_split(eval_emoset_dir, "test").items
     assert [line["id"] for line in lines] == [item.image_id for item in items]
@@ -188,7 +188,7 @@ def test_two_processes_split_gather_and_return_to_every_process(tmp_path, eval_s
         assert f"rank {rank} got accuracy {metrics['accuracy']!r}" in done.stdout
     assert metrics["num_processes"] == 2 and metrics["num_images"] == 7
     assert sorted(os.listdir(out)) == ["confusion_matrix.png", "metrics.json", "predictions.jsonl",
-                                      "reliability_diagram.png"]
+                                      "reliability_diagram.png", "risk_coverage.png"]
     lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     _, expected, _ = eval_score_run
     assert [line["id"] for line in lines] == [line["id"] for line in expected[:7]]
@@ -358,6 +358,23 @@ def test_score_run_reports_calibration_consistent_with_its_predictions(eval_scor
     assert (out / "reliability_diagram.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_score_run_reports_selective_prediction_consistent_with_its_predictions(eval_score_run):
+    metrics, lines, out = eval_score_run
+    confidence = np.array([max(line["scores"].values()) for line in lines])
+    correct = np.array([line["correct"] for line in lines])
+    assert [row["threshold"] for row in metrics["selective"]] == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    for row in metrics["selective"]:
+        kept = confidence >= row["threshold"] - 1e-9
+        assert row["num_kept"] == kept.sum() and row["coverage"] == pytest.approx(kept.mean())
+        assert row["accuracy"] == (pytest.approx(correct[kept].mean()) if kept.any() else None)
+    # The whole curve's last point is every image: the run's error rate.
+    assert metrics["risk_coverage"]["coverage"][-1] == 1.0 and len(metrics["risk_coverage"]["risk"]) == 16
+    assert metrics["risk_coverage"]["risk"][-1] == pytest.approx(1 - metrics["accuracy"])
+    assert metrics["aurc"] == pytest.approx(np.mean(metrics["risk_coverage"]["risk"]))
+    assert 0 <= metrics["weighted_f1"] <= 1 and metrics["prompt_variants"][0]["weighted_f1"] == metrics["weighted_f1"]
+    assert (out / "risk_coverage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_calibrate_on_fits_reports_and_stores_a_temperature(run_evaluation, eval_emoset_dir, eval_score_run,
                                                              tiny_dir, tmp_path):
     model = tmp_path / "model"
@@ -378,6 +395,9 @@ def test_calibrate_on_fits_reports_and_stores_a_temperature(run_evaluation, eval
     references = [metrics["labels"].index(line["label"]) for line in lines]
     assert calibrated["nll"] == pytest.approx(-np.mean(np.log(tempered[range(16), references])), abs=1e-6)
     assert calibrated["accuracy"] == metrics["accuracy"]  # without a label map, a temperature keeps the ranking
+    # The thresholds keep the images whose tempered top-1 probability reaches them.
+    assert [row["num_kept"] for row in calibrated["selective"]] == [
+        int((tempered.max(axis=1) >= row["threshold"] - 1e-9).sum()) for row in calibrated["selective"]]
     # Stored: config.json gains the temperature, every other file is untouched.
     after = {str(path.relative_to(model)): path.read_bytes() for path in model.rglob("*") if path.is_file()}
     assert sorted(after) == sorted(before)

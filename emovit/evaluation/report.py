@@ -1,6 +1,6 @@
 """The files an evaluation run leaves in its output folder: metrics.json, predictions.jsonl, confusion_matrix.png
-and, for `score` runs, reliability_diagram.png; each written to a temporary file and renamed, so a crash never
-leaves half a file."""
+and, for `score` runs, reliability_diagram.png and risk_coverage.png; each written to a temporary file and renamed, so
+a crash never leaves half a file."""
 
 import json
 from pathlib import Path
@@ -83,6 +83,28 @@ def plot_reliability(reliability: list[dict], ece: float, title: str, calibrated
     return figure
 
 
+def plot_risk_coverage(risk_coverage: dict, aurc: float, title: str, calibrated: dict | None = None) -> Figure:
+    """The risk-coverage curve (metrics.json's `risk_coverage` points: the error rate of the most confident images
+    against the share of images kept) with its AURC in the legend; with `calibrated`, the curve after the fitted
+    temperature as a second series."""
+    series = [("raw", risk_coverage, aurc, "tab:blue")]
+    if calibrated is not None:
+        series.append((f"T = {calibrated['temperature']:.3g}", calibrated["risk_coverage"], calibrated["aurc"],
+                       "tab:orange"))
+    figure = Figure(figsize=(5.5, 4.5))
+    axes = figure.add_subplot()
+    for name, points, area, colour in series:
+        axes.plot(points["coverage"], points["risk"], color=colour, label=f"{name}: AURC {area:.3f}")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1)
+    axes.set_xlabel("coverage (share of images kept, most confident first)")
+    axes.set_ylabel("selective risk (error rate of those kept)")
+    axes.set_title(title)
+    axes.legend(loc="upper left", fontsize="small")
+    figure.tight_layout()
+    return figure
+
+
 def prediction_line(row: dict, ids: list[str], references: list[int], targets: list[str]) -> dict:
     """One line of predictions.jsonl from a run's row (`index`, `prediction` as an index into `targets` or None,
     and the method's extra fields): id, label, prediction, correct, then the extra fields."""
@@ -99,7 +121,7 @@ def prediction_line(row: dict, ids: list[str], references: list[int], targets: l
 
 def write_report(output_dir: str | Path, metrics: dict, lines: list[dict], title: str) -> None:
     """Writes metrics.json, predictions.jsonl (`lines`), the confusion matrix of `metrics` and, when `metrics`
-    holds calibration bins, the reliability diagram into `output_dir`."""
+    holds calibration bins and a risk-coverage curve, the reliability diagram and that curve into `output_dir`."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2))
@@ -109,3 +131,6 @@ def write_report(output_dir: str | Path, metrics: dict, lines: list[dict], title
     if "reliability" in metrics:
         figure = plot_reliability(metrics["reliability"], metrics["ece"], title, metrics.get("calibrated"))
         atomic_write(output_dir / "reliability_diagram.png", lambda tmp: figure.savefig(tmp, format="png", dpi=120))
+    if "risk_coverage" in metrics:
+        figure = plot_risk_coverage(metrics["risk_coverage"], metrics["aurc"], title, metrics.get("calibrated"))
+        atomic_write(output_dir / "risk_coverage.png", lambda tmp: figure.savefig(tmp, format="png", dpi=120))

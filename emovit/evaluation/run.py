@@ -233,6 +233,7 @@ def summarise(args: EvalArguments, variants: list[dict], labels: LabelMapping, d
     metrics = {
         "accuracy": first["accuracy"],
         "macro_f1": first["macro_f1"],
+        "weighted_f1": first["weighted_f1"],
         "per_class_accuracy": first["per_class_accuracy"],
         "invalid_rate": first["invalid_rate"],
         "confusion_matrix": first["confusion_matrix"],
@@ -250,7 +251,8 @@ def summarise(args: EvalArguments, variants: list[dict], labels: LabelMapping, d
         "num_processes": accelerator.num_processes,
         "device": str(accelerator.device),
         "prompt_variants": [
-            {key: v[key] for key in ("prompt_variant", "instruction", "accuracy", "macro_f1", "invalid_rate")}
+            {key: v[key] for key in ("prompt_variant", "instruction", "accuracy", "macro_f1", "weighted_f1",
+                                     "invalid_rate")}
             for v in variants
         ],
         "arguments": asdict(args),
@@ -264,14 +266,17 @@ def summarise(args: EvalArguments, variants: list[dict], labels: LabelMapping, d
     return metrics
 
 
-CALIBRATION_KEYS = ("ece", "brier", "nll", "auroc_macro", "per_class_auroc", "reliability", "definitions")
+# Computed from the probabilities: calibration, then selective prediction (which ranks images by their top-1
+# probability).
+CALIBRATION_KEYS = ("ece", "brier", "nll", "auroc_macro", "per_class_auroc", "reliability", "selective", "aurc",
+                    "risk_coverage", "definitions")
 
 
 def calibration_summary(metric, first: dict, rows: list[dict], references: list[int], labels: LabelMapping,
                         fit: dict | None, config) -> dict:
-    """The calibration metrics of the training instruction's run (variant `first`), with the model's stored
-    temperature under which its probabilities were computed (`config.score_temperature`), and with a fit also those
-    metrics at the fitted temperature (`calibrated_metrics`)."""
+    """The calibration and selective-prediction metrics of the training instruction's run (variant `first`), with
+    the model's stored temperature under which its probabilities were computed (`config.score_temperature`), and
+    with a fit also those metrics at the fitted temperature (`calibrated_metrics`)."""
     summary = {"score_temperature": getattr(config, "score_temperature", 1.0),
                **{key: first[key] for key in CALIBRATION_KEYS}}
     if fit is not None:
@@ -281,16 +286,16 @@ def calibration_summary(metric, first: dict, rows: list[dict], references: list[
 
 def calibrated_metrics(metric, rows: list[dict], references: list[int], labels: LabelMapping, fit: dict) -> dict:
     """metrics.json's `calibrated` block: the fit (temperature, the split it was fitted on and its counts) and the
-    training instruction's rows' accuracy, macro-F1 and calibration metrics with their probabilities recomputed at
-    that temperature from the raw log-likelihoods (the label map's sums can reorder labels, so accuracy is
-    recomputed too)."""
+    training instruction's rows' accuracy, F1, calibration and selective metrics with their probabilities
+    recomputed at that temperature from the raw log-likelihoods (the label map's sums can reorder labels, so accuracy
+    is recomputed too)."""
     rows = [row for row in rows if row["prompt_variant"] == 0]
     log_likelihoods = np.array([list(row["log_likelihoods"].values()) for row in rows])
     probabilities = tempered_probabilities(log_likelihoods, fit["temperature"], labels.target_of, len(labels.targets))
     result = metric.compute(predictions=probabilities.argmax(axis=1).tolist(),
                             references=[references[row["index"]] for row in rows], label_names=labels.targets,
                             probabilities=probabilities.tolist())
-    return {**fit, "accuracy": result["accuracy"], "macro_f1": result["macro_f1"],
+    return {**fit, "accuracy": result["accuracy"], "macro_f1": result["macro_f1"], "weighted_f1": result["weighted_f1"],
             **{key: result[key] for key in CALIBRATION_KEYS if key != "definitions"},
             "definition": "The evaluated split's metrics with each image's probabilities recomputed as the softmax of "
                           "its answers' log-likelihoods / temperature (then the label map's sums), the temperature "
