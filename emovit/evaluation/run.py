@@ -43,9 +43,9 @@ logger = logging.getLogger(__name__)
 
 def evaluate_model(args: EvalArguments) -> dict:
     """Evaluates `args.model` on split `args.split` of `args.dataset` and writes metrics.json, predictions.jsonl and
-    confusion_matrix.png (with `score` also reliability_diagram.png) into `args.output_dir`; with `args.calibrate_on`
-    it fits a temperature on that split (stored with `args.save_temperature`), with `args.update_card` it adds the
-    results to that model card. Returns metrics.json's content on every process of a launch (each must call it).
+    confusion_matrix.png (with `score` also reliability_diagram.png and risk_coverage.png) into `args.output_dir`;
+    with `args.calibrate_on` it fits a temperature on that split (stored with `args.save_temperature`), with
+    `args.update_card` it adds the results to that model card. Returns metrics.json's content on every process of a launch (each must call it).
     With `args.task == "reasoning"` the run is `emovit.evaluation.reasoning.evaluate_reasoning` instead.
     """
     if args.task == "reasoning":
