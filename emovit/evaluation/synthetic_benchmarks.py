@@ -6,9 +6,9 @@ so the whole suite runs offline:
         --output_dir runs/eval-suite-synthetic
 
 The suite holds VECBench's tasks and groups as `configs/eval_vecbench.yaml` does (WebEmo-25 as a skipped row) plus
-the other benchmarks and binary splits, outside any group. Each image is drawn as the synthetic EmoSet sample draws the EmoSet emotion that the dataset's label-map preset sends
-to the image's label, so a model trained on the synthetic sample has something to recognise; the numbers measure the
-code path, not the real benchmarks.
+the other benchmarks and binary splits, outside any group. Each image is drawn as the synthetic EmoSet sample draws
+the EmoSet emotion that the dataset's label-map preset sends to the image's label, so a model trained on the
+synthetic sample has something to recognise; the numbers measure the code path, not the real benchmarks.
 """
 
 import argparse
