@@ -70,7 +70,8 @@ GROUP_DEFINITIONS = {
 class SuiteArguments:
     model: str = field(metadata={"help": "EmoVIT or InstructBLIP folder, or Hub id, evaluated on every entry."})
     suite: str = field(metadata={"help": "YAML/JSON suite file: a list of entries (name, dataset, dataset_format, "
-                                         "split, label_map, method, ...) or {defaults: {...}, entries: [...]}."})
+                                         "split, label_map, method, skip, ...) or {defaults: {...}, entries: [...], "
+                                         "groups: {name: [entry names]}}."})
     output_dir: str = field(metadata={"help": "Each entry writes into output_dir/<name>; the table goes here."})
     skip_missing: bool = field(default=False, metadata={
         "help": "Report entries whose dataset path does not exist as skipped rows instead of stopping."})
@@ -171,7 +172,8 @@ def read_groups(path: str | Path, entries: list[dict]) -> dict[str, list[str]]:
 
 def run_suite(args: SuiteArguments) -> dict:
     """Runs every entry of `args.suite` on `args.model`; returns (and on the main process writes) the table as
-    `{"model", "suite", "rows"}`."""
+    `{"model", "suite", "rows"}`, plus `groups` and `group_definitions` on the main process when the file has groups
+    (their rows read the predictions the main process wrote)."""
     entries = read_suite(args.suite)
     groups = read_groups(args.suite, entries)
     datasets = [entry["dataset"] for entry in entries if "skip" not in entry]
