@@ -1,15 +1,27 @@
-"""emovit.evaluation.suite: reading a suite file (defaults, relative paths, the errors naming entry and key), missing
-dataset paths listed before any work or reported as skipped rows, and a suite run of the tiny model over three
-synthetic benchmarks whose table matches each entry's metrics.json."""
+"""emovit.evaluation.suite: reading a suite file (defaults, relative paths, groups, skipped entries, the errors naming
+entry, group and key), missing dataset paths listed before any work or reported as skipped rows, the binary sentiment
+tasks on the synthetic layouts, configs/eval_vecbench.yaml's grouping, and suite runs of the tiny model whose task
+rows match each entry's metrics.json and whose group rows match what the entries' predictions give."""
 
 import json
 import re
+from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from sklearn.metrics import roc_auc_score
 
-from emovit.evaluation.suite import SuiteArguments, format_table, read_suite, run_suite
-from emovit.evaluation.synthetic_benchmarks import write_synthetic_benchmarks
+from emovit.evaluation.benchmarks import load_benchmark
+from emovit.evaluation.labels import label_mapping, reference_indices
+from emovit.evaluation.suite import SuiteArguments, format_table, read_groups, read_suite, run_suite
+from emovit.evaluation.synthetic_benchmarks import VECBENCH_GROUPS, write_synthetic_benchmarks
+from modeling_emovit import EMOSET_EMOTIONS
+
+from testing_utils import run_script
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_suite(path, content):
@@ -104,3 +116,131 @@ def test_an_output_dir_over_a_dataset_or_the_suite_file_is_refused_before_any_wo
         with pytest.raises(ValueError, match=re.escape(message)):
             run_suite(args)
         assert sorted(tmp_path.rglob("*")) == before  # nothing written, nothing loaded
+
+
+@pytest.fixture(scope="module")
+def synthetic_benchmarks(tmp_path_factory):
+    return write_synthetic_benchmarks(tmp_path_factory.mktemp("bench"), images_per_class=3)
+
+
+@pytest.mark.parametrize("entry", ["fi-2", "emoset-2", "webemo-2", "twitter1", "twitter2"])
+def test_binary_sentiment_tasks_read_the_synthetic_layouts_through_their_label_maps(synthetic_benchmarks, entry):
+    settings = next(e for e in read_suite(synthetic_benchmarks) if e["name"] == entry)
+    data = load_benchmark(settings["dataset"], settings.get("split", "test"), settings.get("dataset_format"))
+    labels = label_mapping(settings["label_map"], list(EMOSET_EMOTIONS))
+    assert labels.targets == ["positive", "negative"]
+    references = reference_indices(data.labels, labels.mapping, labels.targets)
+    assert set(references) == {0, 1}  # both sentiments present
+    # Mikels' first four emotions are positive (FI, EmoSet read as their 8 labels and folded by the map).
+    for label, reference in zip(data.labels, references):
+        expected = label if label in ("positive", "negative") else labels.mapping[label]
+        assert labels.targets[reference] == expected
+        if label in EMOSET_EMOTIONS:
+            assert expected == ("positive" if EMOSET_EMOTIONS.index(label) < 4 else "negative")
+
+
+def test_read_groups_keeps_the_file_order_and_allows_ungrouped_entries(tmp_path):
+    suite = write_suite(tmp_path / "suite.yaml", {"entries": [{"name": n, "dataset": "d"} for n in "abcd"],
+                                                  "groups": {"second": ["c", "a"], "first": ["b"]}})
+    assert read_groups(suite, read_suite(suite)) == {"second": ["c", "a"], "first": ["b"]}  # d in no group
+    bare = write_suite(tmp_path / "bare.yaml", [{"name": "a", "dataset": "d"}])
+    assert read_groups(bare, read_suite(bare)) == {}
+
+
+@pytest.mark.parametrize("groups, message", [
+    ({"g": ["a", "nope"]}, "group 'g': \\['nope'\\] are not entry names of this suite"),
+    ({"g": []}, "group 'g' is \\[\\]; a group must list at least one entry name"),
+    ({"g": "a"}, "group 'g' is 'a'; a group must list at least one entry name"),
+    ({"g": ["a", "a"]}, "group 'g' lists an entry more than once"),
+    (["a"], "'groups' is \\['a'\\]; it must be a non-empty mapping"),
+    ({}, "'groups' is \\{\\}; it must be a non-empty mapping"),
+])
+def test_read_groups_errors_name_the_group(tmp_path, groups, message):
+    suite = write_suite(tmp_path / "suite.yaml", {"entries": [{"name": "a", "dataset": "d"},
+                                                              {"name": "b", "dataset": "d"}], "groups": groups})
+    with pytest.raises(ValueError, match=message):
+        read_groups(suite, read_suite(suite))
+
+
+def test_a_skip_needs_a_reason_and_a_skipped_entry_needs_no_dataset(tmp_path):
+    refused = write_suite(tmp_path / "refused.yaml", [{"name": "a", "dataset": "d", "skip": True}])
+    with pytest.raises(ValueError, match="entry 0 \\('a'\\): 'skip' is True; give the reason"):
+        read_suite(refused)
+    suite = write_suite(tmp_path / "suite.yaml", {"entries": [{"name": "a", "dataset": "nope", "skip": "why not"}],
+                                                  "groups": {"g": ["a"]}})
+    table = run_suite(SuiteArguments(model=str(tmp_path / "no-model"), suite=str(suite),
+                                     output_dir=str(tmp_path / "out")))
+    assert table["rows"][0]["status"] == "skipped: why not"  # the missing dataset was not checked, nothing loaded
+    assert table["groups"][0] | {"status": None} == {
+        "group": "g", "tasks": "a", "num_tasks_evaluated": 0, "num_images": 0, "accuracy_mean": None,
+        "macro_f1_mean": None, "weighted_f1_mean": None, "ece_10": None, "brier": None, "auroc_correct": None,
+        "status": None}
+    assert table["groups"][0]["status"] == "no task evaluated"
+
+
+def test_eval_vecbench_config_holds_vecbench_groups_with_webemo25_skipped(tmp_path):
+    config = REPO_ROOT / "configs" / "eval_vecbench.yaml"
+    entries = read_suite(config)
+    assert read_groups(config, entries) == VECBENCH_GROUPS
+    by_name = {entry["name"]: entry for entry in entries}
+    assert [name for name, entry in by_name.items() if "skip" in entry] == ["webemo-25"]
+    assert by_name["fi-2"]["label_map"] == "binary" and by_name["webemo-2"]["label_map"] == "webemo2"
+    table = run_suite(SuiteArguments(model=str(tmp_path / "no-model"), suite=str(config),
+                                     output_dir=str(tmp_path / "out"), skip_missing=True))
+    assert [group["group"] for group in table["groups"]] == list(VECBENCH_GROUPS)
+    assert table["rows"][5]["status"].startswith("skipped: WebEmo's 25 fine labels")
+
+
+def pooled_expected(out: Path, members: list[str]) -> dict:
+    """The group's pooled calibration computed here from the members' predictions.jsonl, independently of the suite:
+    10-bin ECE by hand, Brier over each task's own labels, AUROC by scikit-learn."""
+    confidence, correct, brier = [], [], []
+    for member in members:
+        for text in (out / member / "predictions.jsonl").read_text().splitlines():
+            line = json.loads(text)
+            confidence.append(max(line["scores"].values()))
+            correct.append(line["correct"])
+            brier.append(sum((p - (label == line["label"])) ** 2 for label, p in line["scores"].items()))
+    confidence, correct = np.array(confidence), np.array(correct, dtype=float)
+    ece = 0.0
+    for b in range(10):
+        members_of_bin = (confidence > b / 10) & (confidence <= (b + 1) / 10) | ((b == 0) & (confidence == 0))
+        if members_of_bin.any():
+            ece += members_of_bin.mean() * abs(correct[members_of_bin].mean() - confidence[members_of_bin].mean())
+    auroc = roc_auc_score(correct, confidence) if 0 < correct.sum() < len(correct) else None
+    return {"ece_10": ece, "brier": float(np.mean(brier)), "auroc_correct": auroc, "num_images": len(confidence)}
+
+
+def test_suite_group_rows_match_the_pooled_predictions_of_their_tasks(tmp_path, tiny_dir, synthetic_benchmarks):
+    out = tmp_path / "out"
+    done = run_script("evaluate", ["--model", tiny_dir, "--suite", synthetic_benchmarks, "--output_dir", out,
+                                   "--batch_size", 16])
+    assert done.returncode == 0, done.stderr
+    table = json.loads((out / "suite_results.json").read_text())
+    assert [group["group"] for group in table["groups"]] == list(VECBENCH_GROUPS)
+    rows = {row["name"]: row for row in table["rows"]}
+    defined_auroc = 0
+    for group, members in zip(table["groups"], VECBENCH_GROUPS.values()):
+        evaluated = [member for member in members if rows[member]["status"] == "evaluated"]
+        assert evaluated == [member for member in members if member != "webemo-25"]
+        metrics = [json.loads((out / member / "metrics.json").read_text()) for member in evaluated]
+        assert group["accuracy_mean"] == pytest.approx(np.mean([m["accuracy"] for m in metrics]), abs=1e-12)
+        assert group["macro_f1_mean"] == pytest.approx(np.mean([m["macro_f1"] for m in metrics]), abs=1e-12)
+        expected = pooled_expected(out, evaluated)
+        assert group["num_images"] == expected["num_images"] == sum(m["num_images"] for m in metrics)
+        assert group["ece_10"] == pytest.approx(expected["ece_10"], abs=1e-9)
+        assert group["brier"] == pytest.approx(expected["brier"], abs=1e-9)
+        if expected["auroc_correct"] is None:
+            assert group["auroc_correct"] is None
+        else:
+            defined_auroc += 1
+            assert group["auroc_correct"] == pytest.approx(expected["auroc_correct"], abs=1e-9)
+        assert group["num_tasks_evaluated"] == len(evaluated)
+        assert group["status"] == ("evaluated" if len(evaluated) == len(members)
+                                   else "3 of 4 tasks; not evaluated: webemo-25 (see rows)")
+    assert defined_auroc >= 1  # the comparison of AUROCs ran at least once
+    # The printed table is the written one, group section included.
+    markdown = (out / "suite_results.md").read_text()
+    assert markdown == format_table(table) and markdown in done.stdout
+    group_line = next(line for line in markdown.splitlines() if line.startswith("| out-of-domain "))
+    assert f"| {table['groups'][2]['ece_10']:.4f} |" in group_line

@@ -18,14 +18,15 @@ def test_emoset_emotion_for_inverts_the_preset():
 def test_synthetic_benchmarks_read_back_in_every_layout(tmp_path):
     suite = write_synthetic_benchmarks(tmp_path, images_per_class=3)
     entries = yaml.safe_load(suite.read_text())["entries"]
-    assert {entry.get("dataset_format") for entry in entries} >= set(DATASET_FORMATS) - {"webemo25"}
+    assert {entry.get("dataset_format") for entry in entries} >= set(DATASET_FORMATS)
     counts = {}
     for entry in entries:
         data = load_benchmark(str(tmp_path / entry["dataset"]), entry.get("split", "test"),
                               entry.get("dataset_format"))
         assert not data.skipped
         counts[entry["name"]] = len(data.ids)
-    assert counts["fi"] == counts["artphoto"] == counts["abstract"] == 24
+    assert counts["fi-8"] == counts["fi-2"] == counts["artphoto-8"] == counts["abstract-8"] == 24
+    assert counts["twitter1"] == counts["twitter2"] == 6 and counts["emoset-8"] == counts["emoset-2"] > 0
     assert counts["emotion6"] == 18 and counts["emotionroi"] == 6  # every third image is in testing.txt
 
 

@@ -5,9 +5,10 @@ so the whole suite runs offline:
     python evaluate.py --model runs/emovit-offline --suite runs/synthetic-benchmarks/suite.yaml \
         --output_dir runs/eval-suite-synthetic
 
-Each image is drawn as the synthetic EmoSet sample draws the EmoSet emotion that the dataset's label-map preset sends
-to the image's label, so a model trained on the synthetic sample has something to recognise; the numbers measure the
-code path, not the real benchmarks.
+The suite holds VECBench's tasks and groups as `configs/eval_vecbench.yaml` does (WebEmo-25 as a skipped row) plus
+the other benchmarks and binary splits, outside any group. Each image is drawn as the synthetic EmoSet sample draws
+the EmoSet emotion that the dataset's label-map preset sends to the image's label, so a model trained on the
+synthetic sample has something to recognise; the numbers measure the code path, not the real benchmarks.
 """
 
 import argparse
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from dataset_builder.synthetic import draw_image
+from dataset_builder.synthetic import draw_image, write_synthetic_emoset
 from emovit_utils.files import atomic_write_folder
 from modeling_emovit import EMOSET_EMOTIONS
 
@@ -24,6 +25,14 @@ from .benchmarks import ABSTRACT_CSV, EMOTION6_GROUND_TRUTH, WEBEMO_HIERARCHY
 from .labels import LABEL_MAP_PRESETS
 
 
+# VECBench's groups over the entry names the suite gives its tasks (configs/eval_vecbench.yaml uses the same).
+VECBENCH_GROUPS = {
+    "in-domain-sentiment": ["fi-2", "webemo-2"],
+    "in-domain-emotion": ["fi-8", "emoset-8", "webemo-7", "webemo-25"],
+    "out-of-domain": ["abstract-8", "artphoto-8", "unbiasedemo-6"],
+}
+WEBEMO25_SKIP = ("WebEmo's 25 fine labels cannot be expressed by a model answering among EmoSet's 8 (zero-shot); "
+                 "evaluate a model trained on them with dataset_format webemo25 and its own labels")
 EKMAN_SIX = ("anger", "disgust", "fear", "joy", "sadness", "surprise")
 UNBIASEDEMO_LABELS = ("anger", "fear", "joy", "love", "sadness", "surprise")
 # ArtPhoto's file-name prefixes and Abstract's vote columns, as the releases spell them.
@@ -106,6 +115,8 @@ def write_synthetic_benchmarks(output_dir: str | Path, images_per_class: int = 4
         raise ValueError(f"--images_per_class {images_per_class} is too few; use 3 or more (EmotionROI's test split "
                          "takes every third image).")
     root, rng = Path(output_dir), random.Random(seed)
+    # No label noise, as the other stand-ins: every image is drawn as its label.
+    write_synthetic_emoset(root / "EmoSet", images_per_class, seed, label_noise=0.0)
     write_image_folder(root / "FI", EMOSET_EMOTIONS, images_per_class, rng)
     write_artphoto(root / "ArtPhoto", images_per_class, rng)
     write_abstract(root / "Abstract", images_per_class, rng)
@@ -113,28 +124,34 @@ def write_synthetic_benchmarks(output_dir: str | Path, images_per_class: int = 4
     write_emotionroi(root / "EmotionROI", images_per_class, rng)
     write_image_folder(root / "UnbiasedEmo", UNBIASEDEMO_LABELS, images_per_class, rng, "unbiasedemo")
     write_image_folder(root / "TwitterI", ("positive", "negative"), images_per_class, rng, "twitter")
+    write_image_folder(root / "TwitterII", ("positive", "negative"), images_per_class, rng, "twitter")
     # WebEmo: one folder per fine-grained label, drawn as its 7-class parent (confusion as sadness, its sentiment).
     write_image_folder(root / "WebEmo", sorted(WEBEMO_HIERARCHY), max(1, images_per_class // 2), rng, "webemo7",
                        draw_as=lambda fine: {"confusion": "sadness"}.get(WEBEMO_HIERARCHY[fine][0],
                                                                          WEBEMO_HIERARCHY[fine][0]))
     entries = [
-        {"name": "fi", "dataset": "FI"},
-        {"name": "artphoto", "dataset": "ArtPhoto", "dataset_format": "artphoto", "split": "all"},
-        {"name": "abstract", "dataset": "Abstract", "dataset_format": "abstract", "split": "all"},
+        {"name": "fi-2", "dataset": "FI", "label_map": "binary"},
+        {"name": "webemo-2", "dataset": "WebEmo", "dataset_format": "webemo2", "label_map": "webemo2"},
+        {"name": "fi-8", "dataset": "FI"},
+        {"name": "emoset-8", "dataset": "EmoSet", "split": "test"},
+        {"name": "webemo-7", "dataset": "WebEmo", "dataset_format": "webemo7", "label_map": "webemo7",
+         "skip_uncovered_labels": True},
+        {"name": "webemo-25", "dataset": "WebEmo", "dataset_format": "webemo25", "skip": WEBEMO25_SKIP},
+        {"name": "abstract-8", "dataset": "Abstract", "dataset_format": "abstract", "split": "all"},
+        {"name": "artphoto-8", "dataset": "ArtPhoto", "dataset_format": "artphoto", "split": "all"},
+        {"name": "unbiasedemo-6", "dataset": "UnbiasedEmo", "label_map": "unbiasedemo"},
+        {"name": "emoset-2", "dataset": "EmoSet", "split": "test", "label_map": "binary"},
+        {"name": "twitter1", "dataset": "TwitterI", "label_map": "twitter"},
+        {"name": "twitter2", "dataset": "TwitterII", "label_map": "twitter"},
         {"name": "emotion6", "dataset": "Emotion6", "dataset_format": "emotion6", "split": "all",
          "label_map": "emotion6"},
         {"name": "emotionroi", "dataset": "EmotionROI", "dataset_format": "emotionroi", "split": "test",
          "label_map": "emotionroi"},
-        {"name": "unbiasedemo", "dataset": "UnbiasedEmo", "label_map": "unbiasedemo"},
-        {"name": "twitter1", "dataset": "TwitterI", "label_map": "twitter"},
-        {"name": "webemo2", "dataset": "WebEmo", "dataset_format": "webemo2", "label_map": "webemo2"},
-        {"name": "webemo7", "dataset": "WebEmo", "dataset_format": "webemo7", "label_map": "webemo7",
-         "skip_uncovered_labels": True},
     ]
     suite = root / "suite.yaml"
     suite.write_text("# Synthetic stand-ins written by emovit.evaluation.synthetic_benchmarks; paths are relative "
-                     "to this file.\n" + yaml.safe_dump({"defaults": {"method": "score"}, "entries": entries},
-                                                        sort_keys=False))
+                     "to this file.\n" + yaml.safe_dump({"defaults": {"method": "score"}, "entries": entries,
+                                                         "groups": VECBENCH_GROUPS}, sort_keys=False))
     return suite
 
 

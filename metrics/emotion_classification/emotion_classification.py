@@ -237,8 +237,10 @@ def selective_risks(confidence: np.ndarray, wrong: np.ndarray) -> np.ndarray:
     return np.cumsum(shared) / np.arange(1, len(shared) + 1)
 
 
-def calibration_metrics(probabilities: np.ndarray, references: np.ndarray, num_labels: int, label_names=None) -> dict:
-    """ECE, Brier score, NLL, per-class and macro AUROC and the reliability bins (`CALIBRATION_DEFINITIONS`).
+def calibration_metrics(probabilities: np.ndarray, references: np.ndarray, num_labels: int, label_names=None,
+                        num_bins: int = ECE_BINS) -> dict:
+    """ECE, Brier score, NLL, per-class and macro AUROC and the reliability bins (`CALIBRATION_DEFINITIONS`, which
+    describe the default `num_bins`; other benchmarks bin differently, e.g. 10 bins).
 
     probabilities: `(num_examples, num_labels)`, rows summing to 1; references: `(num_examples,)` class indices.
     """
@@ -259,17 +261,17 @@ def calibration_metrics(probabilities: np.ndarray, references: np.ndarray, num_l
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == references
 
-    # Bin b holds (b/15, (b+1)/15]; a confidence of exactly 0 goes to the first bin.
-    bins = np.clip(np.ceil(confidence * ECE_BINS).astype(np.int64) - 1, 0, ECE_BINS - 1)
+    # Bin b holds (b/num_bins, (b+1)/num_bins]; a confidence of exactly 0 goes to the first bin.
+    bins = np.clip(np.ceil(confidence * num_bins).astype(np.int64) - 1, 0, num_bins - 1)
     ece, reliability = 0.0, []
-    for b in range(ECE_BINS):
+    for b in range(num_bins):
         members = bins == b
         count = int(members.sum())
         accuracy = float(correct[members].mean()) if count else None
         mean_confidence = float(confidence[members].mean()) if count else None
         if count:
             ece += count / num_examples * abs(accuracy - mean_confidence)
-        reliability.append({"lower": b / ECE_BINS, "upper": (b + 1) / ECE_BINS, "count": count,
+        reliability.append({"lower": b / num_bins, "upper": (b + 1) / num_bins, "count": count,
                             "accuracy": accuracy, "confidence": mean_confidence})
 
     one_hot = np.zeros_like(probabilities)
