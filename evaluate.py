@@ -134,6 +134,14 @@ def print_reasoning_summary(metrics: dict, output_dir: Path) -> None:
           f"{show(metrics['first_mentioned_is_label'])}, "
           f"grounding {show(metrics['grounding'])}, contradiction rate {show(metrics['contradiction_rate'])}, "
           f"{metrics['images_per_second']:.2f} images/s")
+    references = metrics["references"]
+    if references is not None:
+        bert = references["bertscore"]
+        print(f"against references ({references['images_with_reference']} images, "
+              f"{references['images_without_reference']} without one): BLEU-4 {show(references['bleu4'])}, "
+              f"ROUGE-L {show(references['rouge_l'])}"
+              + (f", BERTScore F1 {show(bert['f1'])} (P {show(bert['precision'])}, R {show(bert['recall'])}, "
+                 f"layer {bert['layer']})" if bert is not None else ""))
     judge = metrics["judge"]
     if judge is not None and judge["dry_run"]:
         print(f"judge dry run: {judge['to_send']} requests to send ({judge['cached']} cached), about "
