@@ -6,13 +6,13 @@ import pytest
 import sacrebleu
 import torch
 from rouge_score import rouge_scorer
-from transformers import BertConfig, BertModel
 
 from emovit.evaluation.explanations import (DEFINITIONS, bertscore, contradictions, corpus_bleu, fold,
                                             load_bertscore_model, reference_scores, score_explanation,
                                             summarise_scores)
 from modeling_emovit import EMOSET_EMOTIONS
-from modeling_emovit.tiny import build_qformer_tokenizer
+
+from testing_utils import save_tiny_bert
 
 
 LABELS = list(EMOSET_EMOTIONS)
@@ -176,15 +176,7 @@ def test_identical_text_scores_full_marks_and_disjoint_text_zero():
 
 @pytest.fixture(scope="module")
 def tiny_bert_dir(tmp_path_factory):
-    """A 2-layer BERT with random weights and a WordPiece tokenizer, built offline and saved."""
-    path = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = build_qformer_tokenizer(texts=EXPLANATIONS + [t for refs in REFERENCES for t in refs])
-    torch.manual_seed(0)
-    model = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
-                                 num_attention_heads=2, intermediate_size=64, max_position_embeddings=128))
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), EXPLANATIONS + [t for refs in REFERENCES for t in refs])
 
 
 def test_bertscore_is_greedy_cosine_matching_of_the_chosen_layer(tiny_bert_dir):

@@ -11,9 +11,12 @@ from PIL import Image
 
 from dataset_builder import load_records
 from emovit.evaluation.data import load_eval_data, load_references
-from emovit.evaluation.explanations import DEFINITIONS, reference_scores, score_explanation
+from emovit.evaluation.explanations import (DEFINITIONS, bertscore, load_bertscore_model, reference_scores,
+                                            score_explanation)
 from emovit.evaluation.reasoning import image_attributes
 from modeling_emovit import EMOSET_EMOTIONS, EmoVitForConditionalGeneration, EmoVitProcessor
+
+from testing_utils import save_tiny_bert
 
 
 LABELS = list(EMOSET_EMOTIONS)
@@ -129,8 +132,10 @@ def test_split_instructions(tmp_path_factory, eval_emoset_dir):
 
 def test_run_scores_explanations_against_the_held_out_reasoning_answers(tmp_path, run_evaluation, eval_emoset_dir,
                                                                          test_split_instructions):
+    bert = save_tiny_bert(tmp_path / "bert")
     metrics, lines, out = run_evaluation(tmp_path, eval_emoset_dir, task="reasoning", max_new_tokens=8,
-                                         batch_size=8, references=str(test_split_instructions))
+                                         batch_size=8, references=str(test_split_instructions),
+                                         bertscore_model=str(bert), bertscore_layer=1)
     answers = {record["image"]: record["conversations"][1]["value"]
                for record in load_records(test_split_instructions, types=("reasoning",))}
     data = load_eval_data(str(eval_emoset_dir), "test")
@@ -148,7 +153,10 @@ def test_run_scores_explanations_against_the_held_out_reasoning_answers(tmp_path
     assert references["without_reference"] == [line["id"] for line in lines if not line["references"]]
     assert all(line["rouge_l"] is None for line in lines if not line["references"])
     assert references["types"] == ["reasoning"] and references["references_unmatched"] == 0
-    assert references["bertscore"] is None and metrics == json.loads((out / "metrics.json").read_text())
+    expected_bert = bertscore([line["explanation"] for line in scored], [line["references"] for line in scored],
+                              *load_bertscore_model(str(bert)), layer=1)
+    assert references["bertscore"] == pytest.approx({"model": str(bert), **expected_bert})
+    assert metrics == json.loads((out / "metrics.json").read_text())
 
 
 def test_references_from_a_jsonl_by_id_and_by_path(tmp_path, eval_emoset_dir):
