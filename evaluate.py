@@ -18,6 +18,9 @@ quality of its explanations.
     python evaluate.py --model runs/emovit --dataset data/EmoSet-118K --split test --task reasoning \
         --output_dir runs/eval-reasoning [--judge_model gpt-4o-mini --judge_max_cost 2 --judge_dry_run]
 
+    python evaluate.py --model runs/emovit --dataset data/EmoSet-118K --split test --task reasoning \
+        --references out/emovit-test-answers --output_dir runs/eval-reasoning-references   # BLEU-4, ROUGE-L
+
     python evaluate.py --model runs/emovit --suite configs/eval_suite.yaml --output_dir runs/eval-suite
 
 It writes metrics.json, predictions.jsonl and plots into --output_dir (each file whole or not at all). The datasets
