@@ -17,9 +17,7 @@ references. The run that explains the images is `emovit.evaluation.reasoning`.
 import re
 from pathlib import Path
 
-import sacrebleu
 import torch
-from rouge_score import rouge_scorer
 
 from modeling_emovit import mentioned_emotions
 from modeling_emovit.modeling_emovit import agreement_of
@@ -370,17 +368,23 @@ def summarise_scores(rows: list[dict]) -> dict:
 
 # ---------------------------------------------------------------------------------------------- references
 
-_ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+# sacrebleu and rouge-score (which imports nltk, about a second) are imported where they are used, so that runs
+# without references, and train.py's held-out evaluation, do not pay for them at start-up.
 
 
-def rouge_l(explanation: str, references: list[str]) -> float:
-    """ROUGE-L F-measure of `explanation` against its best-matching reference (see DEFINITIONS["rouge_l"])."""
-    return _ROUGE.score_multi(references, explanation)["rougeL"].fmeasure
+def rouge_l(explanations: list[str], references: list[list[str]]) -> list[float]:
+    """Per explanation, its ROUGE-L F-measure against its best-matching reference (see DEFINITIONS["rouge_l"])."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    return [scorer.score_multi(refs, text)["rougeL"].fmeasure for text, refs in zip(explanations, references)]
 
 
 def corpus_bleu(explanations: list[str], references: list[list[str]]) -> tuple[float, str]:
     """sacrebleu's corpus BLEU-4 of `explanations` (0-100) and its signature, `references[i]` being explanation i's
     references (one or more; images may have different numbers of them)."""
+    import sacrebleu
+
     streams = [[texts[k] if k < len(texts) else None for texts in references]
                for k in range(max(len(texts) for texts in references))]
     bleu = sacrebleu.BLEU()
@@ -390,7 +394,7 @@ def corpus_bleu(explanations: list[str], references: list[list[str]]) -> tuple[f
 def reference_scores(explanations: list[str], references: list[list[str]]) -> dict:
     """BLEU-4 and ROUGE-L of `explanations` against `references` (one list per explanation, non-empty)."""
     assert len(explanations) == len(references) and all(references), "every explanation needs a reference"
-    rouge = [rouge_l(text, refs) for text, refs in zip(explanations, references)]
+    rouge = rouge_l(explanations, references)
     bleu, signature = corpus_bleu(explanations, references)
     return {"bleu4": bleu, "bleu_signature": signature, "rouge_l": sum(rouge) / len(rouge),
             "rouge_l_per_image": rouge}
