@@ -159,6 +159,15 @@ def test_run_scores_explanations_against_the_held_out_reasoning_answers(tmp_path
     assert metrics == json.loads((out / "metrics.json").read_text())
 
 
+def test_a_bertscore_layer_past_the_model_stops_the_run_before_any_explanation(tmp_path, run_evaluation,
+                                                                             eval_emoset_dir, test_split_instructions):
+    bert = save_tiny_bert(tmp_path / "bert")
+    with pytest.raises(ValueError, match=r"--bertscore_layer is 5; the model has 2 layers, so use 0 to 2"):
+        run_evaluation(tmp_path, eval_emoset_dir, task="reasoning", references=str(test_split_instructions),
+                       bertscore_model=str(bert), bertscore_layer=5)
+    assert not (tmp_path / "out").exists()
+
+
 def test_references_from_a_jsonl_by_id_and_by_path(tmp_path, eval_emoset_dir):
     data = load_eval_data(str(eval_emoset_dir), "test")
     data.keep_first(3)

@@ -429,13 +429,20 @@ def _token_embeddings(texts: list[str], tokenizer, model, layer: int, batch_size
     return embedded
 
 
-def bertscore(explanations: list[str], references: list[list[str]], tokenizer, model, layer: int | None = None) -> dict:
-    """BERTScore of `explanations` against `references` (see DEFINITIONS["bertscore"]): the mean precision, recall
-    and F1 over explanations, and the layer used. `layer` None takes the model's last."""
+def bertscore_layer(model, layer: int | None) -> int:
+    """The layer BERTScore reads of `model`: `layer` (0 is the embeddings), or the last when None; ValueError naming
+    --bertscore_layer when the model has no such layer."""
     layers = model.config.num_hidden_layers
     layer = layers if layer is None else layer
     if not 0 <= layer <= layers:
         raise ValueError(f"--bertscore_layer is {layer}; the model has {layers} layers, so use 0 to {layers}.")
+    return layer
+
+
+def bertscore(explanations: list[str], references: list[list[str]], tokenizer, model, layer: int | None = None) -> dict:
+    """BERTScore of `explanations` against `references` (see DEFINITIONS["bertscore"]): the mean precision, recall
+    and F1 over explanations, and the layer used. `layer` None takes the model's last."""
+    layer = bertscore_layer(model, layer)
     flat = [text for refs in references for text in refs]
     candidates = _token_embeddings(explanations, tokenizer, model, layer)
     targets = iter(_token_embeddings(flat, tokenizer, model, layer))

@@ -28,8 +28,8 @@ from modeling_emovit import EXPLANATION_PRESETS
 from .arguments import EvalArguments
 from .data import (EvalData, References, check_readable, load_eval_data, load_references, skipped_entries,
                    split_off_unreadable, unreadable_rows)
-from .explanations import (DEFINITIONS, answer_vocabulary, bertscore, known_word_rate, load_bertscore_model,
-                           reference_scores, score_explanation, summarise_scores)
+from .explanations import (DEFINITIONS, answer_vocabulary, bertscore, bertscore_layer, known_word_rate,
+                           load_bertscore_model, reference_scores, score_explanation, summarise_scores)
 from .judge import judge_failure, judge_rows, judge_settings
 
 
@@ -54,6 +54,8 @@ def evaluate_reasoning(args: EvalArguments) -> dict:
     references = (load_references(args.references, data, parse_types(args.reference_types))
                   if args.references else None)
     encoder = load_bertscore_model(args.bertscore_model) if args.bertscore_model else None
+    if encoder is not None:
+        bertscore_layer(encoder[1], args.bertscore_layer)
 
     # ---- the run: explanations, each process its share
     started = time.perf_counter()
