@@ -18,6 +18,9 @@ quality of its explanations.
     python evaluate.py --model runs/emovit --dataset data/EmoSet-118K --split test --task reasoning \
         --output_dir runs/eval-reasoning [--judge_model gpt-4o-mini --judge_max_cost 2 --judge_dry_run]
 
+    python evaluate.py --model runs/emovit --dataset data/EmoSet-118K --split test --task reasoning \
+        --references out/emovit-test-answers --output_dir runs/eval-reasoning-references   # BLEU-4, ROUGE-L
+
     python evaluate.py --model runs/emovit --suite configs/eval_suite.yaml --output_dir runs/eval-suite
 
 It writes metrics.json, predictions.jsonl and plots into --output_dir (each file whole or not at all). The datasets
@@ -139,6 +142,14 @@ def print_reasoning_summary(metrics: dict, output_dir: Path) -> None:
           f"{show(metrics['first_mentioned_is_label'])}, "
           f"grounding {show(metrics['grounding'])}, contradiction rate {show(metrics['contradiction_rate'])}, "
           f"{metrics['images_per_second']:.2f} images/s")
+    references = metrics["references"]
+    if references is not None:
+        bert = references["bertscore"]
+        print(f"against references ({references['images_with_reference']} images, "
+              f"{references['images_without_reference']} without one): BLEU-4 {show(references['bleu4'])}, "
+              f"ROUGE-L {show(references['rouge_l'])}"
+              + (f", BERTScore F1 {show(bert['f1'])} (P {show(bert['precision'])}, R {show(bert['recall'])}, "
+                 f"layer {bert['layer']})" if bert is not None else ""))
     judge = metrics["judge"]
     if judge is not None and judge["dry_run"]:
         print(f"judge dry run: {judge['to_send']} requests to send ({judge['cached']} cached), about "

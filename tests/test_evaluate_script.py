@@ -135,6 +135,25 @@ def test_calibrate_store_and_update_the_card_from_the_command_line(tmp_path, tin
 # ----------------------------------------------------------------------------------------------------- reasoning
 
 
+def test_reasoning_with_references_prints_bleu_and_rouge(tmp_path, tiny_dir, eval_emoset_dir):
+    """--references from the command line: the summary line shows BLEU-4 and ROUGE-L as metrics.json has them, and
+    how many images had no reference."""
+    entries = json.loads((eval_emoset_dir / "test.json").read_text())
+    references = tmp_path / "references.jsonl"
+    references.write_text("".join(json.dumps({"image": entry[1], "reference": "A calm scene in soft light."}) + "\n"
+                                  for entry in entries[:2]))
+    out = tmp_path / "out"
+    done = run_script("evaluate", ["--model", str(tiny_dir), "--dataset", str(eval_emoset_dir), "--task", "reasoning",
+                                   "--max_images", "3", "--batch_size", "3", "--max_new_tokens", "8", "--references",
+                                   str(references), "--output_dir", str(out)], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    scores = json.loads((out / "metrics.json").read_text())["references"]
+    assert (f"against references (2 images, 1 without one): BLEU-4 {scores['bleu4']:.4f}, "
+            f"ROUGE-L {scores['rouge_l']:.4f}") in done.stdout
+    assert "1 of 3 explained images have no reference" in done.stdout
+
+
+
 @pytest.mark.integration
 def test_reasoning_under_two_processes_with_the_judge_keeps_the_key_out_of_every_file(tmp_path, tiny_dir,
                                                                                       eval_emoset_dir, llmock):

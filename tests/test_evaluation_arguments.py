@@ -79,6 +79,14 @@ def test_reasoning_defaults_leave_classification_as_it_was():
         ({"task": "reasoning", "judge_model": "m", "judge_price_per_mtok": "cheap"},
          r"--judge_price_per_mtok is 'cheap'"),
         ({"task": "reasoning", "judge_model": "m", "judge_concurrency": 0}, r"--judge_concurrency is 0"),
+        ({"references": "."}, r"--references scores explanations .*needs --task reasoning"),
+        ({"task": "reasoning", "references": "missing.jsonl"}, r"--references 'missing.jsonl' does not exist"),
+        ({"task": "reasoning", "reference_types": "categorical"}, r"--reference_types is 'categorical'.*label only"),
+        ({"task": "reasoning", "reference_types": "poems"}, r"--reference_types 'poems' names \['poems'\]"),
+        ({"task": "reasoning", "bertscore_model": "."}, r"--bertscore_model .*pass --references too"),
+        ({"task": "reasoning", "references": ".", "bertscore_layer": 3}, r"--bertscore_layer .*--bertscore_model"),
+        ({"task": "reasoning", "references": ".", "bertscore_model": "roberta-large"},
+         r"--bertscore_model 'roberta-large' is not a local folder.*nothing is downloaded"),
     ],
 )
 def test_bad_reasoning_values_are_refused(overrides, message):

@@ -1,10 +1,18 @@
 """emovit.evaluation.explanations: hand-written explanations scored exactly (emotion consistency, grounding with
-synonyms, plurals and EmoSet's spellings, brightness / colourfulness contradictions, the summary's rates)."""
+synonyms, plurals and EmoSet's spellings, brightness / colourfulness contradictions, the summary's rates), and
+against references: BLEU-4 and ROUGE-L as sacrebleu and rouge-score give them, BERTScore on a tiny offline BERT."""
 
 import pytest
+import sacrebleu
+import torch
+from rouge_score import rouge_scorer
 
-from emovit.evaluation.explanations import DEFINITIONS, contradictions, fold, score_explanation, summarise_scores
+from emovit.evaluation.explanations import (DEFINITIONS, bertscore, contradictions, corpus_bleu, fold,
+                                            load_bertscore_model, reference_scores, score_explanation,
+                                            summarise_scores)
 from modeling_emovit import EMOSET_EMOTIONS
+
+from testing_utils import save_tiny_bert
 
 
 LABELS = list(EMOSET_EMOTIONS)
@@ -130,4 +138,73 @@ def test_contradiction_rates_count_only_images_at_an_extreme():
     assert summary["contradictions"]["colorfulness"] == {"images_checked": 1, "contradicted": 1, "rate": 1.0}
     assert summary["contradiction_images_checked"] == 3 and summary["contradiction_rate"] == pytest.approx(2 / 3)
     assert set(DEFINITIONS) == {"consistency", "first_mentioned_is_label", "agreement_with_prediction", "grounding",
-                                "contradiction", "judge", "known_word_rate"}
+                                "contradiction", "judge", "known_word_rate", "bleu4", "rouge_l", "bertscore"}
+
+
+# ----------------------------------------------------------------------------------------------------- references
+
+EXPLANATIONS = ["The dark street and the lone figure make the viewer feel uneasy and afraid.",
+                "Bright balloons and smiling children at a funfair evoke amusement."]
+REFERENCES = [["A lone figure walks down a dark street at night, which feels threatening.",
+               "The empty dark street evokes fear."],
+              ["Children smile among colourful balloons at the fair, an amusing scene."]]
+
+
+def test_bleu_and_rouge_are_sacrebleus_and_rouge_scores_own_values():
+    scores = reference_scores(EXPLANATIONS, REFERENCES)
+    # Images with different numbers of references: the missing ones are None in sacrebleu's reference streams.
+    expected_bleu = sacrebleu.corpus_bleu(EXPLANATIONS, [[REFERENCES[0][0], REFERENCES[1][0]],
+                                                         [REFERENCES[0][1], None]])
+    assert scores["bleu4"] == pytest.approx(expected_bleu.score) and 0 < scores["bleu4"] < 100
+    assert "13a" in scores["bleu_signature"]
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    per_image = [max(scorer.score(ref, text)["rougeL"].fmeasure for ref in refs)
+                 for text, refs in zip(EXPLANATIONS, REFERENCES)]
+    assert scores["rouge_l_per_image"] == pytest.approx(per_image)
+    assert scores["rouge_l"] == pytest.approx(sum(per_image) / 2) and 0 < scores["rouge_l"] < 1
+
+
+def test_identical_text_scores_full_marks_and_disjoint_text_zero():
+    same = reference_scores(EXPLANATIONS, [[text] for text in EXPLANATIONS])
+    assert same["bleu4"] == pytest.approx(100) and same["rouge_l"] == pytest.approx(1.0)
+    disjoint = reference_scores(["red apples fall quickly"], [["the dog sleeps under a blue sky"]])
+    assert disjoint["bleu4"] == 0 and disjoint["rouge_l"] == 0
+    # The best of several references counts for ROUGE-L; BLEU takes all of them.
+    assert reference_scores([EXPLANATIONS[0]], [["nothing alike here", EXPLANATIONS[0]]])["rouge_l"] == 1.0
+    assert corpus_bleu([EXPLANATIONS[0]], [["nothing alike here", EXPLANATIONS[0]]])[0] == pytest.approx(100)
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_dir(tmp_path_factory):
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), EXPLANATIONS + [t for refs in REFERENCES for t in refs])
+
+
+def test_bertscore_is_greedy_cosine_matching_of_the_chosen_layer(tiny_bert_dir):
+    tokenizer, model = load_bertscore_model(str(tiny_bert_dir))
+    same = bertscore(EXPLANATIONS, [[text] for text in EXPLANATIONS], tokenizer, model)
+    assert same["layer"] == 2 and all(same[k] == pytest.approx(1.0) for k in ("precision", "recall", "f1"))
+
+    # By hand for one pair at layer 1: cosine matrix of the non-special tokens, best match per row and column.
+    def states(text):
+        encoded = tokenizer(text, return_tensors="pt")
+        with torch.no_grad():
+            hidden = model(**encoded, output_hidden_states=True).hidden_states[1][0, 1:-1]  # [CLS] ... [SEP]
+        return torch.nn.functional.normalize(hidden, dim=-1)
+
+    similarity = states(EXPLANATIONS[1]) @ states(REFERENCES[1][0]).T
+    precision, recall = similarity.max(1).values.mean().item(), similarity.max(0).values.mean().item()
+    scores = bertscore([EXPLANATIONS[1]], [REFERENCES[1]], tokenizer, model, layer=1)
+    assert scores["precision"] == pytest.approx(precision, abs=1e-5)
+    assert scores["recall"] == pytest.approx(recall, abs=1e-5)
+    assert scores["f1"] == pytest.approx(2 * precision * recall / (precision + recall), abs=1e-5)
+    assert scores["f1"] < 0.999
+    # Of several references, the one with the highest F1 counts.
+    best = bertscore([EXPLANATIONS[1]], [[REFERENCES[0][0], EXPLANATIONS[1]]], tokenizer, model)
+    assert best["f1"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match=r"--bertscore_layer is 3; the model has 2 layers, so use 0 to 2"):
+        bertscore(EXPLANATIONS, [[text] for text in EXPLANATIONS], tokenizer, model, layer=3)
+
+
+def test_a_bertscore_folder_without_a_model_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match=r"(?s)--bertscore_model '.*' could not be loaded .*save_pretrained"):
+        load_bertscore_model(str(tmp_path))

@@ -1,6 +1,7 @@
 """emovit.evaluation.reasoning: the attributes read from EmoSet annotations, and the reasoning run on the tiny model
 over a synthetic EmoSet: rows scored as `emovit.evaluation.explanations` scores them, metrics that follow from the
-rows, unreadable images and broken annotations counted."""
+rows, unreadable images and broken annotations counted; BLEU-4 and ROUGE-L against the references of instruction data
+built from the evaluated split or of a JSONL file, and the errors a bad references file gets."""
 
 import json
 import shutil
@@ -8,10 +9,14 @@ import shutil
 import pytest
 from PIL import Image
 
-from emovit.evaluation.data import load_eval_data
-from emovit.evaluation.explanations import DEFINITIONS, score_explanation
+from dataset_builder import load_records
+from emovit.evaluation.data import load_eval_data, load_references
+from emovit.evaluation.explanations import (DEFINITIONS, bertscore, load_bertscore_model, reference_scores,
+                                            score_explanation)
 from emovit.evaluation.reasoning import image_attributes
 from modeling_emovit import EMOSET_EMOTIONS, EmoVitForConditionalGeneration, EmoVitProcessor
+
+from testing_utils import save_tiny_bert
 
 
 LABELS = list(EMOSET_EMOTIONS)
@@ -107,3 +112,94 @@ def test_a_budget_past_the_model_context_is_refused_before_any_explanation(tmp_p
                                          r"most 504 new tokens.*Pass --max_new_tokens 504 or less"):
         run_evaluation(tmp_path, eval_emoset_dir, task="reasoning", max_images=1, max_new_tokens=100_000)
     assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------------------------------- references
+
+
+@pytest.fixture(scope="module")
+def test_split_instructions(tmp_path_factory, eval_emoset_dir):
+    """Template instruction data built from `eval_emoset_dir`'s test split: one reasoning and one conversation
+    record for one test image of each emotion (8 of its 16 images)."""
+    from dataset_builder.build import BuildOptions, run_build
+
+    out = tmp_path_factory.mktemp("test-split-instructions")
+    run_build(BuildOptions(emoset_root=str(eval_emoset_dir), output_dir=str(out), types=("conversation", "reasoning"),
+                           per_class={"categorical": 0, "conversation": 1, "reasoning": 1}, split="test",
+                           captioner="none", seed=0, show_progress=False))
+    return out
+
+
+def test_run_scores_explanations_against_the_held_out_reasoning_answers(tmp_path, run_evaluation, eval_emoset_dir,
+                                                                         test_split_instructions):
+    bert = save_tiny_bert(tmp_path / "bert")
+    metrics, lines, out = run_evaluation(tmp_path, eval_emoset_dir, task="reasoning", max_new_tokens=8,
+                                         batch_size=8, references=str(test_split_instructions),
+                                         bertscore_model=str(bert), bertscore_layer=1)
+    answers = {record["image"]: record["conversations"][1]["value"]
+               for record in load_records(test_split_instructions, types=("reasoning",))}
+    data = load_eval_data(str(eval_emoset_dir), "test")
+    expected = [[answers[path]] if path in answers else [] for path in data.paths]
+    assert [line["references"] for line in lines] == expected
+    scored = [line for line in lines if line["references"]]
+    assert len(scored) == 8
+    references = metrics["references"]
+    scores = reference_scores([line["explanation"] for line in scored], [line["references"] for line in scored])
+    assert references["bleu4"] == pytest.approx(scores["bleu4"]) and references["rouge_l"] == pytest.approx(
+        scores["rouge_l"])
+    assert [line["rouge_l"] for line in scored] == pytest.approx(scores["rouge_l_per_image"])
+    # The images without a reference are counted and named, not silently dropped.
+    assert references["images_with_reference"] == 8 and references["images_without_reference"] == 8
+    assert references["without_reference"] == [line["id"] for line in lines if not line["references"]]
+    assert all(line["rouge_l"] is None for line in lines if not line["references"])
+    assert references["types"] == ["reasoning"] and references["references_unmatched"] == 0
+    expected_bert = bertscore([line["explanation"] for line in scored], [line["references"] for line in scored],
+                              *load_bertscore_model(str(bert)), layer=1)
+    assert references["bertscore"] == pytest.approx({"model": str(bert), **expected_bert})
+    assert metrics == json.loads((out / "metrics.json").read_text())
+
+
+def test_a_bertscore_layer_past_the_model_stops_the_run_before_any_explanation(tmp_path, run_evaluation,
+                                                                             eval_emoset_dir, test_split_instructions):
+    bert = save_tiny_bert(tmp_path / "bert")
+    with pytest.raises(ValueError, match=r"--bertscore_layer is 5; the model has 2 layers, so use 0 to 2"):
+        run_evaluation(tmp_path, eval_emoset_dir, task="reasoning", references=str(test_split_instructions),
+                       bertscore_model=str(bert), bertscore_layer=5)
+    assert not (tmp_path / "out").exists()
+
+
+def test_references_from_a_jsonl_by_id_and_by_path(tmp_path, eval_emoset_dir):
+    data = load_eval_data(str(eval_emoset_dir), "test")
+    data.keep_first(3)
+    relative = json.loads((eval_emoset_dir / "test.json").read_text())[1][1]
+    path = tmp_path / "references.jsonl"
+    path.write_text("".join(json.dumps(entry) + "\n" for entry in [
+        {"id": data.ids[0], "reference": "one"}, {"image": relative, "reference": ["two", "three"]},
+        {"id": data.ids[0], "reference": "four"}, {"id": "not-in-the-split", "reference": "five"}]) + "\n")
+    references = load_references(str(path), data)
+    assert references.texts == [["one", "four"], ["two", "three"], []] and references.unmatched == 1
+
+
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        (['{"id": "a", "reference": "x"}', "{oops"], r"line 2 is not valid JSON"),
+        (['["a", "x"]'], r"line 1 holds a list; each line must be an object"),
+        (['{"reference": "x"}'], r"line 1: field 'id' or 'image' must be given"),
+        (['{"id": "a", "image": "b.jpg", "reference": "x"}'], r"line 1: field 'id' or 'image' must be given, one"),
+        (['{"id": "a"}'], r"line 1: field 'reference' is 'None'"),
+        (['{"id": "a", "reference": ["x", 3]}'], r"line 1: field 'reference' is .*non-empty text"),
+        (['{"id": "nowhere", "reference": "x"}'], r"has 1 references, none of them for the 16 evaluated images"),
+    ],
+)
+def test_a_bad_references_file_names_the_file_line_and_field(tmp_path, eval_emoset_dir, lines, message):
+    path = tmp_path / "references.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=message) as raised:
+        load_references(str(path), load_eval_data(str(eval_emoset_dir), "test"))
+    assert str(path) in str(raised.value)
+
+
+def test_instruction_data_of_another_split_is_refused_naming_it(instructions_dir, eval_emoset_dir):
+    with pytest.raises(ValueError, match=r"built from split 'train' of .*none of them for the 16 evaluated images"):
+        load_references(str(instructions_dir), load_eval_data(str(eval_emoset_dir), "test"))

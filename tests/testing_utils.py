@@ -1,6 +1,6 @@
 """What tests share besides fixtures: small images, canned LLM replies, the environment of a command run in a
-subprocess, copies of the shared data, and a fake OpenAI Batch API server. Fixtures that build these live in
-`conftest.py`."""
+subprocess, copies of the shared data, a tiny BERT encoder and a fake OpenAI Batch API server. Fixtures that build
+these live in `conftest.py`."""
 
 import json
 import os
@@ -11,6 +11,23 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+
+def save_tiny_bert(path, texts=(), seed=0):
+    """Saves a 2-layer BERT encoder with random weights and a WordPiece tokenizer (built offline, its vocabulary from
+    `texts`) into `path`, as a stand-in for a BERTScore model."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from modeling_emovit.tiny import build_qformer_tokenizer
+
+    tokenizer = build_qformer_tokenizer(texts=list(texts))
+    torch.manual_seed(seed)
+    model = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                                 num_attention_heads=2, intermediate_size=64, max_position_embeddings=128))
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
 
 
 def random_images(count, seed=0, size=(40, 36)):

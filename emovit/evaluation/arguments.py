@@ -4,6 +4,7 @@ callers that evaluate in-process (train.py's held-out evaluation)."""
 import os
 from dataclasses import dataclass, field
 
+from dataset_builder import parse_types
 from dataset_builder.llm import parse_prices
 from emovit.inference.loading import DTYPES
 from emovit.quantization import QUANTIZATION_HELP, QUANTIZATIONS, check_quantization
@@ -14,6 +15,7 @@ from modeling_emovit import CATEGORICAL_INSTRUCTION_VARIANTS, CLASSIFY_METHODS, 
 
 from .benchmarks import DATASET_FORMATS
 from .calibration import MAX_TEMPERATURE, MIN_CALIBRATION_IMAGES, MIN_TEMPERATURE
+from .data import REFERENCE_TYPES
 from .labels import LABEL_MAP_PRESETS
 
 
@@ -100,6 +102,26 @@ class EvalArguments:
         metadata={"help": "A dataset_builder output folder (the model's training data): --task reasoning then reports "
                           "known_word_rate, the share of explanation words found in its answers."},
     )
+    references: str | None = field(
+        default=None,
+        metadata={"help": "Reference answers of the split's images: a dataset_builder output folder built from the "
+                          "evaluated split (its --reference_types records), or a JSONL of {\"id\" or \"image\", "
+                          "\"reference\"} lines. --task reasoning then reports BLEU-4 and ROUGE-L against them."},
+    )
+    reference_types: str = field(
+        default="reasoning",
+        metadata={"help": f"With a dataset_builder folder as --references: the record types whose answers are the "
+                          f"references, a comma list of {list(REFERENCE_TYPES)}."},
+    )
+    bertscore_model: str | None = field(
+        default=None,
+        metadata={"help": "With --references: a local folder holding a text encoder (e.g. roberta-large) for "
+                          "BERTScore; nothing is downloaded. Unset: no BERTScore."},
+    )
+    bertscore_layer: int | None = field(
+        default=None, metadata={"help": "The --bertscore_model layer whose hidden states are compared; default: its "
+                                        "last (roberta-large's usual choice is 17)."},
+    )
     judge_model: str | None = field(
         default=None,
         metadata={"help": "Model name for the optional LLM judge of explanations on an OpenAI-compatible server "
@@ -152,7 +174,8 @@ class EvalArguments:
         """--output_dir keeps off the inputs: not the model folder, the dataset (nor inside it: an ImageFolder would
         take confusion_matrix.png for one of its images), the label map or the judge's cache, and not a file. The
         judge's cache, appended to, keeps off them too, and off photos."""
-        reads = [self.model, self.dataset, *([self.label_map] if self.label_map else [])]
+        reads = [self.model, self.dataset, *([self.label_map] if self.label_map else []),
+                 *[path for path in (self.references, self.bertscore_model) if path]]
         check_output_path("--output_dir", self.output_dir, [*reads, *([self.judge_cache] if self.judge_cache else [])],
                           read_folders=[self.dataset], folder=True)
         if self.judge_cache is not None:
@@ -176,11 +199,15 @@ class EvalArguments:
                  if getattr(self, name) is not None] + (["judge_dry_run"] if self.judge_dry_run else [])
         if given and self.judge_model is None:
             raise ValueError(f"--{given[0]} is set but --judge_model is not; name the judge's model to use the judge.")
+        self._check_references()
         if self.task == "classification":
             if self.judge_model is not None:
                 raise ValueError("--judge_model judges explanations; it needs --task reasoning.")
             if self.vocabulary_from is not None:
                 raise ValueError("--vocabulary_from counts the words of explanations; it needs --task reasoning.")
+            if self.references is not None:
+                raise ValueError("--references scores explanations against reference answers; it needs --task "
+                                 "reasoning.")
             return
         if self.label_map is not None:
             raise ValueError(f"--label_map is {self.label_map!r}, but --task reasoning compares explanations with "
@@ -194,6 +221,24 @@ class EvalArguments:
             raise ValueError(f"--{classification_only[0]} is {getattr(self, classification_only[0])!r}, but it belongs "
                              "to --task classification; --task reasoning reads EmoSet roots, ImageFolders and "
                              "datasets by their own layout and writes no calibration or card results.")
+
+    def _check_references(self):
+        """The reference flags: an existing --references, known types, BERTScore only with references."""
+        types = parse_types(self.reference_types, "--reference_types")
+        if "categorical" in types:
+            raise ValueError(f"--reference_types is {self.reference_types!r}; a categorical answer names a label only, "
+                             f"so use {list(REFERENCE_TYPES)}.")
+        if self.references is not None and not os.path.exists(self.references):
+            raise ValueError(f"--references {self.references!r} does not exist; give a JSONL file of references or a "
+                             "dataset_builder output folder.")
+        if self.bertscore_model is not None and self.references is None:
+            raise ValueError("--bertscore_model scores explanations against reference answers; pass --references too.")
+        if self.bertscore_layer is not None and self.bertscore_model is None:
+            raise ValueError("--bertscore_layer picks a layer of --bertscore_model; pass --bertscore_model too.")
+        if self.bertscore_model is not None and not os.path.isdir(self.bertscore_model):
+            raise ValueError(f"--bertscore_model {self.bertscore_model!r} is not a local folder. BERTScore is "
+                             "computed from a model on disk only (nothing is downloaded): pass the folder of a saved "
+                             "encoder (`hf download roberta-large --local-dir DIR` where there is network).")
 
     def _check_calibration_and_card(self):
         if self.calibrate_on is not None and self.method != "score":

@@ -1,6 +1,10 @@
 """Evaluation data: the images and labels of one split, from an EmoSet root, an ImageFolder, a folder written by
-`Dataset.save_to_disk` or holding parquet files, or a Hub dataset id."""
+`Dataset.save_to_disk` or holding parquet files, or a Hub dataset id; and the reference answers of its images
+(`load_references`: a dataset_builder output folder built from that split, or a JSONL file), which `--task reasoning`
+scores explanations against."""
 
+import json
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -8,6 +12,8 @@ from pathlib import Path
 import datasets
 from PIL import Image
 
+from dataset_builder import INSTRUCTION_TYPES, read_summary
+from dataset_builder.build_folder import read_written_records
 from dataset_builder.emoset import is_emoset_root, read_split
 from modeling_emovit.configuration_emovit import normalise_label
 from modeling_emovit.image_utils import IMAGE_DECODE_ERRORS, open_image
@@ -21,6 +27,7 @@ class EvalData:
     ids: list[str]
     labels: list[str]
     paths: list[str] | None = None  # image files (EmoSet root, ImageFolder)
+    relative_paths: list[str] | None = None  # the same, relative to the dataset root (as instruction records say)
     table: datasets.Dataset | None = None  # a `datasets` split with an image column
     image_column: str = "image"
     skipped: list[dict] = field(default_factory=list)
@@ -133,6 +140,7 @@ def _load_image_files(path: Path, dataset: str, split: str) -> EvalData:
         ids=[item.image_id for item in listing.items],
         labels=[normalise_label(item.emotion) for item in listing.items],
         paths=[item.image_path for item in listing.items],
+        relative_paths=[item.relative_path for item in listing.items],
         skipped=[{"id": skip.item, "reason": skip.reason} for skip in listing.skipped],
         annotation_paths=[item.annotation_path for item in listing.items],
     )
@@ -164,3 +172,99 @@ def _from_table(table: datasets.Dataset, dataset: str, split: str) -> EvalData:
     ids = [str(value) for value in table[id_column]] if id_column else [f"{split}/{i}" for i in range(len(table))]
     # Only the image column is decoded per batch; the labels were read above.
     return EvalData(ids=ids, labels=[normalise_label(label) for label in labels], table=table.select_columns(["image"]))
+
+
+# ---------------------------------------------------------------------------------------------- reference answers
+
+REFERENCE_TYPES = tuple(t for t in INSTRUCTION_TYPES if t != "categorical")  # a categorical answer is a label only
+
+
+@dataclass
+class References:
+    """The reference answers of a split's images: `texts[i]` lists image i's (empty: none), read from `source`.
+    `unmatched` counts the references whose image is not among the evaluated ones (another split, or cut by
+    --max_images)."""
+
+    source: str
+    texts: list[list[str]]
+    unmatched: int
+    types: tuple[str, ...] | None = None  # the instruction types read, for a dataset_builder folder
+
+
+def _path_key(path: str) -> str:
+    return os.path.normpath(str(path)).replace(os.sep, "/")
+
+
+def load_references(source: str, data: EvalData, types: tuple[str, ...] = ("reasoning",)) -> References:
+    """The reference answers of `data`'s images (after any --max_images cut) from `source`:
+    - a dataset_builder output folder (summary.json, instructions.jsonl) built from the evaluated split: the answers
+      of its records of `types`, matched to images by their path inside the EmoSet root;
+    - a JSONL file, one `{"id": ..., "reference": ...}` or `{"image": ..., "reference": ...}` per line: `id` is the
+      image id the split gives (as predictions.jsonl shows it), `image` its path relative to the dataset root;
+      `reference` a text or a list of texts. Several lines for one image add references.
+
+    Raises ValueError naming the file, line and field of a malformed line, and when no reference matches any image.
+    """
+    path = Path(source)
+    if path.is_dir():
+        summary = read_summary(path)
+        pairs = [(number, "image", record["image"], [record["conversations"][1]["value"]])
+                 for number, record in enumerate(read_written_records(path), start=1) if record["type"] in types]
+        built_from = f"split {summary.get('args', {}).get('split')!r} of {summary['emoset_root']!r}"
+    else:
+        pairs = list(_reference_lines(path))
+        built_from = None
+    if any(field_name == "image" for _, field_name, _, _ in pairs) and data.relative_paths is None:
+        raise ValueError(f"--references {source!r} matches images by path ('image'), but the evaluated dataset is a "
+                         "table without image paths; give a JSONL whose lines name each image by 'id' instead.")
+    by_id = {image_id: index for index, image_id in enumerate(data.ids)}
+    by_path = {_path_key(p): index for index, p in enumerate(data.relative_paths[:len(data.ids)])} \
+        if data.relative_paths is not None else {}
+    texts, unmatched = [[] for _ in data.ids], 0
+    for _, field_name, key, references in pairs:
+        index = by_id.get(key) if field_name == "id" else by_path.get(_path_key(key))
+        if index is None:
+            unmatched += 1
+        else:
+            texts[index].extend(references)
+    if not any(texts):
+        where = f" (built from {built_from})" if built_from else ""
+        example = pairs[0][2] if pairs else "none"
+        raise ValueError(f"--references {source!r}{where} has {len(pairs)} references, none of them for the "
+                         f"{len(data.ids)} evaluated images (first reference names {example!r}; the split's first "
+                         f"image is id {data.ids[0]!r}"
+                         + (f", path {data.relative_paths[0]!r}" if data.relative_paths else "")
+                         + "). Give references of the evaluated split (--split), e.g. a dataset_builder folder built "
+                         "with --split of the same name.")
+    return References(source=str(source), texts=texts, unmatched=unmatched,
+                      types=tuple(types) if path.is_dir() else None)
+
+
+def _reference_lines(path: Path):
+    """(line number, "id" or "image", its value, [reference texts]) per line of a references JSONL file."""
+    if not path.is_file():
+        raise ValueError(f"--references {str(path)!r} is neither a file nor a dataset_builder output folder; give a "
+                         "JSONL of {\"id\" or \"image\", \"reference\"} lines or a folder built by dataset_builder.")
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"--references {str(path)!r}, line {number}"
+            try:
+                entry = json.loads(line)
+            except ValueError as e:
+                raise ValueError(f"{where} is not valid JSON ({e}); fix or remove the line.") from e
+            if not isinstance(entry, dict):
+                raise ValueError(f"{where} holds a {type(entry).__name__}; each line must be an object "
+                                 "{\"id\" or \"image\": ..., \"reference\": ...}.")
+            keys = [name for name in ("id", "image") if name in entry]
+            if len(keys) != 1 or not isinstance(entry[keys[0]], str) or not entry[keys[0]].strip():
+                raise ValueError(f"{where}: field 'id' or 'image' must be given, one of them, as a non-empty text "
+                                 f"(found {({k: entry[k] for k in keys})!r}); 'id' is the image id of the split, "
+                                 "'image' its path relative to the dataset root.")
+            reference = entry.get("reference")
+            texts = reference if isinstance(reference, list) else [reference]
+            if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+                raise ValueError(f"{where}: field 'reference' is {str(reference)[:80]!r}; give a non-empty text or a "
+                                 "list of non-empty texts.")
+            yield number, keys[0], entry[keys[0]].strip(), texts

@@ -1,5 +1,6 @@
 """The offline scores of a model's explanation of an image, from its text, the image's label, the model's predicted
-label and the image's annotated attributes, without reference texts.
+label and the image's annotated attributes; and, where the images have reference answers, the text-overlap scores
+explanation benchmarks report (BLEU-4, ROUGE-L, optionally BERTScore from a local model).
 
 Three scores per explanation, each defined in `DEFINITIONS` (copied into metrics.json):
 - emotion consistency: the emotions the explanation names (`modeling_emovit.mentioned_emotions`) against the
@@ -8,13 +9,15 @@ Three scores per explanation, each defined in `DEFINITIONS` (copied into metrics
   explanation mentions (whole words, plurals folded, a small synonym table);
 - contradictions: light or colour words that say the opposite of the image's brightness or colourfulness.
 
-`summarise_scores` turns a run's scored rows into its rates, and `known_word_rate` measures how much of the
-explanations' wording occurs in a dataset's answers. The run that explains the images is
-`emovit.evaluation.reasoning`.
+`summarise_scores` turns a run's scored rows into its rates, `known_word_rate` measures how much of the
+explanations' wording occurs in a dataset's answers, and `reference_scores` and `bertscore` compare explanations with
+references. The run that explains the images is `emovit.evaluation.reasoning`.
 """
 
 import re
 from pathlib import Path
+
+import torch
 
 from modeling_emovit import mentioned_emotions
 from modeling_emovit.modeling_emovit import agreement_of
@@ -146,6 +149,20 @@ DEFINITIONS = {
         "inventing), plausibility (would such an image plausibly evoke the emotion the explanation argues for), "
         "specificity (concrete details rather than generic phrases). Means over images with a well-formed reply; "
         "malformed replies, failures and requests not sent (cost ceiling) are counted."),
+    "bleu4": (
+        "Only with --references: corpus BLEU-4 (sacrebleu's corpus_bleu, default '13a' tokenizer, no lower-casing, "
+        "0-100) of the explanations of the images with at least one reference against all of each image's "
+        "references; 'bleu_signature' is sacrebleu's description of the settings."),
+    "rouge_l": (
+        "Only with --references: per image, the ROUGE-L F-measure (rouge-score, its default tokenizer: lower case, "
+        "runs of letters and digits, no stemming) of the explanation against its best-matching reference; the mean "
+        "over images with a reference (0-1)."),
+    "bertscore": (
+        "Only with --bertscore_model: BERTScore (Zhang et al. 2020) without idf weights or baseline rescaling. Each "
+        "text is encoded by the local model; the hidden states of layer --bertscore_layer (default: its last) are "
+        "L2-normalised, the special tokens dropped; precision is the mean over the explanation's tokens of the best "
+        "cosine with a reference token, recall the same over the reference's tokens, F1 their harmonic mean; of "
+        "several references the one with the highest F1 counts. Means over images with a reference."),
 }
 
 
@@ -346,3 +363,103 @@ def summarise_scores(rows: list[dict]) -> dict:
         "contradiction_images_checked": len(checked),
         "contradictions": per_attribute,
     }
+
+
+
+# ---------------------------------------------------------------------------------------------- references
+
+# sacrebleu and rouge-score (which imports nltk, about a second) are imported where they are used, so that runs
+# without references, and train.py's held-out evaluation, do not pay for them at start-up.
+
+
+def rouge_l(explanations: list[str], references: list[list[str]]) -> list[float]:
+    """Per explanation, its ROUGE-L F-measure against its best-matching reference (see DEFINITIONS["rouge_l"])."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    return [scorer.score_multi(refs, text)["rougeL"].fmeasure for text, refs in zip(explanations, references)]
+
+
+def corpus_bleu(explanations: list[str], references: list[list[str]]) -> tuple[float, str]:
+    """sacrebleu's corpus BLEU-4 of `explanations` (0-100) and its signature, `references[i]` being explanation i's
+    references (one or more; images may have different numbers of them)."""
+    import sacrebleu
+
+    streams = [[texts[k] if k < len(texts) else None for texts in references]
+               for k in range(max(len(texts) for texts in references))]
+    bleu = sacrebleu.BLEU()
+    return bleu.corpus_score(explanations, streams).score, str(bleu.get_signature())
+
+
+def reference_scores(explanations: list[str], references: list[list[str]]) -> dict:
+    """BLEU-4 and ROUGE-L of `explanations` against `references` (one list per explanation, non-empty)."""
+    assert len(explanations) == len(references) and all(references), "every explanation needs a reference"
+    rouge = rouge_l(explanations, references)
+    bleu, signature = corpus_bleu(explanations, references)
+    return {"bleu4": bleu, "bleu_signature": signature, "rouge_l": sum(rouge) / len(rouge),
+            "rouge_l_per_image": rouge}
+
+
+def load_bertscore_model(path: str):
+    """(tokenizer, model) of the local text encoder at `path`, in eval mode; never a download."""
+    from transformers import AutoModel, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--bertscore_model {path!r} could not be loaded as a tokenizer and encoder "
+                         f"({type(e).__name__}: {e}); pass a folder saved with save_pretrained.") from e
+    return tokenizer, model
+
+
+def _token_embeddings(texts: list[str], tokenizer, model, layer: int, batch_size: int = 16) -> list[torch.Tensor]:
+    """Per text, its tokens' L2-normalised hidden states at `layer` (0: the embeddings), special tokens left out."""
+    limit = min(tokenizer.model_max_length, getattr(model.config, "max_position_embeddings", 512))
+    embedded = []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(texts[start:start + batch_size], padding=True, truncation=True, max_length=limit,
+                          return_tensors="pt", return_special_tokens_mask=True)
+        special = batch.pop("special_tokens_mask").bool()
+        with torch.inference_mode():
+            states = model(**batch, output_hidden_states=True).hidden_states[layer]
+        states = torch.nn.functional.normalize(states.float(), dim=-1)
+        keep = batch["attention_mask"].bool() & ~special
+        embedded += [states[i][keep[i]] for i in range(len(states))]
+    return embedded
+
+
+def bertscore_layer(model, layer: int | None) -> int:
+    """The layer BERTScore reads of `model`: `layer` (0 is the embeddings), or the last when None; ValueError naming
+    --bertscore_layer when the model has no such layer."""
+    layers = model.config.num_hidden_layers
+    layer = layers if layer is None else layer
+    if not 0 <= layer <= layers:
+        raise ValueError(f"--bertscore_layer is {layer}; the model has {layers} layers, so use 0 to {layers}.")
+    return layer
+
+
+def bertscore(explanations: list[str], references: list[list[str]], tokenizer, model, layer: int | None = None) -> dict:
+    """BERTScore of `explanations` against `references` (see DEFINITIONS["bertscore"]): the mean precision, recall
+    and F1 over explanations, and the layer used. `layer` None takes the model's last."""
+    layer = bertscore_layer(model, layer)
+    flat = [text for refs in references for text in refs]
+    candidates = _token_embeddings(explanations, tokenizer, model, layer)
+    targets = iter(_token_embeddings(flat, tokenizer, model, layer))
+    totals = torch.zeros(3, dtype=torch.float64)
+    for candidate, refs in zip(candidates, references):
+        best = None
+        for _ in refs:
+            target = next(targets)
+            if len(candidate) == 0 or len(target) == 0:
+                scores = torch.zeros(3, dtype=torch.float64)
+            else:
+                similarity = candidate @ target.T
+                precision = similarity.max(dim=1).values.mean().double()
+                recall = similarity.max(dim=0).values.mean().double()
+                f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else precision * 0
+                scores = torch.stack([precision, recall, f1])
+            best = scores if best is None or scores[2] > best[2] else best
+        totals += best
+    precision, recall, f1 = (totals / len(explanations)).tolist()
+    return {"precision": precision, "recall": recall, "f1": f1, "layer": layer}

@@ -1,6 +1,7 @@
 """The reasoning evaluation behind `evaluate.py --task reasoning`: explain every labelled image of a split, score
-each explanation offline (`emovit.evaluation.explanations`: emotion consistency, attribute grounding, contradictions),
-optionally have an LLM judge it (`emovit.evaluation.judge`), and write metrics.json and predictions.jsonl.
+each explanation offline (`emovit.evaluation.explanations`: emotion consistency, attribute grounding, contradictions;
+BLEU-4, ROUGE-L and optionally BERTScore against reference answers with --references), optionally have an LLM judge
+it (`emovit.evaluation.judge`), and write metrics.json and predictions.jsonl.
 
 Each process explains a contiguous share of the images; the rows are gathered in dataset order and the main process
 summarises, judges and writes.
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 
+from dataset_builder import parse_types
 from dataset_builder.attributes import complete_attributes, normalise_attributes
 from dataset_builder.llm import redact_url
 from emovit.distributed import from_main_process, run_in_shares
@@ -24,8 +26,10 @@ from emovit_utils.files import atomic_write_text
 from modeling_emovit import EXPLANATION_PRESETS
 
 from .arguments import EvalArguments
-from .data import EvalData, check_readable, load_eval_data, skipped_entries, split_off_unreadable, unreadable_rows
-from .explanations import DEFINITIONS, answer_vocabulary, known_word_rate, score_explanation, summarise_scores
+from .data import (EvalData, References, check_readable, load_eval_data, load_references, skipped_entries,
+                   split_off_unreadable, unreadable_rows)
+from .explanations import (DEFINITIONS, answer_vocabulary, bertscore, bertscore_layer, known_word_rate,
+                           load_bertscore_model, reference_scores, score_explanation, summarise_scores)
 from .judge import judge_failure, judge_rows, judge_settings
 
 
@@ -46,6 +50,12 @@ def evaluate_reasoning(args: EvalArguments) -> dict:
     model.to(accelerator.device)
     labels = list(model.config.emotion_labels)
     data = load_labelled_split(args, labels)
+    # References and the BERTScore encoder are read before the explanations, so a bad file stops the run early.
+    references = (load_references(args.references, data, parse_types(args.reference_types))
+                  if args.references else None)
+    encoder = load_bertscore_model(args.bertscore_model) if args.bertscore_model else None
+    if encoder is not None:
+        bertscore_layer(encoder[1], args.bertscore_layer)
 
     # ---- the run: explanations, each process its share
     started = time.perf_counter()
@@ -56,10 +66,15 @@ def evaluate_reasoning(args: EvalArguments) -> dict:
         return from_main_process()
 
     # ---- metrics, judge and report (main process)
+    if references is not None:
+        for row in rows:
+            row["references"] = references.texts[row["index"]]
     annotation_problems = take_annotation_problems(rows)
     judge = judge_rows(rows, args, judge_client) if judge_client is not None else None
     metrics = reasoning_metrics(args, rows, judge, skipped_entries(data, unreadable), annotation_problems, seconds,
                                 labels, accelerator)
+    metrics["references"] = (score_against_references(rows, references, encoder, args.bertscore_layer)
+                             if references is not None else None)
     write_reasoning_report(args.output_dir, metrics, rows)
     # The other processes leave with the metrics now, so a failed judge ends this process instead of hanging them.
     metrics = from_main_process(metrics)
@@ -181,6 +196,36 @@ def reasoning_metrics(args: EvalArguments, rows: list[dict], judge: dict | None,
         "device": str(accelerator.device),
         "definitions": DEFINITIONS,
         "arguments": arguments,
+    }
+
+
+def score_against_references(rows: list[dict], references: References, encoder, layer: int | None) -> dict:
+    """metrics.json's `references`: BLEU-4, ROUGE-L and (with `encoder`, a (tokenizer, model) pair) BERTScore of
+    the explanations of the images with references, and the images without one, counted and named. Adds each
+    row's `rouge_l` (None without a reference)."""
+    scored = [row for row in rows if row["references"]]
+    without = [row["id"] for row in rows if not row["references"]]
+    explanations, texts = [row["explanation"] for row in scored], [row["references"] for row in scored]
+    scores = reference_scores(explanations, texts) if scored else {"bleu4": None, "bleu_signature": None,
+                                                                   "rouge_l": None, "rouge_l_per_image": []}
+    for row in rows:
+        row["rouge_l"] = None
+    for row, value in zip(scored, scores.pop("rouge_l_per_image")):
+        row["rouge_l"] = value
+    if without:
+        logger.warning("%d of %d explained images have no reference (first: %s); they are left out of BLEU-4, "
+                       "ROUGE-L and BERTScore and listed in metrics.json", len(without), len(rows), without[0])
+    return {
+        "source": references.source,
+        "types": list(references.types) if references.types is not None else None,
+        "images_with_reference": len(scored),
+        "images_without_reference": len(without),
+        "without_reference": without,
+        "references_per_image": sum(map(len, texts)) / len(scored) if scored else None,
+        "references_unmatched": references.unmatched,
+        **scores,
+        "bertscore": ({"model": encoder[1].name_or_path, **bertscore(explanations, texts, *encoder, layer)}
+                      if encoder is not None and scored else None),
     }
 
 
