@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import f1_score, roc_auc_score
 
 from emovit.evaluation.benchmarks import load_benchmark
 from emovit.evaluation.labels import label_mapping, reference_indices
@@ -174,7 +174,7 @@ def test_a_skip_needs_a_reason_and_a_skipped_entry_needs_no_dataset(tmp_path):
     assert table["groups"][0] | {"status": None} == {
         "group": "g", "tasks": "a", "num_tasks_evaluated": 0, "num_images": 0, "accuracy_mean": None,
         "macro_f1_mean": None, "weighted_f1_mean": None, "ece_10": None, "brier": None, "auroc_correct": None,
-        "status": None}
+        "aurc": None, "selective": None, "status": None}
     assert table["groups"][0]["status"] == "no task evaluated"
 
 
@@ -193,13 +193,16 @@ def test_eval_vecbench_config_holds_vecbench_groups_with_webemo25_skipped(tmp_pa
 
 def pooled_expected(out: Path, members: list[str]) -> dict:
     """The group's pooled calibration computed here from the members' predictions.jsonl, independently of the suite:
-    10-bin ECE by hand, Brier over each task's own labels, AUROC by scikit-learn."""
-    confidence, correct, brier = [], [], []
+    10-bin ECE by hand, Brier over each task's own labels, AUROC and F1 by scikit-learn (labels by name), AURC by
+    hand (equal confidences share their errors)."""
+    confidence, correct, brier, gold, answer = [], [], [], [], []
     for member in members:
         for text in (out / member / "predictions.jsonl").read_text().splitlines():
             line = json.loads(text)
             confidence.append(max(line["scores"].values()))
             correct.append(line["correct"])
+            gold.append(line["label"])
+            answer.append(max(line["scores"], key=line["scores"].get))
             brier.append(sum((p - (label == line["label"])) ** 2 for label, p in line["scores"].items()))
     confidence, correct = np.array(confidence), np.array(correct, dtype=float)
     ece = 0.0
@@ -208,7 +211,19 @@ def pooled_expected(out: Path, members: list[str]) -> dict:
         if members_of_bin.any():
             ece += members_of_bin.mean() * abs(correct[members_of_bin].mean() - confidence[members_of_bin].mean())
     auroc = roc_auc_score(correct, confidence) if 0 < correct.sum() < len(correct) else None
-    return {"ece_10": ece, "brier": float(np.mean(brier)), "auroc_correct": auroc, "num_images": len(confidence)}
+    gold, answer = np.array(gold), np.array(answer)
+    selective = []
+    for threshold in [round(0.1 * k, 1) for k in range(1, 10)]:
+        kept = confidence >= threshold - 1e-9
+        selective.append({"coverage": kept.mean(), "accuracy": correct[kept].mean() if kept.any() else None,
+                          "macro_f1": f1_score(gold[kept], answer[kept], average="macro") if kept.any() else None})
+    errors = []
+    for value in sorted(set(confidence.tolist()), reverse=True):
+        tie = confidence == value
+        errors += [1 - correct[tie].mean()] * int(tie.sum())
+    aurc = float(np.mean(np.cumsum(errors) / np.arange(1, len(errors) + 1)))
+    return {"ece_10": ece, "brier": float(np.mean(brier)), "auroc_correct": auroc, "num_images": len(confidence),
+            "selective": selective, "aurc": aurc}
 
 
 def test_suite_group_rows_match_the_pooled_predictions_of_their_tasks(tmp_path, tiny_dir, synthetic_benchmarks):
@@ -235,6 +250,14 @@ def test_suite_group_rows_match_the_pooled_predictions_of_their_tasks(tmp_path, 
         else:
             defined_auroc += 1
             assert group["auroc_correct"] == pytest.approx(expected["auroc_correct"], abs=1e-9)
+        assert group["aurc"] == pytest.approx(expected["aurc"], abs=1e-9)
+        assert [row["threshold"] for row in group["selective"]] == [round(0.1 * k, 1) for k in range(1, 10)]
+        for row, expected_row in zip(group["selective"], expected["selective"]):
+            assert row["coverage"] == pytest.approx(expected_row["coverage"], abs=1e-12)
+            for key in ("accuracy", "macro_f1"):
+                assert (row[key] is None) == (expected_row[key] is None)
+                if row[key] is not None:
+                    assert row[key] == pytest.approx(expected_row[key], abs=1e-9)
         assert group["num_tasks_evaluated"] == len(evaluated)
         assert group["status"] == ("evaluated" if len(evaluated) == len(members)
                                    else "3 of 4 tasks; not evaluated: webemo-25 (see rows)")
@@ -244,3 +267,6 @@ def test_suite_group_rows_match_the_pooled_predictions_of_their_tasks(tmp_path, 
     assert markdown == format_table(table) and markdown in done.stdout
     group_line = next(line for line in markdown.splitlines() if line.startswith("| out-of-domain "))
     assert f"| {table['groups'][2]['ece_10']:.4f} |" in group_line
+    assert "Selective prediction" in markdown
+    selective_lines = [line for line in markdown.splitlines() if line.startswith("| in-domain-sentiment | ")]
+    assert len(selective_lines) == 1 + 9  # its group row and one row per threshold

@@ -52,7 +52,9 @@ RESULTS_JSON, RESULTS_MARKDOWN = "suite_results.json", "suite_results.md"
 # Group rows: task means, then the pooled calibration; VECBench bins its ECE in 10, not the metric's default 15.
 GROUP_MEANS = ("accuracy", "macro_f1", "weighted_f1")
 GROUP_COLUMNS = ("group", "tasks", "num_tasks_evaluated", "num_images", "accuracy_mean", "macro_f1_mean",
-                 "weighted_f1_mean", "ece_10", "brier", "auroc_correct", "status")
+                 "weighted_f1_mean", "ece_10", "brier", "auroc_correct", "aurc", "status")
+# The selective-prediction table: one row per group and threshold, from each group row's "selective".
+SELECTIVE_COLUMNS = ("group", "threshold", "coverage", "num_kept", "accuracy", "macro_f1", "weighted_f1")
 GROUP_ECE_BINS = 10
 GROUP_DEFINITIONS = {
     "accuracy_mean": "mean over the group's evaluated tasks of each task's accuracy (every task weighs the same)",
@@ -63,6 +65,11 @@ GROUP_DEFINITIONS = {
     "brier": "mean over the group's pooled images of the sum over the task's labels of (p - 1[label])^2",
     "auroc_correct": "area under the ROC curve of the top-1 probability separating the group's right answers from its "
                      "wrong ones, over the pooled images (null when all are right or all wrong)",
+    "aurc": "area under the risk-coverage curve of the pooled images: the mean over k = 1..n of the error rate of the "
+            "k images of highest top-1 probability (ties share their errors)",
+    "selective": "per confidence threshold 0.1-0.9, the pooled images whose top-1 probability reaches it: coverage "
+                 "(their share), their accuracy, and their macro and weighted F1 over the group's labels pooled by "
+                 "name (null when none is kept)",
 }
 
 
@@ -259,13 +266,16 @@ def group_row(name: str, members: list[str], rows: list[dict], output_dir: Path)
 
 
 def pooled_calibration(prediction_files: list[Path]) -> dict:
-    """ECE (10 bins), Brier and AUROC of confidence against correctness over the training instruction's lines of
-    every file in `prediction_files` pooled; None each when there are none or a file has no probabilities.
+    """ECE (10 bins), Brier and AUROC of confidence against correctness, and selective prediction (accuracy, F1 and
+    coverage at each confidence threshold, AURC) over the training instruction's lines of every file in
+    `prediction_files` pooled; None each when there are none or a file has no probabilities.
 
-    Tasks with fewer labels get their probability rows padded with zeros to the widest task's: the top-1 probability,
-    the answer and each image's Brier term stay what they were, so the metric module's functions apply unchanged."""
-    empty = {"ece_10": None, "brier": None, "auroc_correct": None}
-    rows, references = [], []
+    Labels are pooled by name: each line's probabilities go into the columns of the group's labels (the union of
+    every task's, in order of first appearance), 0 for labels its task lacks. The top-1 probability, the answer and
+    each image's Brier term stay what they were, and a binary task's "positive" stays apart from an emotion task's
+    labels in the pooled F1."""
+    empty = {"ece_10": None, "brier": None, "auroc_correct": None, "aurc": None, "selective": None}
+    lines = []
     for path in prediction_files:
         for text in path.read_text().splitlines():
             line = json.loads(text)
@@ -273,17 +283,23 @@ def pooled_calibration(prediction_files: list[Path]) -> dict:
                 continue
             if "scores" not in line:
                 return empty
-            rows.append(list(line["scores"].values()))
-            references.append(list(line["scores"]).index(line["label"]))
-    if not rows:
+            lines.append(line)
+    if not lines:
         return empty
-    width = max(len(row) for row in rows)
-    probabilities = np.array([row + [0.0] * (width - len(row)) for row in rows], dtype=np.float64)
+    labels = list(dict.fromkeys(label for line in lines for label in line["scores"]))
+    column = {label: k for k, label in enumerate(labels)}
+    probabilities = np.zeros((len(lines), len(labels)), dtype=np.float64)
+    for i, line in enumerate(lines):
+        for label, probability in line["scores"].items():
+            probabilities[i, column[label]] = probability
+    references = np.array([column[line["label"]] for line in lines])
     functions = metric_functions()
-    calibration = functions.calibration_metrics(probabilities, np.array(references), width, num_bins=GROUP_ECE_BINS)
-    correct = probabilities.argmax(axis=1) == np.array(references)
+    calibration = functions.calibration_metrics(probabilities, references, len(labels), num_bins=GROUP_ECE_BINS)
+    confidence, predictions = probabilities.max(axis=1), probabilities.argmax(axis=1)
+    selective = functions.selective_metrics(confidence, predictions, references, len(labels))
     return {"ece_10": calibration["ece"], "brier": calibration["brier"],
-            "auroc_correct": functions.one_vs_rest_auroc(probabilities.max(axis=1), correct)}
+            "auroc_correct": functions.one_vs_rest_auroc(confidence, predictions == references),
+            "aurc": selective["aurc"], "selective": selective["selective"]}
 
 
 def format_table(table: dict) -> str:
@@ -299,4 +315,10 @@ def format_table(table: dict) -> str:
                    if key != "weighted_f1_mean" or any(group.get(key) is not None for group in groups)]
         text += ("\nGroups (task means; ECE over 10 bins, Brier and AUROC of confidence vs correctness on the pooled "
                  "predictions):\n\n" + markdown_table(groups, columns, decimals=4))
+        selective = [{"group": group["group"], **threshold}
+                     for group in groups for threshold in group["selective"] or []]
+        if selective:
+            text += ("\nSelective prediction (pooled predictions of each group whose top-1 probability is at least the "
+                     "threshold; accuracy and F1 empty where none is kept):\n\n"
+                     + markdown_table(selective, list(SELECTIVE_COLUMNS), decimals=4))
     return text
