@@ -7,9 +7,17 @@ import sacrebleu
 import torch
 from rouge_score import rouge_scorer
 
-from emovit.evaluation.explanations import (DEFINITIONS, bertscore, contradictions, corpus_bleu, fold,
-                                            load_bertscore_model, reference_scores, score_explanation,
-                                            summarise_scores)
+from emovit.evaluation.explanations import (
+    DEFINITIONS,
+    bertscore,
+    contradictions,
+    corpus_bleu,
+    fold,
+    load_bertscore_model,
+    reference_scores,
+    score_explanation,
+    summarise_scores,
+)
 from modeling_emovit import EMOSET_EMOTIONS
 
 from testing_utils import save_tiny_bert

@@ -11,8 +11,13 @@ from PIL import Image
 
 from dataset_builder import load_records
 from emovit.evaluation.data import load_eval_data, load_references
-from emovit.evaluation.explanations import (DEFINITIONS, bertscore, load_bertscore_model, reference_scores,
-                                            score_explanation)
+from emovit.evaluation.explanations import (
+    DEFINITIONS,
+    bertscore,
+    load_bertscore_model,
+    reference_scores,
+    score_explanation,
+)
 from emovit.evaluation.reasoning import image_attributes
 from modeling_emovit import EMOSET_EMOTIONS, EmoVitForConditionalGeneration, EmoVitProcessor
 

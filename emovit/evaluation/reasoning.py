@@ -26,10 +26,27 @@ from emovit_utils.files import atomic_write_text
 from modeling_emovit import EXPLANATION_PRESETS
 
 from .arguments import EvalArguments
-from .data import (EvalData, References, check_readable, load_eval_data, load_references, skipped_entries,
-                   split_off_unreadable, unreadable_rows)
-from .explanations import (DEFINITIONS, answer_vocabulary, bertscore, bertscore_layer, known_word_rate,
-                           load_bertscore_model, reference_scores, score_explanation, summarise_scores)
+from .data import (
+    EvalData,
+    References,
+    check_readable,
+    load_eval_data,
+    load_references,
+    skipped_entries,
+    split_off_unreadable,
+    unreadable_rows,
+)
+from .explanations import (
+    DEFINITIONS,
+    answer_vocabulary,
+    bertscore,
+    bertscore_layer,
+    known_word_rate,
+    load_bertscore_model,
+    reference_scores,
+    score_explanation,
+    summarise_scores,
+)
 from .judge import judge_failure, judge_rows, judge_settings
 
 
