@@ -50,6 +50,20 @@ def losses(output_dir):
     return [entry["loss"] for entry in history(output_dir) if "loss" in entry]
 
 
+def assert_four_falling_steps_on_the_qformer_side_only(base, run):
+    """The run in `run` logged 4 finite losses, the last below the first, and changed tensors of the Q-Former side of
+    `base` and nothing else."""
+    steps = losses(run)
+    assert len(steps) == 4 and all(torch.isfinite(torch.tensor(steps)))
+    assert steps[-1] < steps[0]
+
+    before, after = trainable_tensors(base), trainable_tensors(run)
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed, "nothing trained"
+    allowed = ("qformer.", "query_tokens", "language_projection.", "vision_model.post_layernorm.")
+    assert all(name.startswith(allowed) for name in changed), sorted(changed)[:5]
+
+
 def test_training_run_end_to_end(tiny_dir, synthetic_root, instructions_dir, tmp_path):
     """One run that checks what a user sees: the loss falls, only the Q-Former side changes, the folder is complete;
     16-bit training images train; an unreadable evaluation image is left out (not fatal); evaluation reports the
@@ -65,15 +79,7 @@ def test_training_run_end_to_end(tiny_dir, synthetic_root, instructions_dir, tmp
     done = train_script(*flags(tiny_dir, data, tmp_path / "run", "--per_device_train_batch_size", 24,
                                "--max_steps", 4, "--lr_scheduler_type", "constant", "--warmup_ratio", 0,
                                "--curriculum", "categorical", "--eval_strategy", "steps", "--eval_steps", 2))
-    steps = losses(tmp_path / "run")
-    assert len(steps) == 4 and all(torch.isfinite(torch.tensor(steps)))
-    assert steps[-1] < steps[0]
-
-    before, after = trainable_tensors(tiny_dir), trainable_tensors(tmp_path / "run")
-    changed = {name for name in before if not torch.equal(before[name], after[name])}
-    assert changed, "nothing trained"
-    allowed = ("qformer.", "query_tokens", "language_projection.", "vision_model.post_layernorm.")
-    assert all(name.startswith(allowed) for name in changed), sorted(changed)[:5]
+    assert_four_falling_steps_on_the_qformer_side_only(tiny_dir, tmp_path / "run")
     # the output folder is complete: weights, processor, card with the loss curve, remote code
     for name in ("model.safetensors", "processor_config.json", "README.md", "loss_curve.png", "modeling_emovit.py",
                  "pipeline_emovit.py"):
@@ -100,15 +106,7 @@ def test_an_encoder_decoder_language_model_trains_only_the_qformer_side(tiny_t5_
                         "--max_steps", 4, "--lr_scheduler_type", "constant", "--warmup_ratio", 0,
                         "--curriculum", "categorical", "--eval_strategy", "steps", "--eval_steps", 2,
                         "--test_split", "test"))
-    steps = losses(tmp_path / "run")
-    assert len(steps) == 4 and all(torch.isfinite(torch.tensor(steps)))
-    assert steps[-1] < steps[0]
-
-    before, after = trainable_tensors(base), trainable_tensors(tmp_path / "run")
-    changed = {name for name in before if not torch.equal(before[name], after[name])}
-    assert changed, "nothing trained"
-    allowed = ("qformer.", "query_tokens", "language_projection.", "vision_model.post_layernorm.")
-    assert all(name.startswith(allowed) for name in changed), sorted(changed)[:5]
+    assert_four_falling_steps_on_the_qformer_side_only(base, tmp_path / "run")
 
     evaluations = [entry for entry in history(tmp_path / "run") if "eval_loss" in entry]
     assert evaluations and all(0 < entry["eval_loss"] < 50 for entry in evaluations)
